@@ -1,0 +1,538 @@
+//! The HTTP client for the two Connect endpoints (SPEC "The remote API").
+//!
+//! One [`reqwest::Client`] is built once and shared (cloning a [`ConnectClient`]
+//! is cheap), so connections are pooled across all workers. The client only
+//! *reports* what happened: [`ConnectClient::create_user`] makes exactly one
+//! request and returns an [`Attempt`] (data, never an error); deciding whether
+//! that means created / exists / retry / rejected is `api::classify`'s job, and
+//! retrying is `exec::worker`'s. [`ConnectClient::fetch_token`] returns a typed
+//! [`TokenError`] so the caller can tell "credentials refused" (fatal, exit 3)
+//! from "the endpoint is down" (retry).
+
+use std::error::Error as _;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderValue};
+use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::api::model::{ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, USERS_PATH};
+
+/// Longest Retry-After we honour. A server asking for more is treated as asking
+/// for this much, so one odd header cannot park the whole pool for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// How much of an unparseable error body is kept for messages.
+const SNIPPET_LEN: usize = 200;
+
+/// Partner credentials for the client_credentials grant.
+///
+/// `Debug` shows the secret as `[REDACTED]` (secrecy's `SecretString`).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// OAuth scope, e.g. `connect:fulfillment`; left out of the request when `None`.
+    pub scope: Option<String>,
+}
+
+/// Why a [`ConnectClient`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The base URL does not parse or is not http(s).
+    #[error("invalid base URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// reqwest refused the configuration (e.g. no TLS backend).
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+/// How a request failed before an HTTP answer arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// The per-request (or connect) timeout elapsed.
+    Timeout,
+    /// No connection could be made (refused, DNS, TLS handshake).
+    Connect,
+    /// The connection was dropped after the request may have been sent —
+    /// the ambiguous case: the server may have acted on it.
+    Reset,
+    /// Anything else reqwest reported.
+    Other,
+}
+
+impl TransportKind {
+    /// Short word for reasons and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Timeout => "timeout",
+            TransportKind::Connect => "connection error",
+            TransportKind::Reset => "connection reset",
+            TransportKind::Other => "transport error",
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one `POST /v2/fulfillment/users` produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The server answered with a status line.
+    Answered {
+        status: u16,
+        /// Parsed `Retry-After` (delta-seconds or HTTP-date), capped at [`MAX_RETRY_AFTER`].
+        retry_after: Option<Duration>,
+        /// The documented 4xx body, when it parsed.
+        error: Option<ErrorBody>,
+        /// Start of a non-2xx body that did not parse as [`ErrorBody`].
+        snippet: Option<String>,
+    },
+    /// No answer: the request failed in transport.
+    Transport { kind: TransportKind, message: String },
+}
+
+/// An access token as issued by `POST /v2/oauth/token`.
+#[derive(Debug)]
+pub struct Token {
+    pub access_token: SecretString,
+    /// Lifetime from the moment it was received (`expires_in`).
+    pub expires_in: Duration,
+}
+
+/// Why no token could be fetched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// 400/401/403: the credentials (or scope) were refused. Fatal: exit 3.
+    #[error("credentials refused by the token endpoint (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+    /// 408/429/5xx: the endpoint is temporarily unavailable. Retryable.
+    #[error("token endpoint unavailable (HTTP {status})")]
+    Unavailable { status: u16, retry_after: Option<Duration> },
+    /// No answer (connect error, timeout, reset). Retryable.
+    #[error("cannot reach the token endpoint ({kind}): {message}")]
+    Transport { kind: TransportKind, message: String },
+    /// Any other answer (3xx, 404, …): wrong base URL or API. Fatal.
+    #[error("unexpected answer from the token endpoint (HTTP {status}): {message}")]
+    Unexpected { status: u16, message: String },
+    /// A 2xx whose body is not a token. Fatal.
+    #[error("malformed token response: {0}")]
+    Malformed(String),
+    /// Several fresh tokens in a row were answered with 401. Fatal.
+    #[error("token rejected immediately after refresh ({0} fresh tokens in a row answered 401)")]
+    RejectedAfterRefresh(u32),
+    /// The token manager's background task is gone (runtime shutting down).
+    #[error("token manager stopped")]
+    Stopped,
+}
+
+impl TokenError {
+    /// Worth retrying with backoff (the endpoint may come back).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TokenError::Unavailable { .. } | TokenError::Transport { .. })
+    }
+
+    /// Retry-After sent with the error, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Client for the Connect endpoints. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct ConnectClient {
+    http: reqwest::Client,
+    base: Url,
+    token_url: Url,
+    users_url: Url,
+    credentials: std::sync::Arc<Credentials>,
+}
+
+impl fmt::Debug for ConnectClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectClient")
+            .field("base", &self.base.as_str())
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectClient {
+    /// Build the client. `timeout` bounds each whole request (send + body);
+    /// connecting is bounded by the smaller of `timeout` and 10 s.
+    ///
+    /// Redirects are never followed (a redirected POST would silently become a
+    /// GET or leak the bearer token), and loopback targets bypass any
+    /// `HTTP_PROXY` from the environment.
+    pub fn new(
+        base_url: &str,
+        credentials: Credentials,
+        timeout: Duration,
+    ) -> Result<ConnectClient, ClientBuildError> {
+        let invalid = |reason: &str| ClientBuildError::InvalidUrl {
+            url: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("scheme must be http or https"));
+        }
+        if base.host_str().is_none() {
+            return Err(invalid("no host"));
+        }
+        let join = |path: &str| {
+            let s = format!("{}{path}", base.as_str().trim_end_matches('/'));
+            Url::parse(&s).map_err(|e| invalid(&e.to_string()))
+        };
+        let (token_url, users_url) = (join(TOKEN_PATH)?, join(USERS_PATH)?);
+
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // Shorter than common server keep-alives, so we rarely reuse a
+            // connection the server is closing ("connection closed before
+            // message completed" — retryable anyway, but wasteful).
+            .pool_idle_timeout(Duration::from_secs(20))
+            .user_agent(concat!("connect-provision/", env!("CARGO_PKG_VERSION")));
+        if is_loopback(&base) {
+            builder = builder.no_proxy();
+        }
+        let http = builder.build().map_err(ClientBuildError::Http)?;
+        Ok(ConnectClient {
+            http,
+            base,
+            token_url,
+            users_url,
+            credentials: std::sync::Arc::new(credentials),
+        })
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `POST /v2/oauth/token` with the credentials in a JSON body (as query
+    /// parameters Connect refuses them with 403). One request, no retries.
+    pub async fn fetch_token(&self) -> Result<Token, TokenError> {
+        let creds = &*self.credentials;
+        let body = TokenRequestRef {
+            client_id: &creds.client_id,
+            client_secret: creds.client_secret.expose_secret(),
+            grant_type: "client_credentials",
+            scope: creds.scope.as_deref(),
+        };
+        let resp = self
+            .http
+            .post(self.token_url.clone())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| TokenError::Transport {
+                kind: transport_kind(&e),
+                message: error_chain(&e),
+            })?;
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        let bytes = resp.bytes().await.map_err(|e| TokenError::Transport {
+            kind: transport_kind(&e),
+            message: error_chain(&e),
+        })?;
+        let code = status.as_u16();
+        if status.is_success() {
+            let parsed: TokenResponse = serde_json::from_slice(&bytes)
+                .map_err(|e| TokenError::Malformed(e.to_string()))?;
+            if parsed.access_token.is_empty() {
+                return Err(TokenError::Malformed("empty access_token".into()));
+            }
+            return Ok(Token {
+                access_token: SecretString::from(parsed.access_token),
+                expires_in: Duration::from_secs(parsed.expires_in),
+            });
+        }
+        let message = || describe_body(&bytes).unwrap_or_else(|| status_text(status));
+        Err(match code {
+            400 | 401 | 403 => TokenError::Refused { status: code, message: message() },
+            408 | 429 | 500..=599 => TokenError::Unavailable { status: code, retry_after },
+            _ => TokenError::Unexpected { status: code, message: message() },
+        })
+    }
+
+    /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
+    ///
+    /// `body` is the CreateUser JSON, serialised once per row; retries clone the
+    /// `Bytes` (a refcount bump). The response body is always read, so the
+    /// connection goes back to the pool.
+    pub async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
+        let mut auth = match HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(v) => v,
+            Err(_) => {
+                return Attempt::Transport {
+                    kind: TransportKind::Other,
+                    message: "access token is not a valid header value".into(),
+                };
+            }
+        };
+        // Keeps the token out of any Debug output of the request.
+        auth.set_sensitive(true);
+        let sent = self
+            .http
+            .post(self.users_url.clone())
+            .header(header::AUTHORIZATION, auth)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Transport {
+                    kind: transport_kind(&e),
+                    message: error_chain(&e),
+                };
+            }
+        };
+        let status = resp.status();
+        let retry_after = retry_after(resp.headers());
+        // A failed body read does not change what the status line said (a 200
+        // is a creation even if the echo was cut off), so keep the status.
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(status = status.as_u16(), error = %error_chain(&e), "cannot read response body");
+                Bytes::new()
+            }
+        };
+        let (error, snippet) = if status.is_success() {
+            (None, None)
+        } else {
+            match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => (Some(e), None),
+                Err(_) => (None, snippet(&bytes)),
+            }
+        };
+        Attempt::Answered {
+            status: status.as_u16(),
+            retry_after,
+            error,
+            snippet,
+        }
+    }
+}
+
+/// True for `localhost` and loopback IP hosts (`127.0.0.0/8`, `[::1]`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some(h) if h.eq_ignore_ascii_case("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Parse a `Retry-After` value: delta-seconds or an HTTP-date relative to `now`.
+/// A date in the past means "now" (zero). Capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else if let Ok(secs) = value.parse::<f64>() {
+        // Not RFC 9110, but some servers send fractions; accept sane ones.
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(v, SystemTime::now())
+}
+
+/// Classify a reqwest error. hyper's "connection closed before message
+/// completed" and io resets mean the request may have reached the server.
+fn transport_kind(e: &reqwest::Error) -> TransportKind {
+    if e.is_timeout() {
+        return TransportKind::Timeout;
+    }
+    if e.is_connect() {
+        return TransportKind::Connect;
+    }
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    return TransportKind::Reset;
+                }
+                TimedOut => return TransportKind::Timeout,
+                _ => {}
+            }
+        }
+        // hyper is not a direct dependency, so recognise its messages by text.
+        let text = s.to_string();
+        if text.contains("connection closed before message completed")
+            || text.contains("connection reset")
+            || text.contains("connection error")
+            || text.contains("incomplete message")
+        {
+            return TransportKind::Reset;
+        }
+        source = s.source();
+    }
+    TransportKind::Other
+}
+
+/// `outer: inner: innermost`, without repeating identical layers.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn describe_body(bytes: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => Some(b.summary()),
+        Err(_) => snippet(bytes),
+    }
+}
+
+fn snippet(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut s: String = text.chars().take(SNIPPET_LEN).collect();
+    if s.len() < text.len() {
+        s.push('…');
+    }
+    Some(s)
+}
+
+fn status_text(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(r) => format!("{} {r}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            client_id: "cid".into(),
+            client_secret: SecretString::from("s3cr3t-value".to_owned()),
+            scope: Some("connect:fulfillment".into()),
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = creds();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("cid"));
+        let client = ConnectClient::new("http://127.0.0.1:1", c, Duration::from_secs(1))
+            .expect("client");
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    #[test]
+    fn retry_after_delta_seconds() {
+        let now = SystemTime::now();
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("0.5", now), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    #[test]
+    fn retry_after_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        // In the past: retry now.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        let yes = ["http://127.0.0.1:8787", "http://localhost/", "http://[::1]:80", "http://127.1.2.3"];
+        let no = ["https://connect.instacart.com", "http://10.0.0.1", "http://localhost.example.com"];
+        for u in yes {
+            assert!(is_loopback(&Url::parse(u).expect("url")), "{u}");
+        }
+        for u in no {
+            assert!(!is_loopback(&Url::parse(u).expect("url")), "{u}");
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_join_the_base() {
+        let c = ConnectClient::new("http://127.0.0.1:9/", creds(), Duration::from_secs(1))
+            .expect("client");
+        assert_eq!(c.token_url.as_str(), "http://127.0.0.1:9/v2/oauth/token");
+        assert_eq!(c.users_url.as_str(), "http://127.0.0.1:9/v2/fulfillment/users");
+        assert!(ConnectClient::new("ftp://x", creds(), Duration::from_secs(1)).is_err());
+        assert!(ConnectClient::new("not a url", creds(), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn snippets_are_bounded() {
+        assert_eq!(snippet(b"   "), None);
+        let long = "x".repeat(1_000);
+        let s = snippet(long.as_bytes()).expect("snippet");
+        assert_eq!(s.chars().count(), SNIPPET_LEN + 1);
+    }
+
+    #[test]
+    fn token_error_transience() {
+        assert!(TokenError::Unavailable { status: 503, retry_after: None }.is_transient());
+        assert!(
+            TokenError::Transport { kind: TransportKind::Connect, message: String::new() }
+                .is_transient()
+        );
+        assert!(!TokenError::Refused { status: 401, message: String::new() }.is_transient());
+        assert!(!TokenError::RejectedAfterRefresh(3).is_transient());
+    }
+}

@@ -1,0 +1,378 @@
+//! The command line, as clap derive structs kept as close to the flags as
+//! possible ("LowArgs"). Fields that the config file can also set are
+//! `Option`s with no clap default, so `settings` can apply SPEC's precedence
+//! (flag > environment > config file > default).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Provision Instacart Connect user accounts from a customer CSV.
+#[derive(Debug, Parser)]
+#[command(
+    name = "connect-provision",
+    version,
+    about,
+    after_help = "Start with a dry run of the sample, then a real run against the embedded sandbox:\n  \
+                  connect-provision run samples/customers.csv --dry-run\n  \
+                  connect-provision run samples/customers.csv --sandbox\n\n\
+                  Exit codes: 0 all done, 1 some rows need fixing, 75 some rows failed transiently \
+                  (rerun failures.csv later), 2 usage/input error, 3 fatal (credentials, target \
+                  unreachable), 130 interrupted (resumable)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// TOML file holding any option (flags and environment win over it).
+    #[arg(long, global = true, env = "CONNECT_PROVISION_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log detail (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Never draw a progress bar (it is drawn only when stderr is a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+/// The three commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Provision users from a CSV file (or - for stdin).
+    #[command(after_help = "Examples:\n  \
+        connect-provision run samples/customers.csv --dry-run\n  \
+        connect-provision run samples/customers.csv --sandbox\n  \
+        CONNECT_CLIENT_ID=abc connect-provision run export.csv --env development \\\n      \
+        --client-secret-file ~/.connect/secret --encoding windows-1252 --map user_id='Customer ID'\n  \
+        connect-provision run reports/2026-11-30T02:00:00Z/failures.csv --env production")]
+    Run(Box<RunArgs>),
+    /// Get a token and report its expiry; creates nothing.
+    #[command(after_help = "Examples:\n  \
+        connect-provision check --sandbox\n  \
+        CONNECT_CLIENT_ID=abc CONNECT_CLIENT_SECRET=... connect-provision check --env development")]
+    Check(CheckArgs),
+    /// Run the fake Connect API standalone until Ctrl-C.
+    #[command(after_help = "Examples:\n  \
+        connect-provision sandbox\n  \
+        connect-provision sandbox --listen 127.0.0.1:9000 --rate-limit 50 --fail-rate 0.05 --seed 7")]
+    Sandbox(SandboxArgs),
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A named Connect environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvName {
+    Development,
+    Production,
+}
+
+/// Where requests go. Exactly one of these is required for a live run.
+#[derive(Debug, Default, Args)]
+pub struct TargetArgs {
+    /// Start the embedded sandbox on a loopback port and use it; nothing leaves the machine.
+    #[arg(long, conflicts_with_all = ["env", "base_url"])]
+    pub sandbox: bool,
+
+    /// A Connect environment: development or production.
+    #[arg(long, value_enum, value_name = "NAME", conflicts_with = "base_url")]
+    pub env: Option<EnvName>,
+
+    /// An explicit API base URL (https; plain http only for loopback hosts).
+    #[arg(long, env = "CONNECT_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+/// Credentials. The secret is never accepted as a flag value.
+#[derive(Debug, Default, Args)]
+pub struct CredentialArgs {
+    /// OAuth client id.
+    #[arg(long, env = "CONNECT_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// File holding the client secret (or set CONNECT_CLIENT_SECRET).
+    #[arg(long, value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// OAuth scope [default: connect:fulfillment].
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
+}
+
+/// `run`'s options.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// The customer CSV (a header row is required), or - for stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+
+    /// Map a payload field to a differently named column, e.g. user_id='Customer ID'.
+    #[arg(long = "map", value_name = "FIELD=HEADER", value_parser = parse_mapping)]
+    pub map: Vec<(String, String)>,
+
+    /// Input encoding, any WHATWG label (windows-1252, latin1, utf-16le, ...) [default: utf-8].
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+
+    /// Field delimiter, one ASCII character; `tab` or `\t` for tab [default: ,].
+    #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+
+    /// Region for phone numbers written without +country code [default: US].
+    #[arg(long, value_name = "REGION")]
+    pub phone_region: Option<String>,
+
+    /// Locale sent for rows whose locale is blank, e.g. en-US.
+    #[arg(long, value_name = "TAG")]
+    pub default_locale: Option<String>,
+
+    /// Requests per second, shared by all workers [default: 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: Option<u32>,
+
+    /// Requests allowed at once above the steady rate [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: Option<u32>,
+
+    /// Requests in flight at once [default: enough to reach --rate at the observed latency].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: Option<u32>,
+
+    /// Attempts per row before it is `failed` [default: 6].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// Timeout of one request, e.g. 30s, 500ms [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Process only the first N data rows.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Validate and write the reports; no network at all.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Continue an interrupted run recorded in --out.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Stop taking rows after this long (e.g. 3h), drain, exit 130; resumable.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub time_budget: Option<Duration>,
+
+    /// Report directory [default: reports/<UTC timestamp>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `check`'s options.
+#[derive(Debug, Default, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+
+    /// Timeout of the token request [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `sandbox`'s options.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+
+    /// Client id the sandbox accepts.
+    #[arg(long, value_name = "ID", default_value = "sandbox-client")]
+    pub client_id: String,
+
+    /// Client secret the sandbox accepts (a sandbox-only value, not a real secret).
+    #[arg(long, value_name = "SECRET", default_value = "sandbox-secret")]
+    pub client_secret: String,
+
+    /// Lifetime of issued tokens, e.g. 24h, 90s, 500ms.
+    #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Users requests allowed per second; more get 429 with Retry-After.
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Delay added to every users request, e.g. 100ms.
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub latency: Duration,
+
+    /// Probability (0..1) of a random 500 or 503.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub fail_rate: f64,
+
+    /// Probability (0..1) of dropping the connection without an answer.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub reset_rate: f64,
+
+    /// Probability (0..1) of creating the user, then dropping the connection (the ambiguous case).
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub commit_drop_rate: f64,
+
+    /// Seed for the fault decisions, for reproducible runs.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+/// `30s`, `500ms`, `2h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 30s, 500ms, 2h)"))
+}
+
+/// `FIELD=HEADER` for `--map`.
+pub fn parse_mapping(s: &str) -> Result<(String, String), String> {
+    let (field, header) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected FIELD=HEADER, got '{s}'"))?;
+    let field = field.trim().to_ascii_lowercase();
+    if !crate::input::FIELDS.contains(&field.as_str()) {
+        return Err(format!(
+            "unknown field '{field}' (fields: {})",
+            crate::input::FIELDS.join(", ")
+        ));
+    }
+    if header.trim().is_empty() {
+        return Err(format!("empty column name for {field}"));
+    }
+    Ok((field, header.trim().to_string()))
+}
+
+/// One ASCII character; `tab` / `\t` for a tab.
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err(format!(
+            "delimiter must be one ASCII character other than a quote or newline, got '{s}'"
+        )),
+    }
+}
+
+/// A probability in 0..=1.
+pub fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number between 0 and 1, got '{s}'"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("expected a number between 0 and 1, got '{s}'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("connect-provision").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).expect("parses").command {
+            Command::Run(r) => *r,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rate_zero_is_refused_naming_the_flag() {
+        let err = parse(&["run", "x.csv", "--rate", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--rate"), "{err}");
+    }
+
+    #[test]
+    fn targets_are_exclusive() {
+        assert!(parse(&["run", "x.csv", "--sandbox", "--env", "production"]).is_err());
+        assert!(parse(&["check", "--env", "development", "--base-url", "https://x"]).is_err());
+        let r = run_args(&["run", "x.csv", "--env", "development"]);
+        assert_eq!(r.target.env, Some(EnvName::Development));
+    }
+
+    #[test]
+    fn no_secret_flag_exists() {
+        let err = parse(&["run", "x.csv", "--client-secret", "s3cret"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn map_parses_and_rejects_unknown_fields() {
+        let r = run_args(&["run", "x.csv", "--map", "User_ID=Customer ID", "--map", "locale=Lang"]);
+        assert_eq!(
+            r.map,
+            vec![
+                ("user_id".to_string(), "Customer ID".to_string()),
+                ("locale".to_string(), "Lang".to_string())
+            ]
+        );
+        let err = parse(&["run", "x.csv", "--map", "email=E-mail"]).unwrap_err();
+        assert!(err.to_string().contains("unknown field 'email'"), "{err}");
+        assert!(parse(&["run", "x.csv", "--map", "user_id"]).is_err());
+    }
+
+    #[test]
+    fn delimiter_and_durations() {
+        assert_eq!(parse_delimiter("tab"), Ok(b'\t'));
+        assert_eq!(parse_delimiter(";"), Ok(b';'));
+        assert!(parse_delimiter(";;").is_err());
+        assert!(parse_delimiter("\"").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("soon").is_err());
+        let err = parse(&["run", "x.csv", "--timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--timeout"), "{err}");
+    }
+
+    #[test]
+    fn probabilities_are_bounded() {
+        assert_eq!(parse_probability("0.25"), Ok(0.25));
+        assert!(parse_probability("1.5").is_err());
+        assert!(parse_probability("-0.1").is_err());
+        assert!(parse_probability("x").is_err());
+    }
+}

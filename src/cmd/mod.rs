@@ -1,0 +1,3 @@
+//! One module per command: the glue between settings and the library stages.
+
+pub mod run;

@@ -1,0 +1,141 @@
+//! A pool-wide "not before" gate.
+//!
+//! A 429 means the *partner's* per-second threshold was exceeded, not one
+//! worker's, so one worker backing off alone would let the others keep hitting
+//! the wall. The worker that gets a 429 calls [`Throttle::hold_for`]; every
+//! worker calls [`Throttle::wait`] before each attempt and so pauses too.
+//!
+//! The deadline is one `AtomicU64` (nanoseconds since a base instant, 0 = no
+//! hold): the hot path with no hold active is a single relaxed load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Shared "not before" deadline. Cloning shares the same gate.
+#[derive(Clone, Debug)]
+pub struct Throttle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// tokio's clock, so it follows `tokio::time::pause` like the sleeps do.
+    base: Instant,
+    /// Deadline as nanos since `base`; 0 means "never held".
+    until: AtomicU64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Throttle {
+    /// An open gate.
+    pub fn new() -> Self {
+        Throttle {
+            inner: Arc::new(Inner {
+                base: Instant::now(),
+                until: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Keep everyone waiting until at least `now + d`. Never pulls the deadline in.
+    pub fn hold_for(&self, d: Duration) {
+        let target = self.nanos_since_base(Instant::now()).saturating_add(nanos(d));
+        // `max(1)`: 0 is reserved for "no hold".
+        self.inner.until.fetch_max(target.max(1), Ordering::AcqRel);
+    }
+
+    /// Time left until the gate opens (zero when open).
+    pub fn remaining(&self) -> Duration {
+        let until = self.inner.until.load(Ordering::Acquire);
+        if until == 0 {
+            return Duration::ZERO;
+        }
+        let now = self.nanos_since_base(Instant::now());
+        Duration::from_nanos(until.saturating_sub(now))
+    }
+
+    /// Sleep until the gate is open. Returns at once when no hold is active.
+    pub async fn wait(&self) {
+        loop {
+            let until = self.inner.until.load(Ordering::Acquire);
+            if until == 0 {
+                return;
+            }
+            let deadline = self.inner.base + Duration::from_nanos(until);
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+            // Loop: another worker may have pushed the deadline while we slept.
+        }
+    }
+
+    fn nanos_since_base(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.inner.base))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_gate_does_not_wait() {
+        let t = Throttle::new();
+        let start = Instant::now();
+        t.wait().await;
+        assert!(start.elapsed() < Duration::from_millis(20));
+        assert_eq!(t.remaining(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn hold_delays_every_waiter() {
+        let t = Throttle::new();
+        let start = Instant::now();
+        t.hold_for(Duration::from_millis(200));
+        let (a, b) = (t.clone(), t.clone());
+        tokio::join!(a.wait(), b.wait());
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        // Open again afterwards.
+        let again = Instant::now();
+        t.wait().await;
+        assert!(again.elapsed() < Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn hold_only_moves_forward() {
+        let t = Throttle::new();
+        let start = Instant::now();
+        t.hold_for(Duration::from_millis(300));
+        t.hold_for(Duration::from_millis(50));
+        assert!(t.remaining() > Duration::from_millis(200));
+        t.wait().await;
+        assert!(start.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn waiter_follows_a_deadline_pushed_while_sleeping() {
+        let t = Throttle::new();
+        let start = Instant::now();
+        t.hold_for(Duration::from_millis(100));
+        let pusher = t.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pusher.hold_for(Duration::from_millis(200));
+        });
+        t.wait().await;
+        assert!(start.elapsed() >= Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,258 @@
+//! The per-row retry loop: one [`Job`] in, one [`Outcome`] out.
+//!
+//! Each attempt goes: pool-wide [`Throttle`] → governor cell (before *every*
+//! attempt, retries included, so the partner never sees more than `--rate`) →
+//! current token → exactly one `create_user` → [`classify`]. A 401 refreshes the
+//! token and retries without spending the retry budget; transient failures wait
+//! a full-jitter backoff delay (at least the server's Retry-After, and a 429
+//! holds the whole pool). Cancellation is honoured only *between* attempts: a
+//! request already sent is allowed to finish (bounded by `--timeout`), so its
+//! answer is never lost.
+//!
+//! Per-row problems are data (`Outcome`); only a run-ending token problem is an
+//! `Err(FatalError)`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Jitter};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::classify::{Verdict, classify};
+use crate::api::client::{Attempt, ConnectClient, TokenError};
+use crate::api::token::TokenManager;
+use crate::exec::backoff::RetryPolicy;
+use crate::exec::throttle::Throttle;
+use crate::outcome::{Outcome, Status};
+
+/// 401s per row answered by refreshing the token "for free". Beyond this a 401
+/// spends an attempt like any transient error, so a row cannot loop forever
+/// even when tokens are accepted by some requests and refused by others.
+const FREE_UNAUTHORIZED_PER_ROW: u32 = 3;
+
+/// The error message of rows cut short by cancellation.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Everything a worker needs, built once before the run (`Arc`-shared).
+pub struct WorkerCtx {
+    pub client: ConnectClient,
+    pub tokens: Arc<TokenManager>,
+    /// One limiter for the whole pool (`--rate`, `--burst`).
+    pub limiter: Arc<DefaultDirectRateLimiter>,
+    /// Spreads workers released by the limiter at the same instant.
+    pub jitter: Jitter,
+    pub throttle: Throttle,
+    pub retry: RetryPolicy,
+    /// Tripped on SIGINT/SIGTERM or when the time budget runs out.
+    pub cancel: CancellationToken,
+    pub counters: Arc<EngineCounters>,
+}
+
+/// A row ready to send.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// 1-based data-row number.
+    pub row: u64,
+    pub user_id: String,
+    /// The CreateUser JSON, serialised once; retries clone the `Bytes`.
+    pub body: Bytes,
+}
+
+/// Run-wide request counters, updated by every worker (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// `create_user` requests sent, retries included.
+    pub requests_sent: AtomicU64,
+    /// Backoff delays taken (retries after a transient failure).
+    pub retries: AtomicU64,
+    /// 429 answers.
+    pub throttled_429: AtomicU64,
+    /// 401 answers.
+    pub unauthorized: AtomicU64,
+    /// Attempts that got no HTTP answer (timeouts, connect errors, resets).
+    pub transport_errors: AtomicU64,
+}
+
+/// A plain copy of [`EngineCounters`] plus the token refresh count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub requests_sent: u64,
+    pub retries: u64,
+    pub throttled_429: u64,
+    pub unauthorized: u64,
+    pub transport_errors: u64,
+    pub token_refreshes: u64,
+}
+
+impl EngineCounters {
+    /// Read every counter; `token_refreshes` comes from the token manager.
+    pub fn snapshot(&self, tokens: &TokenManager) -> EngineStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EngineStats {
+            requests_sent: get(&self.requests_sent),
+            retries: get(&self.retries),
+            throttled_429: get(&self.throttled_429),
+            unauthorized: get(&self.unauthorized),
+            transport_errors: get(&self.transport_errors),
+            token_refreshes: tokens.refreshes(),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A problem that ends the whole run (exit 3), not just one row.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    /// The token could not be refreshed: credentials refused, the endpoint
+    /// unreachable past the retry budget, or fresh tokens refused at once.
+    #[error("row {row}: cannot refresh the access token")]
+    Token {
+        row: u64,
+        #[source]
+        source: TokenError,
+    },
+}
+
+/// Fetch the first token and start the refresher (before any row is sent, so
+/// refused credentials end the run before the first user request).
+pub async fn fetch_first_token(client: ConnectClient) -> Result<Arc<TokenManager>, TokenError> {
+    TokenManager::start(client).await
+}
+
+/// Provision one row: retry until it is created, exists, is rejected, runs out
+/// of attempts, or the run is cancelled. `Err` only for [`FatalError`].
+pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> {
+    let mut row = RowRun::new(job);
+    let mut backoff = cx.retry.backoff();
+    let mut free_unauthorized = 0;
+    loop {
+        // Waiting for a slot is "between attempts": cancellable.
+        tokio::select! {
+            biased;
+            () = cx.cancel.cancelled() => return Ok(row.interrupted()),
+            () = async {
+                cx.throttle.wait().await;
+                cx.limiter.until_ready_with_jitter(cx.jitter).await;
+            } => {}
+        }
+        let token = cx.tokens.current();
+        row.attempts += 1;
+        bump(&cx.counters.requests_sent);
+        // Not raced with `cancel`: an in-flight request always finishes.
+        let attempt = cx.client.create_user(token.token.expose(), row.job.body.clone()).await;
+        let verdict = classify(&attempt);
+        count(&attempt, &verdict, cx);
+
+        // Any answer but 401 means the token was accepted (the sandbox, like
+        // Connect, authenticates before rate limiting); a transport error says
+        // nothing about it.
+        if matches!(attempt, Attempt::Answered { .. }) && !matches!(verdict, Verdict::Unauthorized) {
+            cx.tokens.mark_good(token.generation);
+        }
+        let (retry_after, throttled) = match verdict {
+            Verdict::Done(status, http) => return Ok(row.finish(status, Some(http), None)),
+            Verdict::Final(http, message) => {
+                return Ok(row.finish(Status::Rejected, Some(http), Some(message)));
+            }
+            Verdict::Unauthorized if free_unauthorized < FREE_UNAUTHORIZED_PER_ROW => {
+                free_unauthorized += 1;
+                row.last = (Some(401), "HTTP 401: access token refused".into());
+                tokio::select! {
+                    biased;
+                    () = cx.cancel.cancelled() => return Ok(row.interrupted()),
+                    res = cx.tokens.invalidate(token.generation) => {
+                        res.map_err(|source| FatalError::Token { row: row.job.row, source })?;
+                    }
+                }
+                // A refreshed token is not a retry: no backoff, no budget spent.
+                continue;
+            }
+            Verdict::Unauthorized => {
+                row.last = (Some(401), "HTTP 401: access token refused repeatedly".into());
+                (None, false)
+            }
+            Verdict::Retry {
+                reason,
+                http,
+                retry_after,
+                throttled,
+            } => {
+                row.last = (http, reason);
+                (retry_after, throttled)
+            }
+        };
+
+        let Some(delay) = backoff.next() else {
+            let (http, reason) = std::mem::take(&mut row.last);
+            return Ok(row.finish(Status::Failed, http, Some(reason)));
+        };
+        let delay = retry_after.map_or(delay, |ra| ra.max(delay));
+        if throttled {
+            // The partner's threshold is shared: pause every worker.
+            cx.throttle.hold_for(delay);
+        }
+        bump(&cx.counters.retries);
+        tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
+        tokio::select! {
+            biased;
+            () = cx.cancel.cancelled() => return Ok(row.interrupted()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn count(attempt: &Attempt, verdict: &Verdict, cx: &WorkerCtx) {
+    match (attempt, verdict) {
+        (Attempt::Transport { .. }, _) => bump(&cx.counters.transport_errors),
+        (_, Verdict::Unauthorized) => bump(&cx.counters.unauthorized),
+        (_, Verdict::Retry { throttled: true, .. }) => bump(&cx.counters.throttled_429),
+        _ => {}
+    }
+}
+
+/// Book-keeping for one row while it is being provisioned.
+struct RowRun {
+    job: Job,
+    started: Instant,
+    attempts: u32,
+    /// Last HTTP status and reason, for `failed` rows.
+    last: (Option<u16>, String),
+}
+
+impl RowRun {
+    fn new(job: Job) -> Self {
+        RowRun {
+            job,
+            started: Instant::now(),
+            attempts: 0,
+            last: (None, String::new()),
+        }
+    }
+
+    fn finish(self, status: Status, http_status: Option<u16>, error: Option<String>) -> Outcome {
+        Outcome {
+            row: self.job.row,
+            user_id: self.job.user_id,
+            status,
+            http_status,
+            attempts: self.attempts,
+            error,
+            duration: self.started.elapsed(),
+        }
+    }
+
+    fn interrupted(mut self) -> Outcome {
+        let (http, reason) = std::mem::take(&mut self.last);
+        let error = if reason.is_empty() {
+            INTERRUPTED.to_owned()
+        } else {
+            format!("{INTERRUPTED} (last error: {reason})")
+        };
+        self.finish(Status::Failed, http, Some(error))
+    }
+}

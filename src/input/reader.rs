@@ -1,0 +1,456 @@
+//! The input byte stream → CSV records. Built in one place (xsv's `Config`):
+//! path or stdin, SHA-256 of the raw bytes, BOM handling and transcoding via
+//! `encoding_rs_io`, the delimiter, and header resolution.
+//!
+//! Rows are read as `csv::ByteRecord`s into a caller-owned buffer, so the hot
+//! loop allocates nothing; UTF-8 is checked per row by the validator, so a bad
+//! byte makes one `invalid` row instead of ending the run.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use csv::ByteRecord;
+use encoding_rs::Encoding;
+use encoding_rs_io::DecodeReaderBytesBuilder;
+use sha2::{Digest, Sha256};
+
+use super::columns::{ColumnError, ColumnMap, ColumnSpec};
+use super::ERROR_COLUMNS;
+
+/// Where the CSV comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputSource {
+    Path(PathBuf),
+    Stdin,
+}
+
+impl InputSource {
+    /// `-` is stdin.
+    pub fn from_arg(p: &Path) -> InputSource {
+        if p.as_os_str() == "-" {
+            InputSource::Stdin
+        } else {
+            InputSource::Path(p.to_path_buf())
+        }
+    }
+
+    /// How the source is named in messages and summary.json.
+    pub fn display(&self) -> String {
+        match self {
+            InputSource::Path(p) => p.display().to_string(),
+            InputSource::Stdin => "<stdin>".to_string(),
+        }
+    }
+}
+
+/// How to read the input.
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// `None` is UTF-8 (with or without BOM, invalid bytes reported per row).
+    pub encoding: Option<&'static Encoding>,
+    pub delimiter: u8,
+    pub columns: ColumnSpec,
+    /// Read at most this many data rows.
+    pub limit: Option<u64>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            encoding: None,
+            delimiter: b',',
+            columns: ColumnSpec::default(),
+            limit: None,
+        }
+    }
+}
+
+/// Resolve a WHATWG encoding label (`windows-1252`, `latin1`, `utf-16le`, ...).
+/// UTF-8 labels give `None`: UTF-8 is read without transcoding.
+pub fn encoding_for_label(label: &str) -> Result<Option<&'static Encoding>, InputError> {
+    let enc = Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| InputError::Encoding {
+        label: label.to_string(),
+    })?;
+    Ok(if enc == encoding_rs::UTF_8 { None } else { Some(enc) })
+}
+
+/// Why the input cannot be read at all (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot open input {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read input {path} (after data row {row})")]
+    Read {
+        path: String,
+        row: u64,
+        #[source]
+        source: csv::Error,
+    },
+    #[error("input {path} is empty: a header row is required")]
+    Empty { path: String },
+    #[error("input {path}: the header row is not valid UTF-8 (use --encoding for legacy exports, e.g. --encoding windows-1252)")]
+    HeaderEncoding { path: String },
+    #[error("input {path}: {source}")]
+    Columns {
+        path: String,
+        #[source]
+        source: ColumnError,
+    },
+    #[error("unknown encoding '{label}' (use a WHATWG label such as utf-8, windows-1252, latin1, utf-16le)")]
+    Encoding { label: String },
+}
+
+/// Feeds every raw byte read into a shared SHA-256, so the input's hash is
+/// known at EOF without a second pass (stdin can't be read twice).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Arc<Mutex<Sha256>>,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut h) = self.hasher.lock() {
+            h.update(&buf[..n]);
+        }
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Read up to 3 bytes (a UTF-8 BOM's length) to sniff, returning them and
+/// the rest of the stream.
+fn peek_prefix<R: Read>(mut r: R) -> io::Result<(Vec<u8>, R)> {
+    let mut prefix = vec![0u8; 3];
+    let mut n = 0;
+    while n < prefix.len() {
+        match r.read(&mut prefix[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    prefix.truncate(n);
+    Ok((prefix, r))
+}
+
+/// Handle on the input's SHA-256 and bytes read, usable from another thread.
+#[derive(Clone)]
+pub struct InputDigest {
+    hasher: Arc<Mutex<Sha256>>,
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl InputDigest {
+    /// Hex SHA-256 of the bytes read so far (all of them once at EOF).
+    pub fn sha256_hex(&self) -> String {
+        match self.hasher.lock() {
+            Ok(h) => hex::encode(h.clone().finalize()),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Raw bytes read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A CSV input positioned after its header row.
+pub struct InputReader {
+    rdr: csv::Reader<Box<dyn Read + Send>>,
+    source: InputSource,
+    headers: Vec<String>,
+    header_record: ByteRecord,
+    columns: ColumnMap,
+    /// The input is a failures.csv: its last two columns are our error columns.
+    strip_error_columns: bool,
+    rows: u64,
+    limit: Option<u64>,
+    digest: InputDigest,
+    size: Option<u64>,
+}
+
+impl InputReader {
+    /// Open `source`, read and resolve its header row.
+    pub fn open(source: InputSource, opts: &ReadOptions) -> Result<InputReader, InputError> {
+        let name = source.display();
+        let (raw, size): (Box<dyn Read + Send>, Option<u64>) = match &source {
+            InputSource::Path(p) => {
+                let f = File::open(p).map_err(|e| InputError::Open {
+                    path: name.clone(),
+                    source: e,
+                })?;
+                let size = f.metadata().ok().map(|m| m.len());
+                (Box::new(f), size)
+            }
+            InputSource::Stdin => (Box::new(io::stdin()), None),
+        };
+        let digest = InputDigest {
+            hasher: Arc::new(Mutex::new(Sha256::new())),
+            bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let hashing = HashingReader {
+            inner: raw,
+            hasher: digest.hasher.clone(),
+            bytes: digest.bytes.clone(),
+        };
+        // A BOM wins over --encoding: failures.csv is written as UTF-8 with a
+        // BOM, so rerunning it works even where the config says windows-1252.
+        // UTF-8 passes through untouched so invalid bytes are reported per row.
+        // (encoding_rs_io's bom_override ignores a UTF-8 BOM when utf8_passthru
+        // is on, so the UTF-8 BOM is sniffed here.)
+        let (prefix, hashing) = peek_prefix(hashing).map_err(|e| InputError::Open {
+            path: name.clone(),
+            source: e,
+        })?;
+        let encoding = if prefix.starts_with(b"\xEF\xBB\xBF") {
+            None
+        } else {
+            opts.encoding
+        };
+        let decoded = DecodeReaderBytesBuilder::new()
+            .encoding(encoding)
+            .bom_override(true)
+            .utf8_passthru(true)
+            .strip_bom(true)
+            .build(io::Cursor::new(prefix).chain(hashing));
+        let boxed: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(64 * 1024, decoded));
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(opts.delimiter)
+            .buffer_capacity(64 * 1024)
+            .from_reader(boxed);
+
+        let mut header_record = ByteRecord::new();
+        let got = rdr
+            .read_byte_record(&mut header_record)
+            .map_err(|e| InputError::Read {
+                path: name.clone(),
+                row: 0,
+                source: e,
+            })?;
+        if !got || (header_record.len() == 1 && header_record[0].iter().all(u8::is_ascii_whitespace)) {
+            return Err(InputError::Empty { path: name });
+        }
+        let mut headers = Vec::with_capacity(header_record.len());
+        for cell in header_record.iter() {
+            let s = std::str::from_utf8(cell)
+                .map_err(|_| InputError::HeaderEncoding { path: name.clone() })?;
+            headers.push(s.to_string());
+        }
+        let strip_error_columns = headers.len() > ERROR_COLUMNS.len()
+            && headers[headers.len() - ERROR_COLUMNS.len()..]
+                .iter()
+                .zip(ERROR_COLUMNS)
+                .all(|(h, want)| h.trim().eq_ignore_ascii_case(want));
+        if strip_error_columns {
+            headers.truncate(headers.len() - ERROR_COLUMNS.len());
+            header_record.truncate(headers.len());
+        }
+        let columns = ColumnMap::resolve(&headers, &opts.columns).map_err(|e| InputError::Columns {
+            path: name.clone(),
+            source: e,
+        })?;
+        Ok(InputReader {
+            rdr,
+            source,
+            headers,
+            header_record,
+            columns,
+            strip_error_columns,
+            rows: 0,
+            limit: opts.limit,
+            digest,
+            size,
+        })
+    }
+
+    /// Read the next data row into `rec`; returns its 1-based row number.
+    /// Rows with the wrong field count are returned as they are: validation
+    /// turns them into `invalid` rows.
+    pub fn read_row(&mut self, rec: &mut ByteRecord) -> Result<Option<u64>, InputError> {
+        if self.limit.is_some_and(|l| self.rows >= l) {
+            return Ok(None);
+        }
+        loop {
+            let got = self.rdr.read_byte_record(rec).map_err(|e| InputError::Read {
+                path: self.source.display(),
+                row: self.rows,
+                source: e,
+            })?;
+            if !got {
+                return Ok(None);
+            }
+            // A blank line between records is not a data row (csv already
+            // skips empty lines; this catches a lone delimiter-free space line).
+            if rec.len() == 1 && rec[0].is_empty() {
+                continue;
+            }
+            break;
+        }
+        if self.strip_error_columns && rec.len() >= ERROR_COLUMNS.len() {
+            rec.truncate(rec.len() - ERROR_COLUMNS.len());
+        }
+        self.rows += 1;
+        Ok(Some(self.rows))
+    }
+
+    /// Header cells (without a failures file's error columns).
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// The header row as bytes (without a failures file's error columns).
+    pub fn header_record(&self) -> &ByteRecord {
+        &self.header_record
+    }
+
+    /// Field → column indexes.
+    pub fn columns(&self) -> &ColumnMap {
+        &self.columns
+    }
+
+    /// The source, for messages.
+    pub fn source(&self) -> &InputSource {
+        &self.source
+    }
+
+    /// Data rows read so far.
+    pub fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    /// Handle on the SHA-256 and byte count of the raw input.
+    pub fn digest(&self) -> InputDigest {
+        self.digest.clone()
+    }
+
+    /// Size of the input file in bytes, when it is a regular file.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn open_bytes(bytes: &[u8], opts: &ReadOptions) -> Result<(InputReader, tempfile::NamedTempFile), InputError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f.flush().unwrap();
+        let r = InputReader::open(InputSource::Path(f.path().to_path_buf()), opts)?;
+        Ok((r, f))
+    }
+
+    fn all_rows(r: &mut InputReader) -> Vec<Vec<String>> {
+        let mut rec = ByteRecord::new();
+        let mut out = vec![];
+        while r.read_row(&mut rec).unwrap().is_some() {
+            out.push(rec.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect());
+        }
+        out
+    }
+
+    #[test]
+    fn bom_crlf_and_quoted_newlines() {
+        let (mut r, _f) = open_bytes(
+            b"\xEF\xBB\xBFuser_id,first_name\r\nu1,\"Ann\r\nMarie\"\r\nu2,Bob\r\n",
+            &ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(r.headers(), ["user_id", "first_name"]);
+        assert_eq!(
+            all_rows(&mut r),
+            vec![vec!["u1", "Ann\r\nMarie"], vec!["u2", "Bob"]]
+        );
+    }
+
+    #[test]
+    fn windows_1252_is_transcoded() {
+        let opts = ReadOptions {
+            encoding: encoding_for_label("windows-1252").unwrap(),
+            ..Default::default()
+        };
+        let (mut r, _f) = open_bytes(b"user_id,first_name\nu1,Jos\xE9\n", &opts).unwrap();
+        assert_eq!(all_rows(&mut r), vec![vec!["u1", "José"]]);
+    }
+
+    #[test]
+    fn utf8_bom_overrides_a_legacy_label() {
+        let opts = ReadOptions {
+            encoding: encoding_for_label("windows-1252").unwrap(),
+            ..Default::default()
+        };
+        let (mut r, _f) =
+            open_bytes("\u{FEFF}user_id,first_name\nu1,José\n".as_bytes(), &opts).unwrap();
+        assert_eq!(all_rows(&mut r), vec![vec!["u1", "José"]]);
+    }
+
+    #[test]
+    fn delimiter_and_limit() {
+        let opts = ReadOptions {
+            delimiter: b';',
+            limit: Some(1),
+            ..Default::default()
+        };
+        let (mut r, _f) = open_bytes(b"user_id;first_name\nu1;A\nu2;B\n", &opts).unwrap();
+        assert_eq!(all_rows(&mut r), vec![vec!["u1", "A"]]);
+    }
+
+    #[test]
+    fn failures_file_error_columns_are_stripped() {
+        let (mut r, _f) = open_bytes(
+            b"user_id,first_name,error_status,error_message\nu1,A,invalid,bad\n",
+            &ReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(r.headers(), ["user_id", "first_name"]);
+        assert_eq!(all_rows(&mut r), vec![vec!["u1", "A"]]);
+    }
+
+    #[test]
+    fn whole_file_errors() {
+        assert!(matches!(
+            open_bytes(b"", &ReadOptions::default()).err(),
+            Some(InputError::Empty { .. })
+        ));
+        assert!(matches!(
+            open_bytes(b"id,name\n1,a\n", &ReadOptions::default()).err(),
+            Some(InputError::Columns { .. })
+        ));
+        assert!(matches!(
+            open_bytes(b"user_id,first_\xFFname\n", &ReadOptions::default()).err(),
+            Some(InputError::HeaderEncoding { .. })
+        ));
+        assert!(matches!(
+            encoding_for_label("klingon"),
+            Err(InputError::Encoding { .. })
+        ));
+        assert!(matches!(
+            InputReader::open(InputSource::Path("/nonexistent/x.csv".into()), &ReadOptions::default()).err(),
+            Some(InputError::Open { .. })
+        ));
+    }
+
+    #[test]
+    fn sha256_covers_the_raw_bytes() {
+        let bytes = b"user_id,first_name\nu1,A\n";
+        let (mut r, _f) = open_bytes(bytes, &ReadOptions::default()).unwrap();
+        all_rows(&mut r);
+        assert_eq!(r.digest().sha256_hex(), hex::encode(Sha256::digest(bytes)));
+        assert_eq!(r.digest().bytes_read(), bytes.len() as u64);
+    }
+}

@@ -1,0 +1,17 @@
+//! The `connect-provision` binary: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = connect_provision::cli::Cli::parse();
+    match connect_provision::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = err.exit_code();
+            eprintln!("error: {:#}", anyhow::Error::from(err));
+            ExitCode::from(code)
+        }
+    }
+}

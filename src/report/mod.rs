@@ -1,0 +1,255 @@
+//! The reports of a run (SPEC "Reports"): results.csv (every data row exactly
+//! once), failures.csv (the failing rows verbatim, valid input for another
+//! run) and summary.json. The [`Recorder`] is their only writer.
+
+mod sanitize;
+mod summary;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use csv::ByteRecord;
+
+pub use sanitize::{append_private, create_private, neutralize};
+pub use summary::{
+    Counts, Ending, EngineFigures, InputInfo, Summary, SummaryParts, exit_code,
+};
+
+use crate::input::ERROR_COLUMNS;
+use crate::outcome::{Outcome, Status};
+
+/// Header of results.csv.
+pub const RESULTS_HEADER: [&str; 7] = [
+    "row",
+    "user_id",
+    "status",
+    "http_status",
+    "attempts",
+    "error",
+    "duration_ms",
+];
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot create report directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write report {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ReportError {
+    fn write(path: &Path, e: impl Into<io::Error>) -> Self {
+        ReportError::Write {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+}
+
+fn csv_err(e: csv::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Writes results.csv and failures.csv row by row, and summary.json at the end.
+pub struct Recorder {
+    dir: PathBuf,
+    results: csv::Writer<BufWriter<File>>,
+    failures: csv::Writer<BufWriter<File>>,
+    counts: Counts,
+    itoa: itoa::Buffer,
+}
+
+impl Recorder {
+    /// Create `dir` (and parents) and the two CSV reports in it, with their
+    /// header rows. `input_header` is the input's header row, which
+    /// failures.csv repeats before its two error columns; failures.csv uses
+    /// the input's `delimiter` so it reads back with the same options.
+    pub fn create(
+        dir: &Path,
+        input_header: &ByteRecord,
+        delimiter: u8,
+    ) -> Result<Recorder, ReportError> {
+        std::fs::create_dir_all(dir).map_err(|e| ReportError::CreateDir {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let results_path = dir.join("results.csv");
+        let failures_path = dir.join("failures.csv");
+        let open = |p: &Path| -> Result<BufWriter<File>, ReportError> {
+            create_private(p)
+                .map(|f| BufWriter::with_capacity(64 * 1024, f))
+                .map_err(|e| ReportError::write(p, e))
+        };
+        let mut results = csv::WriterBuilder::new().from_writer(open(&results_path)?);
+        results
+            .write_record(RESULTS_HEADER)
+            .map_err(|e| ReportError::write(&results_path, csv_err(e)))?;
+
+        let mut failures_file = open(&failures_path)?;
+        // A UTF-8 BOM: failures.csv is UTF-8 whatever the input's encoding, and
+        // the BOM makes a rerun read it as UTF-8 even under --encoding.
+        failures_file
+            .write_all(b"\xEF\xBB\xBF")
+            .map_err(|e| ReportError::write(&failures_path, e))?;
+        let mut failures = csv::WriterBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .from_writer(failures_file);
+        let mut header = input_header.clone();
+        for col in ERROR_COLUMNS {
+            header.push_field(col.as_bytes());
+        }
+        failures
+            .write_byte_record(&header)
+            .map_err(|e| ReportError::write(&failures_path, csv_err(e)))?;
+        Ok(Recorder {
+            dir: dir.to_path_buf(),
+            results,
+            failures,
+            counts: Counts::default(),
+            itoa: itoa::Buffer::new(),
+        })
+    }
+
+    /// Write one row's outcome; `raw` is the input record, needed when the
+    /// row goes to failures.csv.
+    pub fn record(&mut self, o: &Outcome, raw: Option<&ByteRecord>) -> Result<(), ReportError> {
+        self.counts.add(o.status);
+        self.write_result(o)
+            .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
+        if o.status.is_failure() {
+            self.write_failure(o, raw)
+                .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+        }
+        Ok(())
+    }
+
+    fn write_result(&mut self, o: &Outcome) -> io::Result<()> {
+        let w = &mut self.results;
+        w.write_field(self.itoa.format(o.row)).map_err(csv_err)?;
+        w.write_field(neutralize(&o.user_id).as_bytes()).map_err(csv_err)?;
+        w.write_field(o.status.as_str()).map_err(csv_err)?;
+        match o.http_status {
+            Some(s) => w.write_field(self.itoa.format(s)).map_err(csv_err)?,
+            None => w.write_field("").map_err(csv_err)?,
+        }
+        w.write_field(self.itoa.format(o.attempts)).map_err(csv_err)?;
+        w.write_field(neutralize(o.error.as_deref().unwrap_or("")).as_bytes())
+            .map_err(csv_err)?;
+        w.write_field(self.itoa.format(o.duration.as_millis() as u64))
+            .map_err(csv_err)?;
+        w.write_record(None::<&[u8]>).map_err(csv_err)
+    }
+
+    fn write_failure(&mut self, o: &Outcome, raw: Option<&ByteRecord>) -> io::Result<()> {
+        let w = &mut self.failures;
+        if let Some(raw) = raw {
+            for cell in raw.iter() {
+                w.write_field(cell).map_err(csv_err)?;
+            }
+        }
+        w.write_field(o.status.as_str()).map_err(csv_err)?;
+        w.write_field(neutralize(o.error.as_deref().unwrap_or("")).as_bytes())
+            .map_err(csv_err)?;
+        w.write_record(None::<&[u8]>).map_err(csv_err)
+    }
+
+    /// Rows recorded so far, per status.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// The report directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Push buffered rows to the OS.
+    pub fn flush(&mut self) -> Result<(), ReportError> {
+        self.results
+            .flush()
+            .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
+        self.failures
+            .flush()
+            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))
+    }
+
+    /// Flush the CSVs and write summary.json atomically (temp file + rename),
+    /// so a crash never leaves a half-written summary.
+    pub fn finish(mut self, summary: &Summary) -> Result<(), ReportError> {
+        self.flush()?;
+        write_summary(&self.dir, summary)
+    }
+}
+
+/// Write `summary.json` in `dir` via a 0600 temporary file and a rename.
+pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
+    let path = dir.join("summary.json");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".summary.json.")
+        .tempfile_in(dir)
+        .map_err(|e| ReportError::write(&path, e))?;
+    serde_json::to_writer_pretty(&mut tmp, summary).map_err(|e| ReportError::write(&path, e))?;
+    tmp.write_all(b"\n")
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| ReportError::write(&path, e))?;
+    tmp.persist(&path)
+        .map_err(|e| ReportError::write(&path, e.error))?;
+    Ok(())
+}
+
+/// Whether a finished row is a success for the exit code.
+pub fn is_success(status: Status) -> bool {
+    !status.is_failure()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn results_and_failures_are_written_with_neutralised_tool_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = ByteRecord::from(vec!["user_id", "first_name", "phone_number"]);
+        let mut rec = Recorder::create(dir.path(), &header, b',').unwrap();
+        let ok = Outcome {
+            row: 1,
+            user_id: "u1".into(),
+            status: Status::Created,
+            http_status: Some(200),
+            attempts: 1,
+            error: None,
+            duration: Duration::from_millis(12),
+        };
+        rec.record(&ok, None).unwrap();
+        let bad = Outcome::local(2, "=cmd", Status::Invalid, Some("-bad".into()));
+        let raw = ByteRecord::from(vec!["=cmd", "Ann", "+15555550100"]);
+        rec.record(&bad, Some(&raw)).unwrap();
+        rec.flush().unwrap();
+        let results = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+        assert_eq!(
+            results,
+            "row,user_id,status,http_status,attempts,error,duration_ms\n\
+             1,u1,created,200,1,,12\n\
+             2,'=cmd,invalid,,0,'-bad,0\n"
+        );
+        let failures = std::fs::read_to_string(dir.path().join("failures.csv")).unwrap();
+        assert_eq!(
+            failures,
+            "\u{FEFF}user_id,first_name,phone_number,error_status,error_message\n\
+             =cmd,Ann,+15555550100,invalid,'-bad\n"
+        );
+        assert_eq!(rec.counts().get(Status::Invalid), 1);
+    }
+}

@@ -1,0 +1,198 @@
+//! summary.json: counts per status and the run's figures, and the exit code
+//! that follows from them (SPEC "Exit codes").
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::Status;
+
+/// Rows per status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts([u64; Status::ALL.len()]);
+
+impl Counts {
+    /// Count one row.
+    pub fn add(&mut self, status: Status) {
+        self.0[status.index()] += 1;
+    }
+
+    /// Rows with `status`.
+    pub fn get(&self, status: Status) -> u64 {
+        self.0[status.index()]
+    }
+
+    /// All rows counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `created=3 exists=1 ...` for non-zero counts.
+    pub fn brief(&self) -> String {
+        let mut out = String::new();
+        for st in Status::ALL {
+            let n = self.get(st);
+            if n > 0 {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(st.as_str());
+                out.push('=');
+                out.push_str(&n.to_string());
+            }
+        }
+        out
+    }
+
+    fn to_map(self) -> std::collections::BTreeMap<String, u64> {
+        Status::ALL
+            .into_iter()
+            .map(|st| (st.as_str().to_string(), self.get(st)))
+            .collect()
+    }
+}
+
+/// How a run ended, beyond its per-row counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every row reached a final status.
+    Finished,
+    /// A signal or the time budget stopped intake (exit 130).
+    Interrupted,
+    /// Credentials refused or the target unreachable (exit 3).
+    Fatal,
+}
+
+/// SPEC exit code for a run's counts and ending.
+pub fn exit_code(counts: &Counts, ending: Ending) -> u8 {
+    match ending {
+        Ending::Interrupted => 130,
+        Ending::Fatal => 3,
+        Ending::Finished => {
+            if counts.get(Status::Invalid) > 0 || counts.get(Status::Rejected) > 0 {
+                1
+            } else if counts.get(Status::Failed) > 0 {
+                75
+            } else {
+                0
+            }
+        }
+    }
+}
+
+/// Figures gathered by the engine (all zero in a dry run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineFigures {
+    pub requests_sent: u64,
+    pub retries: u64,
+    pub throttled_429: u64,
+    pub token_refreshes: u64,
+}
+
+/// The input, as summary.json names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputInfo {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// summary.json, field for field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub tool_version: String,
+    pub input: InputInfo,
+    pub dry_run: bool,
+    pub target: Option<String>,
+    pub started: String,
+    pub finished: String,
+    pub elapsed_seconds: f64,
+    pub rows_read: u64,
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub requests_sent: u64,
+    pub retries: u64,
+    pub throttled_429: u64,
+    pub token_refreshes: u64,
+    /// Requests sent per second of the run's elapsed time.
+    pub achieved_rps: f64,
+    /// Rows brought to a final status per second.
+    pub rows_per_second: f64,
+    pub interrupted: bool,
+    pub fatal_error: Option<String>,
+    pub exit_code: u8,
+}
+
+/// What `Summary::build` needs.
+pub struct SummaryParts<'a> {
+    pub input: InputInfo,
+    pub dry_run: bool,
+    pub target: Option<String>,
+    pub started: jiff::Timestamp,
+    pub finished: jiff::Timestamp,
+    pub elapsed: std::time::Duration,
+    pub rows_read: u64,
+    pub counts: &'a Counts,
+    pub engine: EngineFigures,
+    pub ending: Ending,
+    pub fatal_error: Option<String>,
+}
+
+impl Summary {
+    /// Assemble the summary and its exit code.
+    pub fn build(p: SummaryParts<'_>) -> Summary {
+        let secs = p.elapsed.as_secs_f64();
+        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        Summary {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            input: p.input,
+            dry_run: p.dry_run,
+            target: p.target,
+            started: p.started.to_string(),
+            finished: p.finished.to_string(),
+            elapsed_seconds: (secs * 1000.0).round() / 1000.0,
+            rows_read: p.rows_read,
+            counts: p.counts.to_map(),
+            requests_sent: p.engine.requests_sent,
+            retries: p.engine.retries,
+            throttled_429: p.engine.throttled_429,
+            token_refreshes: p.engine.token_refreshes,
+            achieved_rps: (per_sec(p.engine.requests_sent) * 100.0).round() / 100.0,
+            rows_per_second: (per_sec(p.counts.total()) * 100.0).round() / 100.0,
+            interrupted: p.ending == Ending::Interrupted,
+            fatal_error: p.fatal_error,
+            exit_code: exit_code(p.counts, p.ending),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(list: &[(Status, u64)]) -> Counts {
+        let mut c = Counts::default();
+        for &(st, n) in list {
+            for _ in 0..n {
+                c.add(st);
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn exit_codes_follow_the_spec() {
+        use Status::*;
+        let ok = counts(&[(Created, 3), (Exists, 1), (Duplicate, 1), (Unchanged, 1), (Changed, 1)]);
+        assert_eq!(exit_code(&ok, Ending::Finished), 0);
+        assert_eq!(exit_code(&counts(&[(Valid, 5)]), Ending::Finished), 0);
+        assert_eq!(exit_code(&counts(&[(Created, 3), (Invalid, 1)]), Ending::Finished), 1);
+        assert_eq!(exit_code(&counts(&[(Rejected, 1), (Failed, 2)]), Ending::Finished), 1);
+        assert_eq!(exit_code(&counts(&[(Created, 1), (Failed, 2)]), Ending::Finished), 75);
+        assert_eq!(exit_code(&ok, Ending::Interrupted), 130);
+        assert_eq!(exit_code(&counts(&[(Invalid, 1)]), Ending::Fatal), 3);
+    }
+
+    #[test]
+    fn brief_lists_non_zero_counts() {
+        let c = counts(&[(Status::Created, 2), (Status::Invalid, 1)]);
+        assert_eq!(c.brief(), "created=2 invalid=1");
+        assert_eq!(c.total(), 3);
+    }
+}

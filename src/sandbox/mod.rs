@@ -1,0 +1,314 @@
+//! The sandbox: a faithful fake of the Instacart Connect API served over real HTTP
+//! on loopback, so the job, its tests and a first run need no credentials and no
+//! network (SPEC: "The sandbox").
+//!
+//! It implements `POST /v2/oauth/token` and `POST /v2/fulfillment/users` with the
+//! documented validation and error shapes, plus the faults a real partner API
+//! shows: a per-second rate limit (429 + `Retry-After`), latency, random 500/503,
+//! connections dropped unanswered (reset), and the ambiguous case where the user
+//! is stored but the answer is lost (commit-drop). `/_sandbox/*` endpoints expose
+//! what the server saw and change the faults while it runs.
+//!
+//! Layout: `routes` (endpoints, in stage order) → `validate` (payload rules),
+//! `state` (tokens, users, limiter, dice, counters), `limit` (GCRA), `error`
+//! (documented error bodies), `server` (accept loop that can drop a connection).
+
+mod error;
+mod limit;
+mod routes;
+mod server;
+mod state;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::model::CreateUser;
+
+pub use state::{ConfigPatch, LiveConfig, Stats};
+
+/// How long `shutdown` lets in-flight requests finish before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Settings of a sandbox server (the `sandbox` subcommand's options).
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// Accepted `client_id` (default `sandbox-client`).
+    pub client_id: String,
+    /// Accepted `client_secret` (default `sandbox-secret`); redacted in `Debug`.
+    pub client_secret: String,
+    /// Lifetime of issued tokens (default 24 h; sub-second values work for tests).
+    pub token_ttl: Duration,
+    /// Users requests per second before 429 (`None`: unlimited).
+    pub rate_limit: Option<u32>,
+    /// Delay added before answering a users request.
+    pub latency: Duration,
+    /// Probability of a random 500 or 503 on a users request (nothing stored).
+    pub fail_rate: f64,
+    /// Probability of dropping a users request's connection unanswered (nothing stored).
+    pub reset_rate: f64,
+    /// Probability of storing the user and then dropping the connection unanswered.
+    pub commit_drop_rate: f64,
+    /// Seed for the fault dice, making the n-th request's fate reproducible.
+    pub seed: Option<u64>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            client_id: "sandbox-client".to_owned(),
+            client_secret: "sandbox-secret".to_owned(),
+            token_ttl: Duration::from_secs(24 * 60 * 60),
+            rate_limit: None,
+            latency: Duration::ZERO,
+            fail_rate: 0.0,
+            reset_rate: 0.0,
+            commit_drop_rate: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[REDACTED]")
+            .field("token_ttl", &self.token_ttl)
+            .field("rate_limit", &self.rate_limit)
+            .field("latency", &self.latency)
+            .field("fail_rate", &self.fail_rate)
+            .field("reset_rate", &self.reset_rate)
+            .field("commit_drop_rate", &self.commit_drop_rate)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// A sandbox setting that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SandboxError {
+    #[error("{name} must be a probability between 0 and 1, got {value}")]
+    Probability { name: &'static str, value: f64 },
+    #[error("rate limit must be at least 1 request per second")]
+    ZeroRateLimit,
+    #[error("token ttl must be greater than zero")]
+    ZeroTokenTtl,
+}
+
+fn check_probability(name: &'static str, value: f64) -> Result<(), SandboxError> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(SandboxError::Probability { name, value })
+    }
+}
+
+impl SandboxConfig {
+    /// Checks the settings; `Sandbox::start` refuses a config that fails this.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        check_probability("fail rate", self.fail_rate)?;
+        check_probability("reset rate", self.reset_rate)?;
+        check_probability("commit-drop rate", self.commit_drop_rate)?;
+        if self.rate_limit == Some(0) {
+            return Err(SandboxError::ZeroRateLimit);
+        }
+        if self.token_ttl.is_zero() {
+            return Err(SandboxError::ZeroTokenTtl);
+        }
+        Ok(())
+    }
+}
+
+impl ConfigPatch {
+    /// Checks the values a patch would set.
+    pub fn check(&self) -> Result<(), SandboxError> {
+        for (name, value) in [
+            ("fail_rate", self.fail_rate),
+            ("reset_rate", self.reset_rate),
+            ("commit_drop_rate", self.commit_drop_rate),
+        ] {
+            if let Some(v) = value {
+                check_probability(name, v)?;
+            }
+        }
+        if self.rate_limit == Some(Some(0)) {
+            return Err(SandboxError::ZeroRateLimit);
+        }
+        Ok(())
+    }
+}
+
+/// A running sandbox server. Dropping it stops the server abruptly; call
+/// [`Sandbox::shutdown`] to let in-flight requests finish.
+pub struct Sandbox {
+    addr: SocketAddr,
+    shared: Arc<state::Shared>,
+    graceful: CancellationToken,
+    hard: CancellationToken,
+    tracker: TaskTracker,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Binds `listen` (port 0 picks a free port) and starts serving on the
+    /// current tokio runtime. A config that fails [`SandboxConfig::validate`] is
+    /// refused with `InvalidInput`.
+    pub async fn start(cfg: SandboxConfig, listen: SocketAddr) -> std::io::Result<Sandbox> {
+        cfg.validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(state::Shared::new(&cfg));
+        let router = routes::router(Arc::clone(&shared));
+        let graceful = CancellationToken::new();
+        let hard = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let accept = tokio::spawn(server::accept_loop(
+            listener,
+            router,
+            graceful.clone(),
+            hard.clone(),
+            tracker.clone(),
+        ));
+        tracing::debug!(%addr, ?cfg, "sandbox: listening");
+        Ok(Sandbox {
+            addr,
+            shared,
+            graceful,
+            hard,
+            tracker,
+            accept: Some(accept),
+        })
+    }
+
+    /// The bound address (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL for clients, e.g. `http://127.0.0.1:8787`. A wildcard bind
+    /// (`0.0.0.0`, `::`) is reported as loopback, which is where a local client connects.
+    pub fn url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The same snapshot `GET /_sandbox/stats` returns.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stored users in creation order (`GET /_sandbox/users`).
+    pub fn users(&self) -> Vec<CreateUser> {
+        self.shared.users()
+    }
+
+    /// Changes the rate limit while running (`None`: unlimited; `Some(0)` is
+    /// treated as 1/s).
+    pub fn set_rate_limit(&self, per_second: Option<u32>) {
+        self.shared.set_rate_limit(per_second.map(|n| n.max(1)));
+    }
+
+    /// Changes faults and limits while running (`POST /_sandbox/config`).
+    pub fn configure(&self, patch: &ConfigPatch) -> Result<LiveConfig, SandboxError> {
+        patch.check()?;
+        self.shared.apply(patch);
+        Ok(self.shared.live_config())
+    }
+
+    /// Invalidates every issued token (`POST /_sandbox/revoke-tokens`).
+    pub fn revoke_tokens(&self) {
+        self.shared.revoke_tokens();
+    }
+
+    /// Forgets users, tokens and stats (`POST /_sandbox/reset`).
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to 5 s), then closes
+    /// every connection.
+    pub async fn shutdown(mut self) {
+        self.graceful.cancel();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            self.hard.cancel();
+            self.tracker.wait().await;
+        }
+        tracing::debug!(addr = %self.addr, "sandbox: stopped");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Without this a dropped handle (e.g. a failed test) would leave the
+        // server running on the runtime until it shuts down.
+        self.graceful.cancel();
+        self.hard.cancel();
+    }
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let cfg = SandboxConfig {
+            client_secret: "hunter2-very-secret".into(),
+            ..Default::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sandbox-client"));
+    }
+
+    #[test]
+    fn validate_rejects_impossible_settings() {
+        assert_eq!(SandboxConfig::default().validate(), Ok(()));
+        let bad = SandboxConfig {
+            fail_rate: 1.5,
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(SandboxError::Probability { .. })
+        ));
+        let bad = SandboxConfig {
+            rate_limit: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(bad.validate(), Err(SandboxError::ZeroRateLimit));
+        let bad = SandboxConfig {
+            token_ttl: Duration::ZERO,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate(), Err(SandboxError::ZeroTokenTtl));
+    }
+}

@@ -1,0 +1,331 @@
+//! The sandbox's HTTP surface: the two Connect endpoints and the `/_sandbox/*`
+//! inspection and control endpoints, as an axum `Router`.
+//!
+//! A users request goes through the same stages in the same order every time:
+//! authenticate (401) → rate limit (429) → latency → fault dice (500/503, reset)
+//! → parse and validate (400) → store (400 taken, or 200) → commit-drop. A handler
+//! that wants the connection dropped unanswered returns a response tagged with
+//! [`DropConnection`]; the connection layer (`server.rs`) turns that tag into a
+//! service error, which makes hyper close the socket without writing anything.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::error::HttpError;
+use super::state::{ConfigPatch, Fault, Shared, Store};
+use super::validate::{UserInput, field_error, validate};
+use crate::api::model::{
+    ApiError, ErrorDetail, ErrorMeta, TOKEN_PATH, TokenRequest, TokenResponse, USERS_PATH, codes,
+};
+
+/// Response extension telling the connection layer to drop the connection instead
+/// of writing this response.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DropConnection;
+
+type Shr = State<Arc<Shared>>;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(TOKEN_PATH, post(token))
+        .route(USERS_PATH, post(create_user))
+        .route("/_sandbox/stats", get(stats))
+        .route("/_sandbox/users", get(users))
+        .route("/_sandbox/reset", post(reset))
+        .route("/_sandbox/revoke-tokens", post(revoke_tokens))
+        .route("/_sandbox/config", get(get_config).post(set_config))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(shared)
+}
+
+fn dropped() -> Response {
+    let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    resp.extensions_mut().insert(DropConnection);
+    resp
+}
+
+fn bump(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+/// `POST /v2/oauth/token`.
+async fn token(
+    State(sh): Shr,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    bump(&sh.counters.requests);
+    bump(&sh.counters.token_requests);
+    match issue(&sh, query.as_deref(), body) {
+        Ok(resp) => resp,
+        Err(e) => {
+            let c = &sh.counters;
+            match e {
+                HttpError::Forbidden { .. } => bump(&c.forbidden),
+                HttpError::Unauthorized { .. } => bump(&c.unauthorized),
+                _ => bump(&c.token_rejected),
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn issue(
+    sh: &Shared,
+    query: Option<&str>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    // SPEC: credentials as query parameters are refused with 403, whatever the body says.
+    if let Some(q) = query {
+        for pair in q.split('&') {
+            let key = pair.split('=').next().unwrap_or("");
+            if key == "client_id" || key == "client_secret" {
+                return Err(HttpError::Forbidden {
+                    key: if key == "client_id" {
+                        "client_id"
+                    } else {
+                        "client_secret"
+                    },
+                    message: "credentials must be sent in the JSON body, not the query string",
+                });
+            }
+        }
+    }
+    let body = body.map_err(|r| HttpError::malformed(r.body_text()))?;
+    let req: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::malformed(format!("malformed JSON body: {e}")))?;
+
+    let mut errors = Vec::new();
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
+    for (key, value) in [
+        ("client_id", &req.client_id),
+        ("client_secret", &req.client_secret),
+        ("grant_type", &req.grant_type),
+    ] {
+        if blank(value) {
+            errors.push(field_error(key, codes::BLANK, "can't be blank"));
+        }
+    }
+    if let Some(g) = req.grant_type.as_deref()
+        && !g.trim().is_empty()
+        && g != "client_credentials"
+    {
+        errors.push(field_error(
+            "grant_type",
+            codes::MALFORMED,
+            "unsupported grant_type, expected client_credentials",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(HttpError::BadRequest(errors));
+    }
+    let id = req.client_id.as_deref().unwrap_or("");
+    let secret = req.client_secret.as_deref().unwrap_or("");
+    if !sh.credentials_match(id, secret) {
+        return Err(HttpError::Unauthorized {
+            key: "client_secret",
+            message: "invalid client credentials",
+        });
+    }
+
+    let access_token = sh.issue_token();
+    bump(&sh.counters.tokens_issued);
+    // Whole seconds as on the wire, rounded up so a sub-second test TTL says 1.
+    let ttl = sh.token_ttl;
+    let expires_in = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
+    let created_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    Ok(Json(TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in,
+        created_at,
+    })
+    .into_response())
+}
+
+/// The bearer token of a request, if the header is present and well-formed.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// `POST /v2/fulfillment/users`.
+async fn create_user(
+    State(sh): Shr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let c = &sh.counters;
+    bump(&c.requests);
+    bump(&c.users_requests);
+
+    match bearer(&headers) {
+        None => {
+            bump(&c.unauthorized);
+            return HttpError::Unauthorized {
+                key: "access_token",
+                message: "missing bearer token",
+            }
+            .into_response();
+        }
+        Some(t) if !sh.token_valid(t) => {
+            bump(&c.unauthorized);
+            return HttpError::Unauthorized {
+                key: "access_token",
+                message: "invalid, revoked or expired access token",
+            }
+            .into_response();
+        }
+        Some(_) => {}
+    }
+    let _in_flight = sh.enter();
+
+    if !sh.admit() {
+        bump(&c.throttled);
+        return HttpError::Throttled.into_response();
+    }
+
+    let (latency, fault) = sh.roll();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Fault::Fail500 => {
+            bump(&c.faults_500);
+            return HttpError::Internal.into_response();
+        }
+        Fault::Fail503 => {
+            bump(&c.faults_503);
+            return HttpError::Unavailable.into_response();
+        }
+        Fault::Reset => {
+            bump(&c.resets);
+            tracing::debug!("sandbox: dropping connection (reset fault)");
+            return dropped();
+        }
+        Fault::None | Fault::CommitDrop => {}
+    }
+
+    let resp = match create(&sh, body) {
+        Ok(user) => Json(user).into_response(),
+        Err(e) => e.into_response(),
+    };
+    if fault == Fault::CommitDrop {
+        // The ambiguous case: the request took effect, the client never hears so.
+        bump(&c.commit_drops);
+        tracing::debug!("sandbox: dropping connection after commit (commit-drop fault)");
+        return dropped();
+    }
+    resp
+}
+
+fn create(
+    sh: &Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<crate::api::model::CreateUser, HttpError> {
+    let c = &sh.counters;
+    let parsed = body
+        .map_err(|r| HttpError::malformed(r.body_text()))
+        .and_then(|b| {
+            serde_json::from_slice::<UserInput>(&b)
+                .map_err(|e| HttpError::malformed(format!("malformed JSON body: {e}")))
+        });
+    let user = parsed.and_then(|input| validate(input).map_err(HttpError::BadRequest));
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => {
+            bump(&c.rejected);
+            return Err(e);
+        }
+    };
+    match sh.store(&user) {
+        Store::Created => Ok(user),
+        Store::Taken => {
+            bump(&c.taken);
+            Err(HttpError::BadRequest(vec![ApiError {
+                error: ErrorDetail {
+                    message: "has already been taken".to_owned(),
+                    code: codes::TAKEN,
+                },
+                meta: Some(ErrorMeta {
+                    key: "user_id".to_owned(),
+                }),
+            }]))
+        }
+    }
+}
+
+async fn not_found(State(sh): Shr) -> Response {
+    bump(&sh.counters.requests);
+    bump(&sh.counters.not_found);
+    HttpError::NotFound.into_response()
+}
+
+async fn method_not_allowed(State(sh): Shr) -> Response {
+    bump(&sh.counters.requests);
+    bump(&sh.counters.not_found);
+    HttpError::MethodNotAllowed.into_response()
+}
+
+/// `GET /_sandbox/stats`.
+async fn stats(State(sh): Shr) -> Response {
+    Json(sh.counters.snapshot()).into_response()
+}
+
+/// `GET /_sandbox/users`.
+async fn users(State(sh): Shr) -> Response {
+    Json(sh.users()).into_response()
+}
+
+/// `POST /_sandbox/reset`.
+async fn reset(State(sh): Shr) -> StatusCode {
+    sh.reset();
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /_sandbox/revoke-tokens`.
+async fn revoke_tokens(State(sh): Shr) -> StatusCode {
+    sh.revoke_tokens();
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /_sandbox/config`.
+async fn get_config(State(sh): Shr) -> Response {
+    Json(sh.live_config()).into_response()
+}
+
+/// `POST /_sandbox/config`: applies a [`ConfigPatch`] and answers the new settings.
+async fn set_config(State(sh): Shr, body: Result<Bytes, BytesRejection>) -> Response {
+    let patch = body
+        .map_err(|r| HttpError::malformed(r.body_text()))
+        .and_then(|b| {
+            serde_json::from_slice::<ConfigPatch>(&b)
+                .map_err(|e| HttpError::malformed(format!("malformed config: {e}")))
+        })
+        .and_then(|p| {
+            p.check()
+                .map(|()| p)
+                .map_err(|e| HttpError::malformed(e.to_string()))
+        });
+    match patch {
+        Ok(p) => {
+            sh.apply(&p);
+            Json(sh.live_config()).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,252 @@
+//! Payload rules of `POST /v2/fulfillment/users`, as the Connect docs state them,
+//! and the title-casing Connect applies to names in its answer. Pure functions, so
+//! the handler stays thin and the rules are unit-tested here.
+
+use serde::Deserialize;
+
+use crate::api::model::{
+    ApiError, CreateUser, ErrorDetail, ErrorMeta, FORBIDDEN_NAME_CHARS, codes,
+};
+
+/// The create-user body as received: every field optional, so a missing field
+/// becomes a "can't be blank" error with its `meta.key` instead of a serde error.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct UserInput {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// One field error in the documented shape.
+pub(crate) fn field_error(key: &str, code: u32, message: impl Into<String>) -> ApiError {
+    ApiError {
+        error: ErrorDetail {
+            message: message.into(),
+            code,
+        },
+        meta: Some(ErrorMeta {
+            key: key.to_owned(),
+        }),
+    }
+}
+
+/// Checks every rule and returns the user as Connect would echo it (names
+/// title-cased), or *all* field errors at once, in field order.
+pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
+    let mut errors = Vec::new();
+
+    let user_id = input.user_id.unwrap_or_default();
+    if user_id.trim().is_empty() {
+        errors.push(field_error("user_id", codes::BLANK, "can't be blank"));
+    }
+
+    let first_name = input.first_name.unwrap_or_default();
+    if first_name.trim().is_empty() {
+        errors.push(field_error("first_name", codes::BLANK, "can't be blank"));
+    } else if let Some(e) = forbidden_chars("first_name", &first_name) {
+        errors.push(e);
+    }
+
+    if let Some(last) = &input.last_name
+        && let Some(e) = forbidden_chars("last_name", last)
+    {
+        errors.push(e);
+    }
+
+    if let Some(phone) = &input.phone_number
+        && !is_e164(phone)
+    {
+        errors.push(field_error(
+            "phone_number",
+            codes::INVALID_PHONE,
+            "is invalid: must be in E.164 format, e.g. +18005550100",
+        ));
+    }
+
+    if let Some(locale) = &input.locale
+        && icu_locale_core::Locale::try_from_str(locale).is_err()
+    {
+        errors.push(field_error(
+            "locale",
+            codes::INVALID_LOCALE,
+            "is invalid: must be an IETF language tag, e.g. en-US",
+        ));
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CreateUser {
+        user_id,
+        first_name: title_case(&first_name),
+        last_name: input.last_name.as_deref().map(title_case),
+        phone_number: input.phone_number,
+        locale: input.locale,
+    })
+}
+
+/// The "must not contain" rule for names; the message lists the offending
+/// characters so a failures report tells the operator what to fix.
+fn forbidden_chars(key: &str, value: &str) -> Option<ApiError> {
+    let mut found = String::new();
+    for c in value.chars().filter(|c| FORBIDDEN_NAME_CHARS.contains(c)) {
+        if !found.contains(c) {
+            found.push(c);
+        }
+    }
+    if found.is_empty() {
+        return None;
+    }
+    let all: String = FORBIDDEN_NAME_CHARS.iter().collect();
+    Some(field_error(
+        key,
+        codes::FORBIDDEN_CHARS,
+        format!("contains forbidden characters '{found}' (none of '{all}' are allowed)"),
+    ))
+}
+
+/// A light E.164 check: `+`, then 8–15 digits, the first not zero. Deliberately
+/// not a numbering-plan check: the sandbox only has to reject what Connect
+/// rejects for format, and the client does the thorough validation.
+pub(crate) fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// Title-cases a name the way Connect's example does (`john` → `John`): the first
+/// letter of each word is upper-cased, where words are separated by whitespace,
+/// `-` or `'` (`mary-ann o'neil` → `Mary-Ann O'Neil`). Other letters are kept
+/// as given, so `McDonald` is not flattened to `Mcdonald`.
+pub(crate) fn title_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut at_word_start = true;
+    for c in s.chars() {
+        if at_word_start && c.is_alphabetic() {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        at_word_start = c.is_whitespace() || c == '-' || c == '\'';
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(user_id: &str, first: &str) -> UserInput {
+        UserInput {
+            user_id: Some(user_id.into()),
+            first_name: Some(first.into()),
+            ..Default::default()
+        }
+    }
+
+    fn keys(errors: &[ApiError]) -> Vec<(&str, u32)> {
+        errors
+            .iter()
+            .map(|e| (e.meta.as_ref().map_or("", |m| m.key.as_str()), e.error.code))
+            .collect()
+    }
+
+    #[test]
+    fn title_case_examples() {
+        assert_eq!(title_case("john"), "John");
+        assert_eq!(title_case("smith"), "Smith");
+        assert_eq!(title_case("mary-ann o'neil"), "Mary-Ann O'Neil");
+        assert_eq!(title_case("McDonald"), "McDonald");
+        assert_eq!(title_case("élodie  de la cruz"), "Élodie  De La Cruz");
+        assert_eq!(title_case(""), "");
+    }
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+18005550100"));
+        assert!(is_e164("+4915112345678"));
+        assert!(!is_e164("18005550100"));
+        assert!(!is_e164("+08005550100"));
+        assert!(!is_e164("+1 800 555 0100"));
+        assert!(!is_e164("+1234567"));
+        assert!(!is_e164("+1234567890123456"));
+        assert!(!is_e164(""));
+    }
+
+    #[test]
+    fn valid_user_is_title_cased_and_echoed() {
+        let mut i = input("u1", "john");
+        i.last_name = Some("smith".into());
+        i.phone_number = Some("+18005550100".into());
+        i.locale = Some("en-US".into());
+        let u = validate(i).unwrap();
+        assert_eq!(u.first_name, "John");
+        assert_eq!(u.last_name.as_deref(), Some("Smith"));
+        assert_eq!(u.phone_number.as_deref(), Some("+18005550100"));
+        assert_eq!(u.locale.as_deref(), Some("en-US"));
+    }
+
+    #[test]
+    fn every_forbidden_char_is_rejected_in_both_names() {
+        for c in FORBIDDEN_NAME_CHARS {
+            let mut i = input("u1", &format!("jo{c}hn"));
+            i.last_name = Some(format!("sm{c}ith"));
+            let errs = validate(i).unwrap_err();
+            assert_eq!(
+                keys(&errs),
+                [
+                    ("first_name", codes::FORBIDDEN_CHARS),
+                    ("last_name", codes::FORBIDDEN_CHARS)
+                ],
+                "char {c}"
+            );
+            assert!(errs[0].error.message.contains(*c));
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let i = UserInput {
+            user_id: Some("  ".into()),
+            first_name: None,
+            last_name: Some("a<b".into()),
+            phone_number: Some("555-0100".into()),
+            locale: Some("en_US".into()),
+        };
+        let errs = validate(i).unwrap_err();
+        assert_eq!(
+            keys(&errs),
+            [
+                ("user_id", codes::BLANK),
+                ("first_name", codes::BLANK),
+                ("last_name", codes::FORBIDDEN_CHARS),
+                ("phone_number", codes::INVALID_PHONE),
+                ("locale", codes::INVALID_LOCALE),
+            ]
+        );
+    }
+
+    #[test]
+    fn locales() {
+        for ok in ["en", "en-US", "fr-CA", "zh-Hant-TW", "es-419"] {
+            let mut i = input("u1", "a");
+            i.locale = Some(ok.into());
+            assert!(validate(i).is_ok(), "{ok}");
+        }
+        for bad in ["", "english", "en_US", "en-USA-", "-en"] {
+            let mut i = input("u1", "a");
+            i.locale = Some(bad.into());
+            assert!(validate(i).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,743 @@
+//! From the command line, the environment and the config file to typed,
+//! checked settings ("HiArgs"). Precedence: flag > environment > config file >
+//! default. Nothing past this module looks at clap types.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::cli::{CheckArgs, CredentialArgs, EnvName, LogFormat, RunArgs, TargetArgs};
+use crate::input::{ColumnSpec, Field, InputSource, ReadOptions, encoding_for_label};
+use crate::validate::ValidateOptions;
+
+/// Development API host.
+pub const DEVELOPMENT_URL: &str = "https://connect.dev.instacart.tools";
+/// Production API host.
+pub const PRODUCTION_URL: &str = "https://connect.instacart.com";
+/// Environment variable holding the client secret.
+pub const SECRET_ENV: &str = "CONNECT_CLIENT_SECRET";
+
+/// Why the options cannot be used (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseConfig { path: PathBuf, message: String },
+    #[error("config file {path}: {key}: {message}")]
+    ConfigValue {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+    #[error(
+        "no target: give exactly one of --sandbox, --env development|production or --base-url URL \
+         (there is no default, so nothing goes to production by accident)"
+    )]
+    NoTarget,
+    #[error("more than one target: {0} (give exactly one)")]
+    TwoTargets(String),
+    #[error("--base-url '{url}': {reason}")]
+    BaseUrl { url: String, reason: String },
+    #[error("no client id: set CONNECT_CLIENT_ID, --client-id or client_id in the config file")]
+    NoClientId,
+    #[error(
+        "no client secret: set CONNECT_CLIENT_SECRET or --client-secret-file PATH \
+         (a secret is never taken on the command line)"
+    )]
+    NoSecret,
+    #[error("cannot read client secret file {path}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("client secret file {path} is empty")]
+    EmptySecret { path: PathBuf },
+    #[error("{0}")]
+    Input(#[from] crate::input::InputError),
+    #[error("{0}")]
+    Validate(#[from] crate::validate::OptionError),
+    #[error("{option} is not available yet in this version")]
+    NotAvailable { option: &'static str },
+    #[error("--resume needs --out DIR: the report directory of the run to continue")]
+    ResumeWithoutOut,
+}
+
+/// The TOML config file: any option of `run`/`check`, plus a `[columns]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub sandbox: Option<bool>,
+    pub env: Option<EnvName>,
+    pub base_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub scope: Option<String>,
+    pub encoding: Option<String>,
+    pub delimiter: Option<String>,
+    pub phone_region: Option<String>,
+    pub default_locale: Option<String>,
+    pub rate: Option<u32>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub timeout: Option<String>,
+    pub time_budget: Option<String>,
+    pub out: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub no_progress: Option<bool>,
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, String>,
+    /// Where relative paths in the file are resolved from.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    /// Read and parse `path`.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::ReadConfig {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::ParseConfig {
+            path: path.to_path_buf(),
+            message: e.message().to_string()
+                + &e.span()
+                    .map(|s| format!(" (at line {})", text[..s.start].lines().count().max(1)))
+                    .unwrap_or_default(),
+        })?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        cfg.path = path.to_path_buf();
+        Ok(cfg)
+    }
+
+    fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn duration(&self, key: &'static str, v: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+        v.as_deref()
+            .map(|s| {
+                crate::cli::parse_duration(s).map_err(|message| ConfigError::ConfigValue {
+                    path: self.path.clone(),
+                    key,
+                    message,
+                })
+            })
+            .transpose()
+    }
+
+    fn nonzero(&self, key: &'static str, v: Option<u32>) -> Result<Option<u32>, ConfigError> {
+        match v {
+            Some(0) => Err(ConfigError::ConfigValue {
+                path: self.path.clone(),
+                key,
+                message: "must be at least 1".into(),
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Where requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The embedded sandbox, started in-process.
+    Sandbox,
+    /// A remote (or loopback) base URL.
+    Url(String),
+}
+
+impl Target {
+    /// How the target is named in messages and summary.json.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sandbox => "embedded sandbox".to_string(),
+            Target::Url(u) => u.clone(),
+        }
+    }
+}
+
+/// Client credentials. `Debug` never shows the secret (secrecy).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scope: String,
+}
+
+/// Execution options of a live run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSettings {
+    pub rate: u32,
+    pub burst: u32,
+    /// `None`: sized from the rate and the observed latency.
+    pub concurrency: Option<u32>,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub time_budget: Option<Duration>,
+}
+
+impl Default for ExecSettings {
+    fn default() -> Self {
+        ExecSettings {
+            rate: 10,
+            burst: 1,
+            concurrency: None,
+            max_attempts: 6,
+            timeout: Duration::from_secs(30),
+            time_budget: None,
+        }
+    }
+}
+
+/// Output options shared by every command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputSettings {
+    pub log_format: LogFormat,
+    pub no_progress: bool,
+}
+
+/// Everything `run` needs.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub input: InputSource,
+    pub read: ReadOptions,
+    pub validate: ValidateOptions,
+    /// `None` only in a dry run without a target.
+    pub target: Option<Target>,
+    /// `None` for a dry run and for the embedded sandbox (it has its own).
+    pub credentials: Option<Credentials>,
+    pub exec: ExecSettings,
+    pub dry_run: bool,
+    pub resume: bool,
+    pub out: PathBuf,
+}
+
+/// Everything `check` needs.
+#[derive(Clone, Debug)]
+pub struct CheckSettings {
+    pub target: Target,
+    pub credentials: Option<Credentials>,
+    pub timeout: Duration,
+}
+
+/// Reads environment variables; a trait so tests don't touch the process env.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+/// Log format and progress: flag > config file > default.
+pub fn output_settings(
+    log_format: Option<LogFormat>,
+    no_progress: bool,
+    cfg: Option<&ConfigFile>,
+) -> OutputSettings {
+    OutputSettings {
+        log_format: log_format
+            .or(cfg.and_then(|c| c.log_format))
+            .unwrap_or(LogFormat::Text),
+        no_progress: no_progress || cfg.and_then(|c| c.no_progress).unwrap_or(false),
+    }
+}
+
+fn resolve_target(
+    args: &TargetArgs,
+    cfg: Option<&ConfigFile>,
+) -> Result<Option<Target>, ConfigError> {
+    // Flags (clap already folded CONNECT_BASE_URL into base_url) win as a group
+    // over the config file: a flag target replaces the file's target.
+    let flag_target = target_from(args.sandbox, args.env, args.base_url.as_deref())?;
+    if flag_target.is_some() {
+        return Ok(flag_target);
+    }
+    match cfg {
+        Some(c) => target_from(c.sandbox.unwrap_or(false), c.env, c.base_url.as_deref()),
+        None => Ok(None),
+    }
+}
+
+fn target_from(
+    sandbox: bool,
+    env: Option<EnvName>,
+    base_url: Option<&str>,
+) -> Result<Option<Target>, ConfigError> {
+    let mut given = vec![];
+    if sandbox {
+        given.push("sandbox");
+    }
+    if env.is_some() {
+        given.push("env");
+    }
+    if base_url.is_some() {
+        given.push("base_url");
+    }
+    if given.len() > 1 {
+        return Err(ConfigError::TwoTargets(given.join(", ")));
+    }
+    Ok(if sandbox {
+        Some(Target::Sandbox)
+    } else if let Some(env) = env {
+        Some(Target::Url(
+            match env {
+                EnvName::Development => DEVELOPMENT_URL,
+                EnvName::Production => PRODUCTION_URL,
+            }
+            .to_string(),
+        ))
+    } else if let Some(url) = base_url {
+        Some(Target::Url(check_base_url(url)?))
+    } else {
+        None
+    })
+}
+
+/// HTTPS, or plain HTTP to a loopback host only. Returns the URL without a
+/// trailing slash.
+pub fn check_base_url(url: &str) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::BaseUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| bad(&e.to_string()))?;
+    let host = parsed.host_str().ok_or_else(|| bad("no host"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => {
+            return Err(bad(
+                "plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost); use https",
+            ));
+        }
+        _ => return Err(bad("the scheme must be https")),
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
+/// True for `localhost` and loopback IP literals.
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn resolve_credentials(
+    args: &CredentialArgs,
+    env: &dyn Env,
+    cfg: Option<&ConfigFile>,
+) -> Result<Credentials, ConfigError> {
+    let client_id = args
+        .client_id
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.client_id.clone()))
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(ConfigError::NoClientId)?;
+    let secret = if let Some(p) = &args.client_secret_file {
+        read_secret_file(p)?
+    } else if let Some(s) = env.var(SECRET_ENV).filter(|s| !s.is_empty()) {
+        SecretString::from(s)
+    } else if let Some(p) = cfg.and_then(|c| c.client_secret_file.as_ref().map(|p| c.resolve_path(p))) {
+        read_secret_file(&p)?
+    } else {
+        return Err(ConfigError::NoSecret);
+    };
+    let scope = args
+        .scope
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.scope.clone()))
+        .unwrap_or_else(|| "connect:fulfillment".to_string());
+    Ok(Credentials {
+        client_id: client_id.trim().to_string(),
+        client_secret: secret,
+        scope,
+    })
+}
+
+fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::SecretFile {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError::EmptySecret {
+            path: path.to_path_buf(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "client secret file is readable by other users; chmod 600 it");
+        }
+    }
+    Ok(SecretString::from(trimmed.to_string()))
+}
+
+/// The default report directory: `reports/<UTC timestamp>/`.
+pub fn default_out_dir(now: jiff::Timestamp) -> PathBuf {
+    PathBuf::from("reports").join(now.strftime("%Y%m%dT%H%M%SZ").to_string())
+}
+
+/// Resolve `run`'s settings.
+pub fn resolve_run(
+    args: &RunArgs,
+    env: &dyn Env,
+    cfg: Option<&ConfigFile>,
+    now: jiff::Timestamp,
+) -> Result<RunSettings, ConfigError> {
+    let target = resolve_target(&args.target, cfg)?;
+    if target.is_none() && !args.dry_run {
+        return Err(ConfigError::NoTarget);
+    }
+    let credentials = match (&target, args.dry_run) {
+        (Some(Target::Url(_)), false) => Some(resolve_credentials(&args.credentials, env, cfg)?),
+        _ => None,
+    };
+
+    let mut columns = ColumnSpec::default();
+    if let Some(c) = cfg {
+        for (field, header) in &c.columns {
+            let f = Field::from_name(&field.to_ascii_lowercase()).ok_or_else(|| {
+                ConfigError::ConfigValue {
+                    path: c.path.clone(),
+                    key: "columns",
+                    message: format!(
+                        "unknown field '{field}' (fields: {})",
+                        crate::input::FIELDS.join(", ")
+                    ),
+                }
+            })?;
+            columns.map(f, header.clone());
+        }
+    }
+    for (field, header) in &args.map {
+        if let Some(f) = Field::from_name(field) {
+            columns.map(f, header.clone());
+        }
+    }
+    let encoding = match args.encoding.as_deref().or(cfg.and_then(|c| c.encoding.as_deref())) {
+        Some(label) => encoding_for_label(label)?,
+        None => None,
+    };
+    let delimiter = match (args.delimiter, cfg.and_then(|c| c.delimiter.as_deref())) {
+        (Some(d), _) => d,
+        (None, Some(s)) => crate::cli::parse_delimiter(s).map_err(|message| {
+            ConfigError::ConfigValue {
+                path: cfg.map(|c| c.path.clone()).unwrap_or_default(),
+                key: "delimiter",
+                message,
+            }
+        })?,
+        (None, None) => b',',
+    };
+    let read = ReadOptions {
+        encoding,
+        delimiter,
+        columns,
+        limit: args.limit,
+    };
+    let validate = ValidateOptions::new(
+        args.phone_region
+            .as_deref()
+            .or(cfg.and_then(|c| c.phone_region.as_deref()))
+            .unwrap_or("US"),
+        args.default_locale
+            .as_deref()
+            .or(cfg.and_then(|c| c.default_locale.as_deref())),
+    )?;
+
+    let d = ExecSettings::default();
+    let exec = ExecSettings {
+        rate: args
+            .rate
+            .or(cfg.map(|c| c.nonzero("rate", c.rate)).transpose()?.flatten())
+            .unwrap_or(d.rate),
+        burst: args
+            .burst
+            .or(cfg.map(|c| c.nonzero("burst", c.burst)).transpose()?.flatten())
+            .unwrap_or(d.burst),
+        concurrency: args
+            .concurrency
+            .or(cfg.map(|c| c.nonzero("concurrency", c.concurrency)).transpose()?.flatten()),
+        max_attempts: args
+            .max_attempts
+            .or(cfg.map(|c| c.nonzero("max_attempts", c.max_attempts)).transpose()?.flatten())
+            .unwrap_or(d.max_attempts),
+        timeout: match args.timeout {
+            Some(t) => t,
+            None => cfg
+                .map(|c| c.duration("timeout", &c.timeout))
+                .transpose()?
+                .flatten()
+                .unwrap_or(d.timeout),
+        },
+        time_budget: match args.time_budget {
+            Some(t) => Some(t),
+            None => cfg
+                .map(|c| c.duration("time_budget", &c.time_budget))
+                .transpose()?
+                .flatten(),
+        },
+    };
+    if args.resume && args.out.is_none() && cfg.and_then(|c| c.out.as_ref()).is_none() {
+        return Err(ConfigError::ResumeWithoutOut);
+    }
+    let out = args
+        .out
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.out.as_ref().map(|p| c.resolve_path(p))))
+        .unwrap_or_else(|| default_out_dir(now));
+    Ok(RunSettings {
+        input: InputSource::from_arg(&args.input),
+        read,
+        validate,
+        target,
+        credentials,
+        exec,
+        dry_run: args.dry_run,
+        resume: args.resume,
+        out,
+    })
+}
+
+/// Resolve `check`'s settings.
+pub fn resolve_check(
+    args: &CheckArgs,
+    env: &dyn Env,
+    cfg: Option<&ConfigFile>,
+) -> Result<CheckSettings, ConfigError> {
+    let target = resolve_target(&args.target, cfg)?.ok_or(ConfigError::NoTarget)?;
+    let credentials = match target {
+        Target::Url(_) => Some(resolve_credentials(&args.credentials, env, cfg)?),
+        Target::Sandbox => None,
+    };
+    let timeout = match args.timeout {
+        Some(t) => t,
+        None => cfg
+            .map(|c| c.duration("timeout", &c.timeout))
+            .transpose()?
+            .flatten()
+            .unwrap_or(Duration::from_secs(30)),
+    };
+    Ok(CheckSettings {
+        target,
+        credentials,
+        timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+    impl Env for FakeEnv {
+        fn var(&self, key: &str) -> Option<String> {
+            self.0.get(key).map(|s| s.to_string())
+        }
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(
+            ["connect-provision", "run", "in.csv"].iter().chain(args.iter()).copied(),
+        )
+        .unwrap();
+        match cli.command {
+            Command::Run(r) => *r,
+            _ => unreachable!(),
+        }
+    }
+
+    fn cfg(text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        ConfigFile::load(&p).unwrap()
+    }
+
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn no_env() -> FakeEnv {
+        FakeEnv(HashMap::new())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), None, now()).unwrap();
+        assert_eq!(s.exec, ExecSettings::default());
+        assert_eq!(s.target, None);
+        assert_eq!(s.read.delimiter, b',');
+        assert_eq!(s.out, PathBuf::from("reports/20270115T080000Z"));
+    }
+
+    #[test]
+    fn live_run_needs_a_target() {
+        let err = resolve_run(&run_args(&[]), &no_env(), None, now()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoTarget));
+    }
+
+    #[test]
+    fn flag_beats_config_beats_default() {
+        let c = cfg("rate = 50\nburst = 5\ntimeout = \"5s\"\nsandbox = true\n[columns]\nuser_id = \"Customer ID\"\n");
+        let s = resolve_run(&run_args(&["--rate", "7"]), &no_env(), Some(&c), now()).unwrap();
+        assert_eq!(s.exec.rate, 7);
+        assert_eq!(s.exec.burst, 5);
+        assert_eq!(s.exec.timeout, Duration::from_secs(5));
+        assert_eq!(s.exec.max_attempts, 6);
+        assert_eq!(s.target, Some(Target::Sandbox));
+        assert_eq!(s.read.columns.header_for(Field::UserId), "Customer ID");
+        let s = resolve_run(
+            &run_args(&["--map", "user_id=Cust"]),
+            &no_env(),
+            Some(&c),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(s.read.columns.header_for(Field::UserId), "Cust");
+    }
+
+    #[test]
+    fn flag_target_replaces_config_target() {
+        let c = cfg("env = \"production\"\nclient_id = \"x\"\n");
+        let s = resolve_run(&run_args(&["--sandbox"]), &no_env(), Some(&c), now()).unwrap();
+        assert_eq!(s.target, Some(Target::Sandbox));
+        assert!(matches!(
+            target_from(true, Some(EnvName::Production), None),
+            Err(ConfigError::TwoTargets(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "rates = 5\n").unwrap();
+        let err = ConfigFile::load(&p).unwrap_err().to_string();
+        assert!(err.contains("unknown field `rates`"), "{err}");
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert_eq!(check_base_url("https://connect.example.com/").unwrap(), "https://connect.example.com");
+        assert_eq!(check_base_url("http://127.0.0.1:8787").unwrap(), "http://127.0.0.1:8787");
+        assert!(check_base_url("http://localhost:1").is_ok());
+        assert!(check_base_url("http://[::1]:1").is_ok());
+        let err = check_base_url("http://connect.example.com").unwrap_err().to_string();
+        assert!(err.contains("only for loopback"), "{err}");
+        assert!(check_base_url("ftp://x").is_err());
+        assert!(check_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn credentials_come_from_env_or_file_never_argv() {
+        let env = FakeEnv(HashMap::from([(SECRET_ENV, "s3cret")]));
+        let s = resolve_run(
+            &run_args(&["--env", "development", "--client-id", "abc"]),
+            &env,
+            None,
+            now(),
+        )
+        .unwrap();
+        let c = s.credentials.unwrap();
+        assert_eq!(c.client_id, "abc");
+        assert_eq!(c.client_secret.expose_secret(), "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        let s = resolve_run(
+            &run_args(&[
+                "--env",
+                "development",
+                "--client-id",
+                "abc",
+                "--client-secret-file",
+                secret.to_str().unwrap(),
+            ]),
+            &env,
+            None,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(s.credentials.unwrap().client_secret.expose_secret(), "from-file");
+
+        let err = resolve_run(
+            &run_args(&["--env", "development", "--client-id", "abc"]),
+            &no_env(),
+            None,
+            now(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::NoSecret));
+    }
+
+    #[test]
+    fn settings_debug_has_no_secret() {
+        let env = FakeEnv(HashMap::from([(SECRET_ENV, "hunter2-secret")]));
+        let s = resolve_run(
+            &run_args(&["--env", "production", "--client-id", "abc"]),
+            &env,
+            None,
+            now(),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2-secret"));
+    }
+
+    #[test]
+    fn bad_option_values_name_the_option() {
+        let err = resolve_run(&run_args(&["--dry-run", "--encoding", "nope"]), &no_env(), None, now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown encoding 'nope'"), "{err}");
+        let err = resolve_run(&run_args(&["--dry-run", "--phone-region", "ZZZ"]), &no_env(), None, now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--phone-region"), "{err}");
+        let c = cfg("rate = 0\n");
+        let err = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate: must be at least 1"), "{err}");
+    }
+}

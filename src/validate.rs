@@ -1,0 +1,405 @@
+//! One CSV record → the Connect payload, or the reason it cannot be sent.
+//!
+//! Pure and per-row: a bad row is data (`Invalid`), never an `Err` that ends
+//! the run. Phone numbers go through libphonenumber (rlibphonenumber) and are
+//! always sent in E.164; locales through ICU4X's `icu_locale_core`, which
+//! also canonicalises their case (`EN-us` → `en-US`).
+
+use std::borrow::Cow;
+
+use csv::ByteRecord;
+use icu_locale_core::Locale;
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, enums::Region};
+
+use crate::api::model::{CreateUser, FORBIDDEN_NAME_CHARS};
+use crate::input::{ColumnMap, Field};
+
+/// Options of validation that come from the command line.
+#[derive(Clone, Debug)]
+pub struct ValidateOptions {
+    /// Region for numbers written without `+country`.
+    pub phone_region: Region,
+    /// Canonical tag sent when a row's locale is blank.
+    pub default_locale: Option<String>,
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        ValidateOptions {
+            phone_region: Region::US,
+            default_locale: None,
+        }
+    }
+}
+
+/// Why `--phone-region` or `--default-locale` is unusable.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("--phone-region '{0}' is not a two-letter region code (e.g. US, GB, CA)")]
+    Region(String),
+    #[error("--default-locale '{0}' is not a well-formed language tag (e.g. en-US)")]
+    Locale(String),
+}
+
+impl ValidateOptions {
+    /// Build from the raw option values, checking both.
+    pub fn new(phone_region: &str, default_locale: Option<&str>) -> Result<Self, OptionError> {
+        let region = Region::from_code(&phone_region.trim().to_ascii_uppercase())
+            .map_err(|_| OptionError::Region(phone_region.to_string()))?;
+        // A region code the metadata knows nothing of would make every number invalid.
+        if PHONE_NUMBER_UTIL.get_country_code_for_region(region).is_none() {
+            return Err(OptionError::Region(phone_region.to_string()));
+        }
+        let default_locale = match default_locale.map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(tag) => Some(
+                normalize_locale(tag).map_err(|_| OptionError::Locale(tag.to_string()))?,
+            ),
+        };
+        Ok(ValidateOptions {
+            phone_region: region,
+            default_locale,
+        })
+    }
+}
+
+/// Why a row was not sent: the field (if one is to blame) and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: Option<Field>,
+    pub reason: Cow<'static, str>,
+}
+
+impl Invalid {
+    fn field(field: Field, reason: impl Into<Cow<'static, str>>) -> Self {
+        Invalid {
+            field: Some(field),
+            reason: reason.into(),
+        }
+    }
+
+    fn row(reason: impl Into<Cow<'static, str>>) -> Self {
+        Invalid {
+            field: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "{field}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// The result of validating one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    /// The trimmed user_id (lossy for bytes that are not UTF-8), for reports.
+    pub user_id: String,
+    pub result: Result<CreateUser, Invalid>,
+}
+
+/// Validates records of one input: options plus the resolved columns.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    opts: ValidateOptions,
+    columns: ColumnMap,
+    headers: Vec<String>,
+}
+
+impl Validator {
+    /// A validator for records whose header is `headers`.
+    pub fn new(opts: ValidateOptions, columns: ColumnMap, headers: Vec<String>) -> Self {
+        Validator {
+            opts,
+            columns,
+            headers,
+        }
+    }
+
+    /// Validate and map one record.
+    pub fn validate(&self, rec: &ByteRecord) -> Validated {
+        let user_id = match self.columns.index(Field::UserId).and_then(|i| rec.get(i)) {
+            Some(b) => String::from_utf8_lossy(b).trim().to_string(),
+            None => String::new(),
+        };
+        let result = self.check(rec);
+        Validated { user_id, result }
+    }
+
+    fn check(&self, rec: &ByteRecord) -> Result<CreateUser, Invalid> {
+        if rec.len() != self.headers.len() {
+            return Err(Invalid::row(format!(
+                "expected {} fields, found {} (check quoting and the delimiter)",
+                self.headers.len(),
+                rec.len()
+            )));
+        }
+        if std::str::from_utf8(rec.as_slice()).is_err() {
+            let (i, _) = rec
+                .iter()
+                .enumerate()
+                .find(|(_, c)| std::str::from_utf8(c).is_err())
+                .unwrap_or((0, b""));
+            let column = self.headers.get(i).map_or("?", String::as_str);
+            return Err(Invalid::row(format!(
+                "invalid UTF-8 in column '{column}' (use --encoding for legacy exports)"
+            )));
+        }
+        let get = |field: Field| -> &str {
+            self.columns
+                .index(field)
+                .and_then(|i| rec.get(i))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map_or("", str::trim)
+        };
+
+        let user_id = get(Field::UserId);
+        if user_id.is_empty() {
+            return Err(Invalid::field(Field::UserId, "required"));
+        }
+        if user_id.chars().any(char::is_control) {
+            return Err(Invalid::field(Field::UserId, "contains a control character"));
+        }
+
+        let first_name = get(Field::FirstName);
+        if first_name.is_empty() {
+            return Err(Invalid::field(Field::FirstName, "required"));
+        }
+        check_name(Field::FirstName, first_name)?;
+        let last_name = non_blank(get(Field::LastName));
+        if let Some(n) = last_name {
+            check_name(Field::LastName, n)?;
+        }
+
+        let phone_number = match non_blank(get(Field::PhoneNumber)) {
+            None => None,
+            Some(p) => Some(self.phone(p)?),
+        };
+
+        let locale = match non_blank(get(Field::Locale)) {
+            None => self.opts.default_locale.clone(),
+            Some(tag) => Some(normalize_locale(tag).map_err(|hint| {
+                Invalid::field(
+                    Field::Locale,
+                    format!("'{tag}' is not a well-formed language tag{hint}"),
+                )
+            })?),
+        };
+
+        Ok(CreateUser {
+            user_id: user_id.to_string(),
+            first_name: first_name.to_string(),
+            last_name: last_name.map(str::to_string),
+            phone_number,
+            locale,
+        })
+    }
+
+    fn phone(&self, p: &str) -> Result<String, Invalid> {
+        let region = self.opts.phone_region;
+        let bad = || {
+            Invalid::field(
+                Field::PhoneNumber,
+                format!("not a valid phone number for region {region}"),
+            )
+        };
+        let number = PHONE_NUMBER_UTIL
+            .parse(p, Some(region))
+            .map_err(|_| bad())?;
+        if !number.is_valid() {
+            return Err(bad());
+        }
+        Ok(number.format_as(PhoneNumberFormat::E164).to_string())
+    }
+}
+
+fn non_blank(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn check_name(field: Field, name: &str) -> Result<(), Invalid> {
+    if let Some(c) = name.chars().find(|c| FORBIDDEN_NAME_CHARS.contains(c)) {
+        return Err(Invalid::field(
+            field,
+            format!("contains '{c}' (not allowed: / : < > $ % ?)"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Invalid::field(field, "contains a control character"));
+    }
+    Ok(())
+}
+
+/// Canonical form of a language tag, or a hint for the error message.
+fn normalize_locale(tag: &str) -> Result<String, String> {
+    match Locale::normalize(tag) {
+        Ok(s) => Ok(s.into_owned()),
+        Err(_) => {
+            let hyphenated = tag.replace('_', "-");
+            Err(match Locale::normalize(&hyphenated) {
+                Ok(s) if hyphenated != tag => format!(" (did you mean {s}?)"),
+                _ => " (e.g. en-US)".to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::ColumnSpec;
+
+    fn validator(opts: ValidateOptions) -> Validator {
+        let headers: Vec<String> = crate::input::FIELDS.iter().map(|s| s.to_string()).collect();
+        let columns = ColumnMap::resolve(&headers, &ColumnSpec::default()).unwrap();
+        Validator::new(opts, columns, headers)
+    }
+
+    fn check(fields: &[&str]) -> Result<CreateUser, String> {
+        let rec = ByteRecord::from(fields.to_vec());
+        validator(ValidateOptions::default())
+            .validate(&rec)
+            .result
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_row_maps_to_the_payload() {
+        let u = check(&[" js6000 ", " john ", "smith", "800-555-0100", "EN-us"]).unwrap();
+        assert_eq!(
+            u,
+            CreateUser {
+                user_id: "js6000".into(),
+                first_name: "john".into(),
+                last_name: Some("smith".into()),
+                phone_number: Some("+18005550100".into()),
+                locale: Some("en-US".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn blank_optionals_are_none() {
+        let u = check(&["u1", "Ann", " ", "", ""]).unwrap();
+        assert_eq!(u.last_name, None);
+        assert_eq!(u.phone_number, None);
+        assert_eq!(u.locale, None);
+    }
+
+    #[test]
+    fn user_id_rules() {
+        assert_eq!(check(&["  ", "Ann", "", "", ""]).unwrap_err(), "user_id: required");
+        assert_eq!(
+            check(&["u\u{7}1", "Ann", "", "", ""]).unwrap_err(),
+            "user_id: contains a control character"
+        );
+    }
+
+    #[test]
+    fn first_name_rules() {
+        assert_eq!(check(&["u1", "", "", "", ""]).unwrap_err(), "first_name: required");
+        for c in ['/', ':', '<', '>', '$', '%', '?'] {
+            let name = format!("An{c}n");
+            assert_eq!(
+                check(&["u1", &name, "", "", ""]).unwrap_err(),
+                format!("first_name: contains '{c}' (not allowed: / : < > $ % ?)")
+            );
+        }
+    }
+
+    #[test]
+    fn last_name_rules() {
+        assert_eq!(
+            check(&["u1", "Ann", "O:Neil", "", ""]).unwrap_err(),
+            "last_name: contains ':' (not allowed: / : < > $ % ?)"
+        );
+        assert!(check(&["u1", "Ann", "O'Neil-Smith", "", ""]).is_ok());
+    }
+
+    #[test]
+    fn phone_numbers_in_common_forms_become_e164() {
+        for p in [
+            "(415) 555-2671",
+            "415.555.2671",
+            "415-555-2671",
+            "4155552671",
+            "+1 415 555 2671",
+            "1-415-555-2671",
+            "+14155552671",
+        ] {
+            let u = check(&["u1", "Ann", "", p, ""]).unwrap_or_else(|e| panic!("{p}: {e}"));
+            assert_eq!(u.phone_number.as_deref(), Some("+14155552671"), "{p}");
+        }
+        let gb = check(&["u1", "Ann", "", "+44 20 7946 0958", ""]).unwrap();
+        assert_eq!(gb.phone_number.as_deref(), Some("+442079460958"));
+    }
+
+    #[test]
+    fn invalid_phone_numbers_are_rejected() {
+        for p in ["555", "12345678901234567", "abc", "+1 000 000 0000"] {
+            assert_eq!(
+                check(&["u1", "Ann", "", p, ""]).unwrap_err(),
+                "phone_number: not a valid phone number for region US",
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn phone_region_changes_national_numbers() {
+        let v = validator(ValidateOptions::new("gb", None).unwrap());
+        let rec = ByteRecord::from(vec!["u1", "Ann", "", "020 7946 0958", ""]);
+        assert_eq!(
+            v.validate(&rec).result.unwrap().phone_number.as_deref(),
+            Some("+442079460958")
+        );
+        assert!(ValidateOptions::new("XX", None).is_err());
+        assert!(ValidateOptions::new("USA", None).is_err());
+    }
+
+    #[test]
+    fn locale_rules() {
+        assert_eq!(
+            check(&["u1", "Ann", "", "", "fr-ca"]).unwrap().locale.as_deref(),
+            Some("fr-CA")
+        );
+        assert_eq!(
+            check(&["u1", "Ann", "", "", "en_US"]).unwrap_err(),
+            "locale: 'en_US' is not a well-formed language tag (did you mean en-US?)"
+        );
+        assert_eq!(
+            check(&["u1", "Ann", "", "", "english"]).unwrap_err(),
+            "locale: 'english' is not a well-formed language tag (e.g. en-US)"
+        );
+    }
+
+    #[test]
+    fn default_locale_fills_blanks_only() {
+        let v = validator(ValidateOptions::new("US", Some("en-us")).unwrap());
+        let blank = ByteRecord::from(vec!["u1", "Ann", "", "", ""]);
+        assert_eq!(v.validate(&blank).result.unwrap().locale.as_deref(), Some("en-US"));
+        let set = ByteRecord::from(vec!["u1", "Ann", "", "", "es-MX"]);
+        assert_eq!(v.validate(&set).result.unwrap().locale.as_deref(), Some("es-MX"));
+        assert!(ValidateOptions::new("US", Some("not a tag")).is_err());
+    }
+
+    #[test]
+    fn ragged_and_non_utf8_rows_are_invalid() {
+        assert_eq!(
+            check(&["u1", "Ann"]).unwrap_err(),
+            "expected 5 fields, found 2 (check quoting and the delimiter)"
+        );
+        let rec = ByteRecord::from(vec![&b"u1"[..], b"J\xE9r", b"", b"", b""]);
+        let v = validator(ValidateOptions::default()).validate(&rec);
+        assert_eq!(v.user_id, "u1");
+        assert_eq!(
+            v.result.unwrap_err().to_string(),
+            "invalid UTF-8 in column 'first_name' (use --encoding for legacy exports)"
+        );
+    }
+}
