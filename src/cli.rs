@@ -27,7 +27,12 @@ pub struct Cli {
     pub command: Command,
 
     /// TOML file holding any option (flags and environment win over it).
-    #[arg(long, global = true, env = "CONNECT_PROVISION_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONNECT_PROVISION_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Log line format on stderr.
@@ -342,7 +347,14 @@ mod tests {
 
     #[test]
     fn map_parses_and_rejects_unknown_fields() {
-        let r = run_args(&["run", "x.csv", "--map", "User_ID=Customer ID", "--map", "locale=Lang"]);
+        let r = run_args(&[
+            "run",
+            "x.csv",
+            "--map",
+            "User_ID=Customer ID",
+            "--map",
+            "locale=Lang",
+        ]);
         assert_eq!(
             r.map,
             vec![

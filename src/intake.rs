@@ -122,8 +122,10 @@ mod tests {
     #[test]
     fn duplicates_invalids_and_sends() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"user_id,first_name\nu1,Ann\nu2,\nu1,Bob\nu2,Cy\n").unwrap();
-        let reader = InputReader::open(InputSource::Path(f.path().into()), &ReadOptions::default()).unwrap();
+        f.write_all(b"user_id,first_name\nu1,Ann\nu2,\nu1,Bob\nu2,Cy\n")
+            .unwrap();
+        let reader =
+            InputReader::open(InputSource::Path(f.path().into()), &ReadOptions::default()).unwrap();
         let validator = Validator::new(
             ValidateOptions::default(),
             reader.columns().clone(),
@@ -140,7 +142,12 @@ mod tests {
         // An invalid row does not claim its user_id: row 4 is sent.
         assert_eq!(
             got,
-            [(1, Status::Valid), (2, Status::Invalid), (3, Status::Duplicate), (4, Status::Valid)]
+            [
+                (1, Status::Valid),
+                (2, Status::Invalid),
+                (3, Status::Duplicate),
+                (4, Status::Valid)
+            ]
         );
     }
 }

@@ -14,6 +14,7 @@ pub mod input;
 pub mod intake;
 pub mod logging;
 pub mod outcome;
+pub mod progress;
 pub mod report;
 pub mod sandbox;
 pub mod settings;
@@ -28,24 +29,25 @@ use settings::{ConfigFile, ProcessEnv};
 pub fn run(cli: Cli) -> Result<u8, Error> {
     let cfg = cli.config.as_deref().map(ConfigFile::load).transpose()?;
     let output = settings::output_settings(cli.log_format, cli.no_progress, cfg.as_ref());
-    logging::init(output.log_format, cli.verbose, cli.quiet, std::io::stderr);
+    let ui = progress::Ui::new(output.no_progress);
+    logging::init(output.log_format, cli.verbose, cli.quiet, ui.log_writer());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
     match cli.command {
         Command::Run(args) => {
-            let s = settings::resolve_run(&args, &ProcessEnv, cfg.as_ref(), jiff::Timestamp::now())?;
+            let s =
+                settings::resolve_run(&args, &ProcessEnv, cfg.as_ref(), jiff::Timestamp::now())?;
             if s.resume {
                 return Err(settings::ConfigError::NotAvailable { option: "--resume" }.into());
             }
-            if s.exec.time_budget.is_some() {
-                return Err(settings::ConfigError::NotAvailable { option: "--time-budget" }.into());
-            }
-            if s.dry_run {
-                let summary = cmd::run::dry_run(&s)?;
-                print!("{}", cmd::run::render_summary(&summary, &s.out));
-                return Ok(summary.exit_code);
-            }
-            Err(settings::ConfigError::NotAvailable { option: "a live run" }.into())
+            rt.block_on(cmd::run::run(&s, &ui))
         }
-        Command::Check(_) => Err(settings::ConfigError::NotAvailable { option: "check" }.into()),
-        Command::Sandbox(_) => Err(settings::ConfigError::NotAvailable { option: "sandbox" }.into()),
+        Command::Check(args) => {
+            let s = settings::resolve_check(&args, &ProcessEnv, cfg.as_ref())?;
+            rt.block_on(cmd::check::check(&s))
+        }
+        Command::Sandbox(args) => rt.block_on(cmd::sandbox::serve(&args)),
     }
 }

@@ -100,7 +100,12 @@ pub struct Outcome {
 
 impl Outcome {
     /// An outcome for a row that was never sent.
-    pub fn local(row: u64, user_id: impl Into<String>, status: Status, error: Option<String>) -> Self {
+    pub fn local(
+        row: u64,
+        user_id: impl Into<String>,
+        status: Status,
+        error: Option<String>,
+    ) -> Self {
         Outcome {
             row,
             user_id: user_id.into(),

@@ -117,10 +117,7 @@ impl ConfigFile {
                     .map(|s| format!(" (at line {})", text[..s.start].lines().count().max(1)))
                     .unwrap_or_default(),
         })?;
-        cfg.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.path = path.to_path_buf();
         Ok(cfg)
     }
@@ -133,7 +130,11 @@ impl ConfigFile {
         }
     }
 
-    fn duration(&self, key: &'static str, v: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    fn duration(
+        &self,
+        key: &'static str,
+        v: &Option<String>,
+    ) -> Result<Option<Duration>, ConfigError> {
         v.as_deref()
             .map(|s| {
                 crate::cli::parse_duration(s).map_err(|message| ConfigError::ConfigValue {
@@ -347,8 +348,7 @@ pub fn check_base_url(url: &str) -> Result<String, ConfigError> {
 /// True for `localhost` and loopback IP literals.
 pub fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn resolve_credentials(
@@ -366,7 +366,9 @@ fn resolve_credentials(
         read_secret_file(p)?
     } else if let Some(s) = env.var(SECRET_ENV).filter(|s| !s.is_empty()) {
         SecretString::from(s)
-    } else if let Some(p) = cfg.and_then(|c| c.client_secret_file.as_ref().map(|p| c.resolve_path(p))) {
+    } else if let Some(p) =
+        cfg.and_then(|c| c.client_secret_file.as_ref().map(|p| c.resolve_path(p)))
+    {
         read_secret_file(&p)?
     } else {
         return Err(ConfigError::NoSecret);
@@ -448,19 +450,23 @@ pub fn resolve_run(
             columns.map(f, header.clone());
         }
     }
-    let encoding = match args.encoding.as_deref().or(cfg.and_then(|c| c.encoding.as_deref())) {
+    let encoding = match args
+        .encoding
+        .as_deref()
+        .or(cfg.and_then(|c| c.encoding.as_deref()))
+    {
         Some(label) => encoding_for_label(label)?,
         None => None,
     };
     let delimiter = match (args.delimiter, cfg.and_then(|c| c.delimiter.as_deref())) {
         (Some(d), _) => d,
-        (None, Some(s)) => crate::cli::parse_delimiter(s).map_err(|message| {
-            ConfigError::ConfigValue {
+        (None, Some(s)) => {
+            crate::cli::parse_delimiter(s).map_err(|message| ConfigError::ConfigValue {
                 path: cfg.map(|c| c.path.clone()).unwrap_or_default(),
                 key: "delimiter",
                 message,
-            }
-        })?,
+            })?
+        }
         (None, None) => b',',
     };
     let read = ReadOptions {
@@ -483,18 +489,28 @@ pub fn resolve_run(
     let exec = ExecSettings {
         rate: args
             .rate
-            .or(cfg.map(|c| c.nonzero("rate", c.rate)).transpose()?.flatten())
+            .or(cfg
+                .map(|c| c.nonzero("rate", c.rate))
+                .transpose()?
+                .flatten())
             .unwrap_or(d.rate),
         burst: args
             .burst
-            .or(cfg.map(|c| c.nonzero("burst", c.burst)).transpose()?.flatten())
+            .or(cfg
+                .map(|c| c.nonzero("burst", c.burst))
+                .transpose()?
+                .flatten())
             .unwrap_or(d.burst),
-        concurrency: args
-            .concurrency
-            .or(cfg.map(|c| c.nonzero("concurrency", c.concurrency)).transpose()?.flatten()),
+        concurrency: args.concurrency.or(cfg
+            .map(|c| c.nonzero("concurrency", c.concurrency))
+            .transpose()?
+            .flatten()),
         max_attempts: args
             .max_attempts
-            .or(cfg.map(|c| c.nonzero("max_attempts", c.max_attempts)).transpose()?.flatten())
+            .or(cfg
+                .map(|c| c.nonzero("max_attempts", c.max_attempts))
+                .transpose()?
+                .flatten())
             .unwrap_or(d.max_attempts),
         timeout: match args.timeout {
             Some(t) => t,
@@ -576,7 +592,10 @@ mod tests {
 
     fn run_args(args: &[&str]) -> RunArgs {
         let cli = Cli::try_parse_from(
-            ["connect-provision", "run", "in.csv"].iter().chain(args.iter()).copied(),
+            ["connect-provision", "run", "in.csv"]
+                .iter()
+                .chain(args.iter())
+                .copied(),
         )
         .unwrap();
         match cli.command {
@@ -617,7 +636,9 @@ mod tests {
 
     #[test]
     fn flag_beats_config_beats_default() {
-        let c = cfg("rate = 50\nburst = 5\ntimeout = \"5s\"\nsandbox = true\n[columns]\nuser_id = \"Customer ID\"\n");
+        let c = cfg(
+            "rate = 50\nburst = 5\ntimeout = \"5s\"\nsandbox = true\n[columns]\nuser_id = \"Customer ID\"\n",
+        );
         let s = resolve_run(&run_args(&["--rate", "7"]), &no_env(), Some(&c), now()).unwrap();
         assert_eq!(s.exec.rate, 7);
         assert_eq!(s.exec.burst, 5);
@@ -657,11 +678,19 @@ mod tests {
 
     #[test]
     fn base_url_rules() {
-        assert_eq!(check_base_url("https://connect.example.com/").unwrap(), "https://connect.example.com");
-        assert_eq!(check_base_url("http://127.0.0.1:8787").unwrap(), "http://127.0.0.1:8787");
+        assert_eq!(
+            check_base_url("https://connect.example.com/").unwrap(),
+            "https://connect.example.com"
+        );
+        assert_eq!(
+            check_base_url("http://127.0.0.1:8787").unwrap(),
+            "http://127.0.0.1:8787"
+        );
         assert!(check_base_url("http://localhost:1").is_ok());
         assert!(check_base_url("http://[::1]:1").is_ok());
-        let err = check_base_url("http://connect.example.com").unwrap_err().to_string();
+        let err = check_base_url("http://connect.example.com")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("only for loopback"), "{err}");
         assert!(check_base_url("ftp://x").is_err());
         assert!(check_base_url("not a url").is_err());
@@ -699,7 +728,10 @@ mod tests {
             now(),
         )
         .unwrap();
-        assert_eq!(s.credentials.unwrap().client_secret.expose_secret(), "from-file");
+        assert_eq!(
+            s.credentials.unwrap().client_secret.expose_secret(),
+            "from-file"
+        );
 
         let err = resolve_run(
             &run_args(&["--env", "development", "--client-id", "abc"]),
@@ -726,13 +758,23 @@ mod tests {
 
     #[test]
     fn bad_option_values_name_the_option() {
-        let err = resolve_run(&run_args(&["--dry-run", "--encoding", "nope"]), &no_env(), None, now())
-            .unwrap_err()
-            .to_string();
+        let err = resolve_run(
+            &run_args(&["--dry-run", "--encoding", "nope"]),
+            &no_env(),
+            None,
+            now(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown encoding 'nope'"), "{err}");
-        let err = resolve_run(&run_args(&["--dry-run", "--phone-region", "ZZZ"]), &no_env(), None, now())
-            .unwrap_err()
-            .to_string();
+        let err = resolve_run(
+            &run_args(&["--dry-run", "--phone-region", "ZZZ"]),
+            &no_env(),
+            None,
+            now(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--phone-region"), "{err}");
         let c = cfg("rate = 0\n");
         let err = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now())

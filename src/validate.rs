@@ -47,14 +47,17 @@ impl ValidateOptions {
         let region = Region::from_code(&phone_region.trim().to_ascii_uppercase())
             .map_err(|_| OptionError::Region(phone_region.to_string()))?;
         // A region code the metadata knows nothing of would make every number invalid.
-        if PHONE_NUMBER_UTIL.get_country_code_for_region(region).is_none() {
+        if PHONE_NUMBER_UTIL
+            .get_country_code_for_region(region)
+            .is_none()
+        {
             return Err(OptionError::Region(phone_region.to_string()));
         }
         let default_locale = match default_locale.map(str::trim).filter(|s| !s.is_empty()) {
             None => None,
-            Some(tag) => Some(
-                normalize_locale(tag).map_err(|_| OptionError::Locale(tag.to_string()))?,
-            ),
+            Some(tag) => {
+                Some(normalize_locale(tag).map_err(|_| OptionError::Locale(tag.to_string()))?)
+            }
         };
         Ok(ValidateOptions {
             phone_region: region,
@@ -163,7 +166,10 @@ impl Validator {
             return Err(Invalid::field(Field::UserId, "required"));
         }
         if user_id.chars().any(char::is_control) {
-            return Err(Invalid::field(Field::UserId, "contains a control character"));
+            return Err(Invalid::field(
+                Field::UserId,
+                "contains a control character",
+            ));
         }
 
         let first_name = get(Field::FirstName);
@@ -293,7 +299,10 @@ mod tests {
 
     #[test]
     fn user_id_rules() {
-        assert_eq!(check(&["  ", "Ann", "", "", ""]).unwrap_err(), "user_id: required");
+        assert_eq!(
+            check(&["  ", "Ann", "", "", ""]).unwrap_err(),
+            "user_id: required"
+        );
         assert_eq!(
             check(&["u\u{7}1", "Ann", "", "", ""]).unwrap_err(),
             "user_id: contains a control character"
@@ -302,7 +311,10 @@ mod tests {
 
     #[test]
     fn first_name_rules() {
-        assert_eq!(check(&["u1", "", "", "", ""]).unwrap_err(), "first_name: required");
+        assert_eq!(
+            check(&["u1", "", "", "", ""]).unwrap_err(),
+            "first_name: required"
+        );
         for c in ['/', ':', '<', '>', '$', '%', '?'] {
             let name = format!("An{c}n");
             assert_eq!(
@@ -365,7 +377,10 @@ mod tests {
     #[test]
     fn locale_rules() {
         assert_eq!(
-            check(&["u1", "Ann", "", "", "fr-ca"]).unwrap().locale.as_deref(),
+            check(&["u1", "Ann", "", "", "fr-ca"])
+                .unwrap()
+                .locale
+                .as_deref(),
             Some("fr-CA")
         );
         assert_eq!(
@@ -382,9 +397,15 @@ mod tests {
     fn default_locale_fills_blanks_only() {
         let v = validator(ValidateOptions::new("US", Some("en-us")).unwrap());
         let blank = ByteRecord::from(vec!["u1", "Ann", "", "", ""]);
-        assert_eq!(v.validate(&blank).result.unwrap().locale.as_deref(), Some("en-US"));
+        assert_eq!(
+            v.validate(&blank).result.unwrap().locale.as_deref(),
+            Some("en-US")
+        );
         let set = ByteRecord::from(vec!["u1", "Ann", "", "", "es-MX"]);
-        assert_eq!(v.validate(&set).result.unwrap().locale.as_deref(), Some("es-MX"));
+        assert_eq!(
+            v.validate(&set).result.unwrap().locale.as_deref(),
+            Some("es-MX")
+        );
         assert!(ValidateOptions::new("US", Some("not a tag")).is_err());
     }
 

@@ -133,18 +133,36 @@ mod tests {
         let cases: Vec<(Attempt, Verdict)> = vec![
             (answered(200, None), Verdict::Done(Status::Created, 200)),
             (answered(201, None), Verdict::Done(Status::Created, 201)),
-            (answered(400, taken.clone()), Verdict::Done(Status::Exists, 400)),
+            (
+                answered(400, taken.clone()),
+                Verdict::Done(Status::Exists, 400),
+            ),
             (answered(409, None), Verdict::Done(Status::Exists, 409)),
             (
                 answered(400, blank.clone()),
                 Verdict::Final(400, "first_name: can't be blank".into()),
             ),
-            (answered(400, None), Verdict::Final(400, "unexpected HTTP 400".into())),
+            (
+                answered(400, None),
+                Verdict::Final(400, "unexpected HTTP 400".into()),
+            ),
             (answered(401, None), Verdict::Unauthorized),
-            (answered(403, None), Verdict::Final(403, "unexpected HTTP 403".into())),
-            (answered(404, None), Verdict::Final(404, "unexpected HTTP 404".into())),
-            (answered(422, blank), Verdict::Final(422, "first_name: can't be blank".into())),
-            (answered(301, None), Verdict::Final(301, "unexpected HTTP 301".into())),
+            (
+                answered(403, None),
+                Verdict::Final(403, "unexpected HTTP 403".into()),
+            ),
+            (
+                answered(404, None),
+                Verdict::Final(404, "unexpected HTTP 404".into()),
+            ),
+            (
+                answered(422, blank),
+                Verdict::Final(422, "first_name: can't be blank".into()),
+            ),
+            (
+                answered(301, None),
+                Verdict::Final(301, "unexpected HTTP 301".into()),
+            ),
             (answered(408, None), retry(408, false)),
             (answered(429, None), retry(429, true)),
             (answered(500, None), retry(500, false)),
@@ -190,7 +208,10 @@ mod tests {
             error: None,
             snippet: Some("<html>nope</html>".into()),
         };
-        assert_eq!(classify(&a), Verdict::Final(404, "<html>nope</html>".into()));
+        assert_eq!(
+            classify(&a),
+            Verdict::Final(404, "<html>nope</html>".into())
+        );
     }
 
     #[test]

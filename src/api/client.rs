@@ -96,7 +96,10 @@ pub enum Attempt {
         snippet: Option<String>,
     },
     /// No answer: the request failed in transport.
-    Transport { kind: TransportKind, message: String },
+    Transport {
+        kind: TransportKind,
+        message: String,
+    },
 }
 
 /// An access token as issued by `POST /v2/oauth/token`.
@@ -115,10 +118,16 @@ pub enum TokenError {
     Refused { status: u16, message: String },
     /// 408/429/5xx: the endpoint is temporarily unavailable. Retryable.
     #[error("token endpoint unavailable (HTTP {status})")]
-    Unavailable { status: u16, retry_after: Option<Duration> },
+    Unavailable {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// No answer (connect error, timeout, reset). Retryable.
     #[error("cannot reach the token endpoint ({kind}): {message}")]
-    Transport { kind: TransportKind, message: String },
+    Transport {
+        kind: TransportKind,
+        message: String,
+    },
     /// Any other answer (3xx, 404, …): wrong base URL or API. Fatal.
     #[error("unexpected answer from the token endpoint (HTTP {status}): {message}")]
     Unexpected { status: u16, message: String },
@@ -136,7 +145,10 @@ pub enum TokenError {
 impl TokenError {
     /// Worth retrying with backoff (the endpoint may come back).
     pub fn is_transient(&self) -> bool {
-        matches!(self, TokenError::Unavailable { .. } | TokenError::Transport { .. })
+        matches!(
+            self,
+            TokenError::Unavailable { .. } | TokenError::Transport { .. }
+        )
     }
 
     /// Retry-After sent with the error, if any.
@@ -251,8 +263,8 @@ impl ConnectClient {
         })?;
         let code = status.as_u16();
         if status.is_success() {
-            let parsed: TokenResponse = serde_json::from_slice(&bytes)
-                .map_err(|e| TokenError::Malformed(e.to_string()))?;
+            let parsed: TokenResponse =
+                serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
             if parsed.access_token.is_empty() {
                 return Err(TokenError::Malformed("empty access_token".into()));
             }
@@ -263,9 +275,18 @@ impl ConnectClient {
         }
         let message = || describe_body(&bytes).unwrap_or_else(|| status_text(status));
         Err(match code {
-            400 | 401 | 403 => TokenError::Refused { status: code, message: message() },
-            408 | 429 | 500..=599 => TokenError::Unavailable { status: code, retry_after },
-            _ => TokenError::Unexpected { status: code, message: message() },
+            400 | 401 | 403 => TokenError::Refused {
+                status: code,
+                message: message(),
+            },
+            408 | 429 | 500..=599 => TokenError::Unavailable {
+                status: code,
+                retry_after,
+            },
+            _ => TokenError::Unexpected {
+                status: code,
+                message: message(),
+            },
         })
     }
 
@@ -463,8 +484,8 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(shown.contains("cid"));
-        let client = ConnectClient::new("http://127.0.0.1:1", c, Duration::from_secs(1))
-            .expect("client");
+        let client =
+            ConnectClient::new("http://127.0.0.1:1", c, Duration::from_secs(1)).expect("client");
         let shown = format!("{client:?}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
     }
@@ -474,7 +495,10 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("0.5", now), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_retry_after("0.5", now),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
@@ -497,8 +521,17 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        let yes = ["http://127.0.0.1:8787", "http://localhost/", "http://[::1]:80", "http://127.1.2.3"];
-        let no = ["https://connect.instacart.com", "http://10.0.0.1", "http://localhost.example.com"];
+        let yes = [
+            "http://127.0.0.1:8787",
+            "http://localhost/",
+            "http://[::1]:80",
+            "http://127.1.2.3",
+        ];
+        let no = [
+            "https://connect.instacart.com",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+        ];
         for u in yes {
             assert!(is_loopback(&Url::parse(u).expect("url")), "{u}");
         }
@@ -512,7 +545,10 @@ mod tests {
         let c = ConnectClient::new("http://127.0.0.1:9/", creds(), Duration::from_secs(1))
             .expect("client");
         assert_eq!(c.token_url.as_str(), "http://127.0.0.1:9/v2/oauth/token");
-        assert_eq!(c.users_url.as_str(), "http://127.0.0.1:9/v2/fulfillment/users");
+        assert_eq!(
+            c.users_url.as_str(),
+            "http://127.0.0.1:9/v2/fulfillment/users"
+        );
         assert!(ConnectClient::new("ftp://x", creds(), Duration::from_secs(1)).is_err());
         assert!(ConnectClient::new("not a url", creds(), Duration::from_secs(1)).is_err());
     }
@@ -527,12 +563,27 @@ mod tests {
 
     #[test]
     fn token_error_transience() {
-        assert!(TokenError::Unavailable { status: 503, retry_after: None }.is_transient());
         assert!(
-            TokenError::Transport { kind: TransportKind::Connect, message: String::new() }
-                .is_transient()
+            TokenError::Unavailable {
+                status: 503,
+                retry_after: None
+            }
+            .is_transient()
         );
-        assert!(!TokenError::Refused { status: 401, message: String::new() }.is_transient());
+        assert!(
+            TokenError::Transport {
+                kind: TransportKind::Connect,
+                message: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !TokenError::Refused {
+                status: 401,
+                message: String::new()
+            }
+            .is_transient()
+        );
         assert!(!TokenError::RejectedAfterRefresh(3).is_transient());
     }
 }

@@ -266,7 +266,10 @@ fn to_access(t: &Token) -> AccessToken {
 
 /// One token, retrying transient failures per `policy`; the last error once
 /// the budget is spent.
-async fn fetch_with_retry<S: FetchToken>(source: &S, policy: &RetryPolicy) -> Result<Token, TokenError> {
+async fn fetch_with_retry<S: FetchToken>(
+    source: &S,
+    policy: &RetryPolicy,
+) -> Result<Token, TokenError> {
     let mut backoff = policy.backoff();
     loop {
         match source.fetch().await {
@@ -467,9 +470,18 @@ mod tests {
     fn refresh_delay_schedule() {
         let o = TokenOptions::default();
         assert_eq!(refresh_delay(DAY, &o), DAY.mul_f64(0.8));
-        assert_eq!(refresh_delay(Duration::from_secs(100), &o), Duration::from_secs(50));
-        assert_eq!(refresh_delay(Duration::from_secs(1_000), &o), Duration::from_secs(800));
-        assert_eq!(refresh_delay(Duration::from_secs(1), &o), Duration::from_millis(500));
+        assert_eq!(
+            refresh_delay(Duration::from_secs(100), &o),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            refresh_delay(Duration::from_secs(1_000), &o),
+            Duration::from_secs(800)
+        );
+        assert_eq!(
+            refresh_delay(Duration::from_secs(1), &o),
+            Duration::from_millis(500)
+        );
         assert_eq!(refresh_delay(Duration::ZERO, &o), o.min_refresh_interval);
     }
 
@@ -482,7 +494,9 @@ mod tests {
     #[tokio::test]
     async fn start_fetches_the_first_token() {
         let fake = Fake::new(DAY, vec![]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         let t = m.current();
         assert_eq!(t.generation, 1);
         assert_eq!(t.token.expose(), "tok-1");
@@ -493,7 +507,9 @@ mod tests {
     #[tokio::test]
     async fn refused_credentials_fail_start_without_retry() {
         let fake = Fake::new(DAY, vec![Err(refused())]);
-        let err = TokenManager::start_with_source(fake.clone(), opts()).await.expect_err("refused");
+        let err = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect_err("refused");
         assert_eq!(err, refused());
         assert_eq!(fake.calls(), 1);
     }
@@ -501,12 +517,16 @@ mod tests {
     #[tokio::test]
     async fn transient_start_failures_are_retried_then_reported() {
         let fake = Fake::new(DAY, vec![Err(down()), Err(down())]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         assert_eq!(fake.calls(), 3);
         assert_eq!(m.current().generation, 1);
 
         let fake = Fake::new(DAY, vec![Err(down()), Err(down()), Err(down())]);
-        let err = TokenManager::start_with_source(fake.clone(), opts()).await.expect_err("down");
+        let err = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect_err("down");
         assert!(err.is_transient());
         assert_eq!(fake.calls(), 3);
     }
@@ -514,7 +534,9 @@ mod tests {
     #[tokio::test]
     async fn concurrent_invalidations_share_one_refresh() {
         let fake = Fake::new(DAY, vec![]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         m.mark_good(1);
         let waiters: Vec<_> = (0..50)
             .map(|_| {
@@ -537,7 +559,9 @@ mod tests {
     #[tokio::test]
     async fn refreshes_ahead_of_expiry() {
         let fake = Fake::new(Duration::from_millis(200), vec![]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         tokio::time::sleep(Duration::from_millis(550)).await;
         // Every ~100 ms (half of a short TTL): at least 2 refreshes in 550 ms
         // even on a loaded machine.
@@ -548,7 +572,9 @@ mod tests {
     #[tokio::test]
     async fn refused_refresh_is_surfaced_to_every_caller() {
         let fake = Fake::new(DAY, vec![Ok(()), Err(refused())]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         m.mark_good(1);
         assert_eq!(m.invalidate(1).await, Err(refused()));
         assert_eq!(m.invalidate(1).await, Err(refused()));
@@ -558,7 +584,9 @@ mod tests {
     #[tokio::test]
     async fn transient_refresh_failures_are_retried_inside() {
         let fake = Fake::new(DAY, vec![Ok(()), Err(down()), Err(down())]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         m.mark_good(1);
         m.invalidate(1).await.expect("refresh after retries");
         assert_eq!(m.current().generation, 2);
@@ -568,20 +596,27 @@ mod tests {
     #[tokio::test]
     async fn fresh_tokens_refused_repeatedly_is_fatal() {
         let fake = Fake::new(DAY, vec![]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         // Never marked good: each fresh token is 401'd straight away.
         m.invalidate(1).await.expect("first refresh");
         m.invalidate(2).await.expect("second refresh");
         let err = m.invalidate(3).await.expect_err("fatal");
         assert_eq!(err, TokenError::RejectedAfterRefresh(3));
-        assert!(err.to_string().contains("token rejected immediately after refresh"));
+        assert!(
+            err.to_string()
+                .contains("token rejected immediately after refresh")
+        );
         assert_eq!(fake.calls(), 3);
     }
 
     #[tokio::test]
     async fn accepted_tokens_reset_the_streak() {
         let fake = Fake::new(DAY, vec![]);
-        let m = TokenManager::start_with_source(fake.clone(), opts()).await.expect("start");
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
         for generation in 1..=6 {
             m.mark_good(generation);
             m.invalidate(generation).await.expect("refresh");

@@ -1,3 +1,7 @@
 //! One module per command: the glue between settings and the library stages.
 
+pub mod check;
 pub mod run;
+pub mod sandbox;
+pub mod signals;
+pub mod target;

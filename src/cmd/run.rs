@@ -34,9 +34,10 @@ pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
     while let Some(step) = intake.next_step()? {
         match step {
             Step::Local(outcome, raw) => recorder.record(&outcome, Some(raw))?,
-            Step::Send { row, user, .. } => {
-                recorder.record(&Outcome::local(row, user.user_id, Status::Valid, None), None)?
-            }
+            Step::Send { row, user, .. } => recorder.record(
+                &Outcome::local(row, user.user_id, Status::Valid, None),
+                None,
+            )?,
         }
     }
     let reader = intake.reader();
@@ -73,7 +74,11 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         "{what}: {} rows in {:.1}s: {}\n",
         summary.rows_read,
         summary.elapsed_seconds,
-        if counts.is_empty() { "no data rows".to_string() } else { counts.join(" ") }
+        if counts.is_empty() {
+            "no data rows".to_string()
+        } else {
+            counts.join(" ")
+        }
     );
     s.push_str(&format!(
         "reports: {}/ (results.csv, failures.csv, summary.json)\n",
@@ -81,7 +86,9 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
     ));
     let hint = match summary.exit_code {
         0 => None,
-        1 => Some("some rows need fixing: see failures.csv (error_message), fix them and run it again"),
+        1 => Some(
+            "some rows need fixing: see failures.csv (error_message), fix them and run it again",
+        ),
         75 => Some("some rows failed transiently: run failures.csv again later"),
         130 => Some("interrupted: run again with --resume and the same --out to continue"),
         _ => None,
@@ -91,4 +98,29 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         s.push('\n');
     }
     s
+}
+
+/// `run`: resolve the target (starting the embedded sandbox if asked), then a
+/// dry run or a live run. Returns the exit code.
+pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<u8, Error> {
+    if settings.dry_run {
+        let summary = dry_run(settings)?;
+        print!("{}", render_summary(&summary, &settings.out));
+        return Ok(summary.exit_code);
+    }
+    let stop = crate::exec::pipeline::Stop::new();
+    let signals = crate::cmd::signals::watch(stop.clone());
+    let (remote, sandbox) =
+        crate::cmd::target::remote(settings.target.as_ref(), settings.credentials.as_ref()).await?;
+    let result = crate::exec::pipeline::run_live(settings, remote, stop, ui).await;
+    signals.abort();
+    if let Some(sb) = sandbox {
+        sb.shutdown().await;
+    }
+    let summary = result?;
+    print!("{}", render_summary(&summary, &settings.out));
+    if let Some(err) = &summary.fatal_error {
+        eprintln!("error: {err}");
+    }
+    Ok(summary.exit_code)
 }

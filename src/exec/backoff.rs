@@ -118,9 +118,18 @@ mod tests {
             distinct.insert(d[0]);
         }
         let (first, fifth) = (first / runs, fifth / runs);
-        assert!(first > Duration::from_millis(35) && first < Duration::from_millis(65), "{first:?}");
-        assert!(fifth > Duration::from_millis(330) && fifth < Duration::from_millis(470), "{fifth:?}");
-        assert!(distinct.len() > runs as usize / 2, "full jitter must spread delays");
+        assert!(
+            first > Duration::from_millis(35) && first < Duration::from_millis(65),
+            "{first:?}"
+        );
+        assert!(
+            fifth > Duration::from_millis(330) && fifth < Duration::from_millis(470),
+            "{fifth:?}"
+        );
+        assert!(
+            distinct.len() > runs as usize / 2,
+            "full jitter must spread delays"
+        );
     }
 
     #[test]

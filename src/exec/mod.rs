@@ -6,7 +6,10 @@
 //! * [`throttle`] — the pool-wide pause after a 429.
 
 pub mod backoff;
+pub mod pipeline;
 pub mod throttle;
 pub mod worker;
 
-pub use worker::{EngineCounters, EngineStats, FatalError, Job, WorkerCtx, fetch_first_token, provision};
+pub use worker::{
+    EngineCounters, EngineStats, FatalError, Job, WorkerCtx, fetch_first_token, provision,
+};

@@ -47,7 +47,9 @@ impl Throttle {
 
     /// Keep everyone waiting until at least `now + d`. Never pulls the deadline in.
     pub fn hold_for(&self, d: Duration) {
-        let target = self.nanos_since_base(Instant::now()).saturating_add(nanos(d));
+        let target = self
+            .nanos_since_base(Instant::now())
+            .saturating_add(nanos(d));
         // `max(1)`: 0 is reserved for "no hold".
         self.inner.until.fetch_max(target.max(1), Ordering::AcqRel);
     }

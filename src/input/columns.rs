@@ -190,6 +190,13 @@ mod tests {
             &ColumnSpec::default(),
         )
         .unwrap_err();
-        assert!(matches!(err, ColumnError::Ambiguous { first: 1, second: 3, .. }));
+        assert!(matches!(
+            err,
+            ColumnError::Ambiguous {
+                first: 1,
+                second: 3,
+                ..
+            }
+        ));
     }
 }

@@ -16,8 +16,8 @@ use encoding_rs::Encoding;
 use encoding_rs_io::DecodeReaderBytesBuilder;
 use sha2::{Digest, Sha256};
 
-use super::columns::{ColumnError, ColumnMap, ColumnSpec};
 use super::ERROR_COLUMNS;
+use super::columns::{ColumnError, ColumnMap, ColumnSpec};
 
 /// Where the CSV comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +73,11 @@ pub fn encoding_for_label(label: &str) -> Result<Option<&'static Encoding>, Inpu
     let enc = Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| InputError::Encoding {
         label: label.to_string(),
     })?;
-    Ok(if enc == encoding_rs::UTF_8 { None } else { Some(enc) })
+    Ok(if enc == encoding_rs::UTF_8 {
+        None
+    } else {
+        Some(enc)
+    })
 }
 
 /// Why the input cannot be read at all (exit 2).
@@ -94,7 +98,9 @@ pub enum InputError {
     },
     #[error("input {path} is empty: a header row is required")]
     Empty { path: String },
-    #[error("input {path}: the header row is not valid UTF-8 (use --encoding for legacy exports, e.g. --encoding windows-1252)")]
+    #[error(
+        "input {path}: the header row is not valid UTF-8 (use --encoding for legacy exports, e.g. --encoding windows-1252)"
+    )]
     HeaderEncoding { path: String },
     #[error("input {path}: {source}")]
     Columns {
@@ -102,7 +108,9 @@ pub enum InputError {
         #[source]
         source: ColumnError,
     },
-    #[error("unknown encoding '{label}' (use a WHATWG label such as utf-8, windows-1252, latin1, utf-16le)")]
+    #[error(
+        "unknown encoding '{label}' (use a WHATWG label such as utf-8, windows-1252, latin1, utf-16le)"
+    )]
     Encoding { label: String },
 }
 
@@ -224,7 +232,8 @@ impl InputReader {
             .utf8_passthru(true)
             .strip_bom(true)
             .build(io::Cursor::new(prefix).chain(hashing));
-        let boxed: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(64 * 1024, decoded));
+        let boxed: Box<dyn Read + Send> =
+            Box::new(io::BufReader::with_capacity(64 * 1024, decoded));
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -240,7 +249,9 @@ impl InputReader {
                 row: 0,
                 source: e,
             })?;
-        if !got || (header_record.len() == 1 && header_record[0].iter().all(u8::is_ascii_whitespace)) {
+        if !got
+            || (header_record.len() == 1 && header_record[0].iter().all(u8::is_ascii_whitespace))
+        {
             return Err(InputError::Empty { path: name });
         }
         let mut headers = Vec::with_capacity(header_record.len());
@@ -258,10 +269,11 @@ impl InputReader {
             headers.truncate(headers.len() - ERROR_COLUMNS.len());
             header_record.truncate(headers.len());
         }
-        let columns = ColumnMap::resolve(&headers, &opts.columns).map_err(|e| InputError::Columns {
-            path: name.clone(),
-            source: e,
-        })?;
+        let columns =
+            ColumnMap::resolve(&headers, &opts.columns).map_err(|e| InputError::Columns {
+                path: name.clone(),
+                source: e,
+            })?;
         Ok(InputReader {
             rdr,
             source,
@@ -284,11 +296,14 @@ impl InputReader {
             return Ok(None);
         }
         loop {
-            let got = self.rdr.read_byte_record(rec).map_err(|e| InputError::Read {
-                path: self.source.display(),
-                row: self.rows,
-                source: e,
-            })?;
+            let got = self
+                .rdr
+                .read_byte_record(rec)
+                .map_err(|e| InputError::Read {
+                    path: self.source.display(),
+                    row: self.rows,
+                    source: e,
+                })?;
             if !got {
                 return Ok(None);
             }
@@ -347,7 +362,10 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn open_bytes(bytes: &[u8], opts: &ReadOptions) -> Result<(InputReader, tempfile::NamedTempFile), InputError> {
+    fn open_bytes(
+        bytes: &[u8],
+        opts: &ReadOptions,
+    ) -> Result<(InputReader, tempfile::NamedTempFile), InputError> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         f.flush().unwrap();
@@ -359,7 +377,11 @@ mod tests {
         let mut rec = ByteRecord::new();
         let mut out = vec![];
         while r.read_row(&mut rec).unwrap().is_some() {
-            out.push(rec.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect());
+            out.push(
+                rec.iter()
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect(),
+            );
         }
         out
     }
@@ -440,7 +462,11 @@ mod tests {
             Err(InputError::Encoding { .. })
         ));
         assert!(matches!(
-            InputReader::open(InputSource::Path("/nonexistent/x.csv".into()), &ReadOptions::default()).err(),
+            InputReader::open(
+                InputSource::Path("/nonexistent/x.csv".into()),
+                &ReadOptions::default()
+            )
+            .err(),
             Some(InputError::Open { .. })
         ));
     }

@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 
 pub use sanitize::{append_private, create_private, neutralize};
-pub use summary::{
-    Counts, Ending, EngineFigures, InputInfo, Summary, SummaryParts, exit_code,
-};
+pub use summary::{Counts, Ending, EngineFigures, InputInfo, Summary, SummaryParts, exit_code};
 
 use crate::input::ERROR_COLUMNS;
 use crate::outcome::{Outcome, Status};
@@ -137,13 +135,15 @@ impl Recorder {
     fn write_result(&mut self, o: &Outcome) -> io::Result<()> {
         let w = &mut self.results;
         w.write_field(self.itoa.format(o.row)).map_err(csv_err)?;
-        w.write_field(neutralize(&o.user_id).as_bytes()).map_err(csv_err)?;
+        w.write_field(neutralize(&o.user_id).as_bytes())
+            .map_err(csv_err)?;
         w.write_field(o.status.as_str()).map_err(csv_err)?;
         match o.http_status {
             Some(s) => w.write_field(self.itoa.format(s)).map_err(csv_err)?,
             None => w.write_field("").map_err(csv_err)?,
         }
-        w.write_field(self.itoa.format(o.attempts)).map_err(csv_err)?;
+        w.write_field(self.itoa.format(o.attempts))
+            .map_err(csv_err)?;
         w.write_field(neutralize(o.error.as_deref().unwrap_or("")).as_bytes())
             .map_err(csv_err)?;
         w.write_field(self.itoa.format(o.duration.as_millis() as u64))

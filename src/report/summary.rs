@@ -179,12 +179,27 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_spec() {
         use Status::*;
-        let ok = counts(&[(Created, 3), (Exists, 1), (Duplicate, 1), (Unchanged, 1), (Changed, 1)]);
+        let ok = counts(&[
+            (Created, 3),
+            (Exists, 1),
+            (Duplicate, 1),
+            (Unchanged, 1),
+            (Changed, 1),
+        ]);
         assert_eq!(exit_code(&ok, Ending::Finished), 0);
         assert_eq!(exit_code(&counts(&[(Valid, 5)]), Ending::Finished), 0);
-        assert_eq!(exit_code(&counts(&[(Created, 3), (Invalid, 1)]), Ending::Finished), 1);
-        assert_eq!(exit_code(&counts(&[(Rejected, 1), (Failed, 2)]), Ending::Finished), 1);
-        assert_eq!(exit_code(&counts(&[(Created, 1), (Failed, 2)]), Ending::Finished), 75);
+        assert_eq!(
+            exit_code(&counts(&[(Created, 3), (Invalid, 1)]), Ending::Finished),
+            1
+        );
+        assert_eq!(
+            exit_code(&counts(&[(Rejected, 1), (Failed, 2)]), Ending::Finished),
+            1
+        );
+        assert_eq!(
+            exit_code(&counts(&[(Created, 1), (Failed, 2)]), Ending::Finished),
+            75
+        );
         assert_eq!(exit_code(&ok, Ending::Interrupted), 130);
         assert_eq!(exit_code(&counts(&[(Invalid, 1)]), Ending::Fatal), 3);
     }

@@ -2,12 +2,13 @@
 //! fault dice and the counters behind `/_sandbox/stats`.
 //!
 //! Locking: each concern has its own short-lived lock (tokens behind an `RwLock`
-//! because every users request reads it and only token issuance writes it; users,
-//! limiter and faults behind a `Mutex` each), and no lock is ever held across an
-//! `.await` or while another is taken. Counters are relaxed atomics: they are
+//! because every users request reads it and only token issuance writes it; users
+//! in 16 `Mutex`-guarded shards; limiter and faults behind a `Mutex` each), and no
+//! lock is ever held across an `.await` or while another is taken. Counters are relaxed atomics: they are
 //! statistics, read as a snapshot, and never used to make a decision.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -163,11 +164,36 @@ impl Limiter {
     }
 }
 
-/// Stored users, with their insertion order for a stable `/_sandbox/users` listing.
-#[derive(Default)]
+/// Number of user-map shards. Sharding keeps the two runtime workers from
+/// queueing on one lock and, more importantly, bounds the stall when a map grows:
+/// rehashing a sixteenth of a million users instead of all of them.
+const USER_SHARDS: usize = 16;
+
+/// Stored users, keyed by `user_id` and sharded by a hash of it; each entry keeps
+/// its creation sequence number for a stable `/_sandbox/users` listing.
 struct Users {
-    by_id: HashMap<String, (u64, CreateUser)>,
-    next_seq: u64,
+    shards: Vec<Mutex<HashMap<String, (u64, CreateUser)>>>,
+    /// Picks the shard. Deliberately a different hasher from the maps' own: the
+    /// same hash would put all of a shard's keys in 1/16 of its buckets.
+    pick: RandomState,
+    next_seq: AtomicU64,
+}
+
+impl Users {
+    fn new() -> Users {
+        Users {
+            shards: (0..USER_SHARDS).map(|_| Mutex::default()).collect(),
+            pick: RandomState::new(),
+            next_seq: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, user_id: &str) -> &Mutex<HashMap<String, (u64, CreateUser)>> {
+        // Truncation is the point: any bits of the hash pick a shard uniformly.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = self.pick.hash_one(user_id) as usize % USER_SHARDS;
+        &self.shards[i]
+    }
 }
 
 /// Result of trying to store a user.
@@ -213,7 +239,7 @@ pub(crate) struct Shared {
     client_secret: String,
     pub(crate) token_ttl: Duration,
     tokens: RwLock<HashMap<String, Instant>>,
-    users: Mutex<Users>,
+    users: Users,
     limiter: Mutex<Limiter>,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
@@ -233,7 +259,7 @@ impl Shared {
             client_secret: cfg.client_secret.clone(),
             token_ttl: cfg.token_ttl,
             tokens: RwLock::default(),
-            users: Mutex::default(),
+            users: Users::new(),
             limiter: Mutex::new(Limiter::new(cfg.rate_limit)),
             faults: Mutex::new(Faults {
                 fail_rate: cfg.fail_rate,
@@ -293,17 +319,15 @@ impl Shared {
     }
 
     /// Stores `user` unless its `user_id` exists. The existence check and the
-    /// insert happen under one lock; `duplicate_creations` counts what `insert`
-    /// itself reports, so a regression here shows up in the stats.
+    /// insert happen under one (shard) lock; `duplicate_creations` counts what
+    /// `insert` itself reports, so a regression here shows up in the stats.
     pub(crate) fn store(&self, user: &CreateUser) -> Store {
-        let mut users = lock(&self.users);
-        if users.by_id.contains_key(&user.user_id) {
+        let mut shard = lock(self.users.shard(&user.user_id));
+        if shard.contains_key(&user.user_id) {
             return Store::Taken;
         }
-        let seq = users.next_seq;
-        users.next_seq += 1;
-        if users
-            .by_id
+        let seq = self.users.next_seq.fetch_add(1, Relaxed);
+        if shard
             .insert(user.user_id.clone(), (seq, user.clone()))
             .is_some()
         {
@@ -315,17 +339,22 @@ impl Shared {
 
     /// Stored users in creation order.
     pub(crate) fn users(&self) -> Vec<CreateUser> {
-        let users = lock(&self.users);
-        let mut list: Vec<&(u64, CreateUser)> = users.by_id.values().collect();
+        let mut list: Vec<(u64, CreateUser)> = Vec::new();
+        for shard in &self.users.shards {
+            list.extend(lock(shard).values().cloned());
+        }
         list.sort_unstable_by_key(|(seq, _)| *seq);
-        list.into_iter().map(|(_, u)| u.clone()).collect()
+        list.into_iter().map(|(_, u)| u).collect()
     }
 
     /// `POST /_sandbox/reset`: forget users, tokens and counters, refill the rate
     /// limiter and restart the fault dice from the seed (so a seeded run can be
     /// replayed). Fault and limit settings are kept.
     pub(crate) fn reset(&self) {
-        *lock(&self.users) = Users::default();
+        for shard in &self.users.shards {
+            *lock(shard) = HashMap::new();
+        }
+        self.users.next_seq.store(0, Relaxed);
         self.revoke_tokens();
         {
             let mut l = lock(&self.limiter);

@@ -1,1 +1,2 @@
+mod engine_parts;
 mod sandbox;

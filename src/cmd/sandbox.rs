@@ -1,0 +1,62 @@
+//! `sandbox`: run the fake Connect API in the foreground until SIGINT/SIGTERM.
+
+use crate::cli::SandboxArgs;
+use crate::error::Error;
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// Serve until a signal; prints the URL, the credentials and a first call.
+pub async fn serve(args: &SandboxArgs) -> Result<u8, Error> {
+    let cfg = SandboxConfig {
+        client_id: args.client_id.clone(),
+        client_secret: args.client_secret.clone(),
+        token_ttl: args.token_ttl,
+        rate_limit: args.rate_limit,
+        latency: args.latency,
+        fail_rate: args.fail_rate,
+        reset_rate: args.reset_rate,
+        commit_drop_rate: args.commit_drop_rate,
+        seed: args.seed,
+    };
+    let sandbox = Sandbox::start(cfg, args.listen)
+        .await
+        .map_err(|source| Error::Sandbox {
+            addr: args.listen,
+            source,
+        })?;
+    let url = sandbox.url();
+    println!("sandbox listening on {url}");
+    println!("  client_id:     {}", args.client_id);
+    println!("  client_secret: {}   (sandbox only)", args.client_secret);
+    println!(
+        "  token TTL:     {}",
+        humantime::format_duration(args.token_ttl)
+    );
+    println!("try: curl -s -X POST {url}/v2/oauth/token -H 'Content-Type: application/json' \\");
+    println!(
+        "       -d '{{\"client_id\":\"{}\",\"client_secret\":\"{}\",\"grant_type\":\"client_credentials\"}}'",
+        args.client_id, args.client_secret
+    );
+    println!("stats: {url}/_sandbox/stats   (Ctrl-C to stop)");
+    wait_for_signal().await;
+    eprintln!("stopping sandbox");
+    sandbox.shutdown().await;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,53 @@
+//! Turning a settings target into something to send to: a URL and
+//! credentials, starting the embedded sandbox for `--sandbox`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::api::client::Credentials;
+use crate::error::Error;
+use crate::exec::pipeline::Remote;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::settings::{self, Target};
+
+/// The remote for `target`; for `--sandbox` also the running sandbox, which
+/// the caller shuts down when done.
+pub async fn remote(
+    target: Option<&Target>,
+    credentials: Option<&settings::Credentials>,
+) -> Result<(Remote, Option<Sandbox>), Error> {
+    match target {
+        Some(Target::Sandbox) | None => {
+            let cfg = SandboxConfig::default();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let sandbox = Sandbox::start(cfg.clone(), addr)
+                .await
+                .map_err(|source| Error::Sandbox { addr, source })?;
+            let remote = Remote {
+                base_url: sandbox.url(),
+                credentials: Credentials {
+                    client_id: cfg.client_id.clone(),
+                    client_secret: cfg.client_secret.clone().into(),
+                    scope: Some("connect:fulfillment".into()),
+                },
+                label: format!("embedded sandbox at {}", sandbox.url()),
+            };
+            tracing::info!(url = %sandbox.url(), "embedded sandbox started");
+            Ok((remote, Some(sandbox)))
+        }
+        Some(Target::Url(url)) => {
+            let c = credentials.ok_or(settings::ConfigError::NoClientId)?;
+            Ok((
+                Remote {
+                    base_url: url.clone(),
+                    credentials: Credentials {
+                        client_id: c.client_id.clone(),
+                        client_secret: c.client_secret.clone(),
+                        scope: Some(c.scope.clone()),
+                    },
+                    label: url.clone(),
+                },
+                None,
+            ))
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The live run: intake → bounded queue → workers → recorder.
+//!
+//! ```text
+//! reader thread (Intake: read, validate, duplicates)
+//!    │ job_tx: bounded (2 × concurrency)   ← backpressure: memory stays flat
+//!    ▼
+//! dispatcher task ── semaphore (concurrency; grows with observed latency)
+//!    │ one task per row: provision() = throttle → limiter → token → request → classify
+//!    ▼ outcome_tx (invalid/duplicate rows come straight from the reader)
+//! recorder thread: the only writer of results.csv / failures.csv / the bar
+//! ```
+//!
+//! Shutdown follows the channels closing: the reader ends → the dispatcher's
+//! queue closes → the last row task drops its outcome sender → the recorder
+//! ends. A stop (signal, time budget, fatal error) trips one
+//! `CancellationToken`: the reader keeps reading but sends nothing more —
+//! the rest are recorded `failed` ("not sent: …") so results.csv still holds
+//! every data row exactly once and failures.csv can finish the job. Requests
+//! already on the wire finish (bounded by `--timeout`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use csv::ByteRecord;
+use governor::{Jitter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::client::{ConnectClient, Credentials};
+use crate::api::token::TokenManager;
+use crate::error::Error;
+use crate::exec::backoff::RetryPolicy;
+use crate::exec::throttle::Throttle;
+use crate::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
+use crate::input::InputSource;
+use crate::intake::Step;
+use crate::outcome::{Outcome, Status};
+use crate::progress::{RunBar, Ui};
+use crate::report::{
+    Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
+};
+use crate::settings::{ExecSettings, RunSettings};
+
+/// Most requests in flight when concurrency is sized automatically.
+pub const MAX_AUTO_CONCURRENCY: u32 = 2048;
+
+/// Why a run stopped early. The first reason recorded wins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// SIGINT/SIGTERM or the time budget: exit 130, resumable.
+    Interrupted,
+    /// Credentials refused, target unreachable, reports unwritable: exit 3.
+    Fatal,
+}
+
+/// The run-wide stop switch: a cancellation token plus the first reason.
+#[derive(Clone, Default)]
+pub struct Stop {
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<(StopKind, String)>>>,
+}
+
+impl Stop {
+    /// A switch that has not been tripped.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Trip the switch (the first caller's reason is kept).
+    pub fn trip(&self, kind: StopKind, reason: impl Into<String>) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some((kind, reason.into()));
+        }
+        self.cancel.cancel();
+    }
+
+    /// The cancellation token workers watch.
+    pub fn token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Whether the switch has been tripped.
+    pub fn is_tripped(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The reason it was tripped, if it was.
+    pub fn reason(&self) -> Option<(StopKind, String)> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    fn message(&self) -> String {
+        self.reason()
+            .map_or_else(|| "run stopped".to_string(), |(_, m)| m)
+    }
+}
+
+/// Where a live run sends its requests.
+pub struct Remote {
+    pub base_url: String,
+    pub credentials: Credentials,
+    /// Named in summary.json.
+    pub label: String,
+}
+
+type Done = (Outcome, Option<ByteRecord>);
+
+/// Concurrency to start with: enough for `rate` at 100 ms, at least 4.
+fn initial_concurrency(exec: &ExecSettings) -> u32 {
+    exec.concurrency
+        .unwrap_or_else(|| (exec.rate.div_ceil(10) + 4).clamp(4, MAX_AUTO_CONCURRENCY))
+}
+
+/// In-flight requests needed to sustain `rate` at `latency`, with headroom.
+pub fn needed_concurrency(rate: u32, latency: Duration) -> u32 {
+    let n = (f64::from(rate) * latency.as_secs_f64() * 1.5).ceil() as u32 + 2;
+    n.clamp(4, MAX_AUTO_CONCURRENCY)
+}
+
+/// Run `settings` against `remote`; returns the summary (already written).
+/// `stop` is tripped by the caller's signal handler.
+pub async fn run_live(
+    settings: &RunSettings,
+    remote: Remote,
+    stop: Stop,
+    ui: &Ui,
+) -> Result<Summary, Error> {
+    let started = jiff::Timestamp::now();
+    let clock = Instant::now();
+    let exec = settings.exec.clone();
+
+    let intake = crate::cmd::run::open_intake(settings)?;
+    let recorder = Recorder::create(
+        &settings.out,
+        intake.reader().header_record(),
+        settings.read.delimiter,
+    )?;
+    let digest = intake.reader().digest();
+    let client = ConnectClient::new(&remote.base_url, remote.credentials, exec.timeout)
+        .map_err(|e| Error::Fatal(format!("{e}")))?;
+
+    tracing::info!(
+        input = %settings.input.display(),
+        target = %remote.label,
+        rate = exec.rate,
+        out = %settings.out.display(),
+        "starting run"
+    );
+
+    // The first token before the first row: refused credentials end the run
+    // before any user request (every row is then recorded `failed`).
+    let cancel = stop.token();
+    let tokens = match tokio::select! {
+        r = TokenManager::start(client.clone()) => Some(r),
+        () = cancel.cancelled() => None,
+    } {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot get an access token");
+            stop.trip(StopKind::Fatal, e.to_string());
+            None
+        }
+        None => None,
+    };
+
+    let counters = Arc::new(EngineCounters::default());
+    let concurrency = initial_concurrency(&exec);
+    let (job_tx, job_rx) = mpsc::channel::<(Job, ByteRecord)>(concurrency as usize * 2);
+    let (outcome_tx, outcome_rx) = mpsc::channel::<Done>(1024);
+
+    if let Some(budget) = exec.time_budget {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(budget).await;
+            stop.trip(
+                StopKind::Interrupted,
+                format!(
+                    "time budget of {} spent",
+                    humantime::format_duration(budget)
+                ),
+            );
+        });
+    }
+
+    let total = match &settings.input {
+        InputSource::Path(p) => crate::progress::estimate_rows(p),
+        InputSource::Stdin => None,
+    }
+    .map(|n| settings.read.limit.map_or(n, |l| n.min(l)));
+    let bar = ui.run_bar(total);
+    let recorder_thread = spawn_recorder(recorder, outcome_rx, bar, counters.clone(), stop.clone());
+
+    let reader = {
+        let stop = stop.clone();
+        let outcome_tx = outcome_tx.clone();
+        tokio::task::spawn_blocking(move || read_rows(intake, job_tx, outcome_tx, stop))
+    };
+
+    let dispatcher = tokens.as_ref().map(|tokens| {
+        let limiter = Arc::new(RateLimiter::direct(
+            Quota::per_second(nonzero(exec.rate)).allow_burst(nonzero(exec.burst)),
+        ));
+        let cx = Arc::new(WorkerCtx {
+            client,
+            tokens: tokens.clone(),
+            limiter,
+            jitter: Jitter::up_to(Duration::from_millis(2)),
+            throttle: Throttle::new(),
+            retry: RetryPolicy {
+                max_attempts: exec.max_attempts,
+                ..RetryPolicy::default()
+            },
+            cancel: stop.token(),
+            counters: counters.clone(),
+        });
+        tokio::spawn(dispatch(
+            cx,
+            exec.clone(),
+            job_rx,
+            outcome_tx.clone(),
+            stop.clone(),
+        ))
+    });
+    drop(outcome_tx);
+
+    let read_result = reader
+        .await
+        .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))?;
+    if let Err(e) = &read_result {
+        stop.trip(StopKind::Fatal, crate::error::chain(e));
+    }
+    if let Some(d) = dispatcher
+        && let Err(e) = d.await
+    {
+        stop.trip(StopKind::Fatal, format!("dispatcher failed: {e}"));
+    }
+    let (recorder, bar) = recorder_thread
+        .await
+        .map_err(|e| Error::Fatal(format!("report writer failed: {e}")))?;
+    bar.finish();
+    let mut recorder = recorder?;
+    let rows_read = read_result
+        .as_ref()
+        .map_or(recorder.counts().total(), |r| *r);
+
+    let stats = counters.clone();
+    let engine = EngineFigures {
+        requests_sent: stats.requests_sent.load(Ordering::Relaxed),
+        retries: stats.retries.load(Ordering::Relaxed),
+        throttled_429: stats.throttled_429.load(Ordering::Relaxed),
+        token_refreshes: tokens.as_ref().map_or(0, |t| t.refreshes()),
+    };
+    let (ending, fatal_error) = match stop.reason() {
+        None => (Ending::Finished, None),
+        Some((StopKind::Interrupted, m)) => {
+            tracing::warn!(reason = %m, "run interrupted; rows not sent are recorded failed");
+            (Ending::Interrupted, None)
+        }
+        Some((StopKind::Fatal, m)) => (Ending::Fatal, Some(m)),
+    };
+    recorder.flush()?;
+    let summary = Summary::build(SummaryParts {
+        input: InputInfo {
+            path: settings.input.display(),
+            sha256: digest.sha256_hex(),
+        },
+        dry_run: false,
+        target: Some(remote.label),
+        started,
+        finished: jiff::Timestamp::now(),
+        elapsed: clock.elapsed(),
+        rows_read,
+        counts: recorder.counts(),
+        engine,
+        ending,
+        fatal_error,
+    });
+    recorder.finish(&summary)?;
+    Ok(summary)
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
+}
+
+/// The reader thread: every data row goes either to a worker (as a job) or
+/// straight to the recorder. Returns the number of data rows read.
+fn read_rows(
+    mut intake: crate::intake::Intake,
+    job_tx: mpsc::Sender<(Job, ByteRecord)>,
+    outcome_tx: mpsc::Sender<Done>,
+    stop: Stop,
+) -> Result<u64, crate::input::InputError> {
+    let not_sent = |row: u64, user_id: String, raw: ByteRecord, stop: &Stop| -> Done {
+        let o = Outcome::local(
+            row,
+            user_id,
+            Status::Failed,
+            Some(format!("not sent: {}", stop.message())),
+        );
+        (o, Some(raw))
+    };
+    loop {
+        let step = match intake.next_step() {
+            Ok(Some(step)) => step,
+            Ok(None) => break,
+            Err(e) => {
+                // Stop sending; rows after an unreadable part cannot be known.
+                stop.trip(StopKind::Fatal, format!("cannot read input: {e}"));
+                return Err(e);
+            }
+        };
+        let done = match step {
+            Step::Local(o, raw) => {
+                let raw = o.status.is_failure().then(|| raw.clone());
+                (o, raw)
+            }
+            Step::Send { row, user, raw } => {
+                if stop.is_tripped() {
+                    not_sent(row, user.user_id, raw.clone(), &stop)
+                } else {
+                    let body = match serde_json::to_vec(&user) {
+                        Ok(b) => Bytes::from(b),
+                        Err(e) => {
+                            let o = Outcome::local(
+                                row,
+                                user.user_id,
+                                Status::Invalid,
+                                Some(format!("cannot encode the payload: {e}")),
+                            );
+                            if outcome_tx.blocking_send((o, Some(raw.clone()))).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    let job = Job {
+                        row,
+                        user_id: user.user_id,
+                        body,
+                    };
+                    match job_tx.blocking_send((job, raw.clone())) {
+                        Ok(()) => continue,
+                        // No dispatcher (no token): record it as not sent.
+                        Err(mpsc::error::SendError((job, raw))) => {
+                            not_sent(job.row, job.user_id, raw, &stop)
+                        }
+                    }
+                }
+            }
+        };
+        if outcome_tx.blocking_send(done).is_err() {
+            // The recorder is gone (it could not write): nothing more to do.
+            break;
+        }
+    }
+    Ok(intake.reader().rows_read())
+}
+
+/// Start one task per job, at most `concurrency` at once; grow the limit when
+/// the observed latency says `--rate` is out of reach.
+async fn dispatch(
+    cx: Arc<WorkerCtx>,
+    exec: ExecSettings,
+    mut job_rx: mpsc::Receiver<(Job, ByteRecord)>,
+    outcome_tx: mpsc::Sender<Done>,
+    stop: Stop,
+) {
+    let initial = initial_concurrency(&exec);
+    let sem = Arc::new(Semaphore::new(initial as usize));
+    let current = Arc::new(AtomicU64::new(u64::from(initial)));
+    let tracker = TaskTracker::new();
+    let grower = exec.concurrency.is_none().then(|| {
+        tokio::spawn(grow_concurrency(
+            cx.clone(),
+            exec.rate,
+            sem.clone(),
+            current.clone(),
+        ))
+    });
+    while let Some((job, raw)) = job_rx.recv().await {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let cx = cx.clone();
+        let tx = outcome_tx.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let (row, user_id) = (job.row, job.user_id.clone());
+            let task_cx = cx.clone();
+            // A panicking row must still produce its one outcome.
+            let joined = tokio::spawn(async move { provision(job, &task_cx).await }).await;
+            drop(permit);
+            let outcome = match joined {
+                Ok(Ok(o)) => o,
+                Ok(Err(fatal)) => {
+                    let msg = crate::error::chain(&fatal);
+                    tracing::error!(error = %msg, "stopping the run");
+                    stop.trip(StopKind::Fatal, msg.clone());
+                    failed(row, user_id, msg)
+                }
+                Err(e) => {
+                    let msg = format!("internal error while sending: {e}");
+                    tracing::error!(row, error = %msg);
+                    failed(row, user_id, msg)
+                }
+            };
+            let raw = outcome.status.is_failure().then_some(raw);
+            if tx.send((outcome, raw)).await.is_err() {
+                tracing::debug!(row, "recorder gone");
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    if let Some(g) = grower {
+        g.abort();
+    }
+}
+
+fn failed(row: u64, user_id: String, msg: String) -> Outcome {
+    Outcome::local(row, user_id, Status::Failed, Some(msg))
+}
+
+/// Every 250 ms, compare the permits with what the mean request latency needs
+/// to keep `rate` busy, and add the difference. Never shrinks: idle permits
+/// cost nothing.
+async fn grow_concurrency(
+    cx: Arc<WorkerCtx>,
+    rate: u32,
+    sem: Arc<Semaphore>,
+    current: Arc<AtomicU64>,
+) {
+    let mut last = (0u64, 0u64);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let sent = cx.counters.requests_sent.load(Ordering::Relaxed);
+        let micros = cx.counters.request_micros.load(Ordering::Relaxed);
+        let (d_sent, d_micros) = (sent - last.0, micros.saturating_sub(last.1));
+        last = (sent, micros);
+        if d_sent == 0 {
+            continue;
+        }
+        let mean = Duration::from_micros(d_micros / d_sent);
+        let want = u64::from(needed_concurrency(rate, mean));
+        let have = current.load(Ordering::Relaxed);
+        if want > have {
+            sem.add_permits((want - have) as usize);
+            current.store(want, Ordering::Relaxed);
+            tracing::debug!(
+                concurrency = want,
+                latency_ms = mean.as_millis() as u64,
+                "raised concurrency"
+            );
+        }
+    }
+}
+
+/// The recorder thread: writes each outcome and keeps the bar current.
+fn spawn_recorder(
+    mut recorder: Recorder,
+    mut outcome_rx: mpsc::Receiver<Done>,
+    bar: RunBar,
+    counters: Arc<EngineCounters>,
+    stop: Stop,
+) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar)> {
+    tokio::task::spawn_blocking(move || {
+        let mut last_draw = Instant::now();
+        let mut done = 0u64;
+        while let Some((outcome, raw)) = outcome_rx.blocking_recv() {
+            if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
+                stop.trip(StopKind::Fatal, crate::error::chain(&e));
+                return (Err(e), bar);
+            }
+            done += 1;
+            if last_draw.elapsed() >= Duration::from_millis(100) {
+                last_draw = Instant::now();
+                bar.update(done, recorder.counts(), &engine_brief(&counters));
+            }
+        }
+        bar.update(done, recorder.counts(), &engine_brief(&counters));
+        (Ok(recorder), bar)
+    })
+}
+
+fn engine_brief(c: &EngineCounters) -> String {
+    let retries = c.retries.load(Ordering::Relaxed);
+    let throttled = c.throttled_429.load(Ordering::Relaxed);
+    let mut s = String::new();
+    if retries > 0 {
+        s.push_str(&format!("retries={retries}"));
+    }
+    if throttled > 0 {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(&format!("429s={throttled}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_covers_rate_times_latency() {
+        assert_eq!(needed_concurrency(200, Duration::from_millis(100)), 32);
+        assert_eq!(needed_concurrency(10, Duration::from_millis(5)), 4);
+        assert_eq!(
+            needed_concurrency(100_000, Duration::from_secs(1)),
+            MAX_AUTO_CONCURRENCY
+        );
+        let exec = ExecSettings::default();
+        assert_eq!(initial_concurrency(&exec), 5);
+        let fixed = ExecSettings {
+            concurrency: Some(7),
+            ..ExecSettings::default()
+        };
+        assert_eq!(initial_concurrency(&fixed), 7);
+    }
+
+    #[test]
+    fn first_stop_reason_wins() {
+        let s = Stop::new();
+        assert!(!s.is_tripped());
+        s.trip(StopKind::Interrupted, "SIGINT");
+        s.trip(StopKind::Fatal, "later");
+        assert!(s.is_tripped());
+        assert_eq!(s.reason(), Some((StopKind::Interrupted, "SIGINT".into())));
+    }
+}

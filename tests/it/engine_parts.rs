@@ -1,0 +1,417 @@
+//! The engine's parts (client, token manager, classification, worker loop)
+//! against the real sandbox over loopback HTTP: what the server saw is the
+//! assertion (SPEC "Execution", "The sandbox").
+
+use std::collections::{BTreeSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use connect_provision::api::client::{
+    Attempt, ConnectClient, Credentials, TokenError, TransportKind,
+};
+use connect_provision::api::model::CreateUser;
+use connect_provision::api::token::{TokenManager, TokenOptions};
+use connect_provision::exec::backoff::RetryPolicy;
+use connect_provision::exec::throttle::Throttle;
+use connect_provision::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
+use connect_provision::outcome::{Outcome, Status};
+use connect_provision::sandbox::{ConfigPatch, Sandbox, SandboxConfig};
+use governor::{Jitter, Quota, RateLimiter};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+async fn sandbox(cfg: SandboxConfig) -> Sandbox {
+    Sandbox::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sandbox starts")
+}
+
+fn client_for(url: &str, secret: &str) -> ConnectClient {
+    let creds = Credentials {
+        client_id: "sandbox-client".into(),
+        client_secret: SecretString::from(secret.to_owned()),
+        scope: Some("connect:fulfillment".into()),
+    };
+    ConnectClient::new(url, creds, Duration::from_secs(5)).expect("client")
+}
+
+fn client(sb: &Sandbox) -> ConnectClient {
+    client_for(&sb.url(), "sandbox-secret")
+}
+
+fn job(row: u64) -> Job {
+    job_with(row, "ann")
+}
+
+fn job_with(row: u64, first_name: &str) -> Job {
+    let user = CreateUser {
+        user_id: format!("user-{row:04}"),
+        first_name: first_name.into(),
+        last_name: Some("smith".into()),
+        ..Default::default()
+    };
+    Job {
+        row,
+        user_id: user.user_id.clone(),
+        body: Bytes::from(serde_json::to_vec(&user).expect("json")),
+    }
+}
+
+fn retry(max_attempts: u32, base_ms: u64, cap_ms: u64) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        base: Duration::from_millis(base_ms),
+        cap: Duration::from_millis(cap_ms),
+    }
+}
+
+async fn ctx(sb: &Sandbox, rate: u32, burst: u32, retry: RetryPolicy) -> Arc<WorkerCtx> {
+    let client = client(sb);
+    let tokens = TokenManager::start(client.clone()).await.expect("token");
+    let quota = Quota::per_second(NonZeroU32::new(rate).expect("rate"))
+        .allow_burst(NonZeroU32::new(burst).expect("burst"));
+    Arc::new(WorkerCtx {
+        client,
+        tokens,
+        limiter: Arc::new(RateLimiter::direct(quota)),
+        jitter: Jitter::up_to(Duration::from_millis(5)),
+        throttle: Throttle::new(),
+        retry,
+        cancel: CancellationToken::new(),
+        counters: Arc::new(EngineCounters::default()),
+    })
+}
+
+/// `workers` tasks pulling rows from one queue, like the pipeline does.
+async fn run(
+    cx: &Arc<WorkerCtx>,
+    rows: impl IntoIterator<Item = Job>,
+    workers: usize,
+) -> Vec<Outcome> {
+    let queue = Arc::new(Mutex::new(rows.into_iter().collect::<VecDeque<_>>()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (cx, queue) = (cx.clone(), queue.clone());
+        set.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let next = queue.lock().expect("queue").pop_front();
+                let Some(job) = next else { return done };
+                done.push(provision(job, &cx).await.expect("no fatal error"));
+            }
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.extend(r.expect("worker panicked"));
+    }
+    out.sort_by_key(|o| o.row);
+    out
+}
+
+fn count(outcomes: &[Outcome], status: Status) -> usize {
+    outcomes.iter().filter(|o| o.status == status).count()
+}
+
+fn stored_ids(sb: &Sandbox) -> BTreeSet<String> {
+    sb.users().into_iter().map(|u| u.user_id).collect()
+}
+
+fn succeeded_ids(outcomes: &[Outcome]) -> BTreeSet<String> {
+    outcomes
+        .iter()
+        .filter(|o| matches!(o.status, Status::Created | Status::Exists))
+        .map(|o| o.user_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn token_is_fetched_before_any_user_request() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let tokens = TokenManager::start(client(&sb)).await.expect("token");
+    assert_eq!(tokens.current().generation, 1);
+    assert!(!tokens.current().token.expose().is_empty());
+    let stats = sb.stats();
+    assert_eq!(stats.tokens_issued, 1);
+    assert_eq!(stats.users_requests, 0);
+    sb.shutdown().await;
+}
+
+// SPEC "Execution": bad credentials → exit 3 before anything is sent.
+#[tokio::test]
+async fn refused_credentials_fail_before_any_user_request() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let err = TokenManager::start(client_for(&sb.url(), "wrong-secret"))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, TokenError::Refused { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let stats = sb.stats();
+    assert_eq!(stats.tokens_issued, 0);
+    assert_eq!(
+        stats.token_requests, 1,
+        "refused credentials are not retried"
+    );
+    assert_eq!(stats.users_requests, 0);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_target_is_a_transport_error() {
+    // Bind then drop: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let started = Instant::now();
+    let opts = TokenOptions {
+        retry: retry(3, 50, 200),
+        ..TokenOptions::default()
+    };
+    let err = TokenManager::start_with(client_for(&format!("http://127.0.0.1:{port}"), "x"), opts)
+        .await
+        .expect_err("unreachable");
+    assert!(
+        matches!(
+            err,
+            TokenError::Transport {
+                kind: TransportKind::Connect,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn created_exists_and_rejected() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let cx = ctx(&sb, 100, 10, retry(3, 10, 100)).await;
+    let first = provision(job(1), &cx).await.expect("ok");
+    assert_eq!(first.status, Status::Created);
+    assert_eq!((first.http_status, first.attempts), (Some(200), 1));
+    let again = provision(job(1), &cx).await.expect("ok");
+    assert_eq!(again.status, Status::Exists, "{again:?}");
+    assert_eq!(again.http_status, Some(400));
+    let bad = provision(job_with(2, "a:b"), &cx).await.expect("ok");
+    assert_eq!(bad.status, Status::Rejected, "{bad:?}");
+    assert_eq!((bad.http_status, bad.attempts), (Some(400), 1));
+    assert!(
+        bad.error.as_deref().unwrap_or("").contains("first_name"),
+        "{bad:?}"
+    );
+    assert_eq!(cx.counters.snapshot(&cx.tokens).requests_sent, 3);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelled_before_sending_is_failed_interrupted() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let cx = ctx(&sb, 100, 10, retry(3, 10, 100)).await;
+    cx.cancel.cancel();
+    let o = provision(job(1), &cx).await.expect("ok");
+    assert_eq!(o.status, Status::Failed);
+    assert_eq!(o.error.as_deref(), Some("interrupted"));
+    assert_eq!(o.attempts, 0);
+    assert_eq!(sb.stats().users_requests, 0);
+    sb.shutdown().await;
+}
+
+// SPEC "Execution": a job may outlive its token; refresh ahead of expiry.
+#[tokio::test]
+async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
+    let sb = sandbox(SandboxConfig {
+        token_ttl: Duration::from_secs(1),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // 300 rows at 100/s: about 3 s of work, i.e. about three token lifetimes.
+    let cx = ctx(&sb, 100, 10, retry(4, 20, 200)).await;
+    let outcomes = run(&cx, (1..=300).map(job), 50).await;
+    assert_eq!(outcomes.len(), 300);
+    assert_eq!(count(&outcomes, Status::Created), 300, "{outcomes:?}");
+    assert_eq!(count(&outcomes, Status::Failed), 0);
+    let stats = cx.counters.snapshot(&cx.tokens);
+    assert!(stats.token_refreshes >= 2, "{stats:?}");
+    assert_eq!(sb.stats().tokens_issued, 1 + stats.token_refreshes);
+    assert_eq!(sb.stats().created, 300);
+    sb.shutdown().await;
+}
+
+// SPEC "Execution": refreshed once on a 401, by a single request however
+// many workers are waiting.
+#[tokio::test]
+async fn revoked_token_is_refreshed_once_for_all_workers() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let cx = ctx(&sb, 100, 20, retry(4, 20, 200)).await;
+    let runner = {
+        let cx = cx.clone();
+        tokio::spawn(async move { run(&cx, (1..=200).map(job), 20).await })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = sb.stats();
+    assert!(
+        before.created > 0 && before.created < 200,
+        "revoke mid-run: {before:?}"
+    );
+    sb.revoke_tokens();
+    let outcomes = runner.await.expect("runner");
+    assert_eq!(count(&outcomes, Status::Created), 200, "{outcomes:?}");
+    let after = sb.stats();
+    assert_eq!(after.tokens_issued, before.tokens_issued + 1, "{after:?}");
+    assert_eq!(cx.tokens.refreshes(), 1);
+    assert!(after.unauthorized >= 1, "{after:?}");
+    let stats = cx.counters.snapshot(&cx.tokens);
+    assert_eq!(stats.unauthorized, after.unauthorized);
+    // 401s are retried without spending the retry budget.
+    assert_eq!(stats.retries, 0, "{stats:?}");
+    sb.shutdown().await;
+}
+
+// SPEC "Execution": a 429 slows the whole pool; nothing is lost.
+#[tokio::test]
+async fn rate_limited_storm_creates_everything() {
+    let sb = sandbox(SandboxConfig {
+        rate_limit: Some(5),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // Our limiter is far above the partner's threshold, so 429s must happen.
+    let cx = ctx(&sb, 1_000, 100, retry(30, 100, 2_000)).await;
+    let outcomes = run(&cx, (1..=40).map(job), 40).await;
+    assert_eq!(count(&outcomes, Status::Created), 40, "{outcomes:?}");
+    let server = sb.stats();
+    let stats = cx.counters.snapshot(&cx.tokens);
+    assert!(server.throttled > 0, "{server:?}");
+    assert_eq!(stats.throttled_429, server.throttled);
+    assert_eq!(stats.requests_sent, server.users_requests);
+    assert_eq!(server.created, 40);
+    assert_eq!(stored_ids(&sb), succeeded_ids(&outcomes));
+    sb.shutdown().await;
+}
+
+// SPEC "Execution": 500/503 are retried with backoff; the report matches the server.
+#[tokio::test]
+async fn random_server_errors_are_retried() {
+    let sb = sandbox(SandboxConfig {
+        fail_rate: 0.5,
+        seed: Some(7),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let cx = ctx(&sb, 200, 20, retry(6, 5, 50)).await;
+    let outcomes = run(&cx, (1..=80).map(job), 16).await;
+    assert_eq!(outcomes.len(), 80);
+    for o in &outcomes {
+        match o.status {
+            Status::Created => assert_eq!(o.http_status, Some(200)),
+            Status::Failed => {
+                assert_eq!(o.attempts, 6, "{o:?}");
+                assert!(matches!(o.http_status, Some(500 | 503)), "{o:?}");
+                assert!(
+                    o.error.as_deref().unwrap_or("").starts_with("HTTP 50"),
+                    "{o:?}"
+                );
+            }
+            other => panic!("unexpected {other:?}: {o:?}"),
+        }
+    }
+    assert!(count(&outcomes, Status::Created) >= 70, "{outcomes:?}");
+    let server = sb.stats();
+    assert_eq!(stored_ids(&sb), succeeded_ids(&outcomes));
+    assert_eq!(server.duplicate_creations, 0);
+    let stats = cx.counters.snapshot(&cx.tokens);
+    assert_eq!(stats.requests_sent, server.users_requests);
+    assert_eq!(
+        stats.retries,
+        server.faults_500 + server.faults_503 - count(&outcomes, Status::Failed) as u64
+    );
+    sb.shutdown().await;
+}
+
+// SPEC "Execution": a retry after an ambiguous failure that answers "already
+// exists" is `exists`, not an error.
+#[tokio::test]
+async fn lost_answers_end_as_created_or_exists() {
+    let sb = sandbox(SandboxConfig {
+        commit_drop_rate: 0.3,
+        seed: Some(11),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let cx = ctx(&sb, 200, 20, retry(8, 5, 50)).await;
+    let outcomes = run(&cx, (1..=60).map(job), 12).await;
+    for o in &outcomes {
+        assert!(
+            matches!(o.status, Status::Created | Status::Exists),
+            "{o:?}"
+        );
+    }
+    let server = sb.stats();
+    assert!(server.commit_drops > 0, "{server:?}");
+    assert_eq!(server.duplicate_creations, 0);
+    assert_eq!(server.created, 60);
+    assert_eq!(stored_ids(&sb), succeeded_ids(&outcomes));
+    // Every Exists row is one whose first answer was lost.
+    assert!(count(&outcomes, Status::Exists) as u64 <= server.commit_drops);
+    assert!(count(&outcomes, Status::Exists) > 0);
+    let stats = cx.counters.snapshot(&cx.tokens);
+    assert_eq!(stats.transport_errors, server.commit_drops);
+    sb.shutdown().await;
+}
+
+// One request each, looking at the raw `Attempt` the client reports.
+#[tokio::test]
+async fn client_reports_resets_and_retry_after() {
+    let sb = sandbox(SandboxConfig {
+        commit_drop_rate: 1.0,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let client = client(&sb);
+    let token = client.fetch_token().await.expect("token");
+    let token = secrecy::ExposeSecret::expose_secret(&token.access_token).to_owned();
+    let lost = client.create_user(&token, job(1).body).await;
+    assert!(
+        matches!(
+            lost,
+            Attempt::Transport {
+                kind: TransportKind::Reset,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    sb.configure(&ConfigPatch {
+        commit_drop_rate: Some(0.0),
+        rate_limit: Some(Some(1)),
+        ..ConfigPatch::default()
+    })
+    .expect("configure");
+    let _ = client.create_user(&token, job(2).body).await;
+    let throttled = client.create_user(&token, job(3).body).await;
+    match throttled {
+        Attempt::Answered {
+            status: 429,
+            retry_after,
+            ..
+        } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    let unauthorized = client.create_user("not-a-token", job(4).body).await;
+    assert!(
+        matches!(unauthorized, Attempt::Answered { status: 401, .. }),
+        "{unauthorized:?}"
+    );
+    sb.shutdown().await;
+}
