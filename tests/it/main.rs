@@ -1,2 +1,3 @@
 mod engine_parts;
 mod sandbox;
+mod engine;
