@@ -20,6 +20,8 @@ pub enum Error {
     Input(#[from] InputError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Resume(#[from] crate::report::journal::ResumeError),
     /// The target refused the credentials or could not be reached.
     #[error("{0}")]
     Fatal(String),
@@ -37,9 +39,11 @@ impl Error {
     /// SPEC exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Input(_) | Error::Sandbox { .. } | Error::Runtime(_) => {
-                EXIT_USAGE
-            }
+            Error::Config(_)
+            | Error::Input(_)
+            | Error::Resume(_)
+            | Error::Sandbox { .. }
+            | Error::Runtime(_) => EXIT_USAGE,
             // Unwritable reports at start are a usage problem; the engine maps
             // mid-run report failures to Fatal itself.
             Error::Report(_) => EXIT_USAGE,

@@ -15,6 +15,7 @@ use csv::ByteRecord;
 use crate::api::model::CreateUser;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
+use crate::report::journal::ResumeState;
 use crate::validate::Validator;
 
 /// A hasher for keys that are already uniformly distributed hashes.
@@ -54,6 +55,8 @@ pub struct Intake {
     validator: Validator,
     seen: HashSet<u64, BuildHasherDefault<Passthrough>>,
     rec: ByteRecord,
+    /// On `--resume`: what the earlier part of the run finished.
+    resume: Option<ResumeState>,
 }
 
 impl Intake {
@@ -64,13 +67,50 @@ impl Intake {
             validator,
             seen: HashSet::default(),
             rec: ByteRecord::new(),
+            resume: None,
         }
+    }
+
+    /// Skip the rows an earlier part of the run finished: successes produce
+    /// no step (their results.csv lines are kept), rejected rows come back as
+    /// their recorded outcome (failures.csv is rebuilt from the input).
+    pub fn resume_from(&mut self, state: ResumeState) {
+        self.resume = Some(state);
     }
 
     /// The next data row, or `None` at the end of the input.
     pub fn next_step(&mut self) -> Result<Option<Step<'_>>, InputError> {
-        let Some(row) = self.reader.read_row(&mut self.rec)? else {
-            return Ok(None);
+        let row = loop {
+            let Some(row) = self.reader.read_row(&mut self.rec)? else {
+                return Ok(None);
+            };
+            let Some(resume) = &mut self.resume else {
+                break row;
+            };
+            if resume.done.contains(row) {
+                // A success of the earlier part still claims its user_id.
+                let v = self.validator.validate(&self.rec);
+                if let Ok(user) = v.result {
+                    self.seen.insert(fingerprint(&user.user_id));
+                }
+                continue;
+            }
+            if let Some(r) = resume.rejected.remove(&row) {
+                if let Ok(user) = self.validator.validate(&self.rec).result {
+                    self.seen.insert(fingerprint(&user.user_id));
+                }
+                let o = Outcome {
+                    row,
+                    user_id: r.user_id,
+                    status: Status::Rejected,
+                    http_status: r.http_status,
+                    attempts: r.attempts,
+                    error: Some(r.error),
+                    duration: std::time::Duration::ZERO,
+                };
+                return Ok(Some(Step::Local(o, &self.rec)));
+            }
+            break row;
         };
         let v = self.validator.validate(&self.rec);
         Ok(Some(match v.result {

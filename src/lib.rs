@@ -39,9 +39,6 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Run(args) => {
             let s =
                 settings::resolve_run(&args, &ProcessEnv, cfg.as_ref(), jiff::Timestamp::now())?;
-            if s.resume {
-                return Err(settings::ConfigError::NotAvailable { option: "--resume" }.into());
-            }
             rt.block_on(cmd::run::run(&s, &ui))
         }
         Command::Check(args) => {

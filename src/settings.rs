@@ -61,14 +61,16 @@ pub enum ConfigError {
     },
     #[error("client secret file {path} is empty")]
     EmptySecret { path: PathBuf },
-    #[error("{0}")]
+    #[error(transparent)]
     Input(#[from] crate::input::InputError),
-    #[error("{0}")]
+    #[error(transparent)]
     Validate(#[from] crate::validate::OptionError),
     #[error("{option} is not available yet in this version")]
     NotAvailable { option: &'static str },
     #[error("--resume needs --out DIR: the report directory of the run to continue")]
     ResumeWithoutOut,
+    #[error("--resume continues a live run; a --dry-run has nothing to resume")]
+    ResumeDryRun,
 }
 
 /// The TOML config file: any option of `run`/`check`, plus a `[columns]` table.
@@ -114,7 +116,7 @@ impl ConfigFile {
             path: path.to_path_buf(),
             message: e.message().to_string()
                 + &e.span()
-                    .map(|s| format!(" (at line {})", text[..s.start].lines().count().max(1)))
+                    .map(|s| format!(" (at line {})", text[..s.start].matches('\n').count() + 1))
                     .unwrap_or_default(),
         })?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -528,6 +530,9 @@ pub fn resolve_run(
                 .flatten(),
         },
     };
+    if args.resume && args.dry_run {
+        return Err(ConfigError::ResumeDryRun);
+    }
     if args.resume && args.out.is_none() && cfg.and_then(|c| c.out.as_ref()).is_none() {
         return Err(ConfigError::ResumeWithoutOut);
     }

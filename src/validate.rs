@@ -235,7 +235,19 @@ fn check_name(field: Field, name: &str) -> Result<(), Invalid> {
             format!("contains '{c}' (not allowed: / : < > $ % ?)"),
         ));
     }
-    if name.chars().any(char::is_control) {
+    check_controls(field, name)
+}
+
+/// Control characters are refused; a line break gets its likely cause named,
+/// since an unterminated quote swallows the following rows into one cell.
+fn check_controls(field: Field, value: &str) -> Result<(), Invalid> {
+    if value.contains(['\n', '\r']) {
+        return Err(Invalid::field(
+            field,
+            "contains a line break (an unterminated quote takes in the rows after it: check the quoting)",
+        ));
+    }
+    if value.chars().any(char::is_control) {
         return Err(Invalid::field(field, "contains a control character"));
     }
     Ok(())

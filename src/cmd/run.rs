@@ -26,6 +26,7 @@ pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
     let mut intake = open_intake(settings)?;
+    crate::report::journal::check_fresh(&settings.out)?;
     let mut recorder = Recorder::create(
         &settings.out,
         intake.reader().header_record(),

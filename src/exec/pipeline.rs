@@ -39,6 +39,7 @@ use crate::input::InputSource;
 use crate::intake::Step;
 use crate::outcome::{Outcome, Status};
 use crate::progress::{RunBar, Ui};
+use crate::report::journal::{self, ResumeError};
 use crate::report::{
     Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
 };
@@ -134,12 +135,8 @@ pub async fn run_live(
     let clock = Instant::now();
     let exec = settings.exec.clone();
 
-    let intake = crate::cmd::run::open_intake(settings)?;
-    let recorder = Recorder::create(
-        &settings.out,
-        intake.reader().header_record(),
-        settings.read.delimiter,
-    )?;
+    let mut intake = crate::cmd::run::open_intake(settings)?;
+    let (recorder, prior) = open_journal(settings, &mut intake, started)?;
     let digest = intake.reader().digest();
     let client = ConnectClient::new(&remote.base_url, remote.credentials, exec.timeout)
         .map_err(|e| Error::Fatal(format!("{e}")))?;
@@ -193,7 +190,12 @@ pub async fn run_live(
     }
     .map(|n| settings.read.limit.map_or(n, |l| n.min(l)));
     let bar = ui.run_bar(total);
-    let recorder_thread = spawn_recorder(recorder, outcome_rx, bar, counters.clone(), stop.clone());
+    let figures = {
+        let counters = counters.clone();
+        let tokens = tokens.clone();
+        move || prior.plus(&figures_of(&counters, tokens.as_deref()))
+    };
+    let recorder_thread = spawn_recorder(recorder, outcome_rx, bar, figures.clone(), stop.clone());
 
     let reader = {
         let stop = stop.clone();
@@ -248,13 +250,7 @@ pub async fn run_live(
         .as_ref()
         .map_or(recorder.counts().total(), |r| *r);
 
-    let stats = counters.clone();
-    let engine = EngineFigures {
-        requests_sent: stats.requests_sent.load(Ordering::Relaxed),
-        retries: stats.retries.load(Ordering::Relaxed),
-        throttled_429: stats.throttled_429.load(Ordering::Relaxed),
-        token_refreshes: tokens.as_ref().map_or(0, |t| t.refreshes()),
-    };
+    let engine = figures();
     let (ending, fatal_error) = match stop.reason() {
         None => (Ending::Finished, None),
         Some((StopKind::Interrupted, m)) => {
@@ -263,7 +259,7 @@ pub async fn run_live(
         }
         Some((StopKind::Fatal, m)) => (Ending::Fatal, Some(m)),
     };
-    recorder.flush()?;
+    recorder.checkpoint(engine)?;
     let summary = Summary::build(SummaryParts {
         input: InputInfo {
             path: settings.input.display(),
@@ -282,6 +278,65 @@ pub async fn run_live(
     });
     recorder.finish(&summary)?;
     Ok(summary)
+}
+
+/// Open the reports: fresh (refusing to overwrite an earlier run's) with
+/// run.json written before the first request, or continuing the run in
+/// `--out` after checking the input's SHA-256. Returns the recorder and the
+/// request figures of the earlier part.
+fn open_journal(
+    settings: &RunSettings,
+    intake: &mut crate::intake::Intake,
+    started: jiff::Timestamp,
+) -> Result<(Recorder, EngineFigures), Error> {
+    let out = &settings.out;
+    let header = intake.reader().header_record().clone();
+    let delimiter = settings.read.delimiter;
+    let sha = match &settings.input {
+        InputSource::Path(p) => {
+            journal::sha256_file(p).map_err(|e| crate::input::InputError::Open {
+                path: p.display().to_string(),
+                source: e,
+            })?
+        }
+        InputSource::Stdin if settings.resume => return Err(ResumeError::Stdin.into()),
+        // stdin is hashed as it is read; run.json can only say so.
+        InputSource::Stdin => "stdin".to_string(),
+    };
+    if settings.resume {
+        let state = journal::load(out, &sha)?;
+        tracing::info!(
+            done = state.done.len(),
+            rejected = state.rejected.len(),
+            "resuming: rows already final are skipped"
+        );
+        let prior = state.prior;
+        let recorder = Recorder::resume(out, &header, delimiter, &state)?;
+        intake.resume_from(state);
+        Ok((recorder, prior))
+    } else {
+        journal::check_fresh(out)?;
+        let recorder = Recorder::create(out, &header, delimiter)?;
+        journal::write_meta(
+            out,
+            &journal::RunMeta {
+                tool_version: env!("CARGO_PKG_VERSION").to_string(),
+                input_path: settings.input.display(),
+                input_sha256: sha,
+                started: started.to_string(),
+            },
+        )?;
+        Ok((recorder, EngineFigures::default()))
+    }
+}
+
+fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigures {
+    EngineFigures {
+        requests_sent: c.requests_sent.load(Ordering::Relaxed),
+        retries: c.retries.load(Ordering::Relaxed),
+        throttled_429: c.throttled_429.load(Ordering::Relaxed),
+        token_refreshes: tokens.map_or(0, TokenManager::refreshes),
+    }
 }
 
 fn nonzero(n: u32) -> std::num::NonZeroU32 {
@@ -462,35 +517,71 @@ async fn grow_concurrency(
 }
 
 /// The recorder thread: writes each outcome and keeps the bar current.
+/// The recorder thread: writes each outcome, makes the journal durable every
+/// [`CHECKPOINT_EVERY`] (flush + fsync + progress.json), keeps the bar current.
 fn spawn_recorder(
     mut recorder: Recorder,
     mut outcome_rx: mpsc::Receiver<Done>,
     bar: RunBar,
-    counters: Arc<EngineCounters>,
+    figures: impl Fn() -> EngineFigures + Send + 'static,
     stop: Stop,
 ) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar)> {
     tokio::task::spawn_blocking(move || {
-        let mut last_draw = Instant::now();
-        let mut done = 0u64;
-        while let Some((outcome, raw)) = outcome_rx.blocking_recv() {
-            if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
-                stop.trip(StopKind::Fatal, crate::error::chain(&e));
-                return (Err(e), bar);
+        let mut last_checkpoint = Instant::now();
+        let fail = |e: ReportError, bar: RunBar| {
+            stop.trip(StopKind::Fatal, crate::error::chain(&e));
+            (Err(e), bar)
+        };
+        loop {
+            // Wait at most until the next checkpoint is due, so a quiet
+            // spell (a 429 pause) still gets its rows made durable.
+            let next = match outcome_rx.try_recv() {
+                Ok(done) => Some(done),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Err(e) = recorder.checkpoint(figures()) {
+                        return fail(e, bar);
+                    }
+                    last_checkpoint = Instant::now();
+                    match outcome_rx.blocking_recv() {
+                        Some(done) => Some(done),
+                        None => break,
+                    }
+                }
+            };
+            if let Some((outcome, raw)) = next
+                && let Err(e) = recorder.record(&outcome, raw.as_ref())
+            {
+                return fail(e, bar);
             }
-            done += 1;
-            if last_draw.elapsed() >= Duration::from_millis(100) {
-                last_draw = Instant::now();
-                bar.update(done, recorder.counts(), &engine_brief(&counters));
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = Instant::now();
+                if let Err(e) = recorder.checkpoint(figures()) {
+                    return fail(e, bar);
+                }
+                let f = figures();
+                bar.update(
+                    recorder.counts().total(),
+                    recorder.counts(),
+                    &engine_brief(&f),
+                );
             }
         }
-        bar.update(done, recorder.counts(), &engine_brief(&counters));
+        let f = figures();
+        bar.update(
+            recorder.counts().total(),
+            recorder.counts(),
+            &engine_brief(&f),
+        );
         (Ok(recorder), bar)
     })
 }
 
-fn engine_brief(c: &EngineCounters) -> String {
-    let retries = c.retries.load(Ordering::Relaxed);
-    let throttled = c.throttled_429.load(Ordering::Relaxed);
+/// Most time a recorded row waits before it is fsynced.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+fn engine_brief(f: &EngineFigures) -> String {
+    let (retries, throttled) = (f.retries, f.throttled_429);
     let mut s = String::new();
     if retries > 0 {
         s.push_str(&format!("retries={retries}"));

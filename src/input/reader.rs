@@ -102,12 +102,8 @@ pub enum InputError {
         "input {path}: the header row is not valid UTF-8 (use --encoding for legacy exports, e.g. --encoding windows-1252)"
     )]
     HeaderEncoding { path: String },
-    #[error("input {path}: {source}")]
-    Columns {
-        path: String,
-        #[source]
-        source: ColumnError,
-    },
+    #[error("input {path}: {problem}")]
+    Columns { path: String, problem: ColumnError },
     #[error(
         "unknown encoding '{label}' (use a WHATWG label such as utf-8, windows-1252, latin1, utf-16le)"
     )]
@@ -272,7 +268,7 @@ impl InputReader {
         let columns =
             ColumnMap::resolve(&headers, &opts.columns).map_err(|e| InputError::Columns {
                 path: name.clone(),
-                source: e,
+                problem: e,
             })?;
         Ok(InputReader {
             rdr,

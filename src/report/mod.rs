@@ -2,6 +2,7 @@
 //! once), failures.csv (the failing rows verbatim, valid input for another
 //! run) and summary.json. The [`Recorder`] is their only writer.
 
+pub mod journal;
 mod sanitize;
 mod summary;
 
@@ -77,6 +78,28 @@ impl Recorder {
         input_header: &ByteRecord,
         delimiter: u8,
     ) -> Result<Recorder, ReportError> {
+        Recorder::open(dir, input_header, delimiter, None)
+    }
+
+    /// Like [`Recorder::create`], continuing an interrupted run: results.csv
+    /// is rebuilt as its header plus the kept lines of the earlier part
+    /// (written aside, fsynced, then renamed over the old file), and the
+    /// counts start from those lines.
+    pub fn resume(
+        dir: &Path,
+        input_header: &ByteRecord,
+        delimiter: u8,
+        state: &journal::ResumeState,
+    ) -> Result<Recorder, ReportError> {
+        Recorder::open(dir, input_header, delimiter, Some(state))
+    }
+
+    fn open(
+        dir: &Path,
+        input_header: &ByteRecord,
+        delimiter: u8,
+        resume: Option<&journal::ResumeState>,
+    ) -> Result<Recorder, ReportError> {
         std::fs::create_dir_all(dir).map_err(|e| ReportError::CreateDir {
             path: dir.to_path_buf(),
             source: e,
@@ -88,10 +111,37 @@ impl Recorder {
                 .map(|f| BufWriter::with_capacity(64 * 1024, f))
                 .map_err(|e| ReportError::write(p, e))
         };
-        let mut results = csv::WriterBuilder::new().from_writer(open(&results_path)?);
-        results
-            .write_record(RESULTS_HEADER)
-            .map_err(|e| ReportError::write(&results_path, csv_err(e)))?;
+        let mut counts = Counts::default();
+        let results_file = match resume {
+            None => open(&results_path)?,
+            Some(state) => {
+                let staged = dir.join("results.csv.resume");
+                let mut w = open(&staged)?;
+                let header = RESULTS_HEADER.join(",") + "\n";
+                w.write_all(header.as_bytes())
+                    .and_then(|()| {
+                        if results_path.exists() {
+                            journal::copy_kept(&results_path, &mut w, state)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .and_then(|()| w.flush())
+                    .and_then(|()| w.get_ref().sync_all())
+                    .and_then(|()| std::fs::rename(&staged, &results_path))
+                    .map_err(|e| ReportError::write(&results_path, e))?;
+                counts = state.kept_counts;
+                w
+            }
+        };
+        let mut results = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(results_file);
+        if resume.is_none() {
+            results
+                .write_record(RESULTS_HEADER)
+                .map_err(|e| ReportError::write(&results_path, csv_err(e)))?;
+        }
 
         let mut failures_file = open(&failures_path)?;
         // A UTF-8 BOM: failures.csv is UTF-8 whatever the input's encoding, and
@@ -114,7 +164,7 @@ impl Recorder {
             dir: dir.to_path_buf(),
             results,
             failures,
-            counts: Counts::default(),
+            counts,
             itoa: itoa::Buffer::new(),
         })
     }
@@ -184,6 +234,23 @@ impl Recorder {
             .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))
     }
 
+    /// Make every row recorded so far durable (flush + fsync both CSVs) and
+    /// save the request figures to progress.json: the journal's batch point.
+    pub fn checkpoint(&mut self, engine: EngineFigures) -> Result<(), ReportError> {
+        self.flush()?;
+        self.results
+            .get_ref()
+            .get_ref()
+            .sync_data()
+            .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
+        self.failures
+            .get_ref()
+            .get_ref()
+            .sync_data()
+            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+        journal::write_progress(&self.dir, engine.into())
+    }
+
     /// Flush the CSVs and write summary.json atomically (temp file + rename),
     /// so a crash never leaves a half-written summary.
     pub fn finish(mut self, summary: &Summary) -> Result<(), ReportError> {
@@ -194,17 +261,23 @@ impl Recorder {
 
 /// Write `summary.json` in `dir` via a 0600 temporary file and a rename.
 pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
-    let path = dir.join("summary.json");
+    write_json_atomic(&dir.join("summary.json"), summary)
+}
+
+/// Write `value` as JSON to `path` via a 0600 temporary file in the same
+/// directory, fsync and rename: readers see the old file or the new, never half.
+pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<(), ReportError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".summary.json.")
+        .prefix(".tmp.")
         .tempfile_in(dir)
-        .map_err(|e| ReportError::write(&path, e))?;
-    serde_json::to_writer_pretty(&mut tmp, summary).map_err(|e| ReportError::write(&path, e))?;
+        .map_err(|e| ReportError::write(path, e))?;
+    serde_json::to_writer_pretty(&mut tmp, value).map_err(|e| ReportError::write(path, e))?;
     tmp.write_all(b"\n")
         .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| ReportError::write(&path, e))?;
-    tmp.persist(&path)
-        .map_err(|e| ReportError::write(&path, e.error))?;
+        .map_err(|e| ReportError::write(path, e))?;
+    tmp.persist(path)
+        .map_err(|e| ReportError::write(path, e.error))?;
     Ok(())
 }
 

@@ -87,6 +87,18 @@ pub struct EngineFigures {
     pub token_refreshes: u64,
 }
 
+impl EngineFigures {
+    /// Figures of two parts of one run, added.
+    pub fn plus(&self, o: &EngineFigures) -> EngineFigures {
+        EngineFigures {
+            requests_sent: self.requests_sent + o.requests_sent,
+            retries: self.retries + o.retries,
+            throttled_429: self.throttled_429 + o.throttled_429,
+            token_refreshes: self.token_refreshes + o.token_refreshes,
+        }
+    }
+}
+
 /// The input, as summary.json names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputInfo {

@@ -9,7 +9,7 @@
 //! service error, which makes hyper close the socket without writing anything.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -25,7 +25,8 @@ use super::error::HttpError;
 use super::state::{ConfigPatch, Fault, Shared, Store};
 use super::validate::{UserInput, field_error, validate};
 use crate::api::model::{
-    ApiError, ErrorDetail, ErrorMeta, TOKEN_PATH, TokenRequest, TokenResponse, USERS_PATH, codes,
+    ApiError, CreateUser, ErrorDetail, ErrorMeta, TOKEN_PATH, TokenRequest, TokenResponse,
+    USERS_PATH, codes,
 };
 
 /// Response extension telling the connection layer to drop the connection instead
@@ -55,7 +56,7 @@ fn dropped() -> Response {
     resp
 }
 
-fn bump(counter: &std::sync::atomic::AtomicU64) {
+fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 
@@ -233,10 +234,7 @@ async fn create_user(
     resp
 }
 
-fn create(
-    sh: &Shared,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<crate::api::model::CreateUser, HttpError> {
+fn create(sh: &Shared, body: Result<Bytes, BytesRejection>) -> Result<CreateUser, HttpError> {
     let c = &sh.counters;
     let parsed = body
         .map_err(|r| HttpError::malformed(r.body_text()))

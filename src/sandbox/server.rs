@@ -11,6 +11,8 @@
 //! to finish its in-flight request and close; the `hard` token (fired by
 //! `Sandbox::shutdown` after a grace period) drops whatever is still open.
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response};
@@ -46,7 +48,7 @@ pub(crate) async fn accept_loop(
                     // Typically EMFILE under load: back off briefly instead of
                     // spinning, and keep serving the connections we have.
                     tracing::warn!(error = %e, "sandbox: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
@@ -86,6 +88,11 @@ async fn serve_connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // hyper's default, spelled out because it doubles as an idle keep-alive
+        // timeout: like real servers, the sandbox closes a connection idle for
+        // 30 s, so clients meet "connection closed before message completed"
+        // on a stale pooled connection here too.
+        .header_read_timeout(Duration::from_secs(30))
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {

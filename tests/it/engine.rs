@@ -19,6 +19,7 @@ pub struct Row {
     pub status: String,
     pub http_status: Option<u16>,
     pub attempts: u32,
+    #[allow(dead_code, reason = "read by some tests only")]
     pub error: String,
 }
 
@@ -313,7 +314,19 @@ async fn users_created_earlier_come_back_exists() {
     let sb = sandbox(SandboxConfig::default()).await;
     let fx = Fixture::users(5);
     // A first run creates the first two users; the second meets them taken.
-    let pre = run_blocking(sb.url(), "sandbox-secret", args(&fx, &["--limit", "2"])).await;
+    let first_out = fx.dir.path().join("first");
+    let pre = run_blocking(
+        sb.url(),
+        "sandbox-secret",
+        vec![
+            fx.input.display().to_string(),
+            "--limit".into(),
+            "2".into(),
+            "--out".into(),
+            first_out.display().to_string(),
+        ],
+    )
+    .await;
     assert_eq!(code(&pre), 0, "{}", stderr(&pre));
     let out = run_blocking(sb.url(), "sandbox-secret", args(&fx, &[])).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));

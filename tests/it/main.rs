@@ -1,3 +1,7 @@
-mod engine_parts;
-mod sandbox;
+mod cli;
+mod dry_run;
 mod engine;
+mod engine_parts;
+mod props;
+mod sandbox;
+mod util;

@@ -1,0 +1,409 @@
+//! The run's journal, so an interrupted run can be resumed (`--resume`).
+//!
+//! results.csv *is* the journal: the recorder appends each final row to it
+//! and flushes + fsyncs in batches, so a crash loses at most the rows of the
+//! last batch (they are sent again and end `created` or `exists`). Beside it:
+//! - `run.json`, written before the first request: the input's path and
+//!   SHA-256, so a resume against a changed file is refused;
+//! - `progress.json`, rewritten atomically with every batch: the request
+//!   figures so far, so summary.json covers the whole run after a resume.
+//!
+//! On `--resume`, rows already final (`created`, `exists`, `duplicate`,
+//! `unchanged`, `changed`, `rejected`) are skipped; `invalid` rows are simply
+//! validated again; `failed` rows and rows never recorded are sent. A row
+//! number set is a bitset: 10M rows cost 1.25 MB.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Counts, EngineFigures, ReportError, write_json_atomic};
+use crate::outcome::Status;
+
+/// `run.json`: what a resume must match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub tool_version: String,
+    pub input_path: String,
+    pub input_sha256: String,
+    pub started: String,
+}
+
+/// `progress.json`: request figures so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub requests_sent: u64,
+    pub retries: u64,
+    pub throttled_429: u64,
+    pub token_refreshes: u64,
+}
+
+impl From<Progress> for EngineFigures {
+    fn from(p: Progress) -> Self {
+        EngineFigures {
+            requests_sent: p.requests_sent,
+            retries: p.retries,
+            throttled_429: p.throttled_429,
+            token_refreshes: p.token_refreshes,
+        }
+    }
+}
+
+impl From<EngineFigures> for Progress {
+    fn from(e: EngineFigures) -> Self {
+        Progress {
+            requests_sent: e.requests_sent,
+            retries: e.retries,
+            throttled_429: e.throttled_429,
+            token_refreshes: e.token_refreshes,
+        }
+    }
+}
+
+/// Why a resume is refused (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error(
+        "nothing to resume in {dir}: it has no run.json (was the run started there, and not as a dry run?)"
+    )]
+    NoRun { dir: PathBuf },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a run record of this tool: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "the input changed since the run in {dir} started (SHA-256 was {was}, is {now}); \
+         resume with the same file, or start a new run with another --out"
+    )]
+    InputChanged {
+        dir: PathBuf,
+        was: String,
+        now: String,
+    },
+    #[error("cannot resume a run that reads stdin: give the input as a file")]
+    Stdin,
+    #[error(
+        "{dir} already holds a run's reports; add --resume to continue it, or choose another --out"
+    )]
+    Exists { dir: PathBuf },
+}
+
+/// A set of row numbers, one bit each.
+#[derive(Clone, Debug, Default)]
+pub struct RowSet {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl RowSet {
+    /// Add `row`.
+    pub fn insert(&mut self, row: u64) {
+        let (w, b) = ((row / 64) as usize, row % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        if self.words[w] & (1 << b) == 0 {
+            self.len += 1;
+        }
+        self.words[w] |= 1 << b;
+    }
+
+    /// Whether `row` is in the set.
+    pub fn contains(&self, row: u64) -> bool {
+        let (w, b) = ((row / 64) as usize, row % 64);
+        self.words.get(w).is_some_and(|x| x & (1 << b) != 0)
+    }
+
+    /// Rows in the set.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A `rejected` row of the earlier run, replayed into failures.csv.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub user_id: String,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub error: String,
+}
+
+/// What the earlier part of a run left behind.
+#[derive(Debug, Default)]
+pub struct ResumeState {
+    /// Rows final and successful: their results.csv lines are kept as they are.
+    pub done: RowSet,
+    /// Rows the API rejected: not sent again, written again with their raw record.
+    pub rejected: HashMap<u64, Rejected>,
+    /// Counts of the kept lines.
+    pub kept_counts: Counts,
+    /// Request figures of the earlier part.
+    pub prior: EngineFigures,
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Write `run.json` in `dir`.
+pub fn write_meta(dir: &Path, meta: &RunMeta) -> Result<(), ReportError> {
+    write_json_atomic(&dir.join("run.json"), meta)
+}
+
+/// Write `progress.json` in `dir`.
+pub fn write_progress(dir: &Path, p: Progress) -> Result<(), ReportError> {
+    write_json_atomic(&dir.join("progress.json"), &p)
+}
+
+/// Refuse to start a fresh run over an earlier live run's reports (a dry
+/// run's reports are reproducible and may be overwritten).
+pub fn check_fresh(dir: &Path) -> Result<(), ResumeError> {
+    if dir.join("run.json").exists() {
+        return Err(ResumeError::Exists {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Load what a resume needs from `dir`, checking the input's hash.
+pub fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> {
+    let meta_path = dir.join("run.json");
+    let meta: RunMeta = match std::fs::read(&meta_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ResumeError::Corrupt {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ResumeError::NoRun {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Err(e) => {
+            return Err(ResumeError::Read {
+                path: meta_path,
+                source: e,
+            });
+        }
+    };
+    if meta.input_sha256 != input_sha256 {
+        return Err(ResumeError::InputChanged {
+            dir: dir.to_path_buf(),
+            was: meta.input_sha256,
+            now: input_sha256.to_string(),
+        });
+    }
+    let prior = match std::fs::read(dir.join("progress.json")) {
+        Ok(bytes) => serde_json::from_slice::<Progress>(&bytes)
+            .map(EngineFigures::from)
+            .unwrap_or_default(),
+        Err(_) => EngineFigures::default(),
+    };
+    let results = dir.join("results.csv");
+    let file = match File::open(&results) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(ResumeState {
+                prior,
+                ..Default::default()
+            });
+        }
+        Err(e) => {
+            return Err(ResumeError::Read {
+                path: results,
+                source: e,
+            });
+        }
+    };
+    let mut state = scan_results(BufReader::new(file)).map_err(|e| ResumeError::Read {
+        path: results,
+        source: e,
+    })?;
+    state.prior = prior;
+    Ok(state)
+}
+
+/// Read results.csv lines; a torn last line (a crash mid-write) is dropped.
+fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
+    let mut state = ResumeState::default();
+    let mut line = Vec::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        let n = rdr.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if first {
+            first = false;
+            continue; // header
+        }
+        if line.last() != Some(&b'\n') {
+            break; // torn: the crash cut this line
+        }
+        let mut csv_rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&line[..]);
+        let mut rec = csv::StringRecord::new();
+        if !csv_rdr.read_record(&mut rec).unwrap_or(false) || rec.len() != 7 {
+            continue;
+        }
+        let (Some(row), Some(status)) = (rec[0].parse::<u64>().ok(), Status::parse(&rec[2])) else {
+            continue;
+        };
+        if state.done.contains(row) || state.rejected.contains_key(&row) {
+            continue;
+        }
+        match status {
+            Status::Created
+            | Status::Exists
+            | Status::Duplicate
+            | Status::Unchanged
+            | Status::Changed => {
+                state.done.insert(row);
+                state.kept_counts.add(status);
+            }
+            Status::Rejected => {
+                state.rejected.insert(
+                    row,
+                    Rejected {
+                        user_id: rec[1].to_string(),
+                        http_status: rec[3].parse().ok(),
+                        attempts: rec[4].parse().unwrap_or(0),
+                        error: rec[5].to_string(),
+                    },
+                );
+            }
+            // Validated again, or sent again.
+            Status::Invalid | Status::Failed | Status::Valid => {}
+        }
+    }
+    Ok(state)
+}
+
+/// Copy the lines of `state.done` rows from the old results file `old` to
+/// `w` (the first line of each row, as `scan_results` counted it).
+pub fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Result<()> {
+    let mut rdr = BufReader::new(File::open(old)?);
+    let mut copied = RowSet::default();
+    let mut line = Vec::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        if rdr.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        if std::mem::take(&mut first) {
+            continue;
+        }
+        let row = line
+            .iter()
+            .position(|&b| b == b',')
+            .and_then(|i| std::str::from_utf8(&line[..i]).ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(row) = row
+            && state.done.contains(row)
+            && !copied.contains(row)
+        {
+            copied.insert(row);
+            w.write_all(&line)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rowset() {
+        let mut s = RowSet::default();
+        assert!(!s.contains(5));
+        s.insert(5);
+        s.insert(5);
+        s.insert(1000);
+        assert!(s.contains(5) && s.contains(1000) && !s.contains(6));
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn scan_keeps_final_rows_and_drops_a_torn_line() {
+        let text = "row,user_id,status,http_status,attempts,error,duration_ms\n\
+                    1,u1,created,200,1,,5\n\
+                    2,u2,failed,503,6,HTTP 503,900\n\
+                    3,u3,rejected,400,1,first_name: bad,4\n\
+                    4,u4,invalid,,0,user_id: required,0\n\
+                    5,u5,exists,400,2,,7\n\
+                    6,u6,crea";
+        let s = scan_results(text.as_bytes()).unwrap();
+        assert!(s.done.contains(1) && s.done.contains(5));
+        assert!(!s.done.contains(2) && !s.done.contains(4) && !s.done.contains(6));
+        assert_eq!(s.rejected[&3].error, "first_name: bad");
+        assert_eq!(s.kept_counts.get(Status::Created), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("results.csv");
+        std::fs::write(&old, text).unwrap();
+        let mut out = Vec::new();
+        copy_kept(&old, &mut out, &s).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1,u1,created,200,1,,5\n5,u5,exists,400,2,,7\n"
+        );
+    }
+
+    #[test]
+    fn load_refuses_a_changed_input_and_a_missing_run() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            load(dir.path(), "abc"),
+            Err(ResumeError::NoRun { .. })
+        ));
+        write_meta(
+            dir.path(),
+            &RunMeta {
+                tool_version: "x".into(),
+                input_path: "in.csv".into(),
+                input_sha256: "abc".into(),
+                started: "t".into(),
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            load(dir.path(), "def"),
+            Err(ResumeError::InputChanged { .. })
+        ));
+        let s = load(dir.path(), "abc").unwrap();
+        assert!(s.done.is_empty());
+        assert!(matches!(
+            check_fresh(dir.path()),
+            Err(ResumeError::Exists { .. })
+        ));
+    }
+}

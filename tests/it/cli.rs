@@ -1,0 +1,388 @@
+//! The command line through the real binary: help, usage errors and their
+//! wording, and where options come from (SPEC: "Command line", "Target",
+//! "Credentials", "Output and logs": flag > environment > config file > default).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use crate::util::{Cli, CliOutput, TestDir, read_results, read_summary, run_cli};
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A one-row valid input in `t`.
+fn one_row(t: &TestDir) -> PathBuf {
+    t.write_csv("in.csv", &[&["user_id", "first_name"], &["u1", "Ann"]])
+}
+
+fn path_arg(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// The `target` a dry run recorded in summary.json.
+fn dry_run_target(cli: Cli, out: &str) -> serde_json::Value {
+    cli.run().expect_code(0);
+    read_summary(out)["target"].clone()
+}
+
+/// `GLOBAL... run INPUT --dry-run --out DIR EXTRA...` for a one-row input.
+fn dry(t: &TestDir, out: &str, global: &[&str], extra: &[&str]) -> (Cli, String) {
+    let input = one_row(t);
+    let dir = t.arg(out);
+    let mut args: Vec<String> = global.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "run".to_string(),
+        path_arg(&input),
+        "--dry-run".into(),
+        "--out".into(),
+        dir.clone(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (Cli::new(args), dir)
+}
+
+// SPEC: Command line. Each command's help shows how to call it.
+#[test]
+fn help_of_each_command_shows_an_example() {
+    for sub in ["run", "check", "sandbox"] {
+        let out = run_cli([sub, "--help"]);
+        out.expect_code(0)
+            .expect_stdout("Examples:")
+            .expect_stdout(&format!("connect-provision {sub}"));
+    }
+    let out = run_cli(["--help"]);
+    out.expect_code(0)
+        .expect_stdout("connect-provision run samples/customers.csv --dry-run")
+        .expect_stdout("Exit codes");
+    run_cli(["help", "run"])
+        .expect_code(0)
+        .expect_stdout("--dry-run");
+    run_cli(["--version"])
+        .expect_code(0)
+        .expect_stdout(env!("CARGO_PKG_VERSION"));
+}
+
+// SPEC: Target ("exactly one; never a silent default to production").
+#[test]
+fn live_run_without_a_target_is_refused() {
+    let t = TestDir::new();
+    let input = one_row(&t);
+    let out = Cli::new(["run", &path_arg(&input)])
+        .current_dir(t.path())
+        .run();
+    out.expect_code(2)
+        .expect_stderr("--sandbox")
+        .expect_stderr("--env")
+        .expect_stderr("--base-url");
+    assert_eq!(out.error_lines().len(), 1, "{out}");
+    assert!(!t.join("reports").exists(), "nothing written\n{out}");
+
+    let out = Cli::new(["check"]).current_dir(t.path()).run();
+    out.expect_code(2)
+        .expect_stderr("--sandbox")
+        .expect_stderr("--base-url");
+}
+
+#[test]
+fn two_targets_are_refused() {
+    let t = TestDir::new();
+    let input = path_arg(&one_row(&t));
+    run_cli(["run", &input, "--sandbox", "--env", "production"]).expect_code(2);
+    run_cli([
+        "run",
+        &input,
+        "--env",
+        "development",
+        "--base-url",
+        "https://connect.example.com",
+    ])
+    .expect_code(2);
+    let cfg = t.write("c.toml", "sandbox = true\nenv = \"production\"\n");
+    let out = run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"]);
+    out.expect_code(2).expect_stderr("more than one target");
+}
+
+// SPEC: Target (`--base-url`: plain http only for loopback hosts).
+#[test]
+fn plain_http_base_url_is_only_for_loopback() {
+    let t = TestDir::new();
+    let input = path_arg(&one_row(&t));
+    let out = run_cli(["run", &input, "--base-url", "http://example.com"]);
+    out.expect_code(2)
+        .expect_stderr("only for loopback")
+        .expect_stderr("http://example.com");
+    run_cli(["check", "--base-url", "http://connect.example.com:8080"])
+        .expect_code(2)
+        .expect_stderr("only for loopback");
+    // The same rule for the environment variable and the config file, and
+    // also in a dry run (the target is checked even when nothing is sent).
+    Cli::new(["run", &input, "--dry-run", "--out", &t.arg("o1")])
+        .env("CONNECT_BASE_URL", "http://10.0.0.1:8080")
+        .run()
+        .expect_code(2)
+        .expect_stderr("only for loopback");
+    let cfg = t.write("c.toml", "base_url = \"http://example.com\"\n");
+    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+        .expect_code(2)
+        .expect_stderr("only for loopback");
+    run_cli(["run", &input, "--base-url", "ftp://127.0.0.1/"])
+        .expect_code(2)
+        .expect_stderr("https");
+}
+
+// SPEC: Credentials ("Never a secret value on the command line").
+#[test]
+fn there_is_no_client_secret_flag() {
+    let t = TestDir::new();
+    let input = path_arg(&one_row(&t));
+    for args in [
+        vec![
+            "run",
+            &input,
+            "--sandbox",
+            "--client-secret",
+            "s3cr3t-value",
+        ],
+        vec![
+            "check",
+            "--env",
+            "development",
+            "--client-secret",
+            "s3cr3t-value",
+        ],
+        vec!["run", &input, "--sandbox", "--client-secret=s3cr3t-value"],
+    ] {
+        let out = run_cli(args);
+        out.expect_code(2).expect_stderr("--client-secret");
+        assert!(!out.stderr().contains("s3cr3t-value"), "{out}");
+    }
+}
+
+#[test]
+fn rate_zero_is_a_usage_error_naming_rate() {
+    let t = TestDir::new();
+    let input = path_arg(&one_row(&t));
+    run_cli(["run", &input, "--sandbox", "--rate", "0"])
+        .expect_code(2)
+        .expect_stderr("--rate");
+    let cfg = t.write("c.toml", "rate = 0\n");
+    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+        .expect_code(2)
+        .expect_stderr("rate");
+}
+
+// SPEC: Output and logs (`--config FILE` holds any option); unknown keys are errors.
+#[test]
+fn config_with_an_unknown_key_is_refused_naming_it() {
+    let t = TestDir::new();
+    let input = path_arg(&one_row(&t));
+    let cfg = t.write("c.toml", "rate = 5\nrates = 5\n");
+    let out = run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"]);
+    out.expect_code(2)
+        .expect_stderr("rates")
+        .expect_stderr("c.toml");
+    assert_eq!(out.error_lines().len(), 1, "{out}");
+
+    // An unknown field inside [columns] too.
+    let cfg = t.write("c2.toml", "[columns]\nemail = \"E-mail\"\n");
+    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+        .expect_code(2)
+        .expect_stderr("email");
+
+    // A config file that does not exist, and one that is not TOML.
+    run_cli(["--config", &t.arg("nope.toml"), "run", &input, "--dry-run"])
+        .expect_code(2)
+        .expect_stderr("nope.toml");
+    let cfg = t.write("bad.toml", "rate = \n");
+    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+        .expect_code(2)
+        .expect_stderr("bad.toml");
+}
+
+// settings.rs `ConfigFile::load` counts `text[..span.start].lines()`: when
+// the span starts a line (an unknown key does), the prefix ends with '\n' and
+// the count is one short. A bad *value* (mid-line span) is reported right.
+#[test]
+
+fn config_error_names_the_right_line() {
+    let t = TestDir::new();
+    let input = path_arg(&one_row(&t));
+    let cfg = t.write("c.toml", "rate = 5\n\n\nrates = 5\n");
+    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+        .expect_code(2)
+        .expect_stderr("rates")
+        .expect_stderr("(at line 4)");
+}
+
+// SPEC: Output and logs (precedence flag > environment > config file).
+// A dry run records its target in summary.json without sending anything.
+#[test]
+fn target_precedence_flag_then_env_then_config() {
+    let t = TestDir::new();
+    let cfg = t.write("c.toml", "base_url = \"http://127.0.0.1:3003\"\n");
+    let cfg = path_arg(&cfg);
+
+    let with_cfg = ["--config", cfg.as_str()];
+
+    let (cli, out) = dry(&t, "config", &with_cfg, &[]);
+    assert_eq!(dry_run_target(cli, &out), "http://127.0.0.1:3003");
+
+    let (cli, out) = dry(&t, "env", &with_cfg, &[]);
+    let cli = cli.env("CONNECT_BASE_URL", "http://127.0.0.1:2002/");
+    assert_eq!(dry_run_target(cli, &out), "http://127.0.0.1:2002");
+
+    let (cli, out) = dry(
+        &t,
+        "flag",
+        &with_cfg,
+        &["--base-url", "http://localhost:1001"],
+    );
+    let cli = cli.env("CONNECT_BASE_URL", "http://127.0.0.1:2002");
+    assert_eq!(dry_run_target(cli, &out), "http://localhost:1001");
+
+    // A flag target of another kind replaces the config's (and the env's).
+    let (cli, out) = dry(&t, "env-flag", &with_cfg, &["--env", "production"]);
+    assert_eq!(dry_run_target(cli, &out), "https://connect.instacart.com");
+    let (cli, out) = dry(&t, "sandbox-flag", &with_cfg, &["--sandbox"]);
+    assert_eq!(dry_run_target(cli, &out), "embedded sandbox");
+
+    // The config file named by CONNECT_PROVISION_CONFIG.
+    let (cli, out) = dry(&t, "env-config", &[], &[]);
+    let cli = cli.env("CONNECT_PROVISION_CONFIG", &cfg);
+    assert_eq!(dry_run_target(cli, &out), "http://127.0.0.1:3003");
+
+    // No target at all is fine for a dry run.
+    let (cli, out) = dry(&t, "none", &[], &[]);
+    assert_eq!(dry_run_target(cli, &out), serde_json::Value::Null);
+}
+
+// The same precedence seen from `check`, whose error names the URL it tried.
+#[test]
+fn check_tries_the_url_of_highest_precedence() {
+    let t = TestDir::new();
+    let (flag, env, file) = (closed_port(), closed_port(), closed_port());
+    let cfg = t.write(
+        "c.toml",
+        format!("base_url = \"http://127.0.0.1:{file}\"\nclient_id = \"from-config\"\n"),
+    );
+    let cfg = path_arg(&cfg);
+    let check = |extra: &[&str], env_url: Option<String>| -> CliOutput {
+        let mut args = vec!["--config", cfg.as_str(), "check", "--timeout", "5s"];
+        args.extend_from_slice(extra);
+        let mut cli = Cli::new(args).env("CONNECT_CLIENT_SECRET", "not-a-real-secret");
+        if let Some(u) = env_url {
+            cli = cli.env("CONNECT_BASE_URL", u);
+        }
+        let out = cli.run();
+        out.expect_code(3);
+        assert!(!out.stderr().contains("not-a-real-secret"), "{out}");
+        out
+    };
+    check(&[], None).expect_stderr(&format!("http://127.0.0.1:{file}"));
+    check(&[], Some(format!("http://127.0.0.1:{env}")))
+        .expect_stderr(&format!("http://127.0.0.1:{env}"));
+    let flag_url = format!("http://127.0.0.1:{flag}");
+    let out = check(
+        &["--base-url", &flag_url],
+        Some(format!("http://127.0.0.1:{env}")),
+    );
+    out.expect_stderr(&flag_url);
+    assert!(!out.stderr().contains(&format!(":{env}")), "{out}");
+    assert!(!out.stderr().contains(&format!(":{file}")), "{out}");
+
+    // Credentials: without a secret from anywhere, a usage error before any request.
+    let out = Cli::new(["--config", cfg.as_str(), "check"]).run();
+    out.expect_code(2).expect_stderr("CONNECT_CLIENT_SECRET");
+}
+
+// SPEC: Input and mapping (a `[columns]` table in the config file), and
+// precedence for reading options: --map / --delimiter / --encoding beat the file.
+#[test]
+fn config_columns_table_and_flag_overrides() {
+    let t = TestDir::new();
+    let cfg = t.write(
+        "c.toml",
+        "delimiter = \";\"\nencoding = \"windows-1252\"\n\n[columns]\nuser_id = \"Customer ID\"\nfirst_name = \"Given Name\"\n",
+    );
+    let cfg = path_arg(&cfg);
+    let input = t.write(
+        "in.csv",
+        &b"Customer ID;Given Name;Alt Name\nc1;Jos\xE9;Ann\nc2;;Bob\n"[..],
+    );
+    let input = path_arg(&input);
+    let run = |out: &str, extra: &[&str]| -> (CliOutput, String) {
+        let dir = t.arg(out);
+        let mut args = vec![
+            "--config",
+            cfg.as_str(),
+            "run",
+            input.as_str(),
+            "--dry-run",
+            "--out",
+            dir.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        (run_cli(args), dir)
+    };
+
+    let (out, dir) = run("config", &[]);
+    out.expect_code(1);
+    let results = read_results(&dir);
+    assert_eq!(results.len(), 2);
+    assert_eq!(
+        (results[0].user_id.as_str(), results[0].status.as_str()),
+        ("c1", "valid")
+    );
+    assert_eq!(results[1].error, "first_name: required");
+
+    // --map replaces the file's mapping for that field only.
+    let (out, dir) = run("map", &["--map", "first_name=Alt Name"]);
+    out.expect_code(0);
+    assert!(read_results(&dir).iter().all(|r| r.status == "valid"));
+
+    // --encoding beats the file's encoding: read as UTF-8, row 1 is invalid.
+    let (out, dir) = run("encoding", &["--encoding", "utf-8"]);
+    out.expect_code(1);
+    let results = read_results(&dir);
+    assert!(
+        results[0]
+            .error
+            .contains("invalid UTF-8 in column 'Given Name'"),
+        "{results:#?}"
+    );
+
+    // --delimiter beats the file's delimiter: with ',' the header is one column.
+    let (out, _) = run("delimiter", &["--delimiter", ","]);
+    out.expect_code(2).expect_stderr("Customer ID");
+}
+
+// SPEC: Output and logs ("Phone numbers and names are not logged above debug level").
+#[test]
+fn dry_run_logs_no_names_or_phones() {
+    let t = TestDir::new();
+    let input = t.write_csv(
+        "in.csv",
+        &[
+            &["user_id", "first_name", "phone_number"],
+            &["u1", "Unmistakablename", "+1 415 555 0199"],
+            &["u2", "", "+1 415 555 0198"],
+        ],
+    );
+    let out = run_cli([
+        "run",
+        &path_arg(&input),
+        "--dry-run",
+        "--out",
+        &t.arg("out"),
+        "--log-format",
+        "json",
+    ]);
+    out.expect_code(1);
+    let all = format!("{}{}", out.stdout(), out.stderr());
+    for secret in ["Unmistakablename", "555 0199", "555 0198", "4155550199"] {
+        assert!(!all.contains(secret), "{secret} leaked\n{out}");
+    }
+}
