@@ -195,6 +195,11 @@ pub struct RunArgs {
     /// Report directory [default: reports/<UTC timestamp>/].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// Benchmarking only: skip the journal's fsync batches (a crash may then
+    /// lose recorded rows; they are resent and end `exists`).
+    #[arg(long, hide = true)]
+    pub no_journal: bool,
 }
 
 /// `check`'s options.

@@ -233,6 +233,8 @@ pub struct RunSettings {
     pub dry_run: bool,
     pub resume: bool,
     pub out: PathBuf,
+    /// Flush + fsync results.csv in batches (off only for benchmarks).
+    pub journal: bool,
 }
 
 /// Everything `check` needs.
@@ -551,6 +553,7 @@ pub fn resolve_run(
         dry_run: args.dry_run,
         resume: args.resume,
         out,
+        journal: !args.no_journal,
     })
 }
 

@@ -195,7 +195,14 @@ pub async fn run_live(
         let tokens = tokens.clone();
         move || prior.plus(&figures_of(&counters, tokens.as_deref()))
     };
-    let recorder_thread = spawn_recorder(recorder, outcome_rx, bar, figures.clone(), stop.clone());
+    let recorder_thread = spawn_recorder(
+        recorder,
+        outcome_rx,
+        bar,
+        figures.clone(),
+        stop.clone(),
+        settings.journal,
+    );
 
     let reader = {
         let stop = stop.clone();
@@ -525,6 +532,7 @@ fn spawn_recorder(
     bar: RunBar,
     figures: impl Fn() -> EngineFigures + Send + 'static,
     stop: Stop,
+    journal: bool,
 ) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar)> {
     tokio::task::spawn_blocking(move || {
         let mut last_checkpoint = Instant::now();
@@ -532,33 +540,51 @@ fn spawn_recorder(
             stop.trip(StopKind::Fatal, crate::error::chain(&e));
             (Err(e), bar)
         };
+        let checkpoint = |recorder: &mut Recorder| {
+            if journal {
+                recorder.checkpoint(figures())
+            } else {
+                Ok(())
+            }
+        };
+        // Rows recorded since the last checkpoint.
+        let mut dirty = false;
         loop {
-            // Wait at most until the next checkpoint is due, so a quiet
-            // spell (a 429 pause) still gets its rows made durable.
-            let next = match outcome_rx.try_recv() {
-                Ok(done) => Some(done),
+            let (outcome, raw) = match outcome_rx.try_recv() {
+                Ok(done) => done,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if let Err(e) = recorder.checkpoint(figures()) {
-                        return fail(e, bar);
-                    }
-                    last_checkpoint = Instant::now();
+                Err(mpsc::error::TryRecvError::Empty) if !dirty => {
                     match outcome_rx.blocking_recv() {
-                        Some(done) => Some(done),
+                        Some(done) => done,
                         None => break,
                     }
                 }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // A quiet spell (a 429 pause, the tail): make what is
+                    // recorded durable on schedule instead of waiting for more.
+                    let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+                    if due.is_zero() {
+                        if let Err(e) = checkpoint(&mut recorder) {
+                            return fail(e, bar);
+                        }
+                        last_checkpoint = Instant::now();
+                        dirty = false;
+                    } else {
+                        std::thread::sleep(due.min(Duration::from_millis(10)));
+                    }
+                    continue;
+                }
             };
-            if let Some((outcome, raw)) = next
-                && let Err(e) = recorder.record(&outcome, raw.as_ref())
-            {
+            if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
                 return fail(e, bar);
             }
+            dirty = true;
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                last_checkpoint = Instant::now();
-                if let Err(e) = recorder.checkpoint(figures()) {
+                if let Err(e) = checkpoint(&mut recorder) {
                     return fail(e, bar);
                 }
+                last_checkpoint = Instant::now();
+                dirty = false;
                 let f = figures();
                 bar.update(
                     recorder.counts().total(),
