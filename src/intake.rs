@@ -16,7 +16,7 @@ use crate::api::model::CreateUser;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
 use crate::report::journal::ResumeState;
-use crate::validate::Validator;
+use crate::validate::{Validated, Validator};
 
 /// A hasher for keys that are already uniformly distributed hashes.
 #[derive(Default)]
@@ -33,6 +33,43 @@ impl Hasher for Passthrough {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+}
+
+/// Shards of the fingerprint set. Each grows on its own, so a resize holds
+/// two copies of one shard, not of the whole set (the RSS peak at 1M rows).
+const SHARDS: usize = 16;
+
+/// The in-file duplicate filter: fingerprints of the user_ids accepted so far.
+#[derive(Default)]
+pub struct Dedup {
+    shards: [HashSet<u64, BuildHasherDefault<Passthrough>>; SHARDS],
+}
+
+impl Dedup {
+    /// Record `user_id`; false when an earlier row had it.
+    pub fn claim(&mut self, user_id: &str) -> bool {
+        let f = fingerprint(user_id);
+        self.shards[(f >> 60) as usize % SHARDS].insert(f)
+    }
+
+    /// Turn a validated row into its step: invalid, duplicate, or to send.
+    pub fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, CreateUser), Outcome> {
+        match v.result {
+            Err(invalid) => Err(Outcome::local(
+                row,
+                v.user_id,
+                Status::Invalid,
+                Some(invalid.to_string()),
+            )),
+            Ok(user) if self.claim(&user.user_id) => Ok((row, user)),
+            Ok(_) => Err(Outcome::local(
+                row,
+                v.user_id,
+                Status::Duplicate,
+                Some("user_id already appeared in an earlier row; not sent".into()),
+            )),
+        }
     }
 }
 
@@ -53,7 +90,7 @@ pub enum Step<'a> {
 pub struct Intake {
     reader: InputReader,
     validator: Validator,
-    seen: HashSet<u64, BuildHasherDefault<Passthrough>>,
+    seen: Dedup,
     rec: ByteRecord,
     /// On `--resume`: what the earlier part of the run finished.
     resume: Option<ResumeState>,
@@ -65,7 +102,7 @@ impl Intake {
         Intake {
             reader,
             validator,
-            seen: HashSet::default(),
+            seen: Dedup::default(),
             rec: ByteRecord::new(),
             resume: None,
         }
@@ -91,13 +128,13 @@ impl Intake {
                 // A success of the earlier part still claims its user_id.
                 let v = self.validator.validate(&self.rec);
                 if let Ok(user) = v.result {
-                    self.seen.insert(fingerprint(&user.user_id));
+                    self.seen.claim(&user.user_id);
                 }
                 continue;
             }
             if let Some(r) = resume.rejected.remove(&row) {
                 if let Ok(user) = self.validator.validate(&self.rec).result {
-                    self.seen.insert(fingerprint(&user.user_id));
+                    self.seen.claim(&user.user_id);
                 }
                 let o = Outcome {
                     row,
@@ -113,36 +150,24 @@ impl Intake {
             break row;
         };
         let v = self.validator.validate(&self.rec);
-        Ok(Some(match v.result {
-            Err(invalid) => Step::Local(
-                Outcome::local(row, v.user_id, Status::Invalid, Some(invalid.to_string())),
-                &self.rec,
-            ),
-            Ok(user) => {
-                if self.seen.insert(fingerprint(&user.user_id)) {
-                    Step::Send {
-                        row,
-                        user,
-                        raw: &self.rec,
-                    }
-                } else {
-                    Step::Local(
-                        Outcome::local(
-                            row,
-                            v.user_id,
-                            Status::Duplicate,
-                            Some("user_id already appeared in an earlier row; not sent".into()),
-                        ),
-                        &self.rec,
-                    )
-                }
-            }
+        Ok(Some(match self.seen.decide(row, v) {
+            Ok((row, user)) => Step::Send {
+                row,
+                user,
+                raw: &self.rec,
+            },
+            Err(outcome) => Step::Local(outcome, &self.rec),
         }))
     }
 
     /// The underlying reader (headers, digest, rows read).
     pub fn reader(&self) -> &InputReader {
         &self.reader
+    }
+
+    /// Take the parts apart, for the parallel dry run.
+    pub fn into_parts(self) -> (InputReader, Validator) {
+        (self.reader, self.validator)
     }
 }
 
