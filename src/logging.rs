@@ -23,7 +23,12 @@ pub fn init<W>(format: LogFormat, verbose: u8, quiet: u8, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let default = format!("connect_provision={lvl},{lvl}", lvl = level(verbose, quiet));
+    // Our own crate at the chosen level; the HTTP stack's chatter only at -vvv.
+    let others = match verbose {
+        0..=2 => "warn",
+        _ => "debug",
+    };
+    let default = format!("connect_provision={},{others}", level(verbose, quiet));
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.is_empty() && verbose == 0 && quiet == 0 => EnvFilter::new(s),
         _ => EnvFilter::new(default),

@@ -45,9 +45,15 @@ impl Ui {
         }
         let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} rows  {per_sec}  ETA {eta}  {msg}",
+            "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} rows  {rate}  ETA {eta}  {msg}",
         )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", state.per_sec());
+            },
+        );
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         RunBar { bar: Some(bar) }

@@ -1,5 +1,7 @@
 //! SIGINT/SIGTERM: the first stops intake and lets requests in flight finish
-//! (the run then exits 130); a second aborts at once.
+//! (the run then exits 130); a second aborts at once. The listeners are
+//! installed once, before the run starts, so no signal falls between two
+//! waits.
 
 use tokio::task::JoinHandle;
 
@@ -7,37 +9,63 @@ use crate::exec::pipeline::{Stop, StopKind};
 
 /// Watch for signals until the returned task is aborted.
 pub fn watch(stop: Stop) -> JoinHandle<()> {
+    let mut signals = Signals::install();
     tokio::spawn(async move {
-        let first = next_signal().await;
+        let first = signals.next().await;
         tracing::warn!(
             signal = first,
             "stopping: no new rows are sent, requests in flight finish; signal again to abort at once"
         );
         stop.trip(StopKind::Interrupted, format!("interrupted by {first}"));
-        let second = next_signal().await;
+        let second = signals.next().await;
         eprintln!("error: aborted by a second {second}; run again with --resume to continue");
         std::process::exit(130);
     })
 }
 
 #[cfg(unix)]
-async fn next_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.int) => "SIGINT",
+            () = recv(&mut self.term) => "SIGTERM",
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn next_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C"
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Signals {
+        Signals
+    }
+
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }

@@ -137,6 +137,9 @@ pub async fn run_live(
 
     let mut intake = crate::cmd::run::open_intake(settings)?;
     let (recorder, prior) = open_journal(settings, &mut intake, started)?;
+    // After a resume the summary covers the whole run: its first start, and
+    // the active time of every part.
+    let started = prior.started.unwrap_or(started);
     let digest = intake.reader().digest();
     let client = ConnectClient::new(&remote.base_url, remote.credentials, exec.timeout)
         .map_err(|e| Error::Fatal(format!("{e}")))?;
@@ -193,13 +196,19 @@ pub async fn run_live(
     let figures = {
         let counters = counters.clone();
         let tokens = tokens.clone();
-        move || prior.plus(&figures_of(&counters, tokens.as_deref()))
+        let prior_figures = prior.figures;
+        move || prior_figures.plus(&figures_of(&counters, tokens.as_deref()))
+    };
+    let progress = {
+        let figures = figures.clone();
+        let prior_elapsed = prior.elapsed;
+        move || journal::Progress::new(figures(), prior_elapsed + clock.elapsed())
     };
     let recorder_thread = spawn_recorder(
         recorder,
         outcome_rx,
         bar,
-        figures.clone(),
+        progress.clone(),
         stop.clone(),
         settings.journal,
     );
@@ -266,7 +275,7 @@ pub async fn run_live(
         }
         Some((StopKind::Fatal, m)) => (Ending::Fatal, Some(m)),
     };
-    recorder.checkpoint(engine)?;
+    recorder.checkpoint(progress())?;
     let summary = Summary::build(SummaryParts {
         input: InputInfo {
             path: settings.input.display(),
@@ -276,7 +285,7 @@ pub async fn run_live(
         target: Some(remote.label),
         started,
         finished: jiff::Timestamp::now(),
-        elapsed: clock.elapsed(),
+        elapsed: prior.elapsed + clock.elapsed(),
         rows_read,
         counts: recorder.counts(),
         engine,
@@ -287,6 +296,14 @@ pub async fn run_live(
     Ok(summary)
 }
 
+/// What the earlier parts of a resumed run contribute to its summary.
+#[derive(Clone, Copy, Debug, Default)]
+struct Prior {
+    figures: EngineFigures,
+    elapsed: Duration,
+    started: Option<jiff::Timestamp>,
+}
+
 /// Open the reports: fresh (refusing to overwrite an earlier run's) with
 /// run.json written before the first request, or continuing the run in
 /// `--out` after checking the input's SHA-256. Returns the recorder and the
@@ -295,7 +312,7 @@ fn open_journal(
     settings: &RunSettings,
     intake: &mut crate::intake::Intake,
     started: jiff::Timestamp,
-) -> Result<(Recorder, EngineFigures), Error> {
+) -> Result<(Recorder, Prior), Error> {
     let out = &settings.out;
     let header = intake.reader().header_record().clone();
     let delimiter = settings.read.delimiter;
@@ -317,7 +334,11 @@ fn open_journal(
             rejected = state.rejected.len(),
             "resuming: rows already final are skipped"
         );
-        let prior = state.prior;
+        let prior = Prior {
+            figures: state.prior,
+            elapsed: state.prior_elapsed,
+            started: state.started,
+        };
         let recorder = Recorder::resume(out, &header, delimiter, &state)?;
         intake.resume_from(state);
         Ok((recorder, prior))
@@ -333,7 +354,7 @@ fn open_journal(
                 started: started.to_string(),
             },
         )?;
-        Ok((recorder, EngineFigures::default()))
+        Ok((recorder, Prior::default()))
     }
 }
 
@@ -459,6 +480,12 @@ async fn dispatch(
             let joined = tokio::spawn(async move { provision(job, &task_cx).await }).await;
             drop(permit);
             let outcome = match joined {
+                // Cut short before its first request: say why, like the rows
+                // the reader never queued.
+                Ok(Ok(mut o)) if o.status == Status::Failed && o.attempts == 0 => {
+                    o.error = Some(format!("not sent: {}", stop.message()));
+                    o
+                }
                 Ok(Ok(o)) => o,
                 Ok(Err(fatal)) => {
                     let msg = crate::error::chain(&fatal);
@@ -530,7 +557,7 @@ fn spawn_recorder(
     mut recorder: Recorder,
     mut outcome_rx: mpsc::Receiver<Done>,
     bar: RunBar,
-    figures: impl Fn() -> EngineFigures + Send + 'static,
+    progress: impl Fn() -> journal::Progress + Send + 'static,
     stop: Stop,
     journal: bool,
 ) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar)> {
@@ -542,7 +569,7 @@ fn spawn_recorder(
         };
         let checkpoint = |recorder: &mut Recorder| {
             if journal {
-                recorder.checkpoint(figures())
+                recorder.checkpoint(progress())
             } else {
                 Ok(())
             }
@@ -585,7 +612,7 @@ fn spawn_recorder(
                 }
                 last_checkpoint = Instant::now();
                 dirty = false;
-                let f = figures();
+                let f = EngineFigures::from(progress());
                 bar.update(
                     recorder.counts().total(),
                     recorder.counts(),
@@ -593,7 +620,7 @@ fn spawn_recorder(
                 );
             }
         }
-        let f = figures();
+        let f = EngineFigures::from(progress());
         bar.update(
             recorder.counts().total(),
             recorder.counts(),

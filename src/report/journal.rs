@@ -33,13 +33,16 @@ pub struct RunMeta {
     pub started: String,
 }
 
-/// `progress.json`: request figures so far.
+/// `progress.json`: request figures and active time so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     pub requests_sent: u64,
     pub retries: u64,
     pub throttled_429: u64,
     pub token_refreshes: u64,
+    /// Time spent running, over all parts of the run.
+    #[serde(default)]
+    pub elapsed_ms: u64,
 }
 
 impl From<Progress> for EngineFigures {
@@ -53,13 +56,15 @@ impl From<Progress> for EngineFigures {
     }
 }
 
-impl From<EngineFigures> for Progress {
-    fn from(e: EngineFigures) -> Self {
+impl Progress {
+    /// Figures of a run that has been active for `elapsed`.
+    pub fn new(e: EngineFigures, elapsed: std::time::Duration) -> Self {
         Progress {
             requests_sent: e.requests_sent,
             retries: e.retries,
             throttled_429: e.throttled_429,
             token_refreshes: e.token_refreshes,
+            elapsed_ms: elapsed.as_millis() as u64,
         }
     }
 }
@@ -153,6 +158,10 @@ pub struct ResumeState {
     pub kept_counts: Counts,
     /// Request figures of the earlier part.
     pub prior: EngineFigures,
+    /// Active time of the earlier part.
+    pub prior_elapsed: std::time::Duration,
+    /// When the run first started (run.json).
+    pub started: Option<jiff::Timestamp>,
 }
 
 /// Hex SHA-256 of a file.
@@ -218,18 +227,21 @@ pub fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> 
             now: input_sha256.to_string(),
         });
     }
-    let prior = match std::fs::read(dir.join("progress.json")) {
-        Ok(bytes) => serde_json::from_slice::<Progress>(&bytes)
-            .map(EngineFigures::from)
-            .unwrap_or_default(),
-        Err(_) => EngineFigures::default(),
+    let progress = match std::fs::read(dir.join("progress.json")) {
+        Ok(bytes) => serde_json::from_slice::<Progress>(&bytes).unwrap_or_default(),
+        Err(_) => Progress::default(),
     };
+    let prior = EngineFigures::from(progress);
+    let prior_elapsed = std::time::Duration::from_millis(progress.elapsed_ms);
+    let started = meta.started.parse::<jiff::Timestamp>().ok();
     let results = dir.join("results.csv");
     let file = match File::open(&results) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(ResumeState {
                 prior,
+                prior_elapsed,
+                started,
                 ..Default::default()
             });
         }
@@ -245,6 +257,8 @@ pub fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> 
         source: e,
     })?;
     state.prior = prior;
+    state.prior_elapsed = prior_elapsed;
+    state.started = started;
     Ok(state)
 }
 

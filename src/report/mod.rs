@@ -236,7 +236,10 @@ impl Recorder {
 
     /// Make every row recorded so far durable (flush + fsync both CSVs) and
     /// save the request figures to progress.json: the journal's batch point.
-    pub fn checkpoint(&mut self, engine: EngineFigures) -> Result<(), ReportError> {
+    /// progress.json goes first: a crash between the two then over-counts
+    /// requests (they were sent) rather than keeping rows none counted.
+    pub fn checkpoint(&mut self, progress: journal::Progress) -> Result<(), ReportError> {
+        journal::write_progress(&self.dir, progress)?;
         self.flush()?;
         self.results
             .get_ref()
@@ -247,8 +250,7 @@ impl Recorder {
             .get_ref()
             .get_ref()
             .sync_data()
-            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
-        journal::write_progress(&self.dir, engine.into())
+            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))
     }
 
     /// Flush the CSVs and write summary.json atomically (temp file + rename),

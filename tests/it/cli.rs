@@ -202,11 +202,9 @@ fn config_with_an_unknown_key_is_refused_naming_it() {
         .expect_stderr("bad.toml");
 }
 
-// settings.rs `ConfigFile::load` counts `text[..span.start].lines()`: when
-// the span starts a line (an unknown key does), the prefix ends with '\n' and
-// the count is one short. A bad *value* (mid-line span) is reported right.
+// Regression: an unknown key at the start of line N (its span starts the
+// line) was reported "at line N-1".
 #[test]
-
 fn config_error_names_the_right_line() {
     let t = TestDir::new();
     let input = path_arg(&one_row(&t));

@@ -363,12 +363,10 @@ fn unterminated_quote_does_not_panic_and_every_row_is_accounted_for() {
 }
 
 // SPEC: Input and mapping: "A malformed record (bad quoting, ...) is an
-// `invalid` row with a clear message". An unterminated quote in the last
-// column swallows the rest of the file into one field; the field count still
-// matches, so the row is reported as "first_name: contains a control
-// character" (the swallowed newline), which does not point at the quoting.
+// `invalid` row with a clear message". Regression: an unterminated quote in
+// the last column swallows the rest of the file into one field whose count
+// still matches; the row was reported as "contains a control character".
 #[test]
-
 fn unterminated_quote_in_last_column_names_the_quoting() {
     let t = TestDir::new();
     let input = t.write(
@@ -490,12 +488,9 @@ fn missing_required_column_is_a_usage_error_naming_it() {
     out.expect_code(2).expect_stderr("'Customer ID'");
 }
 
-// The error chain repeats its last cause: ConfigError::Input / ::Validate
-// are `#[error("{0}")]` *and* `#[from]` (a source), and InputError::Columns
-// prints `{source}` *and* marks it `#[source]`, so `{:#}` in main.rs shows
-// the same text twice.
+// Regression: usage errors printed their message twice, when an error both
+// displayed its cause and returned it as `source()` (`{:#}` in main.rs).
 #[test]
-
 fn usage_errors_do_not_repeat_themselves() {
     let t = TestDir::new();
     let input = t.write_csv("in.csv", &[&["user_id", "last_name"], &["u1", "Lee"]]);

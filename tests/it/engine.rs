@@ -13,7 +13,7 @@ use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
 /// One results.csv row.
 #[derive(Debug, Clone, serde::Deserialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub row: u64,
     pub user_id: String,
     pub status: String,
@@ -24,7 +24,7 @@ pub struct Row {
 }
 
 /// A temporary directory with a generated input.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
     pub input: PathBuf,
     pub rows: u64,
@@ -32,7 +32,7 @@ pub struct Fixture {
 
 impl Fixture {
     /// `rows` valid, distinct users.
-    pub fn users(rows: u64) -> Fixture {
+    pub(crate) fn users(rows: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.csv");
         let mut s = String::from("user_id,first_name,last_name,phone_number,locale\n");
@@ -46,13 +46,13 @@ impl Fixture {
         Fixture { dir, input, rows }
     }
 
-    pub fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.dir.path().join("out")
     }
 }
 
 /// Run the binary against `base` with the sandbox's credentials.
-pub fn run_against(base: &str, secret: &str, args: &[&str]) -> Output {
+pub(crate) fn run_against(base: &str, secret: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_connect-provision"));
     cmd.arg("run")
         .args(args)
@@ -72,17 +72,17 @@ pub fn run_against(base: &str, secret: &str, args: &[&str]) -> Output {
     out
 }
 
-pub fn read_results(out: &Path) -> Vec<Row> {
+pub(crate) fn read_results(out: &Path) -> Vec<Row> {
     let mut rdr = csv::Reader::from_path(out.join("results.csv")).unwrap();
     rdr.deserialize().map(|r| r.unwrap()).collect()
 }
 
-pub fn read_summary(out: &Path) -> serde_json::Value {
+pub(crate) fn read_summary(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
 
 /// Each row 1..=n exactly once.
-pub fn assert_each_row_once(rows: &[Row], n: u64) {
+pub(crate) fn assert_each_row_once(rows: &[Row], n: u64) {
     let mut seen = BTreeMap::new();
     for r in rows {
         *seen.entry(r.row).or_insert(0) += 1;
@@ -95,7 +95,7 @@ pub fn assert_each_row_once(rows: &[Row], n: u64) {
 
 /// The sandbox holds exactly the rows reported created/exists, and never
 /// created a user twice.
-pub fn assert_sandbox_matches(sb: &Sandbox, rows: &[Row]) {
+pub(crate) fn assert_sandbox_matches(sb: &Sandbox, rows: &[Row]) {
     let reported: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.status == "created" || r.status == "exists")
@@ -106,21 +106,21 @@ pub fn assert_sandbox_matches(sb: &Sandbox, rows: &[Row]) {
     assert_eq!(sb.stats().duplicate_creations, 0);
 }
 
-fn code(out: &Output) -> i32 {
+pub(crate) fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-async fn sandbox(cfg: SandboxConfig) -> Sandbox {
+pub(crate) async fn sandbox(cfg: SandboxConfig) -> Sandbox {
     Sandbox::start(cfg, "127.0.0.1:0".parse::<SocketAddr>().unwrap())
         .await
         .unwrap()
 }
 
-async fn run_blocking(base: String, secret: &'static str, args: Vec<String>) -> Output {
+pub(crate) async fn run_blocking(base: String, secret: &'static str, args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_against(&base, secret, &args)
@@ -129,7 +129,7 @@ async fn run_blocking(base: String, secret: &'static str, args: Vec<String>) -> 
     .unwrap()
 }
 
-fn args(fx: &Fixture, extra: &[&str]) -> Vec<String> {
+pub(crate) fn args(fx: &Fixture, extra: &[&str]) -> Vec<String> {
     let mut v = vec![
         fx.input.display().to_string(),
         "--out".into(),

@@ -1,0 +1,961 @@
+//! Rerun, resume and graceful shutdown (issue #5), through the real binary
+//! against a real sandbox on loopback: kill -9 at several points then
+//! `--resume`; SIGTERM and the time budget (exit 130, consistent reports,
+//! resumable); the refusals (changed input, nothing to resume, a used --out);
+//! the failures.csv round trip after an outage; a second SIGINT.
+//!
+//! Every scenario ends on the two invariants of the engine tests: each data
+//! row in results.csv exactly once, and the sandbox holding exactly the rows
+//! reported `created`/`exists`, none created twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use connect_provision::sandbox::{ConfigPatch, SandboxConfig};
+
+use crate::engine::{
+    Fixture, Row, assert_each_row_once, assert_sandbox_matches, code, read_results, read_summary,
+    run_blocking, sandbox, stderr,
+};
+
+const SECRET: &str = "sandbox-secret";
+
+/// The binary running in the background; stdout/stderr go to files so a
+/// chatty run never blocks on a full pipe. Killed when dropped (a failing
+/// test leaves no process behind).
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    /// `run ARGS --base-url BASE --no-progress` with the sandbox's credentials.
+    fn spawn(base: &str, args: &[&str], log: PathBuf) -> Running {
+        let child = Command::new(env!("CARGO_BIN_EXE_connect-provision"))
+            .arg("run")
+            .args(args)
+            .args(["--base-url", base, "--no-progress"])
+            .env("CONNECT_CLIENT_ID", "sandbox-client")
+            .env("CONNECT_CLIENT_SECRET", SECRET)
+            .env_remove("CONNECT_PROVISION_CONFIG")
+            .env_remove("CONNECT_BASE_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(File::create(log.with_extension("stdout")).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("binary starts");
+        Running { child, log }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Send `sig` (`-TERM`, `-INT`) with kill(1).
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGKILL, and reap.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Wait for the exit, at most `limit` (then kill it and fail).
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                self.kill_9();
+                panic!(
+                    "run still going after {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("stdout")).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Poll `cond` every 10 ms for at most `limit`; whether it came true.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// results.csv up to its last complete line (a crash may leave a torn one).
+fn journal_text(out: &Path) -> String {
+    let text = std::fs::read_to_string(out.join("results.csv")).unwrap_or_default();
+    match text.rfind('\n') {
+        Some(i) => text[..=i].to_string(),
+        None => String::new(),
+    }
+}
+
+/// Data rows durably recorded so far.
+fn journal_rows(out: &Path) -> u64 {
+    (journal_text(out).lines().count() as u64).saturating_sub(1)
+}
+
+/// The complete rows of results.csv, parsed (an empty file: none).
+fn read_journal(out: &Path) -> Vec<Row> {
+    let text = journal_text(out);
+    csv::Reader::from_reader(text.as_bytes())
+        .deserialize()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// The data lines of results.csv of rows reported created/exists, verbatim.
+fn success_lines(out: &Path) -> BTreeSet<String> {
+    journal_text(out)
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(",created,") || l.contains(",exists,"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn ids_with(rows: &[Row], status: &str) -> BTreeSet<String> {
+    rows.iter()
+        .filter(|r| r.status == status)
+        .map(|r| r.user_id.clone())
+        .collect()
+}
+
+fn count(rows: &[Row], status: &str) -> u64 {
+    rows.iter().filter(|r| r.status == status).count() as u64
+}
+
+/// summary.json's count for `status`.
+fn counted(summary: &serde_json::Value, status: &str) -> u64 {
+    summary["counts"][status].as_u64().unwrap()
+}
+
+/// The per-status counts of summary.json add up to `n` and match results.csv.
+fn assert_summary_counts(summary: &serde_json::Value, rows: &[Row], n: u64) {
+    let counts = summary["counts"].as_object().unwrap();
+    let total: u64 = counts.values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, n, "summary counts sum: {counts:?}");
+    for (status, v) in counts {
+        assert_eq!(
+            v.as_u64().unwrap(),
+            count(rows, status),
+            "count of {status}"
+        );
+    }
+    assert_eq!(summary["rows_read"].as_u64(), Some(n), "rows_read");
+}
+
+/// failures.csv: its header and its records (BOM stripped).
+fn read_failures(out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(out.join("failures.csv")).unwrap();
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let header = rdr.headers().unwrap().iter().map(str::to_string).collect();
+    let recs = rdr
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    (header, recs)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    )
+}
+
+// Issue: kill -9 at several points of a run, then --resume: results.csv complete
+// and exact, the sandbox's created set equals the rows created/exists, no user
+// created twice; a recorded row is never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
+    let sb = sandbox(SandboxConfig {
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(1500);
+    let out = fx.out();
+    let (input, out_s) = (s(&fx.input), s(&out));
+    // Lines recorded created/exists before each crash: all must survive.
+    let mut recorded: BTreeSet<String> = BTreeSet::new();
+    for (part, pct) in [10u64, 50, 90].into_iter().enumerate() {
+        let mut args = vec![input.as_str(), "--out", &out_s, "--rate", "300"];
+        if part > 0 {
+            args.push("--resume");
+        }
+        let log = fx.dir.path().join(format!("part{part}.log"));
+        let mut run = Running::spawn(&sb.url(), &args, log);
+        let target = fx.rows * pct / 100;
+        let reached = wait_until(Duration::from_secs(30), || journal_rows(&out) >= target);
+        assert!(reached, "{pct}%: journal stuck; stderr:\n{}", run.stderr());
+        assert!(run.running(), "{pct}%: the run ended before the kill");
+        run.kill_9();
+
+        // The journal as the crash left it: no row twice, every recorded
+        // success real, and every success recorded before still there.
+        let rows = read_journal(&out);
+        let distinct: BTreeSet<u64> = rows.iter().map(|r| r.row).collect();
+        assert_eq!(distinct.len(), rows.len(), "{pct}%: a row recorded twice");
+        assert!(rows.len() as u64 >= target && (rows.len() as u64) < fx.rows);
+        let stored: BTreeSet<String> = sb.users().into_iter().map(|u| u.user_id).collect();
+        let ok: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.status == "created" || r.status == "exists")
+            .map(|r| r.user_id.clone())
+            .collect();
+        assert!(ok.is_subset(&stored), "{pct}%: recorded but not stored");
+        let now = success_lines(&out);
+        assert!(
+            recorded.is_subset(&now),
+            "{pct}%: a recorded row was lost: {:?}",
+            recorded.difference(&now).next()
+        );
+        recorded = now;
+    }
+
+    let out_run = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input,
+            "--out".into(),
+            out_s,
+            "--rate".into(),
+            "300".into(),
+            "--resume".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&out_run), 0, "{}", show(&out_run));
+    let rows = read_results(&out);
+    assert_each_row_once(&rows, fx.rows);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "created" || r.status == "exists"),
+        "every row created or exists"
+    );
+    let final_lines = success_lines(&out);
+    assert!(
+        recorded.is_subset(&final_lines),
+        "a recorded row was sent again or changed: {:?}",
+        recorded.difference(&final_lines).next()
+    );
+    assert_sandbox_matches(&sb, &rows);
+    let st = sb.stats();
+    assert_eq!(st.created, fx.rows, "{st:?}");
+    assert_eq!(st.duplicate_creations, 0);
+    // Only a row whose create met a taken user_id ends `exists`.
+    assert!(count(&rows, "exists") <= st.taken, "{st:?}");
+
+    let summary = read_summary(&out);
+    assert_summary_counts(&summary, &rows, fx.rows);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["interrupted"], false);
+    assert_eq!(
+        counted(&summary, "created") + counted(&summary, "exists"),
+        fx.rows
+    );
+    // Never more than the sandbox saw. (That it is at least the users stored
+    // is `requests_sent_after_a_crash_covers_every_recorded_row`.)
+    let sent = summary["requests_sent"].as_u64().unwrap();
+    assert!(sent <= st.users_requests, "{sent} > {}", st.users_requests);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(summary["input"]["sha256"], meta["input_sha256"]);
+    sb.shutdown().await;
+}
+
+// Issue: SIGTERM mid-run: exit 130 within the timeout, reports consistent (the
+// requests in flight finish and are recorded), and --resume finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
+    let sb = sandbox(SandboxConfig {
+        latency: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(600);
+    let out = fx.out();
+    let (input, out_s) = (s(&fx.input), s(&out));
+    let args = [
+        input.as_str(),
+        "--out",
+        &out_s,
+        "--rate",
+        "200",
+        "--timeout",
+        "5s",
+    ];
+    let mut run = Running::spawn(&sb.url(), &args, fx.dir.path().join("run.log"));
+    let reached = wait_until(Duration::from_secs(20), || journal_rows(&out) >= 150);
+    assert!(reached, "journal stuck; stderr:\n{}", run.stderr());
+    assert!(run.running(), "the run ended before the signal");
+    let signalled = Instant::now();
+    run.signal("-TERM");
+    let status = run.wait(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", run.stderr());
+    assert!(took < Duration::from_secs(5 + 2), "exit took {took:?}");
+    assert!(run.stdout().contains("--resume"), "{}", run.stdout());
+
+    let rows = read_results(&out);
+    assert_each_row_once(&rows, fx.rows);
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.status == "failed").collect();
+    assert_eq!(count(&rows, "created") + failed.len() as u64, fx.rows);
+    assert!(count(&rows, "created") >= 150 && !failed.is_empty());
+    assert!(
+        failed
+            .iter()
+            .all(|r| r.error == "interrupted" || r.error == "not sent: interrupted by SIGTERM"),
+        "{:?}",
+        failed.iter().find(|r| !r.error.contains("interrupted"))
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|r| r.error == "not sent: interrupted by SIGTERM")
+    );
+    // In-flight requests finished and were recorded: nothing stored unreported.
+    assert_sandbox_matches(&sb, &rows);
+    let summary = read_summary(&out);
+    assert_summary_counts(&summary, &rows, fx.rows);
+    assert_eq!(summary["exit_code"], 130);
+    assert_eq!(summary["interrupted"], true);
+    assert_eq!(
+        summary["requests_sent"].as_u64(),
+        Some(sb.stats().users_requests)
+    );
+    let (_, failures) = read_failures(&out);
+    let failure_ids: BTreeSet<String> = failures.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(failure_ids, ids_with(&rows, "failed"), "failures.csv rows");
+    let created_before = success_lines(&out);
+
+    let resumed = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input,
+            "--out".into(),
+            out_s,
+            "--rate".into(),
+            "1000".into(),
+            "--resume".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&resumed), 0, "{}", show(&resumed));
+    let rows = read_results(&out);
+    assert_each_row_once(&rows, fx.rows);
+    // A clean stop records every answer: nothing comes back `exists`.
+    assert!(rows.iter().all(|r| r.status == "created"), "all created");
+    assert!(created_before.is_subset(&success_lines(&out)));
+    assert_sandbox_matches(&sb, &rows);
+    let st = sb.stats();
+    assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
+    let summary = read_summary(&out);
+    assert_summary_counts(&summary, &rows, fx.rows);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["interrupted"], false);
+    assert_eq!(summary["requests_sent"].as_u64(), Some(st.users_requests));
+    sb.shutdown().await;
+}
+
+// Issue: --time-budget stops intake when spent, drains, flushes, exits 130
+// resumable; cron windows (resume with the same budget) finish the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_budget_windows_exit_130_until_the_run_is_done() {
+    let sb = sandbox(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(400); // 4 s at --rate 100
+    let out = fx.out();
+    let mut created_before = BTreeSet::new();
+    let mut last_created = 0;
+    let mut windows = 0;
+    loop {
+        windows += 1;
+        assert!(windows <= 10, "still not done after 10 windows");
+        let mut args = vec![
+            s(&fx.input),
+            "--out".into(),
+            s(&out),
+            "--rate".into(),
+            "100".into(),
+            "--time-budget".into(),
+            "1s".into(),
+        ];
+        if windows > 1 {
+            args.push("--resume".into());
+        }
+        let started = Instant::now();
+        let o = run_blocking(sb.url(), SECRET, args).await;
+        let took = started.elapsed();
+        let rows = read_results(&out);
+        assert_each_row_once(&rows, fx.rows);
+        assert_sandbox_matches(&sb, &rows);
+        let summary = read_summary(&out);
+        assert_summary_counts(&summary, &rows, fx.rows);
+        assert_eq!(summary["exit_code"].as_i64(), Some(i64::from(code(&o))));
+        let now = success_lines(&out);
+        assert!(
+            created_before.is_subset(&now),
+            "window {windows} lost a row"
+        );
+        created_before = now;
+        if code(&o) == 0 {
+            assert!(rows.iter().all(|r| r.status == "created"));
+            assert_eq!(summary["interrupted"], false);
+            break;
+        }
+        assert_eq!(code(&o), 130, "window {windows}: {}", show(&o));
+        assert!(
+            took < Duration::from_secs(3),
+            "window {windows} took {took:?}"
+        );
+        assert_eq!(summary["interrupted"], true);
+        let created = count(&rows, "created");
+        assert!(created > last_created, "window {windows} made no progress");
+        last_created = created;
+        let failed: Vec<&Row> = rows.iter().filter(|r| r.status == "failed").collect();
+        assert_eq!(created + failed.len() as u64, fx.rows);
+        assert!(
+            failed.iter().all(|r| r.error == "interrupted"
+                || r.error == "not sent: time budget of 1s spent"),
+            "{:?}",
+            failed
+                .iter()
+                .find(|r| !r.error.starts_with("not sent: time budget"))
+        );
+        // Rows already queued end "interrupted"; the first window leaves
+        // rows unread that say why.
+        assert!(
+            windows > 1
+                || failed
+                    .iter()
+                    .any(|r| r.error == "not sent: time budget of 1s spent")
+        );
+    }
+    assert!(windows >= 3, "a 4 s run fit in {windows} windows of 1 s");
+    let st = sb.stats();
+    assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
+    assert_eq!(
+        read_summary(&out)["requests_sent"].as_u64(),
+        Some(st.users_requests)
+    );
+    sb.shutdown().await;
+}
+
+// Issue: an input changed since the run (SHA-256) is refused, exit 2, nothing
+// sent and the reports left as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_refuses_a_changed_input() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let fx = Fixture::users(20);
+    let out = fx.out();
+    let args = vec![
+        s(&fx.input),
+        "--out".into(),
+        s(&out),
+        "--rate".into(),
+        "500".into(),
+    ];
+    let first = run_blocking(sb.url(), SECRET, args.clone()).await;
+    assert_eq!(code(&first), 0, "{}", show(&first));
+    let before = (
+        std::fs::read(out.join("results.csv")).unwrap(),
+        std::fs::read(out.join("summary.json")).unwrap(),
+    );
+    let sent = sb.stats().users_requests;
+
+    let mut text = std::fs::read_to_string(&fx.input).unwrap();
+    text.push_str("u999999,zed,jones,,en-US\n");
+    std::fs::write(&fx.input, text).unwrap();
+    let mut resume = args;
+    resume.push("--resume".into());
+    let o = run_blocking(sb.url(), SECRET, resume).await;
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert!(stderr(&o).contains("input changed"), "{}", stderr(&o));
+    assert_eq!(sb.stats().users_requests, sent, "nothing sent");
+    let after = (
+        std::fs::read(out.join("results.csv")).unwrap(),
+        std::fs::read(out.join("summary.json")).unwrap(),
+    );
+    assert!(before == after, "the reports were touched");
+    sb.shutdown().await;
+}
+
+// --resume needs a run record: a missing directory, a dry run's reports and a
+// missing --out are each refused with exit 2 before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_without_a_run_record_is_refused() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let fx = Fixture::users(5);
+    let input = s(&fx.input);
+    let missing = fx.dir.path().join("never-ran");
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input.clone(),
+            "--out".into(),
+            s(&missing),
+            "--resume".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert!(stderr(&o).contains("nothing to resume"), "{}", stderr(&o));
+
+    let dry = fx.dir.path().join("dry");
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![input.clone(), "--out".into(), s(&dry), "--dry-run".into()],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![input.clone(), "--out".into(), s(&dry), "--resume".into()],
+    )
+    .await;
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert!(stderr(&o).contains("nothing to resume"), "{}", stderr(&o));
+
+    let o = run_blocking(sb.url(), SECRET, vec![input, "--resume".into()]).await;
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert!(stderr(&o).contains("--out"), "{}", stderr(&o));
+    assert_eq!(sb.stats().users_requests, 0, "nothing sent");
+    sb.shutdown().await;
+}
+
+// A fresh live run refuses an --out holding an earlier run's reports (exit 2,
+// nothing sent, reports untouched); --resume of a finished run sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_out_is_refused_and_a_finished_run_resumes_to_nothing() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let fx = Fixture::users(30);
+    let out = fx.out();
+    let args = vec![
+        s(&fx.input),
+        "--out".into(),
+        s(&out),
+        "--rate".into(),
+        "500".into(),
+    ];
+    let first = run_blocking(sb.url(), SECRET, args.clone()).await;
+    assert_eq!(code(&first), 0, "{}", show(&first));
+    let results = std::fs::read(out.join("results.csv")).unwrap();
+    let sent = sb.stats().users_requests;
+
+    let again = run_blocking(sb.url(), SECRET, args.clone()).await;
+    assert_eq!(code(&again), 2, "{}", show(&again));
+    assert!(stderr(&again).contains("--resume"), "{}", stderr(&again));
+    assert_eq!(sb.stats().users_requests, sent, "nothing sent");
+    assert!(std::fs::read(out.join("results.csv")).unwrap() == results);
+
+    let mut resume = args;
+    resume.push("--resume".into());
+    let o = run_blocking(sb.url(), SECRET, resume).await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(
+        sb.stats().users_requests,
+        sent,
+        "a finished run sends nothing"
+    );
+    let rows = read_results(&out);
+    assert_each_row_once(&rows, fx.rows);
+    assert!(rows.iter().all(|r| r.status == "created"));
+    assert_sandbox_matches(&sb, &rows);
+    let summary = read_summary(&out);
+    assert_summary_counts(&summary, &rows, fx.rows);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["requests_sent"].as_u64(), Some(sent));
+    sb.shutdown().await;
+}
+
+// Issue: the failures round trip after a simulated outage: failures.csv from a
+// run against a failing sandbox is rerun against a healthy one; the original
+// file run again finds every user `exists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_round_trip_after_an_outage() {
+    let sb = sandbox(SandboxConfig {
+        fail_rate: 0.7,
+        seed: Some(11),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(100);
+    let out1 = fx.out();
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            s(&fx.input),
+            "--out".into(),
+            s(&out1),
+            "--rate".into(),
+            "500".into(),
+            "--max-attempts".into(),
+            "2".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 75, "{}", show(&o));
+    let rows1 = read_results(&out1);
+    assert_each_row_once(&rows1, fx.rows);
+    let failed = ids_with(&rows1, "failed");
+    let created = ids_with(&rows1, "created");
+    assert_eq!(failed.len() + created.len(), fx.rows as usize);
+    assert!(!failed.is_empty() && !created.is_empty(), "{rows1:?}");
+    assert_sandbox_matches(&sb, &rows1);
+
+    // failures.csv: the failed rows, verbatim, plus the two error columns.
+    let input_lines: BTreeMap<String, String> = std::fs::read_to_string(&fx.input)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| (l.split(',').next().unwrap().to_string(), l.to_string()))
+        .collect();
+    let (header, recs) = read_failures(&out1);
+    assert_eq!(
+        header,
+        [
+            "user_id",
+            "first_name",
+            "last_name",
+            "phone_number",
+            "locale",
+            "error_status",
+            "error_message"
+        ]
+    );
+    let ids: BTreeSet<String> = recs.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids, failed);
+    assert_eq!(recs.len(), failed.len());
+    for r in &recs {
+        assert_eq!(r[..5].join(","), input_lines[&r[0]], "verbatim input");
+        assert_eq!(r[5], "failed");
+        assert!(r[6].contains("50"), "error_message: {}", r[6]);
+    }
+
+    // The outage ends; failures.csv is the next run's input.
+    sb.configure(&ConfigPatch {
+        fail_rate: Some(0.0),
+        ..Default::default()
+    })
+    .unwrap();
+    let out2 = fx.dir.path().join("rerun");
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            s(&out1.join("failures.csv")),
+            "--out".into(),
+            s(&out2),
+            "--rate".into(),
+            "500".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let rows2 = read_results(&out2);
+    assert_each_row_once(&rows2, failed.len() as u64);
+    // A 500/503 stores nothing: every failed row is created now.
+    assert!(rows2.iter().all(|r| r.status == "created"), "{rows2:?}");
+    assert_eq!(ids_with(&rows2, "created"), failed);
+    let users = sb.users();
+    let stored: BTreeSet<String> = users.iter().map(|u| u.user_id.clone()).collect();
+    let all: BTreeSet<String> = input_lines.keys().cloned().collect();
+    assert_eq!(stored, all, "every user stored");
+    let st = sb.stats();
+    assert_eq!((st.created, st.duplicate_creations), (fx.rows, 0), "{st:?}");
+    // The error columns never reach the payload: a rerun user looks like the others.
+    let by_id: BTreeMap<&str, _> = users.iter().map(|u| (u.user_id.as_str(), u)).collect();
+    let (a, b) = (
+        by_id[failed.first().unwrap().as_str()],
+        by_id[created.first().unwrap().as_str()],
+    );
+    assert_eq!(
+        (&a.first_name, &a.last_name, &a.locale),
+        (&b.first_name, &b.last_name, &b.locale)
+    );
+    let n: u64 = a.user_id[1..].parse().unwrap();
+    assert_eq!(
+        a.phone_number.as_deref(),
+        Some(format!("+1415555{:04}", n % 10_000).as_str())
+    );
+
+    // The original file once more: everyone is there already.
+    let out3 = fx.dir.path().join("again");
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            s(&fx.input),
+            "--out".into(),
+            s(&out3),
+            "--rate".into(),
+            "500".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let rows3 = read_results(&out3);
+    assert_each_row_once(&rows3, fx.rows);
+    assert!(
+        rows3
+            .iter()
+            .all(|r| r.status == "exists" && r.http_status == Some(400)),
+        "{rows3:?}"
+    );
+    assert_sandbox_matches(&sb, &rows3);
+    let summary = read_summary(&out3);
+    assert_summary_counts(&summary, &rows3, fx.rows);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(sb.stats().created, fx.rows);
+    sb.shutdown().await;
+}
+
+// Issue: a second Ctrl-C aborts at once (not waiting for requests in flight),
+// still leaving a resumable journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
+    // Answers take 2 s: a graceful stop would wait for them.
+    let sb = sandbox(SandboxConfig {
+        latency: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(150);
+    let out = fx.out();
+    let (input, out_s) = (s(&fx.input), s(&out));
+    let args = [
+        input.as_str(),
+        "--out",
+        &out_s,
+        "--rate",
+        "150",
+        "--concurrency",
+        "200",
+        "--timeout",
+        "10s",
+    ];
+    let mut run = Running::spawn(&sb.url(), &args, fx.dir.path().join("run.log"));
+    let busy = wait_until(Duration::from_secs(10), || sb.stats().users_requests >= 30);
+    assert!(busy, "no requests; stderr:\n{}", run.stderr());
+    run.signal("-INT");
+    let stopping = wait_until(Duration::from_secs(5), || run.stderr().contains("stopping"));
+    assert!(stopping, "first SIGINT not seen; stderr:\n{}", run.stderr());
+    // As a person would: the second Ctrl-C a moment after the first.
+    std::thread::sleep(Duration::from_millis(100));
+    let second = Instant::now();
+    run.signal("-INT");
+    let status = run.wait(Duration::from_secs(15));
+    let took = second.elapsed();
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", run.stderr());
+    assert!(took < Duration::from_secs(1), "abort took {took:?}");
+    assert!(
+        run.stderr().contains("aborted by a second SIGINT"),
+        "{}",
+        run.stderr()
+    );
+    // It did not wait for the answers in flight.
+    let journal = read_journal(&out);
+    assert!(
+        journal.iter().all(|r| r.status != "created"),
+        "an answer was awaited"
+    );
+
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input,
+            "--out".into(),
+            out_s,
+            "--rate".into(),
+            "500".into(),
+            "--concurrency".into(),
+            "200".into(),
+            "--resume".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let rows = read_results(&out);
+    assert_each_row_once(&rows, fx.rows);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "created" || r.status == "exists")
+    );
+    assert_sandbox_matches(&sb, &rows);
+    let st = sb.stats();
+    assert_eq!((st.created, st.duplicate_creations), (fx.rows, 0), "{st:?}");
+    assert!(count(&rows, "exists") <= st.taken, "{st:?}");
+    let summary = read_summary(&out);
+    assert_summary_counts(&summary, &rows, fx.rows);
+    assert_eq!(summary["exit_code"], 0);
+    sb.shutdown().await;
+}
+
+// Issue: summary.json covers the whole run after --resume, and a crash loses
+// at most the rows in flight. Each row kept in results.csv had its request
+// counted in progress.json, so requests_sent can never fall below the users
+// the run reports created/exists. Killed right after a journal batch lands
+// (as a crash may be), it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_after_a_crash_covers_every_recorded_row() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let fx = Fixture::users(1500);
+    let out = fx.out();
+    let results = out.join("results.csv");
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let (input, out_s) = (s(&fx.input), s(&out));
+    for part in 0..5 {
+        let mut args = vec![input.as_str(), "--out", &out_s, "--rate", "300"];
+        if part > 0 {
+            args.push("--resume");
+        }
+        let log = fx.dir.path().join(format!("part{part}.log"));
+        let mut run = Running::spawn(&sb.url(), &args, log);
+        // Past the resume's rewrite of results.csv, then kill the moment the
+        // next batch lands.
+        std::thread::sleep(Duration::from_millis(100));
+        let base = len(&results);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while len(&results) <= base && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(
+            len(&results) > base,
+            "journal stuck; stderr:\n{}",
+            run.stderr()
+        );
+        assert!(run.running(), "the run ended before the kill");
+        run.kill_9();
+        let recorded = success_lines(&out).len() as u64;
+        let counted = std::fs::read(out.join("progress.json")).map_or(0, |b| {
+            serde_json::from_slice::<serde_json::Value>(&b).unwrap()["requests_sent"]
+                .as_u64()
+                .unwrap()
+        });
+        assert!(
+            counted >= recorded,
+            "crash {part}: results.csv keeps {recorded} rows created/exists, \
+             progress.json counts {counted} requests"
+        );
+    }
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input,
+            "--out".into(),
+            out_s,
+            "--rate".into(),
+            "1000".into(),
+            "--resume".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let sent = read_summary(&out)["requests_sent"].as_u64().unwrap();
+    let users = sb.stats().created;
+    assert!(sent >= users, "requests_sent {sent} < users {users}");
+    sb.shutdown().await;
+}
+
+// Issue: summary.json covers the whole run after --resume. It counts every
+// row and request of both parts, but takes `started` and the elapsed time
+// from the resumed part alone, so its rates are far above any --rate used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_after_resume_times_the_whole_run() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let fx = Fixture::users(200); // 2 s at --rate 100
+    let out = fx.out();
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            s(&fx.input),
+            "--out".into(),
+            s(&out),
+            "--rate".into(),
+            "100".into(),
+        ];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let o = run_blocking(sb.url(), SECRET, args(&["--time-budget", "1500ms"])).await;
+    assert_eq!(code(&o), 130, "{}", show(&o));
+    let first = read_summary(&out);
+    let o = run_blocking(sb.url(), SECRET, args(&["--resume"])).await;
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let summary = read_summary(&out);
+    assert_eq!(summary["requests_sent"].as_u64(), Some(fx.rows));
+    // Both parts ran at --rate 100: the run as a whole cannot have done more.
+    let rps = summary["achieved_rps"].as_f64().unwrap();
+    assert!(
+        rps <= 110.0,
+        "achieved_rps {rps} at --rate 100: {summary:#}"
+    );
+    let rows_ps = summary["rows_per_second"].as_f64().unwrap();
+    assert!(rows_ps <= 110.0, "rows_per_second {rows_ps}");
+    // The run started when its first part did, and took at least that part.
+    assert_eq!(summary["started"], first["started"], "started");
+    let elapsed = summary["elapsed_seconds"].as_f64().unwrap();
+    assert!(
+        elapsed >= 1.5,
+        "elapsed_seconds {elapsed}: the first part alone took 1.5 s"
+    );
+    sb.shutdown().await;
+}
