@@ -27,6 +27,7 @@
 #                                        ROWS_LAT WRK_DURATION KEEP)
 #   RUNS=1 bench/engine.sh        quick pass (~2 min instead of ~5)
 #   KEEP=1 bench/engine.sh        keep inputs, reports and logs (path printed)
+#   BENCH_REV=abc123 bench/engine.sh   label for the table (default: git HEAD, +dirty)
 # Ports: 18801-18804 on 127.0.0.1 (must be free).
 set -euo pipefail
 
@@ -42,7 +43,7 @@ PORT_R100=18801
 PORT_R200=18802
 PORT_TPUT=18803
 PORT_LAT=18804
-BIN=target/release/connect-provision
+BUILT=target/release/connect-provision
 export CONNECT_CLIENT_ID=sandbox-client
 export CONNECT_CLIENT_SECRET=sandbox-secret
 
@@ -63,9 +64,12 @@ fi
 
 log "building (cargo build --release)..."
 cargo build --release --quiet
-"${BIN}" sandbox --help >/dev/null 2>&1 || die "this build has no 'sandbox' subcommand"
-
 WORK="$(mktemp -d -t engine-bench.XXXXXX)"
+# Run a private copy: a rebuild of target/ during the benchmark (another
+# cargo in this checkout) must not mix two binaries in one table.
+BIN="${WORK}/connect-provision"
+cp "${BUILT}" "${BIN}"
+"${BIN}" sandbox --help >/dev/null 2>&1 || die "this build has no 'sandbox' subcommand"
 SANDBOX_PIDS=()
 POLL_PID=""
 
@@ -338,6 +342,8 @@ latency_hiding() {
     row "" "sandbox max_in_flight" "$(slashed "${inflight[@]}")" "$(median "${inflight[@]}")" "" ""
 }
 
+REV="${BENCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+[ -n "${BENCH_REV:-}" ] || git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || REV="${REV}+dirty"
 T0=$(date +%s)
 log "RUNS=${RUNS}; work dir ${WORK}"
 rate_fidelity 100 "${PORT_R100}" "${ROWS_100}"
@@ -347,7 +353,7 @@ latency_hiding
 T1=$(date +%s)
 
 echo
-echo "## connect-provision engine benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, RUNS=${RUNS}, $((T1 - T0)) s)"
+echo "## connect-provision engine benchmark (${REV}, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, RUNS=${RUNS}, $((T1 - T0)) s)"
 echo
 echo "| Scenario | Measure | Runs | Median | Target | Met |"
 echo "|---|---|---|---|---|---|"

@@ -2,15 +2,15 @@
 # Throughput of the sandbox's create-user path: how many users it can *create*
 # per second on loopback (target: >= 20,000/s on a 2-core machine).
 #
-# Load generator: wrk with a Lua script that gives every request a unique
-# user_id, so each request is a real creation (validation, title-casing, store),
-# not a cheap "taken" answer. oha would be the other choice, but its body is
-# static, which would measure one creation and N-1 rejections.
+# Load generator: wrk with bench/wrk_create.lua, which gives every request a
+# unique user_id, so each request is a real creation (validation, title-casing,
+# store), not a cheap "taken" answer. oha would be the other choice, but its
+# body is static, which would measure one creation and N-1 rejections.
 #
 # Usage: bench/sandbox.sh            (env: PORT DURATION CONNECTIONS THREADS)
 #   PORT=18787 DURATION=10s CONNECTIONS=50 THREADS=1 bench/sandbox.sh
-# The server runs as `connect-provision sandbox`; if this build's CLI has no
-# `sandbox` subcommand yet, the `sandbox_server` example is used instead.
+# The server is `connect-provision sandbox --listen 127.0.0.1:PORT`; the URL
+# used is the one it prints.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,8 +34,7 @@ command -v curl >/dev/null 2>&1 || { echo "curl is required" >&2; exit 1; }
 
 # 2. Build.
 cargo build --release --quiet
-CLI=(target/release/connect-provision sandbox --listen "127.0.0.1:${PORT}")
-EXAMPLE=(target/release/examples/sandbox_server --listen "127.0.0.1:${PORT}")
+SERVER=(target/release/connect-provision sandbox --listen "127.0.0.1:${PORT}")
 
 # 3. Start the server, and stop it however this script ends.
 WORK="$(mktemp -d)"
@@ -49,27 +48,29 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts "$@" in the background; succeeds once /_sandbox/stats answers.
-start_server() {
-    "$@" >"${WORK}/server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 100); do
-        curl -sf "${BASE}/_sandbox/stats" >/dev/null 2>&1 && return 0
-        kill -0 "${SERVER_PID}" 2>/dev/null || { SERVER_PID=""; return 1; }
-        sleep 0.1
-    done
-    return 1
-}
-
-if start_server "${CLI[@]}"; then
-    SERVER=("${CLI[@]}")
-else
-    # The CLI's `sandbox` subcommand may not be wired up in this build yet.
-    echo "note: '${CLI[*]}' did not start ($(head -c 200 "${WORK}/server.log")); using examples/sandbox_server.rs" >&2
-    cargo build --release --quiet --example sandbox_server
-    start_server "${EXAMPLE[@]}" || { cat "${WORK}/server.log" >&2; exit 1; }
-    SERVER=("${EXAMPLE[@]}")
+if curl -s -o /dev/null "${BASE}/" 2>/dev/null; then
+    echo "port ${PORT} is already in use" >&2
+    exit 1
 fi
+"${SERVER[@]}" >"${WORK}/server.log" 2>&1 &
+SERVER_PID=$!
+# Ready once it has printed its URL and /_sandbox/stats answers.
+READY=""
+for _ in $(seq 1 100); do
+    URL="$(sed -n 's/^sandbox listening on \(http[^ ]*\).*/\1/p' "${WORK}/server.log")"
+    if [ -n "${URL}" ] && curl -sf "${URL}/_sandbox/stats" >/dev/null 2>&1; then
+        READY=1
+        break
+    fi
+    kill -0 "${SERVER_PID}" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "${READY}" ]; then
+    echo "sandbox did not start:" >&2
+    cat "${WORK}/server.log" >&2
+    exit 1
+fi
+BASE="${URL}"
 curl -sf -X POST "${BASE}/_sandbox/reset" >/dev/null
 
 # 4. Token.
@@ -79,41 +80,10 @@ TOKEN="$(curl -sf -X POST "${BASE}/v2/oauth/token" -H 'Content-Type: application
 [ -n "${TOKEN}" ] || { echo "could not get a token" >&2; exit 1; }
 
 # 5. Load: unique user_id per request (thread id + per-thread counter).
-cat >"${WORK}/create.lua" <<'LUA'
-local threads = {}
-function setup(thread)
-    thread:set("tid", #threads)
-    table.insert(threads, thread)
-end
-function init(args)
-    token = args[1]
-    n, ok, other = 0, 0, 0
-    headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
-end
-function request()
-    n = n + 1
-    local body = string.format(
-        '{"user_id":"bench-%d-%d","first_name":"john","last_name":"smith","phone_number":"+18005550100","locale":"en-US"}',
-        tid, n)
-    return wrk.format("POST", "/v2/fulfillment/users", headers, body)
-end
-function response(status)
-    if status == 200 then ok = ok + 1 else other = other + 1 end
-end
-function done(summary, latency, requests)
-    local total_ok, total_other = 0, 0
-    for _, t in ipairs(threads) do
-        total_ok = total_ok + t:get("ok")
-        total_other = total_other + t:get("other")
-    end
-    io.write(string.format("wrk: 200 answers %d, other answers %d\n", total_ok, total_other))
-end
-LUA
-
 echo "server: ${SERVER[*]}"
 echo "load:   wrk -t${THREADS} -c${CONNECTIONS} -d${DURATION} (unique user_id per request)"
 wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency \
-    -s "${WORK}/create.lua" "${BASE}" -- "${TOKEN}" | tee "${WORK}/wrk.out"
+    -s bench/wrk_create.lua "${BASE}" -- "${TOKEN}" | tee "${WORK}/wrk.out"
 
 # 6. What the server saw.
 STATS="$(curl -sf "${BASE}/_sandbox/stats")"

@@ -156,11 +156,31 @@ pub struct RunArgs {
     #[arg(long, value_name = "TAG")]
     pub default_locale: Option<String>,
 
-    /// Requests per second, shared by all workers [default: 10].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate: Option<u32>,
+    /// Requests per second shared by all workers, or `auto` to find the
+    /// partner's limit while running [default: 10].
+    #[arg(long, value_name = "N|auto", value_parser = parse_rate)]
+    pub rate: Option<RateArg>,
 
-    /// Requests allowed at once above the steady rate [default: 1].
+    /// With --rate auto: never go above this many requests per second [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_max: Option<u32>,
+
+    /// With --rate auto: the rate to start from, e.g. the last run's
+    /// summary.json rate_final [default: 10].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_start: Option<u32>,
+
+    /// Circuit breaker: stop the run (exit 3) when more than this fraction of
+    /// the last --error-window finished rows were rejected or invalid [default: 0.5].
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    pub max_error_rate: Option<f64>,
+
+    /// Circuit breaker: how many of the latest finished rows it looks at [default: 200].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    pub error_window: Option<u32>,
+
+    /// Requests allowed at once above the steady rate; 2 lets one late
+    /// wake-up catch up instead of losing its slot [default: 2].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: Option<u32>,
 
@@ -258,6 +278,27 @@ pub struct SandboxArgs {
     /// Seed for the fault decisions, for reproducible runs.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+}
+
+/// `--rate`: a fixed number per second, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateArg {
+    Fixed(u32),
+    Auto,
+}
+
+/// `10` or `auto`.
+pub fn parse_rate(s: &str) -> Result<RateArg, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(RateArg::Auto);
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(RateArg::Fixed(n)),
+        _ => Err(format!(
+            "expected a number of requests per second (at least 1) or 'auto', got '{s}'"
+        )),
+    }
 }
 
 /// `30s`, `500ms`, `2h 30m`.
@@ -383,6 +424,16 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         let err = parse(&["run", "x.csv", "--timeout", "soon"]).unwrap_err();
         assert!(err.to_string().contains("--timeout"), "{err}");
+    }
+
+    #[test]
+    fn rate_is_a_number_or_auto() {
+        assert_eq!(parse_rate("25"), Ok(RateArg::Fixed(25)));
+        assert_eq!(parse_rate("AUTO"), Ok(RateArg::Auto));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        let r = run_args(&["run", "x.csv", "--rate", "auto", "--rate-max", "200"]);
+        assert_eq!((r.rate, r.rate_max), (Some(RateArg::Auto), Some(200)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod progress;
 pub mod report;
 pub mod sandbox;
 pub mod settings;
+pub mod state;
 pub mod validate;
 
 pub use error::Error;

@@ -87,7 +87,11 @@ pub struct ConfigFile {
     pub delimiter: Option<String>,
     pub phone_region: Option<String>,
     pub default_locale: Option<String>,
-    pub rate: Option<u32>,
+    pub rate: Option<RateValue>,
+    pub rate_max: Option<u32>,
+    pub rate_start: Option<u32>,
+    pub max_error_rate: Option<f64>,
+    pub error_window: Option<u32>,
     pub burst: Option<u32>,
     pub concurrency: Option<u32>,
     pub max_attempts: Option<u32>,
@@ -160,6 +164,59 @@ impl ConfigFile {
     }
 }
 
+/// `rate = 10` or `rate = "auto"` in the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RateValue {
+    Number(u32),
+    Word(String),
+}
+
+/// The rate of a live run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// `--rate N`.
+    Fixed(u32),
+    /// `--rate auto`: find the partner's limit between 1 and `max`.
+    Auto { start: u32, max: u32 },
+}
+
+impl Rate {
+    /// The rate the run starts at.
+    pub fn initial(&self) -> u32 {
+        match *self {
+            Rate::Fixed(n) => n,
+            Rate::Auto { start, max } => start.min(max),
+        }
+    }
+
+    /// The highest rate the run may use.
+    pub fn ceiling(&self) -> u32 {
+        match *self {
+            Rate::Fixed(n) => n,
+            Rate::Auto { max, .. } => max,
+        }
+    }
+}
+
+/// The circuit breaker's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Breaker {
+    /// Trip when more than this fraction of the window is rejected or invalid.
+    pub max_error_rate: f64,
+    /// Finished rows looked at.
+    pub window: u32,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            max_error_rate: 0.5,
+            window: 200,
+        }
+    }
+}
+
 /// Where requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -188,9 +245,10 @@ pub struct Credentials {
 }
 
 /// Execution options of a live run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ExecSettings {
-    pub rate: u32,
+    pub rate: Rate,
+    pub breaker: Breaker,
     pub burst: u32,
     /// `None`: sized from the rate and the observed latency.
     pub concurrency: Option<u32>,
@@ -202,8 +260,9 @@ pub struct ExecSettings {
 impl Default for ExecSettings {
     fn default() -> Self {
         ExecSettings {
-            rate: 10,
-            burst: 1,
+            rate: Rate::Fixed(10),
+            breaker: Breaker::default(),
+            burst: 2,
             concurrency: None,
             max_attempts: 6,
             timeout: Duration::from_secs(30),
@@ -491,13 +550,31 @@ pub fn resolve_run(
 
     let d = ExecSettings::default();
     let exec = ExecSettings {
-        rate: args
-            .rate
-            .or(cfg
-                .map(|c| c.nonzero("rate", c.rate))
-                .transpose()?
-                .flatten())
-            .unwrap_or(d.rate),
+        rate: resolve_rate(args, cfg)?,
+        breaker: Breaker {
+            max_error_rate: match args.max_error_rate {
+                Some(p) => p,
+                None => match cfg.and_then(|c| c.max_error_rate) {
+                    Some(p) if (0.0..=1.0).contains(&p) => p,
+                    Some(p) => {
+                        return Err(ConfigError::ConfigValue {
+                            path: cfg.map(|c| c.path.clone()).unwrap_or_default(),
+                            key: "max_error_rate",
+                            message: format!("expected a number between 0 and 1, got {p}"),
+                        });
+                    }
+                    None => Breaker::default().max_error_rate,
+                },
+            },
+            window: args
+                .error_window
+                .or(cfg
+                    .map(|c| c.nonzero("error_window", c.error_window))
+                    .transpose()?
+                    .flatten())
+                .unwrap_or(Breaker::default().window)
+                .max(10),
+        },
         burst: args
             .burst
             .or(cfg
@@ -554,6 +631,48 @@ pub fn resolve_run(
         resume: args.resume,
         out,
         journal: !args.no_journal,
+    })
+}
+
+fn resolve_rate(args: &RunArgs, cfg: Option<&ConfigFile>) -> Result<Rate, ConfigError> {
+    use crate::cli::RateArg;
+    let from_file =
+        match cfg.and_then(|c| c.rate.as_ref().map(|r| (c, r))) {
+            None => None,
+            Some((_, RateValue::Number(n))) if *n >= 1 => Some(RateArg::Fixed(*n)),
+            Some((c, RateValue::Number(_))) => {
+                return Err(ConfigError::ConfigValue {
+                    path: c.path.clone(),
+                    key: "rate",
+                    message: "must be at least 1".into(),
+                });
+            }
+            Some((c, RateValue::Word(w))) => Some(crate::cli::parse_rate(w).map_err(
+                |message| ConfigError::ConfigValue {
+                    path: c.path.clone(),
+                    key: "rate",
+                    message,
+                },
+            )?),
+        };
+    let max = args
+        .rate_max
+        .or(cfg
+            .map(|c| c.nonzero("rate_max", c.rate_max))
+            .transpose()?
+            .flatten())
+        .unwrap_or(100);
+    let start = args
+        .rate_start
+        .or(cfg
+            .map(|c| c.nonzero("rate_start", c.rate_start))
+            .transpose()?
+            .flatten())
+        .unwrap_or(10);
+    Ok(match args.rate.or(from_file) {
+        None => Rate::Fixed(10),
+        Some(RateArg::Fixed(n)) => Rate::Fixed(n),
+        Some(RateArg::Auto) => Rate::Auto { start, max },
     })
 }
 
@@ -648,7 +767,7 @@ mod tests {
             "rate = 50\nburst = 5\ntimeout = \"5s\"\nsandbox = true\n[columns]\nuser_id = \"Customer ID\"\n",
         );
         let s = resolve_run(&run_args(&["--rate", "7"]), &no_env(), Some(&c), now()).unwrap();
-        assert_eq!(s.exec.rate, 7);
+        assert_eq!(s.exec.rate, Rate::Fixed(7));
         assert_eq!(s.exec.burst, 5);
         assert_eq!(s.exec.timeout, Duration::from_secs(5));
         assert_eq!(s.exec.max_attempts, 6);
@@ -662,6 +781,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.read.columns.header_for(Field::UserId), "Cust");
+    }
+
+    #[test]
+    fn rate_auto_from_flag_or_file() {
+        let c = cfg("rate = \"auto\"\nrate_max = 60\n");
+        let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now()).unwrap();
+        assert_eq!(s.exec.rate, Rate::Auto { start: 10, max: 60 });
+        let s = resolve_run(
+            &run_args(&["--dry-run", "--rate", "5"]),
+            &no_env(),
+            Some(&c),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(s.exec.rate, Rate::Fixed(5));
+        let bad = cfg("rate = \"quick\"\n");
+        let err = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&bad), now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate:"), "{err}");
+        assert_eq!(s.exec.breaker, Breaker::default());
     }
 
     #[test]

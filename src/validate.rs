@@ -150,7 +150,8 @@ impl Validator {
                 .unwrap_or((0, b""));
             let column = self.headers.get(i).map_or("?", String::as_str);
             return Err(Invalid::row(format!(
-                "invalid UTF-8 in column '{column}' (use --encoding for legacy exports)"
+                "invalid UTF-8 in column '{}' (use --encoding for legacy exports)",
+                crate::input::printable(column)
             )));
         }
         let get = |field: Field| -> &str {
@@ -165,10 +166,19 @@ impl Validator {
         if user_id.is_empty() {
             return Err(Invalid::field(Field::UserId, "required"));
         }
-        if user_id.chars().any(char::is_control) {
+        check_controls(Field::UserId, user_id)?;
+        // Bidi overrides and isolates make an id display as another one in
+        // reports and consoles (Trojan-Source style); names may keep them.
+        if let Some(c) = user_id
+            .chars()
+            .find(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        {
             return Err(Invalid::field(
                 Field::UserId,
-                "contains a control character",
+                format!(
+                    "contains a bidirectional control character (U+{:04X})",
+                    u32::from(c)
+                ),
             ));
         }
 
@@ -319,6 +329,15 @@ mod tests {
             check(&["u\u{7}1", "Ann", "", "", ""]).unwrap_err(),
             "user_id: contains a control character"
         );
+    }
+
+    #[test]
+    fn bidi_controls_are_refused_in_user_ids_only() {
+        assert_eq!(
+            check(&["u\u{202E}7", "Ann", "", "", ""]).unwrap_err(),
+            "user_id: contains a bidirectional control character (U+202E)"
+        );
+        assert!(check(&["u7", "\u{2067}Ann", "", "", ""]).is_ok());
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct TokenOptions {
     pub retry: RetryPolicy,
     /// Fresh tokens in a row that may be 401'd before giving up.
     pub max_unusable_tokens: u32,
+    /// A never-accepted token refused within this long of being issued
+    /// counts towards `max_unusable_tokens`; one that sat unused longer (a
+    /// pool-wide 429 pause) was more likely revoked in the meantime.
+    pub refused_at_once: Duration,
     /// Lower bound between scheduled refreshes.
     pub min_refresh_interval: Duration,
 }
@@ -61,7 +65,8 @@ impl Default for TokenOptions {
                 base: Duration::from_millis(250),
                 cap: Duration::from_secs(10),
             },
-            max_unusable_tokens: 3,
+            max_unusable_tokens: 4,
+            refused_at_once: Duration::from_secs(2),
             min_refresh_interval: Duration::from_millis(20),
         }
     }
@@ -179,6 +184,7 @@ impl TokenManager {
             last_good: last_good.clone(),
             unusable_streak: 0,
             next_refresh: now + refresh_delay(first.expires_in, &opts),
+            issued_at: now,
         };
         let task = tokio::spawn(refresher.run()).abort_handle();
         Ok(Arc::new(TokenManager {
@@ -303,6 +309,8 @@ struct Refresher<S> {
     last_good: Arc<AtomicU64>,
     unusable_streak: u32,
     next_refresh: Instant,
+    /// When the current token was issued.
+    issued_at: Instant,
 }
 
 impl<S: FetchToken> Refresher<S> {
@@ -328,8 +336,10 @@ impl<S: FetchToken> Refresher<S> {
     }
 
     async fn on_invalidated(&mut self, generation: u64) {
-        if self.last_good.load(Ordering::Relaxed) >= generation {
-            // It worked before, so it was revoked or expired: a normal refresh.
+        let refused_at_once = self.issued_at.elapsed() < self.opts.refused_at_once;
+        if self.last_good.load(Ordering::Relaxed) >= generation || !refused_at_once {
+            // It worked before, or lived a while unused (a long 429 pause):
+            // revoked or expired, so a normal refresh.
             self.unusable_streak = 0;
         } else {
             self.unusable_streak += 1;
@@ -371,6 +381,7 @@ impl<S: FetchToken> Refresher<S> {
 
     fn publish(&mut self, token: &Token, why: Why) {
         let now = Instant::now();
+        self.issued_at = now;
         self.next_refresh = now + refresh_delay(token.expires_in, &self.opts);
         let generation = self.tx.borrow().generation + 1;
         self.tx.send_replace(Current {
@@ -602,13 +613,32 @@ mod tests {
         // Never marked good: each fresh token is 401'd straight away.
         m.invalidate(1).await.expect("first refresh");
         m.invalidate(2).await.expect("second refresh");
-        let err = m.invalidate(3).await.expect_err("fatal");
-        assert_eq!(err, TokenError::RejectedAfterRefresh(3));
+        m.invalidate(3).await.expect("third refresh");
+        let err = m.invalidate(4).await.expect_err("fatal");
+        assert_eq!(err, TokenError::RejectedAfterRefresh(4));
         assert!(
             err.to_string()
                 .contains("token rejected immediately after refresh")
         );
-        assert_eq!(fake.calls(), 3);
+        assert_eq!(fake.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_long_after_issue_was_revoked_not_bad() {
+        let fake = Fake::new(DAY, vec![]);
+        let o = TokenOptions {
+            refused_at_once: Duration::from_millis(50),
+            ..opts()
+        };
+        let m = TokenManager::start_with_source(fake.clone(), o)
+            .await
+            .expect("start");
+        for generation in 1..=6 {
+            // Unused for longer than `refused_at_once` (a 429 pause), then 401'd.
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            m.invalidate(generation).await.expect("a normal refresh");
+        }
+        assert_eq!(m.failure(), None);
     }
 
     #[tokio::test]

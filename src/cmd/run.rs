@@ -159,6 +159,7 @@ pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
         rows_read,
         counts: recorder.counts(),
         engine: EngineFigures::default(),
+        rate: None,
         ending: Ending::Finished,
         fatal_error: None,
     });

@@ -6,6 +6,8 @@
 //! * [`throttle`] — the pool-wide pause after a 429.
 
 pub mod backoff;
+pub mod breaker;
+pub mod pace;
 pub mod pipeline;
 pub mod throttle;
 pub mod worker;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use csv::ByteRecord;
-use governor::{Jitter, Quota, RateLimiter};
+use governor::Jitter;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +33,8 @@ use crate::api::client::{ConnectClient, Credentials};
 use crate::api::token::TokenManager;
 use crate::error::Error;
 use crate::exec::backoff::RetryPolicy;
+use crate::exec::breaker::CircuitBreaker;
+use crate::exec::pace::{self, Pace};
 use crate::exec::throttle::Throttle;
 use crate::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
 use crate::input::InputSource;
@@ -43,7 +45,7 @@ use crate::report::journal::{self, ResumeError};
 use crate::report::{
     Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
 };
-use crate::settings::{ExecSettings, RunSettings};
+use crate::settings::{ExecSettings, Rate, RunSettings};
 
 /// Most requests in flight when concurrency is sized automatically.
 pub const MAX_AUTO_CONCURRENCY: u32 = 2048;
@@ -114,7 +116,7 @@ type Done = (Outcome, Option<ByteRecord>);
 /// Concurrency to start with: enough for `rate` at 100 ms, at least 4.
 fn initial_concurrency(exec: &ExecSettings) -> u32 {
     exec.concurrency
-        .unwrap_or_else(|| (exec.rate.div_ceil(10) + 4).clamp(4, MAX_AUTO_CONCURRENCY))
+        .unwrap_or_else(|| (exec.rate.initial().div_ceil(10) + 4).clamp(4, MAX_AUTO_CONCURRENCY))
 }
 
 /// In-flight requests needed to sustain `rate` at `latency`, with headroom.
@@ -147,7 +149,7 @@ pub async fn run_live(
     tracing::info!(
         input = %settings.input.display(),
         target = %remote.label,
-        rate = exec.rate,
+        rate = ?exec.rate,
         out = %settings.out.display(),
         "starting run"
     );
@@ -193,6 +195,7 @@ pub async fn run_live(
     }
     .map(|n| settings.read.limit.map_or(n, |l| n.min(l)));
     let bar = ui.run_bar(total);
+    let pace = Arc::new(Pace::new(f64::from(exec.rate.initial()), exec.burst));
     let figures = {
         let counters = counters.clone();
         let tokens = tokens.clone();
@@ -210,7 +213,12 @@ pub async fn run_live(
         bar,
         progress.clone(),
         stop.clone(),
-        settings.journal,
+        RecorderOptions {
+            journal: settings.journal,
+            breaker: exec.breaker,
+            pace: pace.clone(),
+            show_rate: matches!(exec.rate, Rate::Auto { .. }),
+        },
     );
 
     let reader = {
@@ -219,15 +227,23 @@ pub async fn run_live(
         tokio::task::spawn_blocking(move || read_rows(intake, job_tx, outcome_tx, stop))
     };
 
+    let adapter = match (exec.rate, &tokens) {
+        (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(pace::adapt(
+            pace.clone(),
+            counters.clone(),
+            pace::AutoRate {
+                start: f64::from(start),
+                max: f64::from(max),
+            },
+        ))),
+        _ => None,
+    };
     let dispatcher = tokens.as_ref().map(|tokens| {
-        let limiter = Arc::new(RateLimiter::direct(
-            Quota::per_second(nonzero(exec.rate)).allow_burst(nonzero(exec.burst)),
-        ));
         let cx = Arc::new(WorkerCtx {
             client,
             tokens: tokens.clone(),
-            limiter,
-            jitter: Jitter::up_to(Duration::from_millis(2)),
+            pace: pace.clone(),
+            jitter: Jitter::up_to(Duration::ZERO),
             throttle: Throttle::new(),
             retry: RetryPolicy {
                 max_attempts: exec.max_attempts,
@@ -256,6 +272,9 @@ pub async fn run_live(
         && let Err(e) = d.await
     {
         stop.trip(StopKind::Fatal, format!("dispatcher failed: {e}"));
+    }
+    if let Some(a) = adapter {
+        a.abort();
     }
     let (recorder, bar) = recorder_thread
         .await
@@ -289,6 +308,17 @@ pub async fn run_live(
         rows_read,
         counts: recorder.counts(),
         engine,
+        rate: Some(crate::report::RateSummary {
+            mode: match exec.rate {
+                Rate::Fixed(_) => "fixed".into(),
+                Rate::Auto { .. } => "auto".into(),
+            },
+            final_per_second: (pace.rate() * 10.0).round() / 10.0,
+            max_per_second: match exec.rate {
+                Rate::Fixed(_) => None,
+                Rate::Auto { max, .. } => Some(max),
+            },
+        }),
         ending,
         fatal_error,
     });
@@ -365,10 +395,6 @@ fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigure
         throttled_429: c.throttled_429.load(Ordering::Relaxed),
         token_refreshes: tokens.map_or(0, TokenManager::refreshes),
     }
-}
-
-fn nonzero(n: u32) -> std::num::NonZeroU32 {
-    std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
 /// The reader thread: every data row goes either to a worker (as a job) or
@@ -458,14 +484,10 @@ async fn dispatch(
     let sem = Arc::new(Semaphore::new(initial as usize));
     let current = Arc::new(AtomicU64::new(u64::from(initial)));
     let tracker = TaskTracker::new();
-    let grower = exec.concurrency.is_none().then(|| {
-        tokio::spawn(grow_concurrency(
-            cx.clone(),
-            exec.rate,
-            sem.clone(),
-            current.clone(),
-        ))
-    });
+    let grower = exec
+        .concurrency
+        .is_none()
+        .then(|| tokio::spawn(grow_concurrency(cx.clone(), sem.clone(), current.clone())));
     while let Some((job, raw)) = job_rx.recv().await {
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
@@ -517,14 +539,9 @@ fn failed(row: u64, user_id: String, msg: String) -> Outcome {
 }
 
 /// Every 250 ms, compare the permits with what the mean request latency needs
-/// to keep `rate` busy, and add the difference. Never shrinks: idle permits
-/// cost nothing.
-async fn grow_concurrency(
-    cx: Arc<WorkerCtx>,
-    rate: u32,
-    sem: Arc<Semaphore>,
-    current: Arc<AtomicU64>,
-) {
+/// to keep the current rate busy, and add the difference. Never shrinks: idle
+/// permits cost nothing.
+async fn grow_concurrency(cx: Arc<WorkerCtx>, sem: Arc<Semaphore>, current: Arc<AtomicU64>) {
     let mut last = (0u64, 0u64);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -536,6 +553,7 @@ async fn grow_concurrency(
             continue;
         }
         let mean = Duration::from_micros(d_micros / d_sent);
+        let rate = cx.pace.rate().ceil() as u32;
         let want = u64::from(needed_concurrency(rate, mean));
         let have = current.load(Ordering::Relaxed);
         if want > have {
@@ -550,7 +568,6 @@ async fn grow_concurrency(
     }
 }
 
-/// The recorder thread: writes each outcome and keeps the bar current.
 /// The recorder thread: writes each outcome, makes the journal durable every
 /// [`CHECKPOINT_EVERY`] (flush + fsync + progress.json), keeps the bar current.
 fn spawn_recorder(
@@ -559,8 +576,22 @@ fn spawn_recorder(
     bar: RunBar,
     progress: impl Fn() -> journal::Progress + Send + 'static,
     stop: Stop,
-    journal: bool,
+    opts: RecorderOptions,
 ) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar)> {
+    let RecorderOptions {
+        journal,
+        breaker,
+        pace,
+        show_rate,
+    } = opts;
+    let mut breaker = CircuitBreaker::new(breaker);
+    let brief = move |f: &EngineFigures| {
+        let mut s = engine_brief(f);
+        if show_rate {
+            s.push_str(&format!(" rate={:.1}/s", pace.rate()));
+        }
+        s.trim().to_string()
+    };
     tokio::task::spawn_blocking(move || {
         let mut last_checkpoint = Instant::now();
         let fail = |e: ReportError, bar: RunBar| {
@@ -605,6 +636,10 @@ fn spawn_recorder(
             if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
                 return fail(e, bar);
             }
+            if let Some(message) = breaker.observe(&outcome) {
+                tracing::error!("{message}");
+                stop.trip(StopKind::Fatal, message);
+            }
             dirty = true;
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 if let Err(e) = checkpoint(&mut recorder) {
@@ -613,21 +648,23 @@ fn spawn_recorder(
                 last_checkpoint = Instant::now();
                 dirty = false;
                 let f = EngineFigures::from(progress());
-                bar.update(
-                    recorder.counts().total(),
-                    recorder.counts(),
-                    &engine_brief(&f),
-                );
+                bar.update(recorder.counts().total(), recorder.counts(), &brief(&f));
             }
         }
         let f = EngineFigures::from(progress());
-        bar.update(
-            recorder.counts().total(),
-            recorder.counts(),
-            &engine_brief(&f),
-        );
+        bar.update(recorder.counts().total(), recorder.counts(), &brief(&f));
         (Ok(recorder), bar)
     })
+}
+
+/// What the recorder thread does besides writing rows.
+struct RecorderOptions {
+    /// Checkpoint the journal (off only for benchmarks).
+    journal: bool,
+    breaker: crate::settings::Breaker,
+    /// Shown on the bar with `--rate auto`.
+    pace: Arc<Pace>,
+    show_rate: bool,
 }
 
 /// Most time a recorded row waits before it is fsynced.

@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Jitter};
+use governor::Jitter;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::classify::{Verdict, classify};
-use crate::api::client::{Attempt, ConnectClient, TokenError};
+use crate::api::client::{Attempt, ConnectClient, TokenError, TransportKind};
 use crate::api::token::TokenManager;
 use crate::exec::backoff::RetryPolicy;
+use crate::exec::pace::Pace;
 use crate::exec::throttle::Throttle;
 use crate::outcome::{Outcome, Status};
 
@@ -39,8 +40,9 @@ pub const INTERRUPTED: &str = "interrupted";
 pub struct WorkerCtx {
     pub client: ConnectClient,
     pub tokens: Arc<TokenManager>,
-    /// One limiter for the whole pool (`--rate`, `--burst`).
-    pub limiter: Arc<DefaultDirectRateLimiter>,
+    /// One limiter for the whole pool (`--rate`, `--burst`), whose rate the
+    /// auto controller may change.
+    pub pace: Arc<Pace>,
     /// Spreads workers released by the limiter at the same instant.
     pub jitter: Jitter,
     pub throttle: Throttle,
@@ -73,6 +75,8 @@ pub struct EngineCounters {
     pub unauthorized: AtomicU64,
     /// Attempts that got no HTTP answer (timeouts, connect errors, resets).
     pub transport_errors: AtomicU64,
+    /// 503 answers and timeouts: the partner straining (the auto rate backs off).
+    pub overloaded: AtomicU64,
     /// Sum of the time each request took on the wire (µs), limiter waits
     /// excluded: the pipeline sizes its concurrency from the mean.
     pub request_micros: AtomicU64,
@@ -140,7 +144,7 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
             () = cx.cancel.cancelled() => return Ok(row.interrupted()),
             () = async {
                 cx.throttle.wait().await;
-                cx.limiter.until_ready_with_jitter(cx.jitter).await;
+                cx.pace.until_ready(cx.jitter).await;
             } => {}
         }
         let token = cx.tokens.current();
@@ -221,6 +225,16 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
 }
 
 fn count(attempt: &Attempt, verdict: &Verdict, cx: &WorkerCtx) {
+    if matches!(
+        attempt,
+        Attempt::Answered { status: 503, .. }
+            | Attempt::Transport {
+                kind: TransportKind::Timeout,
+                ..
+            }
+    ) {
+        bump(&cx.counters.overloaded);
+    }
     match (attempt, verdict) {
         (Attempt::Transport { .. }, _) => bump(&cx.counters.transport_errors),
         (_, Verdict::Unauthorized) => bump(&cx.counters.unauthorized),

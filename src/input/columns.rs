@@ -115,7 +115,7 @@ impl ColumnMap {
                 if norm(h) == want {
                     if let Some(first) = found {
                         return Err(ColumnError::Ambiguous {
-                            column: spec.header_for(field).to_string(),
+                            column: super::printable(spec.header_for(field)).into_owned(),
                             first: first + 1,
                             second: i + 1,
                         });
@@ -126,8 +126,12 @@ impl ColumnMap {
             if found.is_none() && field.is_required() {
                 return Err(ColumnError::Missing {
                     field,
-                    column: spec.header_for(field).to_string(),
-                    found: headers.join(", "),
+                    column: super::printable(spec.header_for(field)).into_owned(),
+                    found: headers
+                        .iter()
+                        .map(|h| super::printable(h))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
             idx[field as usize] = found;

@@ -20,3 +20,35 @@ pub const FIELDS: [&str; 5] = [
 
 /// Extra columns that a failures.csv carries after the input's own columns.
 pub const ERROR_COLUMNS: [&str; 2] = ["error_status", "error_message"];
+
+/// `s` with control characters escaped (`\u{1b}`), for echoing cells of an
+/// untrusted file in messages: an ESC sequence must not reach a terminal, and
+/// a line break must not split a one-line error.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_escapes_controls_only() {
+        assert_eq!(super::printable("Zoë"), "Zoë");
+        assert_eq!(
+            super::printable("a\x1b]0;x\x07\nb"),
+            "a\\u{1b}]0;x\\u{7}\\nb"
+        );
+    }
+}

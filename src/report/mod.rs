@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 
 pub use sanitize::{append_private, create_private, neutralize};
-pub use summary::{Counts, Ending, EngineFigures, InputInfo, Summary, SummaryParts, exit_code};
+pub use summary::{
+    Counts, Ending, EngineFigures, InputInfo, RateSummary, Summary, SummaryParts, exit_code,
+};
 
 use crate::input::ERROR_COLUMNS;
 use crate::outcome::{Outcome, Status};

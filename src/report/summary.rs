@@ -99,6 +99,18 @@ impl EngineFigures {
     }
 }
 
+/// The rate a live run used, as summary.json gives it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateSummary {
+    /// `fixed` or `auto`.
+    pub mode: String,
+    /// The rate in force at the end: with `auto`, what it settled on — start
+    /// the next night's run from it with `--rate-start`.
+    pub final_per_second: f64,
+    /// `--rate-max` with `auto`.
+    pub max_per_second: Option<u32>,
+}
+
 /// The input, as summary.json names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputInfo {
@@ -126,6 +138,8 @@ pub struct Summary {
     pub achieved_rps: f64,
     /// Rows brought to a final status per second.
     pub rows_per_second: f64,
+    /// The rate of a live run (absent in a dry run).
+    pub rate: Option<RateSummary>,
     pub interrupted: bool,
     pub fatal_error: Option<String>,
     pub exit_code: u8,
@@ -142,6 +156,7 @@ pub struct SummaryParts<'a> {
     pub rows_read: u64,
     pub counts: &'a Counts,
     pub engine: EngineFigures,
+    pub rate: Option<RateSummary>,
     pub ending: Ending,
     pub fatal_error: Option<String>,
 }
@@ -167,6 +182,7 @@ impl Summary {
             token_refreshes: p.engine.token_refreshes,
             achieved_rps: (per_sec(p.engine.requests_sent) * 100.0).round() / 100.0,
             rows_per_second: (per_sec(p.counts.total()) * 100.0).round() / 100.0,
+            rate: p.rate,
             interrupted: p.ending == Ending::Interrupted,
             fatal_error: p.fatal_error,
             exit_code: exit_code(p.counts, p.ending),

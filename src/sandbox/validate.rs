@@ -70,14 +70,24 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
         ));
     }
 
-    if let Some(locale) = &input.locale
-        && icu_locale_core::Locale::try_from_str(locale).is_err()
-    {
-        errors.push(field_error(
-            "locale",
-            codes::INVALID_LOCALE,
-            "is invalid: must be an IETF language tag, e.g. en-US",
-        ));
+    if let Some(locale) = &input.locale {
+        match icu_locale_core::Locale::try_from_str(locale) {
+            Err(_) => errors.push(field_error(
+                "locale",
+                codes::INVALID_LOCALE,
+                "is invalid: must be an IETF language tag, e.g. en-US",
+            )),
+            // Well-formed is not enough for a server: the language must exist
+            // (`US` parses as a language subtag, but there is no such language).
+            Ok(tag) if !ISO_639_1.contains(&tag.id.language.as_str()) => {
+                errors.push(field_error(
+                    "locale",
+                    codes::INVALID_LOCALE,
+                    format!("is not supported: unknown language '{}'", tag.id.language),
+                ));
+            }
+            Ok(_) => {}
+        }
     }
 
     if !errors.is_empty() {
@@ -91,6 +101,22 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
         locale: input.locale,
     })
 }
+
+/// The two-letter ISO 639-1 language codes the sandbox accepts in `locale`.
+const ISO_639_1: &[&str] = &[
+    "aa", "ab", "ae", "af", "ak", "am", "an", "ar", "as", "av", "ay", "az", "ba", "be", "bg", "bh",
+    "bi", "bm", "bn", "bo", "br", "bs", "ca", "ce", "ch", "co", "cr", "cs", "cu", "cv", "cy", "da",
+    "de", "dv", "dz", "ee", "el", "en", "eo", "es", "et", "eu", "fa", "ff", "fi", "fj", "fo", "fr",
+    "fy", "ga", "gd", "gl", "gn", "gu", "gv", "ha", "he", "hi", "ho", "hr", "ht", "hu", "hy", "hz",
+    "ia", "id", "ie", "ig", "ii", "ik", "io", "is", "it", "iu", "ja", "jv", "ka", "kg", "ki", "kj",
+    "kk", "kl", "km", "kn", "ko", "kr", "ks", "ku", "kv", "kw", "ky", "la", "lb", "lg", "li", "ln",
+    "lo", "lt", "lu", "lv", "mg", "mh", "mi", "mk", "ml", "mn", "mr", "ms", "mt", "my", "na", "nb",
+    "nd", "ne", "ng", "nl", "nn", "no", "nr", "nv", "ny", "oc", "oj", "om", "or", "os", "pa", "pi",
+    "pl", "ps", "pt", "qu", "rm", "rn", "ro", "ru", "rw", "sa", "sc", "sd", "se", "sg", "si", "sk",
+    "sl", "sm", "sn", "so", "sq", "sr", "ss", "st", "su", "sv", "sw", "ta", "te", "tg", "th", "ti",
+    "tk", "tl", "tn", "to", "tr", "ts", "tt", "tw", "ty", "ug", "uk", "ur", "uz", "ve", "vi", "vo",
+    "wa", "wo", "xh", "yi", "yo", "za", "zh", "zu",
+];
 
 /// The "must not contain" rule for names; the message lists the offending
 /// characters so a failures report tells the operator what to fix.
@@ -159,6 +185,18 @@ mod tests {
             .iter()
             .map(|e| (e.meta.as_ref().map_or("", |m| m.key.as_str()), e.error.code))
             .collect()
+    }
+
+    #[test]
+    fn unknown_languages_are_not_supported() {
+        let mut i = input("u1", "ann");
+        i.locale = Some("US".into());
+        let errs = validate(i).unwrap_err();
+        assert_eq!(keys(&errs), [("locale", codes::INVALID_LOCALE)]);
+        assert!(errs[0].error.message.contains("unknown language 'us'"));
+        let mut i = input("u1", "ann");
+        i.locale = Some("fr-CA".into());
+        assert!(validate(i).is_ok());
     }
 
     #[test]

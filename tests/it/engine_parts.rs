@@ -3,7 +3,6 @@
 //! assertion (SPEC "Execution", "The sandbox").
 
 use std::collections::{BTreeSet, VecDeque};
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +13,12 @@ use connect_provision::api::client::{
 use connect_provision::api::model::CreateUser;
 use connect_provision::api::token::{TokenManager, TokenOptions};
 use connect_provision::exec::backoff::RetryPolicy;
+use connect_provision::exec::pace::Pace;
 use connect_provision::exec::throttle::Throttle;
 use connect_provision::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
 use connect_provision::outcome::{Outcome, Status};
 use connect_provision::sandbox::{ConfigPatch, Sandbox, SandboxConfig};
-use governor::{Jitter, Quota, RateLimiter};
+use governor::Jitter;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -70,12 +70,10 @@ fn retry(max_attempts: u32, base_ms: u64, cap_ms: u64) -> RetryPolicy {
 async fn ctx(sb: &Sandbox, rate: u32, burst: u32, retry: RetryPolicy) -> Arc<WorkerCtx> {
     let client = client(sb);
     let tokens = TokenManager::start(client.clone()).await.expect("token");
-    let quota = Quota::per_second(NonZeroU32::new(rate).expect("rate"))
-        .allow_burst(NonZeroU32::new(burst).expect("burst"));
     Arc::new(WorkerCtx {
         client,
         tokens,
-        limiter: Arc::new(RateLimiter::direct(quota)),
+        pace: Arc::new(Pace::new(f64::from(rate), burst)),
         jitter: Jitter::up_to(Duration::from_millis(5)),
         throttle: Throttle::new(),
         retry,

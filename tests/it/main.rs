@@ -1,8 +1,14 @@
+mod adaptive;
+mod chaos;
 mod cli;
 mod dry_run;
 mod engine;
 mod engine_parts;
+mod hostile;
 mod props;
 mod resume;
 mod sandbox;
+mod secrets;
+mod state_store;
+mod transport;
 mod util;
