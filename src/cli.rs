@@ -68,6 +68,9 @@ pub enum Command {
         connect-provision check --sandbox\n  \
         CONNECT_CLIENT_ID=abc CONNECT_CLIENT_SECRET=... connect-provision check --env development")]
     Check(CheckArgs),
+    /// Inspect or seed the state file of incremental runs (--state).
+    #[command(subcommand)]
+    State(StateCommand),
     /// Run the fake Connect API standalone until Ctrl-C.
     #[command(after_help = "Examples:\n  \
         connect-provision sandbox\n  \
@@ -216,10 +219,90 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
+    /// SQLite file remembering what earlier runs provisioned: known users
+    /// are not sent again (`unchanged` / `changed`). Created on first use.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
     /// Benchmarking only: skip the journal's fsync batches (a crash may then
     /// lose recorded rows; they are resent and end `exists`).
     #[arg(long, hide = true)]
     pub no_journal: bool,
+}
+
+/// `state`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Seed the state from an earlier run's results.csv and the input it came
+    /// from (read with the same options), so the next run sends only what is new.
+    #[command(after_help = "Example:\n  \
+        connect-provision state import --state nightly.db --results reports/import-1/results.csv \\\n      \
+        customers.csv --config provision.toml")]
+    Import(StateImportArgs),
+    /// Counts per status, file size and the last run.
+    Stats(StateFileArgs),
+    /// CSV of user_id, status, first_seen, last_seen (no names or phones).
+    Export(StateExportArgs),
+}
+
+/// `state stats`.
+#[derive(Debug, Args)]
+pub struct StateFileArgs {
+    /// The state file.
+    #[arg(long, value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `state export`.
+#[derive(Debug, Args)]
+pub struct StateExportArgs {
+    /// The state file.
+    #[arg(long, value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `state import`.
+#[derive(Debug, Args)]
+pub struct StateImportArgs {
+    /// The state file (created if missing).
+    #[arg(long, value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// results.csv of the earlier run.
+    #[arg(long, value_name = "FILE")]
+    pub results: PathBuf,
+
+    /// The input that run read.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// As for `run`.
+    #[arg(long = "map", value_name = "FIELD=HEADER", value_parser = parse_mapping)]
+    pub map: Vec<(String, String)>,
+
+    /// As for `run`.
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+
+    /// As for `run`.
+    #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+
+    /// As for `run`.
+    #[arg(long, value_name = "REGION")]
+    pub phone_region: Option<String>,
+
+    /// As for `run`.
+    #[arg(long, value_name = "TAG")]
+    pub default_locale: Option<String>,
 }
 
 /// `check`'s options.

@@ -22,6 +22,9 @@ pub enum Error {
     Report(#[from] ReportError),
     #[error(transparent)]
     Resume(#[from] crate::report::journal::ResumeError),
+    /// The state file could not be opened, locked, read or seeded.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The target refused the credentials or could not be reached.
     #[error("{0}")]
     Fatal(String),
@@ -42,6 +45,7 @@ impl Error {
             Error::Config(_)
             | Error::Input(_)
             | Error::Resume(_)
+            | Error::State(_)
             | Error::Sandbox { .. }
             | Error::Runtime(_) => EXIT_USAGE,
             // Unwritable reports at start are a usage problem; the engine maps

@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let s = settings::resolve_check(&args, &ProcessEnv, cfg.as_ref())?;
             rt.block_on(cmd::check::check(&s))
         }
+        Command::State(cmd) => cmd::state::state(&cmd, &ProcessEnv, cfg.as_ref()),
         Command::Sandbox(args) => rt.block_on(cmd::sandbox::serve(&args)),
     }
 }

@@ -71,6 +71,8 @@ pub enum ConfigError {
     ResumeWithoutOut,
     #[error("--resume continues a live run; a --dry-run has nothing to resume")]
     ResumeDryRun,
+    #[error("--state records what live runs provisioned; leave it out of a --dry-run")]
+    StateDryRun,
 }
 
 /// The TOML config file: any option of `run`/`check`, plus a `[columns]` table.
@@ -98,6 +100,7 @@ pub struct ConfigFile {
     pub timeout: Option<String>,
     pub time_budget: Option<String>,
     pub out: Option<PathBuf>,
+    pub state: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub no_progress: Option<bool>,
     #[serde(default)]
@@ -294,6 +297,8 @@ pub struct RunSettings {
     pub out: PathBuf,
     /// Flush + fsync results.csv in batches (off only for benchmarks).
     pub journal: bool,
+    /// `--state`: the incremental-run state file.
+    pub state: Option<PathBuf>,
 }
 
 /// Everything `check` needs.
@@ -615,6 +620,13 @@ pub fn resolve_run(
     if args.resume && args.out.is_none() && cfg.and_then(|c| c.out.as_ref()).is_none() {
         return Err(ConfigError::ResumeWithoutOut);
     }
+    let state = args
+        .state
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.state.as_ref().map(|p| c.resolve_path(p))));
+    if state.is_some() && args.dry_run {
+        return Err(ConfigError::StateDryRun);
+    }
     let out = args
         .out
         .clone()
@@ -631,6 +643,7 @@ pub fn resolve_run(
         resume: args.resume,
         out,
         journal: !args.no_journal,
+        state,
     })
 }
 

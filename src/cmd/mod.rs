@@ -4,4 +4,5 @@ pub mod check;
 pub mod run;
 pub mod sandbox;
 pub mod signals;
+pub mod state;
 pub mod target;

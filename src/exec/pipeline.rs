@@ -46,6 +46,7 @@ use crate::report::{
     Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
 };
 use crate::settings::{ExecSettings, Rate, RunSettings};
+use crate::state::{PayloadHash, Recorded, StateReader, StateStore, StoredStatus, payload_hash};
 
 /// Most requests in flight when concurrency is sized automatically.
 pub const MAX_AUTO_CONCURRENCY: u32 = 2048;
@@ -111,7 +112,12 @@ pub struct Remote {
     pub label: String,
 }
 
-type Done = (Outcome, Option<ByteRecord>);
+/// A finished row for the recorder: the outcome, the raw record when it goes
+/// to failures.csv, and the payload hash when it was sent (for the state).
+type Done = (Outcome, Option<ByteRecord>, Option<PayloadHash>);
+
+/// A row for the workers: the job, its raw record, its payload hash.
+type Queued = (Job, ByteRecord, Option<PayloadHash>);
 
 /// Concurrency to start with: enough for `rate` at 100 ms, at least 4.
 fn initial_concurrency(exec: &ExecSettings) -> u32 {
@@ -138,7 +144,8 @@ pub async fn run_live(
     let exec = settings.exec.clone();
 
     let mut intake = crate::cmd::run::open_intake(settings)?;
-    let (recorder, prior) = open_journal(settings, &mut intake, started)?;
+    let (recorder, prior, input_sha) = open_journal(settings, &mut intake, started)?;
+    let (state_sink, state_reader) = open_state(settings, &input_sha)?;
     // After a resume the summary covers the whole run: its first start, and
     // the active time of every part.
     let started = prior.started.unwrap_or(started);
@@ -172,7 +179,7 @@ pub async fn run_live(
 
     let counters = Arc::new(EngineCounters::default());
     let concurrency = initial_concurrency(&exec);
-    let (job_tx, job_rx) = mpsc::channel::<(Job, ByteRecord)>(concurrency as usize * 2);
+    let (job_tx, job_rx) = mpsc::channel::<Queued>(concurrency as usize * 2);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Done>(1024);
 
     if let Some(budget) = exec.time_budget {
@@ -218,13 +225,16 @@ pub async fn run_live(
             breaker: exec.breaker,
             pace: pace.clone(),
             show_rate: matches!(exec.rate, Rate::Auto { .. }),
+            state: state_sink,
         },
     );
 
     let reader = {
         let stop = stop.clone();
         let outcome_tx = outcome_tx.clone();
-        tokio::task::spawn_blocking(move || read_rows(intake, job_tx, outcome_tx, stop))
+        tokio::task::spawn_blocking(move || {
+            read_rows(intake, job_tx, outcome_tx, stop, state_reader)
+        })
     };
 
     let adapter = match (exec.rate, &tokens) {
@@ -276,7 +286,7 @@ pub async fn run_live(
     if let Some(a) = adapter {
         a.abort();
     }
-    let (recorder, bar) = recorder_thread
+    let (recorder, bar, state_sink) = recorder_thread
         .await
         .map_err(|e| Error::Fatal(format!("report writer failed: {e}")))?;
     bar.finish();
@@ -323,6 +333,11 @@ pub async fn run_live(
         fatal_error,
     });
     recorder.finish(&summary)?;
+    if let Some(mut sink) = state_sink
+        && let Err(e) = sink.store.finish_run(sink.run_id, &summary.counts)
+    {
+        tracing::warn!(error = %crate::error::chain(&e), "cannot close this run's record in the state");
+    }
     Ok(summary)
 }
 
@@ -342,7 +357,7 @@ fn open_journal(
     settings: &RunSettings,
     intake: &mut crate::intake::Intake,
     started: jiff::Timestamp,
-) -> Result<(Recorder, Prior), Error> {
+) -> Result<(Recorder, Prior, String), Error> {
     let out = &settings.out;
     let header = intake.reader().header_record().clone();
     let delimiter = settings.read.delimiter;
@@ -371,7 +386,7 @@ fn open_journal(
         };
         let recorder = Recorder::resume(out, &header, delimiter, &state)?;
         intake.resume_from(state);
-        Ok((recorder, prior))
+        Ok((recorder, prior, sha))
     } else {
         journal::check_fresh(out)?;
         let recorder = Recorder::create(out, &header, delimiter)?;
@@ -380,12 +395,43 @@ fn open_journal(
             &journal::RunMeta {
                 tool_version: env!("CARGO_PKG_VERSION").to_string(),
                 input_path: settings.input.display(),
-                input_sha256: sha,
+                input_sha256: sha.clone(),
                 started: started.to_string(),
             },
         )?;
-        Ok((recorder, Prior::default()))
+        Ok((recorder, Prior::default(), sha))
     }
+}
+
+/// Open `--state` (taking its lock: a second run gets exit 2) and start this
+/// run's record in it. On `--resume`, first record the successes the
+/// interrupted part may have journaled but not yet written to the state (a
+/// crash between the two): importing results.csv is idempotent.
+fn open_state(
+    settings: &RunSettings,
+    input_sha: &str,
+) -> Result<(Option<StateSink>, Option<StateReader>), Error> {
+    let Some(path) = &settings.state else {
+        return Ok((None, None));
+    };
+    let mut store = StateStore::open(path)?;
+    let results = settings.out.join("results.csv");
+    if settings.resume && results.exists() {
+        let mut fresh = crate::cmd::run::open_intake(settings)?;
+        store.import(&results, &mut fresh)?;
+    }
+    let run_id = store.begin_run(input_sha, Some(&settings.out))?;
+    let reader = store.reader()?;
+    tracing::info!(state = %path.display(), "known users are not sent again");
+    Ok((
+        Some(StateSink {
+            store,
+            run_id,
+            pending: Vec::new(),
+            failed: false,
+        }),
+        Some(reader),
+    ))
 }
 
 fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigures {
@@ -401,9 +447,10 @@ fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigure
 /// straight to the recorder. Returns the number of data rows read.
 fn read_rows(
     mut intake: crate::intake::Intake,
-    job_tx: mpsc::Sender<(Job, ByteRecord)>,
+    job_tx: mpsc::Sender<Queued>,
     outcome_tx: mpsc::Sender<Done>,
     stop: Stop,
+    mut state: Option<StateReader>,
 ) -> Result<u64, crate::input::InputError> {
     let not_sent = |row: u64, user_id: String, raw: ByteRecord, stop: &Stop| -> Done {
         let o = Outcome::local(
@@ -412,7 +459,7 @@ fn read_rows(
             Status::Failed,
             Some(format!("not sent: {}", stop.message())),
         );
-        (o, Some(raw))
+        (o, Some(raw), None)
     };
     loop {
         let step = match intake.next_step() {
@@ -427,10 +474,25 @@ fn read_rows(
         let done = match step {
             Step::Local(o, raw) => {
                 let raw = o.status.is_failure().then(|| raw.clone());
-                (o, raw)
+                (o, raw, None)
             }
             Step::Send { row, user, raw } => {
-                if stop.is_tripped() {
+                let hash = state.as_ref().map(|_| payload_hash(&user));
+                let known = match (&mut state, &hash) {
+                    (Some(reader), Some(h)) => match reader.lookup(&user.user_id) {
+                        Ok(k) => k.map(|k| (k.classify(h), k)),
+                        Err(e) => {
+                            stop.trip(StopKind::Fatal, crate::error::chain(&e));
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some((status, k)) = known {
+                    // Provisioned by an earlier run: not sent again.
+                    let error = (status == Status::Changed).then(|| k.changed_message());
+                    (Outcome::local(row, user.user_id, status, error), None, None)
+                } else if stop.is_tripped() {
                     not_sent(row, user.user_id, raw.clone(), &stop)
                 } else {
                     let body = match serde_json::to_vec(&user) {
@@ -442,7 +504,10 @@ fn read_rows(
                                 Status::Invalid,
                                 Some(format!("cannot encode the payload: {e}")),
                             );
-                            if outcome_tx.blocking_send((o, Some(raw.clone()))).is_err() {
+                            if outcome_tx
+                                .blocking_send((o, Some(raw.clone()), None))
+                                .is_err()
+                            {
                                 break;
                             }
                             continue;
@@ -453,10 +518,17 @@ fn read_rows(
                         user_id: user.user_id,
                         body,
                     };
-                    match job_tx.blocking_send((job, raw.clone())) {
+                    if job_tx.capacity() == 0
+                        && let Some(reader) = &mut state
+                    {
+                        // About to block on a full queue: let go of the read
+                        // snapshot so the state's WAL can be checkpointed.
+                        let _ = reader.release();
+                    }
+                    match job_tx.blocking_send((job, raw.clone(), hash)) {
                         Ok(()) => continue,
                         // No dispatcher (no token): record it as not sent.
-                        Err(mpsc::error::SendError((job, raw))) => {
+                        Err(mpsc::error::SendError((job, raw, _))) => {
                             not_sent(job.row, job.user_id, raw, &stop)
                         }
                     }
@@ -476,7 +548,7 @@ fn read_rows(
 async fn dispatch(
     cx: Arc<WorkerCtx>,
     exec: ExecSettings,
-    mut job_rx: mpsc::Receiver<(Job, ByteRecord)>,
+    mut job_rx: mpsc::Receiver<Queued>,
     outcome_tx: mpsc::Sender<Done>,
     stop: Stop,
 ) {
@@ -488,7 +560,7 @@ async fn dispatch(
         .concurrency
         .is_none()
         .then(|| tokio::spawn(grow_concurrency(cx.clone(), sem.clone(), current.clone())));
-    while let Some((job, raw)) = job_rx.recv().await {
+    while let Some((job, raw, hash)) = job_rx.recv().await {
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
@@ -522,7 +594,7 @@ async fn dispatch(
                 }
             };
             let raw = outcome.status.is_failure().then_some(raw);
-            if tx.send((outcome, raw)).await.is_err() {
+            if tx.send((outcome, raw, hash)).await.is_err() {
                 tracing::debug!(row, "recorder gone");
             }
         });
@@ -577,12 +649,13 @@ fn spawn_recorder(
     progress: impl Fn() -> journal::Progress + Send + 'static,
     stop: Stop,
     opts: RecorderOptions,
-) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar)> {
+) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar, Option<StateSink>)> {
     let RecorderOptions {
         journal,
         breaker,
         pace,
         show_rate,
+        mut state,
     } = opts;
     let mut breaker = CircuitBreaker::new(breaker);
     let brief = move |f: &EngineFigures| {
@@ -594,21 +667,27 @@ fn spawn_recorder(
     };
     tokio::task::spawn_blocking(move || {
         let mut last_checkpoint = Instant::now();
-        let fail = |e: ReportError, bar: RunBar| {
+        let fail = |e: ReportError, bar: RunBar, state: Option<StateSink>| {
             stop.trip(StopKind::Fatal, crate::error::chain(&e));
-            (Err(e), bar)
+            (Err(e), bar, state)
         };
-        let checkpoint = |recorder: &mut Recorder| {
+        // results.csv first, then the state: the state never claims a user
+        // the reports do not show (see report::journal and state).
+        let checkpoint = |recorder: &mut Recorder, state: &mut Option<StateSink>| {
             if journal {
-                recorder.checkpoint(progress())
+                recorder.checkpoint(progress())?;
             } else {
-                Ok(())
+                recorder.flush()?;
             }
+            if let Some(sink) = state {
+                sink.flush(&stop);
+            }
+            Ok(())
         };
         // Rows recorded since the last checkpoint.
         let mut dirty = false;
         loop {
-            let (outcome, raw) = match outcome_rx.try_recv() {
+            let (outcome, raw, hash) = match outcome_rx.try_recv() {
                 Ok(done) => done,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) if !dirty => {
@@ -622,8 +701,8 @@ fn spawn_recorder(
                     // recorded durable on schedule instead of waiting for more.
                     let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
                     if due.is_zero() {
-                        if let Err(e) = checkpoint(&mut recorder) {
-                            return fail(e, bar);
+                        if let Err(e) = checkpoint(&mut recorder, &mut state) {
+                            return fail(e, bar, state);
                         }
                         last_checkpoint = Instant::now();
                         dirty = false;
@@ -634,7 +713,10 @@ fn spawn_recorder(
                 }
             };
             if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
-                return fail(e, bar);
+                return fail(e, bar, state);
+            }
+            if let Some(sink) = &mut state {
+                sink.note(&outcome, hash);
             }
             if let Some(message) = breaker.observe(&outcome) {
                 tracing::error!("{message}");
@@ -642,8 +724,8 @@ fn spawn_recorder(
             }
             dirty = true;
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-                if let Err(e) = checkpoint(&mut recorder) {
-                    return fail(e, bar);
+                if let Err(e) = checkpoint(&mut recorder, &mut state) {
+                    return fail(e, bar, state);
                 }
                 last_checkpoint = Instant::now();
                 dirty = false;
@@ -651,10 +733,48 @@ fn spawn_recorder(
                 bar.update(recorder.counts().total(), recorder.counts(), &brief(&f));
             }
         }
+        if let Err(e) = checkpoint(&mut recorder, &mut state) {
+            return fail(e, bar, state);
+        }
         let f = EngineFigures::from(progress());
         bar.update(recorder.counts().total(), recorder.counts(), &brief(&f));
-        (Ok(recorder), bar)
+        (Ok(recorder), bar, state)
     })
+}
+
+/// The state store's side of the recorder: successes of sent rows wait in
+/// `pending` and are written in one transaction per journal checkpoint.
+pub struct StateSink {
+    store: StateStore,
+    run_id: i64,
+    pending: Vec<Recorded>,
+    failed: bool,
+}
+
+impl StateSink {
+    fn note(&mut self, o: &Outcome, hash: Option<PayloadHash>) {
+        if let (Some(status), Some(payload_hash)) = (StoredStatus::from_outcome(o.status), hash) {
+            self.pending.push(Recorded {
+                user_id: o.user_id.clone(),
+                payload_hash,
+                status,
+                at: jiff::Timestamp::now(),
+            });
+        }
+    }
+
+    fn flush(&mut self, stop: &Stop) {
+        if self.pending.is_empty() || self.failed {
+            return;
+        }
+        if let Err(e) = self.store.record(&self.pending) {
+            // The reports stay right; the next run resends these and gets `exists`.
+            tracing::error!(error = %crate::error::chain(&e), "cannot record in the state");
+            stop.trip(StopKind::Fatal, crate::error::chain(&e));
+            self.failed = true;
+        }
+        self.pending.clear();
+    }
 }
 
 /// What the recorder thread does besides writing rows.
@@ -665,6 +785,8 @@ struct RecorderOptions {
     /// Shown on the bar with `--rate auto`.
     pace: Arc<Pace>,
     show_rate: bool,
+    /// `--state`: where successes are remembered.
+    state: Option<StateSink>,
 }
 
 /// Most time a recorded row waits before it is fsynced.

@@ -5,6 +5,7 @@ mod dry_run;
 mod engine;
 mod engine_parts;
 mod hostile;
+mod nightly;
 mod props;
 mod resume;
 mod sandbox;
