@@ -180,7 +180,7 @@ pub async fn run_live(
     let counters = Arc::new(EngineCounters::default());
     let concurrency = initial_concurrency(&exec);
     let (job_tx, job_rx) = mpsc::channel::<Queued>(concurrency as usize * 2);
-    let (outcome_tx, outcome_rx) = mpsc::channel::<Done>(1024);
+    let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
 
     if let Some(budget) = exec.time_budget {
         let stop = stop.clone();
@@ -448,7 +448,7 @@ fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigure
 fn read_rows(
     mut intake: crate::intake::Intake,
     job_tx: mpsc::Sender<Queued>,
-    outcome_tx: mpsc::Sender<Done>,
+    outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
     mut state: Option<StateReader>,
 ) -> Result<u64, crate::input::InputError> {
@@ -461,6 +461,7 @@ fn read_rows(
         );
         (o, Some(raw), None)
     };
+    let mut local: Vec<Done> = Vec::with_capacity(LOCAL_BATCH);
     loop {
         let step = match intake.next_step() {
             Ok(Some(step)) => step,
@@ -504,12 +505,7 @@ fn read_rows(
                                 Status::Invalid,
                                 Some(format!("cannot encode the payload: {e}")),
                             );
-                            if outcome_tx
-                                .blocking_send((o, Some(raw.clone()), None))
-                                .is_err()
-                            {
-                                break;
-                            }
+                            local.push((o, Some(raw.clone()), None));
                             continue;
                         }
                     };
@@ -518,12 +514,20 @@ fn read_rows(
                         user_id: user.user_id,
                         body,
                     };
-                    if job_tx.capacity() == 0
-                        && let Some(reader) = &mut state
-                    {
-                        // About to block on a full queue: let go of the read
-                        // snapshot so the state's WAL can be checkpointed.
-                        let _ = reader.release();
+                    if job_tx.capacity() == 0 {
+                        // About to block on a full queue: hand over the rows
+                        // decided so far, and let go of the state's read
+                        // snapshot so its WAL can be checkpointed.
+                        if !local.is_empty()
+                            && outcome_tx
+                                .blocking_send(std::mem::take(&mut local))
+                                .is_err()
+                        {
+                            break;
+                        }
+                        if let Some(reader) = &mut state {
+                            let _ = reader.release();
+                        }
                     }
                     match job_tx.blocking_send((job, raw.clone(), hash)) {
                         Ok(()) => continue,
@@ -535,13 +539,25 @@ fn read_rows(
                 }
             }
         };
-        if outcome_tx.blocking_send(done).is_err() {
+        local.push(done);
+        if local.len() >= LOCAL_BATCH
+            && outcome_tx
+                .blocking_send(std::mem::take(&mut local))
+                .is_err()
+        {
             // The recorder is gone (it could not write): nothing more to do.
             break;
         }
     }
+    if !local.is_empty() {
+        let _ = outcome_tx.blocking_send(local);
+    }
     Ok(intake.reader().rows_read())
 }
+
+/// Rows decided by the reader (invalid, duplicate, unchanged, …) handed to the
+/// recorder at once: one channel wake-up per batch, not per row.
+const LOCAL_BATCH: usize = 256;
 
 /// Start one task per job, at most `concurrency` at once; grow the limit when
 /// the observed latency says `--rate` is out of reach.
@@ -549,7 +565,7 @@ async fn dispatch(
     cx: Arc<WorkerCtx>,
     exec: ExecSettings,
     mut job_rx: mpsc::Receiver<Queued>,
-    outcome_tx: mpsc::Sender<Done>,
+    outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
 ) {
     let initial = initial_concurrency(&exec);
@@ -594,7 +610,7 @@ async fn dispatch(
                 }
             };
             let raw = outcome.status.is_failure().then_some(raw);
-            if tx.send((outcome, raw, hash)).await.is_err() {
+            if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
                 tracing::debug!(row, "recorder gone");
             }
         });
@@ -644,7 +660,7 @@ async fn grow_concurrency(cx: Arc<WorkerCtx>, sem: Arc<Semaphore>, current: Arc<
 /// [`CHECKPOINT_EVERY`] (flush + fsync + progress.json), keeps the bar current.
 fn spawn_recorder(
     mut recorder: Recorder,
-    mut outcome_rx: mpsc::Receiver<Done>,
+    mut outcome_rx: mpsc::Receiver<Vec<Done>>,
     bar: RunBar,
     progress: impl Fn() -> journal::Progress + Send + 'static,
     stop: Stop,
@@ -665,6 +681,7 @@ fn spawn_recorder(
         }
         s.trim().to_string()
     };
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut last_checkpoint = Instant::now();
         let fail = |e: ReportError, bar: RunBar, state: Option<StateSink>| {
@@ -687,7 +704,7 @@ fn spawn_recorder(
         // Rows recorded since the last checkpoint.
         let mut dirty = false;
         loop {
-            let (outcome, raw, hash) = match outcome_rx.try_recv() {
+            let batch = match outcome_rx.try_recv() {
                 Ok(done) => done,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) if !dirty => {
@@ -697,8 +714,9 @@ fn spawn_recorder(
                     }
                 }
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    // A quiet spell (a 429 pause, the tail): make what is
-                    // recorded durable on schedule instead of waiting for more.
+                    // A quiet spell (a 429 pause, the tail): wait for more,
+                    // but no longer than the next checkpoint is due, so what
+                    // is recorded becomes durable on schedule.
                     let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
                     if due.is_zero() {
                         if let Err(e) = checkpoint(&mut recorder, &mut state) {
@@ -706,21 +724,26 @@ fn spawn_recorder(
                         }
                         last_checkpoint = Instant::now();
                         dirty = false;
-                    } else {
-                        std::thread::sleep(due.min(Duration::from_millis(10)));
+                        continue;
                     }
-                    continue;
+                    match runtime.block_on(tokio::time::timeout(due, outcome_rx.recv())) {
+                        Ok(Some(done)) => done,
+                        Ok(None) => break,
+                        Err(_) => continue,
+                    }
                 }
             };
-            if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
-                return fail(e, bar, state);
-            }
-            if let Some(sink) = &mut state {
-                sink.note(&outcome, hash);
-            }
-            if let Some(message) = breaker.observe(&outcome) {
-                tracing::error!("{message}");
-                stop.trip(StopKind::Fatal, message);
+            for (outcome, raw, hash) in batch {
+                if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
+                    return fail(e, bar, state);
+                }
+                if let Some(sink) = &mut state {
+                    sink.note(&outcome, hash);
+                }
+                if let Some(message) = breaker.observe(&outcome) {
+                    tracing::error!("{message}");
+                    stop.trip(StopKind::Fatal, message);
+                }
             }
             dirty = true;
             if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
