@@ -703,41 +703,13 @@ fn spawn_recorder(
         };
         // Rows recorded since the last checkpoint.
         let mut dirty = false;
-        loop {
-            let batch = match outcome_rx.try_recv() {
-                Ok(done) => done,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) if !dirty => {
-                    match outcome_rx.blocking_recv() {
-                        Some(done) => done,
-                        None => break,
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // A quiet spell (a 429 pause, the tail): wait for more,
-                    // but no longer than the next checkpoint is due, so what
-                    // is recorded becomes durable on schedule.
-                    let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
-                    if due.is_zero() {
-                        if let Err(e) = checkpoint(&mut recorder, &mut state) {
-                            return fail(e, bar, state);
-                        }
-                        last_checkpoint = Instant::now();
-                        dirty = false;
-                        continue;
-                    }
-                    match runtime.block_on(tokio::time::timeout(due, outcome_rx.recv())) {
-                        Ok(Some(done)) => done,
-                        Ok(None) => break,
-                        Err(_) => continue,
-                    }
-                }
-            };
+        let mut record = |batch: Vec<Done>,
+                          recorder: &mut Recorder,
+                          state: &mut Option<StateSink>|
+         -> Result<(), ReportError> {
             for (outcome, raw, hash) in batch {
-                if let Err(e) = recorder.record(&outcome, raw.as_ref()) {
-                    return fail(e, bar, state);
-                }
-                if let Some(sink) = &mut state {
+                recorder.record(&outcome, raw.as_ref())?;
+                if let Some(sink) = state {
                     sink.note(&outcome, hash);
                 }
                 if let Some(message) = breaker.observe(&outcome) {
@@ -745,8 +717,32 @@ fn spawn_recorder(
                     stop.trip(StopKind::Fatal, message);
                 }
             }
-            dirty = true;
-            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            Ok(())
+        };
+        let mut open = true;
+        while open {
+            // Take everything queued. While rows keep coming, nap a moment
+            // between drains instead of waiting on the channel: senders then
+            // queue without waking this thread for every row.
+            let mut drained = 0;
+            loop {
+                match outcome_rx.try_recv() {
+                    Ok(batch) => {
+                        if let Err(e) = record(batch, &mut recorder, &mut state) {
+                            return fail(e, bar, state);
+                        }
+                        drained += 1;
+                        dirty = true;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+            if dirty && due.is_zero() {
                 if let Err(e) = checkpoint(&mut recorder, &mut state) {
                     return fail(e, bar, state);
                 }
@@ -754,6 +750,32 @@ fn spawn_recorder(
                 dirty = false;
                 let f = EngineFigures::from(progress());
                 bar.update(recorder.counts().total(), recorder.counts(), &brief(&f));
+            }
+            if !open {
+                break;
+            }
+            if drained > 0 {
+                std::thread::sleep(RECORDER_NAP);
+                continue;
+            }
+            // Quiet: wait for the next rows, but no longer than the next
+            // checkpoint is due, so what is recorded becomes durable on time.
+            let next = if dirty {
+                match runtime.block_on(tokio::time::timeout(due, outcome_rx.recv())) {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            } else {
+                outcome_rx.blocking_recv()
+            };
+            match next {
+                Some(batch) => {
+                    if let Err(e) = record(batch, &mut recorder, &mut state) {
+                        return fail(e, bar, state);
+                    }
+                    dirty = true;
+                }
+                None => open = false,
             }
         }
         if let Err(e) = checkpoint(&mut recorder, &mut state) {
@@ -811,6 +833,9 @@ struct RecorderOptions {
     /// `--state`: where successes are remembered.
     state: Option<StateSink>,
 }
+
+/// The recorder's pause between drains while rows keep coming.
+const RECORDER_NAP: Duration = Duration::from_millis(1);
 
 /// Most time a recorded row waits before it is fsynced.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
