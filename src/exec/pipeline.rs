@@ -585,9 +585,8 @@ async fn dispatch(
         let stop = stop.clone();
         tracker.spawn(async move {
             let (row, user_id) = (job.row, job.user_id.clone());
-            let task_cx = cx.clone();
             // A panicking row must still produce its one outcome.
-            let joined = tokio::spawn(async move { provision(job, &task_cx).await }).await;
+            let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
             drop(permit);
             let outcome = match joined {
                 // Cut short before its first request: say why, like the rows
@@ -603,8 +602,8 @@ async fn dispatch(
                     stop.trip(StopKind::Fatal, msg.clone());
                     failed(row, user_id, msg)
                 }
-                Err(e) => {
-                    let msg = format!("internal error while sending: {e}");
+                Err(()) => {
+                    let msg = "internal error while sending (a bug: please report it)".to_string();
                     tracing::error!(row, error = %msg);
                     failed(row, user_id, msg)
                 }
@@ -619,6 +618,26 @@ async fn dispatch(
     tracker.wait().await;
     if let Some(g) = grower {
         g.abort();
+    }
+}
+
+/// Turns a panic inside the wrapped future into `Err(())`, so the row still
+/// gets its outcome (one task per row instead of a task plus a join).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
     }
 }
 
