@@ -149,7 +149,10 @@ impl Intake {
             }
             break row;
         };
-        let v = self.validator.validate(&self.rec);
+        let mut v = self.validator.validate(&self.rec);
+        if self.reader.row_unterminated() {
+            v.result = Err(crate::validate::Invalid::unterminated());
+        }
         Ok(Some(match self.seen.decide(row, v) {
             Ok((row, user)) => Step::Send {
                 row,

@@ -81,6 +81,11 @@ impl Invalid {
         }
     }
 
+    /// The last row of a file that ends inside a quoted field.
+    pub fn unterminated() -> Self {
+        Invalid::row("unterminated quote: the file ends inside a quoted field (check the quoting)")
+    }
+
     fn row(reason: impl Into<Cow<'static, str>>) -> Self {
         Invalid {
             field: None,

@@ -33,6 +33,8 @@ struct Batch {
     len: usize,
     recs: Vec<ByteRecord>,
     validated: Vec<Validated>,
+    /// Index of a row cut short by an unterminated quote at EOF.
+    unterminated: Option<usize>,
 }
 
 impl Batch {
@@ -42,6 +44,7 @@ impl Batch {
             len: 0,
             recs: (0..BATCH).map(|_| ByteRecord::new()).collect(),
             validated: Vec::with_capacity(BATCH),
+            unterminated: None,
         }
     }
 }
@@ -94,11 +97,15 @@ pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
             for k in 0.. {
                 let mut batch = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
                 batch.len = 0;
+                batch.unterminated = None;
                 while batch.len < BATCH {
                     match reader.read_row(&mut batch.recs[batch.len])? {
                         Some(row) => {
                             if batch.len == 0 {
                                 batch.first_row = row;
+                            }
+                            if reader.row_unterminated() {
+                                batch.unterminated = Some(batch.len);
                             }
                             batch.len += 1;
                         }
@@ -122,8 +129,12 @@ pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
                 let Ok(mut batch) = from_validators[k % workers].recv() else {
                     break;
                 };
-                for (i, v) in batch.validated.drain(..).enumerate() {
+                let unterminated = batch.unterminated;
+                for (i, mut v) in batch.validated.drain(..).enumerate() {
                     let row = batch.first_row + i as u64;
+                    if unterminated == Some(i) {
+                        v.result = Err(crate::validate::Invalid::unterminated());
+                    }
                     match dedup.decide(row, v) {
                         Ok((row, user)) => recorder.record(
                             &Outcome::local(row, user.user_id, Status::Valid, None),

@@ -182,6 +182,76 @@ pub struct InputReader {
     limit: Option<u64>,
     digest: InputDigest,
     size: Option<u64>,
+    /// Set at EOF when the file ended inside a quoted field.
+    open_quote: Arc<std::sync::atomic::AtomicBool>,
+    /// The row just read is the last, cut short by an unterminated quote.
+    unterminated: bool,
+}
+
+/// Follows the CSV quoting of the decoded stream with csv-core's rules (a
+/// quote opens a quoted field only at the start of a field; `""` inside is an
+/// escaped quote), so that EOF inside a quoted field can be told apart: csv
+/// closes such a field silently, and the last row would look fine.
+struct QuoteTracker<R> {
+    inner: R,
+    delimiter: u8,
+    at_field_start: bool,
+    in_quotes: bool,
+    /// A quote seen inside a quoted field: closing, or the first of `""`.
+    quote_pending: bool,
+    open_at_eof: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R> QuoteTracker<R> {
+    fn new(inner: R, delimiter: u8, open_at_eof: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        QuoteTracker {
+            inner,
+            delimiter,
+            at_field_start: true,
+            in_quotes: false,
+            quote_pending: false,
+            open_at_eof,
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_quotes {
+                if self.quote_pending {
+                    self.quote_pending = false;
+                    if b == b'"' {
+                        continue; // `""`: an escaped quote, still quoted
+                    }
+                    self.in_quotes = false; // closed; `b` is unquoted
+                } else {
+                    if b == b'"' {
+                        self.quote_pending = true;
+                    }
+                    continue;
+                }
+            }
+            if b == b'"' && self.at_field_start {
+                self.in_quotes = true;
+                self.at_field_start = false;
+            } else {
+                self.at_field_start = b == self.delimiter || b == b'\n' || b == b'\r';
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            let open = self.in_quotes && !self.quote_pending;
+            self.open_at_eof
+                .store(open, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            self.scan(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 impl InputReader {
@@ -228,8 +298,10 @@ impl InputReader {
             .utf8_passthru(true)
             .strip_bom(true)
             .build(io::Cursor::new(prefix).chain(hashing));
+        let open_quote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tracked = QuoteTracker::new(decoded, opts.delimiter, open_quote.clone());
         let boxed: Box<dyn Read + Send> =
-            Box::new(io::BufReader::with_capacity(64 * 1024, decoded));
+            Box::new(io::BufReader::with_capacity(64 * 1024, tracked));
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -281,6 +353,8 @@ impl InputReader {
             limit: opts.limit,
             digest,
             size,
+            open_quote,
+            unterminated: false,
         })
     }
 
@@ -313,8 +387,17 @@ impl InputReader {
         if self.strip_error_columns && rec.len() >= ERROR_COLUMNS.len() {
             rec.truncate(rec.len() - ERROR_COLUMNS.len());
         }
+        // EOF is only read while completing the last record, so the flag set
+        // now belongs to this row.
+        self.unterminated = self.open_quote.load(std::sync::atomic::Ordering::Relaxed);
         self.rows += 1;
         Ok(Some(self.rows))
+    }
+
+    /// Whether the row just read ended the file inside a quoted field (an
+    /// unterminated quote): it must be `invalid`, however it parsed.
+    pub fn row_unterminated(&self) -> bool {
+        self.unterminated
     }
 
     /// Header cells (without a failures file's error columns).
@@ -465,6 +548,36 @@ mod tests {
             .err(),
             Some(InputError::Open { .. })
         ));
+    }
+
+    #[test]
+    fn an_unterminated_quote_at_eof_is_flagged_on_the_last_row_only() {
+        let cases: [(&[u8], Vec<bool>); 5] = [
+            (b"user_id,first_name\nu1,Ann\nu2,\"Bob", vec![false, true]),
+            (
+                b"user_id,first_name\nu1,Ann\nu2,\"Bob\"",
+                vec![false, false],
+            ),
+            (
+                b"user_id,first_name\nu1,\"A \"\"x\"\" b\"\nu2,Bob",
+                vec![false, false],
+            ),
+            // A quote inside an unquoted field is literal.
+            (
+                b"user_id,first_name\nu1,5\" tall\nu2,Bob",
+                vec![false, false],
+            ),
+            (b"user_id,first_name\nu1,\"Ann\nu2,Bob\n", vec![true]),
+        ];
+        for (bytes, want) in cases {
+            let (mut r, _f) = open_bytes(bytes, &ReadOptions::default()).unwrap();
+            let mut rec = ByteRecord::new();
+            let mut got = vec![];
+            while r.read_row(&mut rec).unwrap().is_some() {
+                got.push(r.row_unterminated());
+            }
+            assert_eq!(got, want, "{:?}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]
