@@ -126,19 +126,10 @@ pub struct CredentialArgs {
     pub scope: Option<String>,
 }
 
-/// `run`'s options.
-#[derive(Debug, Default, Args)]
-pub struct RunArgs {
-    /// The customer CSV (a header row is required), or - for stdin.
-    #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
-
-    #[command(flatten)]
-    pub target: TargetArgs,
-
-    #[command(flatten)]
-    pub credentials: CredentialArgs,
-
+/// How to read and validate the input: shared by `run` and `state import`,
+/// which must read a file exactly as the run did.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ReadArgs {
     /// Map a payload field to a differently named column, e.g. user_id='Customer ID'.
     #[arg(long = "map", value_name = "FIELD=HEADER", value_parser = parse_mapping)]
     pub map: Vec<(String, String)>,
@@ -158,6 +149,23 @@ pub struct RunArgs {
     /// Locale sent for rows whose locale is blank, e.g. en-US.
     #[arg(long, value_name = "TAG")]
     pub default_locale: Option<String>,
+}
+
+/// `run`'s options.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// The customer CSV (a header row is required), or - for stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 
     /// Requests per second shared by all workers, or `auto` to find the
     /// partner's limit while running [default: 10].
@@ -284,25 +292,8 @@ pub struct StateImportArgs {
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
 
-    /// As for `run`.
-    #[arg(long = "map", value_name = "FIELD=HEADER", value_parser = parse_mapping)]
-    pub map: Vec<(String, String)>,
-
-    /// As for `run`.
-    #[arg(long, value_name = "LABEL")]
-    pub encoding: Option<String>,
-
-    /// As for `run`.
-    #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
-
-    /// As for `run`.
-    #[arg(long, value_name = "REGION")]
-    pub phone_region: Option<String>,
-
-    /// As for `run`.
-    #[arg(long, value_name = "TAG")]
-    pub default_locale: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
 }
 
 /// `check`'s options.
@@ -485,7 +476,7 @@ mod tests {
             "locale=Lang",
         ]);
         assert_eq!(
-            r.map,
+            r.read.map,
             vec![
                 ("user_id".to_string(), "Customer ID".to_string()),
                 ("locale".to_string(), "Lang".to_string())

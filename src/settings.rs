@@ -513,12 +513,13 @@ pub fn resolve_run(
             columns.map(f, header.clone());
         }
     }
-    for (field, header) in &args.map {
+    for (field, header) in &args.read.map {
         if let Some(f) = Field::from_name(field) {
             columns.map(f, header.clone());
         }
     }
     let encoding = match args
+        .read
         .encoding
         .as_deref()
         .or(cfg.and_then(|c| c.encoding.as_deref()))
@@ -526,7 +527,10 @@ pub fn resolve_run(
         Some(label) => encoding_for_label(label)?,
         None => None,
     };
-    let delimiter = match (args.delimiter, cfg.and_then(|c| c.delimiter.as_deref())) {
+    let delimiter = match (
+        args.read.delimiter,
+        cfg.and_then(|c| c.delimiter.as_deref()),
+    ) {
         (Some(d), _) => d,
         (None, Some(s)) => {
             crate::cli::parse_delimiter(s).map_err(|message| ConfigError::ConfigValue {
@@ -544,11 +548,13 @@ pub fn resolve_run(
         limit: args.limit,
     };
     let validate = ValidateOptions::new(
-        args.phone_region
+        args.read
+            .phone_region
             .as_deref()
             .or(cfg.and_then(|c| c.phone_region.as_deref()))
             .unwrap_or("US"),
-        args.default_locale
+        args.read
+            .default_locale
             .as_deref()
             .or(cfg.and_then(|c| c.default_locale.as_deref())),
     )?;

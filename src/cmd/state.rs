@@ -56,11 +56,7 @@ pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Res
             // Read the input exactly as `run` would, with the same options.
             let run_args = RunArgs {
                 input: a.input.clone(),
-                map: a.map.clone(),
-                encoding: a.encoding.clone(),
-                delimiter: a.delimiter,
-                phone_region: a.phone_region.clone(),
-                default_locale: a.default_locale.clone(),
+                read: a.read.clone(),
                 dry_run: true,
                 ..RunArgs::default()
             };
