@@ -202,6 +202,15 @@ impl Rate {
     }
 }
 
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Rate::Fixed(n) => write!(f, "{n}/s"),
+            Rate::Auto { start, max } => write!(f, "auto (from {start}/s, at most {max}/s)"),
+        }
+    }
+}
+
 /// The circuit breaker's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Breaker {

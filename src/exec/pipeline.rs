@@ -156,7 +156,7 @@ pub async fn run_live(
     tracing::info!(
         input = %settings.input.display(),
         target = %remote.label,
-        rate = ?exec.rate,
+        rate = %exec.rate,
         out = %settings.out.display(),
         "starting run"
     );
