@@ -18,7 +18,7 @@ pub use summary::{
 };
 
 use crate::input::ERROR_COLUMNS;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::Outcome;
 
 /// Header of results.csv.
 pub const RESULTS_HEADER: [&str; 7] = [
@@ -285,14 +285,10 @@ pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<(
     Ok(())
 }
 
-/// Whether a finished row is a success for the exit code.
-pub fn is_success(status: Status) -> bool {
-    !status.is_failure()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Status;
     use std::time::Duration;
 
     #[test]
