@@ -253,13 +253,13 @@ impl ConnectClient {
             .await
             .map_err(|e| TokenError::Transport {
                 kind: transport_kind(&e),
-                message: error_chain(&e),
+                message: crate::error::chain(&e),
             })?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| TokenError::Transport {
             kind: transport_kind(&e),
-            message: error_chain(&e),
+            message: crate::error::chain(&e),
         })?;
         let code = status.as_u16();
         if status.is_success() {
@@ -320,7 +320,7 @@ impl ConnectClient {
             Err(e) => {
                 return Attempt::Transport {
                     kind: transport_kind(&e),
-                    message: error_chain(&e),
+                    message: crate::error::chain(&e),
                 };
             }
         };
@@ -331,7 +331,7 @@ impl ConnectClient {
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                tracing::debug!(status = status.as_u16(), error = %error_chain(&e), "cannot read response body");
+                tracing::debug!(status = status.as_u16(), error = %crate::error::chain(&e), "cannot read response body");
                 Bytes::new()
             }
         };
@@ -422,21 +422,6 @@ fn transport_kind(e: &reqwest::Error) -> TransportKind {
         source = s.source();
     }
     TransportKind::Other
-}
-
-/// `outer: inner: innermost`, without repeating identical layers.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 fn describe_body(bytes: &[u8]) -> Option<String> {

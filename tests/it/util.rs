@@ -309,15 +309,7 @@ pub struct ResultRow {
 }
 
 /// The header results.csv must have.
-pub const RESULTS_HEADER: [&str; 7] = [
-    "row",
-    "user_id",
-    "status",
-    "http_status",
-    "attempts",
-    "error",
-    "duration_ms",
-];
+pub use connect_provision::report::RESULTS_HEADER;
 
 /// Parse `dir/results.csv`, checking its header.
 #[track_caller]
