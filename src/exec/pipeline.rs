@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! reader thread (Intake: read, validate, duplicates)
-//!    │ job_tx: bounded (2 × concurrency)   ← backpressure: memory stays flat
+//!    │ job_tx: bounded, batches of up to JOB_BATCH rows ← backpressure: memory stays flat
 //!    ▼
 //! dispatcher task ── semaphore (concurrency; grows with observed latency)
 //!    │ one task per row: provision() = throttle → limiter → token → request → classify
@@ -179,7 +179,7 @@ pub async fn run_live(
 
     let counters = Arc::new(EngineCounters::default());
     let concurrency = initial_concurrency(&exec);
-    let (job_tx, job_rx) = mpsc::channel::<Queued>(concurrency as usize * 2);
+    let (job_tx, job_rx) = mpsc::channel::<Vec<Queued>>(job_queue_batches(concurrency));
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
 
     if let Some(budget) = exec.time_budget {
@@ -447,124 +447,213 @@ fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigure
 /// straight to the recorder. Returns the number of data rows read.
 fn read_rows(
     mut intake: crate::intake::Intake,
-    job_tx: mpsc::Sender<Queued>,
+    job_tx: mpsc::Sender<Vec<Queued>>,
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
     mut state: Option<StateReader>,
 ) -> Result<u64, crate::input::InputError> {
-    let not_sent = |row: u64, user_id: String, raw: ByteRecord, stop: &Stop| -> Done {
-        let o = Outcome::local(
-            row,
-            user_id,
-            Status::Failed,
-            Some(format!("not sent: {}", stop.message())),
-        );
-        (o, Some(raw), None)
+    let mut out = Handoff {
+        job_tx,
+        outcome_tx,
+        jobs: Vec::with_capacity(JOB_BATCH),
+        local: Vec::with_capacity(LOCAL_BATCH),
+        stop,
     };
-    let mut local: Vec<Done> = Vec::with_capacity(LOCAL_BATCH);
+    let mut failure = None;
     loop {
         let step = match intake.next_step() {
             Ok(Some(step)) => step,
             Ok(None) => break,
             Err(e) => {
                 // Stop sending; rows after an unreadable part cannot be known.
-                stop.trip(StopKind::Fatal, format!("cannot read input: {e}"));
-                return Err(e);
+                out.stop
+                    .trip(StopKind::Fatal, format!("cannot read input: {e}"));
+                failure = Some(e);
+                break;
             }
         };
-        let done = match step {
+        let handed = match step {
             Step::Local(o, raw) => {
                 let raw = o.status.is_failure().then(|| raw.clone());
-                (o, raw, None)
+                out.local((o, raw, None))
             }
-            Step::Send { row, user, raw } => {
-                let hash = state.as_ref().map(|_| payload_hash(&user));
-                let known = match (&mut state, &hash) {
-                    (Some(reader), Some(h)) => match reader.lookup(&user.user_id) {
-                        Ok(k) => k.map(|k| (k.classify(h), k)),
-                        Err(e) => {
-                            stop.trip(StopKind::Fatal, crate::error::chain(&e));
-                            None
-                        }
-                    },
-                    _ => None,
-                };
-                if let Some((status, k)) = known {
-                    // Provisioned by an earlier run: not sent again.
-                    let error = (status == Status::Changed).then(|| k.changed_message());
-                    (Outcome::local(row, user.user_id, status, error), None, None)
-                } else if stop.is_tripped() {
-                    not_sent(row, user.user_id, raw.clone(), &stop)
-                } else {
-                    let body = match serde_json::to_vec(&user) {
-                        Ok(b) => Bytes::from(b),
-                        Err(e) => {
-                            let o = Outcome::local(
-                                row,
-                                user.user_id,
-                                Status::Invalid,
-                                Some(format!("cannot encode the payload: {e}")),
-                            );
-                            local.push((o, Some(raw.clone()), None));
-                            continue;
-                        }
-                    };
-                    let job = Job {
-                        row,
-                        user_id: user.user_id,
-                        body,
-                    };
-                    if job_tx.capacity() == 0 {
-                        // About to block on a full queue: hand over the rows
-                        // decided so far, and let go of the state's read
-                        // snapshot so its WAL can be checkpointed.
-                        if !local.is_empty()
-                            && outcome_tx
-                                .blocking_send(std::mem::take(&mut local))
-                                .is_err()
-                        {
-                            break;
-                        }
-                        if let Some(reader) = &mut state {
-                            let _ = reader.release();
-                        }
-                    }
-                    match job_tx.blocking_send((job, raw.clone(), hash)) {
-                        Ok(()) => continue,
-                        // No dispatcher (no token): record it as not sent.
-                        Err(mpsc::error::SendError((job, raw, _))) => {
-                            not_sent(job.row, job.user_id, raw, &stop)
-                        }
-                    }
-                }
-            }
+            Step::Send { row, user, raw } => match prepare(row, user, raw, &mut state, &out.stop) {
+                Prepared::Local(done) => out.local(done),
+                Prepared::Job(queued) => out.job(queued, &mut state),
+            },
         };
-        local.push(done);
-        if local.len() >= LOCAL_BATCH
-            && outcome_tx
-                .blocking_send(std::mem::take(&mut local))
-                .is_err()
-        {
+        if handed.is_err() {
             // The recorder is gone (it could not write): nothing more to do.
             break;
         }
     }
-    if !local.is_empty() {
-        let _ = outcome_tx.blocking_send(local);
+    out.finish();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(intake.reader().rows_read()),
     }
-    Ok(intake.reader().rows_read())
+}
+
+/// What the reader makes of a valid row.
+enum Prepared {
+    /// Decided without a request: known to the state, not sent after a stop,
+    /// or a payload that cannot be encoded.
+    Local(Done),
+    Job(Queued),
+}
+
+fn prepare(
+    row: u64,
+    user: crate::api::model::CreateUser,
+    raw: &ByteRecord,
+    state: &mut Option<StateReader>,
+    stop: &Stop,
+) -> Prepared {
+    let hash = state.as_ref().map(|_| payload_hash(&user));
+    if let (Some(reader), Some(h)) = (state.as_mut(), &hash) {
+        match reader.lookup(&user.user_id) {
+            Ok(Some(k)) => {
+                // Provisioned by an earlier run: not sent again.
+                let status = k.classify(h);
+                let error = (status == Status::Changed).then(|| k.changed_message());
+                return Prepared::Local((
+                    Outcome::local(row, user.user_id, status, error),
+                    None,
+                    None,
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => stop.trip(StopKind::Fatal, crate::error::chain(&e)),
+        }
+    }
+    if stop.is_tripped() {
+        return Prepared::Local(not_sent(row, user.user_id, raw.clone(), stop));
+    }
+    match serde_json::to_vec(&user) {
+        Ok(body) => Prepared::Job((
+            Job {
+                row,
+                user_id: user.user_id,
+                body: Bytes::from(body),
+            },
+            raw.clone(),
+            hash,
+        )),
+        Err(e) => {
+            let o = Outcome::local(
+                row,
+                user.user_id,
+                Status::Invalid,
+                Some(format!("cannot encode the payload: {e}")),
+            );
+            Prepared::Local((o, Some(raw.clone()), None))
+        }
+    }
+}
+
+/// A row recorded `failed` because the run stopped before it was sent.
+fn not_sent(row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -> Done {
+    let o = Outcome::local(
+        row,
+        user_id,
+        Status::Failed,
+        Some(format!("not sent: {}", stop.message())),
+    );
+    (o, Some(raw), None)
+}
+
+/// The reader's two outgoing queues, each filled in batches: a channel send
+/// per row cost two futex calls per row (the reader thread parked on the full
+/// queue and was woken for every slot freed).
+struct Handoff {
+    job_tx: mpsc::Sender<Vec<Queued>>,
+    outcome_tx: mpsc::Sender<Vec<Done>>,
+    jobs: Vec<Queued>,
+    local: Vec<Done>,
+    stop: Stop,
+}
+
+/// The recorder is gone.
+struct Gone;
+
+impl Handoff {
+    fn local(&mut self, done: Done) -> Result<(), Gone> {
+        self.local.push(done);
+        if self.local.len() >= LOCAL_BATCH {
+            self.flush_local()?;
+        }
+        Ok(())
+    }
+
+    fn flush_local(&mut self) -> Result<(), Gone> {
+        if self.local.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.local, Vec::with_capacity(LOCAL_BATCH));
+        self.outcome_tx.blocking_send(batch).map_err(|_| Gone)
+    }
+
+    /// Queue a job; the batch goes when it is full, or at once when the
+    /// workers have nothing queued (start-up, a slow stdin).
+    fn job(&mut self, queued: Queued, state: &mut Option<StateReader>) -> Result<(), Gone> {
+        self.jobs.push(queued);
+        let starving = self.job_tx.capacity() == self.job_tx.max_capacity();
+        if self.jobs.len() < JOB_BATCH && !starving {
+            return Ok(());
+        }
+        if self.job_tx.capacity() == 0 {
+            // About to block on a full queue: hand over the rows decided so
+            // far, and let go of the state's read snapshot so its WAL can be
+            // checkpointed.
+            self.flush_local()?;
+            if let Some(reader) = state {
+                let _ = reader.release();
+            }
+        }
+        self.flush_jobs()
+    }
+
+    fn flush_jobs(&mut self) -> Result<(), Gone> {
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.jobs, Vec::with_capacity(JOB_BATCH));
+        if let Err(mpsc::error::SendError(batch)) = self.job_tx.blocking_send(batch) {
+            // No dispatcher (no token): record them as not sent.
+            for (job, raw, _) in batch {
+                self.local(not_sent(job.row, job.user_id, raw, &self.stop))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand over whatever is left (the job queue closes when `self` drops).
+    fn finish(mut self) {
+        if self.flush_jobs().is_ok() {
+            let _ = self.flush_local();
+        }
+    }
 }
 
 /// Rows decided by the reader (invalid, duplicate, unchanged, …) handed to the
 /// recorder at once: one channel wake-up per batch, not per row.
 const LOCAL_BATCH: usize = 256;
 
+/// Most rows the reader hands to the dispatcher at once.
+const JOB_BATCH: usize = 32;
+
+/// Batches the job queue holds: about two rows queued per request in flight,
+/// and at least two batches so the reader fills one while the other drains.
+fn job_queue_batches(concurrency: u32) -> usize {
+    (concurrency as usize * 2).div_ceil(JOB_BATCH).max(2)
+}
+
 /// Start one task per job, at most `concurrency` at once; grow the limit when
 /// the observed latency says `--rate` is out of reach.
 async fn dispatch(
     cx: Arc<WorkerCtx>,
     exec: ExecSettings,
-    mut job_rx: mpsc::Receiver<Queued>,
+    mut job_rx: mpsc::Receiver<Vec<Queued>>,
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
 ) {
@@ -576,43 +665,46 @@ async fn dispatch(
         .concurrency
         .is_none()
         .then(|| tokio::spawn(grow_concurrency(cx.clone(), sem.clone(), current.clone())));
-    while let Some((job, raw, hash)) = job_rx.recv().await {
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
-        };
-        let cx = cx.clone();
-        let tx = outcome_tx.clone();
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            let (row, user_id) = (job.row, job.user_id.clone());
-            // A panicking row must still produce its one outcome.
-            let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
-            drop(permit);
-            let outcome = match joined {
-                // Cut short before its first request: say why, like the rows
-                // the reader never queued.
-                Ok(Ok(mut o)) if o.status == Status::Failed && o.attempts == 0 => {
-                    o.error = Some(format!("not sent: {}", stop.message()));
-                    o
-                }
-                Ok(Ok(o)) => o,
-                Ok(Err(fatal)) => {
-                    let msg = crate::error::chain(&fatal);
-                    tracing::error!(error = %msg, "stopping the run");
-                    stop.trip(StopKind::Fatal, msg.clone());
-                    failed(row, user_id, msg)
-                }
-                Err(()) => {
-                    let msg = "internal error while sending (a bug: please report it)".to_string();
-                    tracing::error!(row, error = %msg);
-                    failed(row, user_id, msg)
-                }
+    'batches: while let Some(batch) = job_rx.recv().await {
+        for (job, raw, hash) in batch {
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break 'batches;
             };
-            let raw = outcome.status.is_failure().then_some(raw);
-            if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
-                tracing::debug!(row, "recorder gone");
-            }
-        });
+            let cx = cx.clone();
+            let tx = outcome_tx.clone();
+            let stop = stop.clone();
+            tracker.spawn(async move {
+                let (row, user_id) = (job.row, job.user_id.clone());
+                // A panicking row must still produce its one outcome.
+                let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
+                drop(permit);
+                let outcome = match joined {
+                    // Cut short before its first request: say why, like the rows
+                    // the reader never queued.
+                    Ok(Ok(mut o)) if o.status == Status::Failed && o.attempts == 0 => {
+                        o.error = Some(format!("not sent: {}", stop.message()));
+                        o
+                    }
+                    Ok(Ok(o)) => o,
+                    Ok(Err(fatal)) => {
+                        let msg = crate::error::chain(&fatal);
+                        tracing::error!(error = %msg, "stopping the run");
+                        stop.trip(StopKind::Fatal, msg.clone());
+                        failed(row, user_id, msg)
+                    }
+                    Err(()) => {
+                        let msg =
+                            "internal error while sending (a bug: please report it)".to_string();
+                        tracing::error!(row, error = %msg);
+                        failed(row, user_id, msg)
+                    }
+                };
+                let raw = outcome.status.is_failure().then_some(raw);
+                if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
+                    tracing::debug!(row, "recorder gone");
+                }
+            });
+        }
     }
     tracker.close();
     tracker.wait().await;
@@ -793,6 +885,9 @@ fn spawn_recorder(
                         return fail(e, bar, state);
                     }
                     dirty = true;
+                    // Rows are coming again: nap before the next drain, or
+                    // every row would wake this thread (a futex pair each).
+                    std::thread::sleep(RECORDER_NAP);
                 }
                 None => open = false,
             }
