@@ -216,6 +216,11 @@ impl ConnectClient {
             // connection the server is closing ("connection closed before
             // message completed" — retryable anyway, but wasteful).
             .pool_idle_timeout(Duration::from_secs(20))
+            // No hidden retries of HTTP/2 protocol NACKs inside reqwest: every
+            // attempt goes through the worker's loop, so it takes a limiter
+            // slot and is counted. It also spares a copy of every request's
+            // headers made in case of such a retry.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .user_agent(concat!("connect-provision/", env!("CARGO_PKG_VERSION")));
         if is_loopback(&base) {
             builder = builder.no_proxy();

@@ -677,7 +677,6 @@ async fn dispatch(
                 let (row, user_id) = (job.row, job.user_id.clone());
                 // A panicking row must still produce its one outcome.
                 let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
-                drop(permit);
                 let outcome = match joined {
                     // Cut short before its first request: say why, like the rows
                     // the reader never queued.
@@ -703,6 +702,9 @@ async fn dispatch(
                 if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
                     tracing::debug!(row, "recorder gone");
                 }
+                // Held until the outcome is queued: a stalled recorder stops
+                // new requests instead of piling up finished rows in memory.
+                drop(permit);
             });
         }
     }
