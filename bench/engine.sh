@@ -358,7 +358,10 @@ PY
     row "" "oha: sandbox created / ${secs} s; % answered 400 taken" "$(slashed "${oha_created[@]}"); $(slashed "${oha_taken[@]}")" "$(median "${oha_created[@]}")" "" ""
     row "" "wrk -t1 -c50 -d${WRK_DURATION} req/s (unique user_ids)" "$(slashed "${wrk_rps[@]}")" "${mwrk}" "" ""
     row "" "wrk: sandbox created / ${secs} s; non-200 answers" "$(slashed "${wrk_created[@]}"); $(slashed "${wrk_other[@]}")" "$(median "${wrk_created[@]}")" "" ""
+    local per_round=() k
+    for k in "${!on[@]}"; do per_round+=("$(ratio "${on[$k]}" "${oha_rps[$k]}")"); done
     row "" "ratio tool (journal on) / oha" "" "${r_oha}" ">= 0.70" "$(ge "${r_oha}" 0.70)"
+    row "" "ratio tool / oha, per round (tool runs and oha back to back)" "$(slashed "${per_round[@]}")" "$(median "${per_round[@]}")" "" ""
     row "" "ratio tool (journal on) / wrk" "" "${r_wrk}" "" ""
     row "" "ratio journal on / off" "" "${r_j}" "0.95 .. 1.05" "$(python3 -c "print('yes' if abs($r_j-1)<=0.05 else '**no**')")"
     row "" "tool rows/s, --rate auto (start = max = 1000000)" "$(slashed "${auto[@]}")" "${mauto}" "" ""
