@@ -27,9 +27,10 @@
 # The tool, the sandbox, the stats poller and wrk share the machine's cores.
 #
 # Usage: bench/engine.sh          (env: RUNS ROWS_100 ROWS_200 ROWS_TPUT
-#                                        ROWS_LAT WRK_DURATION KEEP)
+#                                        ROWS_LAT WRK_DURATION KEEP SECTIONS)
 #   RUNS=1 bench/engine.sh        quick pass (~2 min instead of ~5)
 #   KEEP=1 bench/engine.sh        keep inputs, reports and logs (path printed)
+#   SECTIONS=throughput bench/engine.sh   only some of: rate throughput latency
 #   BENCH_REV=abc123 bench/engine.sh   label for the table (default: git HEAD, +dirty)
 # Ports: 18801-18804 on 127.0.0.1 (must be free).
 set -euo pipefail
@@ -399,10 +400,13 @@ REV="${BENCH_REV:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 [ -n "${BENCH_REV:-}" ] || git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || REV="${REV}+dirty"
 T0=$(date +%s)
 log "RUNS=${RUNS}; work dir ${WORK}"
-rate_fidelity 100 "${PORT_R100}" "${ROWS_100}"
-rate_fidelity 200 "${PORT_R200}" "${ROWS_200}"
-throughput
-latency_hiding
+SECTIONS="${SECTIONS:-rate throughput latency}"
+case " ${SECTIONS} " in *" rate "*)
+    rate_fidelity 100 "${PORT_R100}" "${ROWS_100}"
+    rate_fidelity 200 "${PORT_R200}" "${ROWS_200}" ;;
+esac
+case " ${SECTIONS} " in *" throughput "*) throughput ;; esac
+case " ${SECTIONS} " in *" latency "*) latency_hiding ;; esac
 T1=$(date +%s)
 
 echo
