@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use csv::ByteRecord;
 use governor::Jitter;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -101,6 +101,11 @@ impl Stop {
     fn message(&self) -> String {
         self.reason()
             .map_or_else(|| "run stopped".to_string(), |(_, m)| m)
+    }
+
+    /// The error of a row the stop kept from being sent.
+    fn not_sent_reason(&self) -> String {
+        format!("not sent: {}", self.message())
     }
 }
 
@@ -553,12 +558,7 @@ fn prepare(
 
 /// A row recorded `failed` because the run stopped before it was sent.
 fn not_sent(row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -> Done {
-    let o = Outcome::local(
-        row,
-        user_id,
-        Status::Failed,
-        Some(format!("not sent: {}", stop.message())),
-    );
+    let o = Outcome::local(row, user_id, Status::Failed, Some(stop.not_sent_reason()));
     (o, Some(raw), None)
 }
 
@@ -666,46 +666,17 @@ async fn dispatch(
         .is_none()
         .then(|| tokio::spawn(grow_concurrency(cx.clone(), sem.clone(), current.clone())));
     'batches: while let Some(batch) = job_rx.recv().await {
-        for (job, raw, hash) in batch {
+        for queued in batch {
             let Ok(permit) = sem.clone().acquire_owned().await else {
                 break 'batches;
             };
-            let cx = cx.clone();
-            let tx = outcome_tx.clone();
-            let stop = stop.clone();
-            tracker.spawn(async move {
-                let (row, user_id) = (job.row, job.user_id.clone());
-                // A panicking row must still produce its one outcome.
-                let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
-                let outcome = match joined {
-                    // Cut short before its first request: say why, like the rows
-                    // the reader never queued.
-                    Ok(Ok(mut o)) if o.status == Status::Failed && o.attempts == 0 => {
-                        o.error = Some(format!("not sent: {}", stop.message()));
-                        o
-                    }
-                    Ok(Ok(o)) => o,
-                    Ok(Err(fatal)) => {
-                        let msg = crate::error::chain(&fatal);
-                        tracing::error!(error = %msg, "stopping the run");
-                        stop.trip(StopKind::Fatal, msg.clone());
-                        failed(row, user_id, msg)
-                    }
-                    Err(()) => {
-                        let msg =
-                            "internal error while sending (a bug: please report it)".to_string();
-                        tracing::error!(row, error = %msg);
-                        failed(row, user_id, msg)
-                    }
-                };
-                let raw = outcome.status.is_failure().then_some(raw);
-                if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
-                    tracing::debug!(row, "recorder gone");
-                }
-                // Held until the outcome is queued: a stalled recorder stops
-                // new requests instead of piling up finished rows in memory.
-                drop(permit);
-            });
+            tracker.spawn(run_row(
+                cx.clone(),
+                queued,
+                permit,
+                outcome_tx.clone(),
+                stop.clone(),
+            ));
         }
     }
     tracker.close();
@@ -713,6 +684,47 @@ async fn dispatch(
     if let Some(g) = grower {
         g.abort();
     }
+}
+
+/// One row's task: provision it, turn a fatal error or a panic into its one
+/// outcome, and queue that for the recorder.
+async fn run_row(
+    cx: Arc<WorkerCtx>,
+    (job, raw, hash): Queued,
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::Sender<Vec<Done>>,
+    stop: Stop,
+) {
+    let (row, user_id) = (job.row, job.user_id.clone());
+    // A panicking row must still produce its one outcome.
+    let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
+    let outcome = match joined {
+        // Cut short before its first request: say why, like the rows the
+        // reader never queued.
+        Ok(Ok(mut o)) if o.status == Status::Failed && o.attempts == 0 => {
+            o.error = Some(stop.not_sent_reason());
+            o
+        }
+        Ok(Ok(o)) => o,
+        Ok(Err(fatal)) => {
+            let msg = crate::error::chain(&fatal);
+            tracing::error!(error = %msg, "stopping the run");
+            stop.trip(StopKind::Fatal, msg.clone());
+            failed(row, user_id, msg)
+        }
+        Err(()) => {
+            let msg = "internal error while sending (a bug: please report it)".to_string();
+            tracing::error!(row, error = %msg);
+            failed(row, user_id, msg)
+        }
+    };
+    let raw = outcome.status.is_failure().then_some(raw);
+    if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
+        tracing::debug!(row, "recorder gone");
+    }
+    // Held until the outcome is queued: a stalled recorder stops new
+    // requests instead of piling up finished rows in memory.
+    drop(permit);
 }
 
 /// Turns a panic inside the wrapped future into `Err(())`, so the row still
