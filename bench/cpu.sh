@@ -52,13 +52,7 @@ name, n, wall, u, s, ticks, tck = '$1', float($2), float($3), float($4), float($
 print(f'| {name} | {n/wall:,.0f} | {(u+s)/n*1e6:.1f} | {u/n*1e6:.1f} / {s/n*1e6:.1f} | {ticks/tck/n*1e6:.1f} |')"
 }
 
-python3 - "${WORK}/bodies.txt" <<'PY'
-import sys
-with open(sys.argv[1], "w") as f:
-    for i in range(2_000_000):
-        f.write('{"user_id":"oha-%d","first_name":"john","last_name":"smith",'
-                '"phone_number":"+18005550100","locale":"en-US"}\n' % i)
-PY
+python3 bench/oha_bodies.py "${WORK}/bodies.txt"
 
 echo "| client | requests/s | client CPU µs/request | user / system | sandbox CPU µs/request |"
 echo "|---|---:|---:|---:|---:|"

@@ -288,13 +288,7 @@ throughput() {
     local oha_rps=() oha_created=() oha_taken=()
     start_sandbox "${port}"
     secs="$(printf '%s' "${WRK_DURATION}" | sed -n 's/^\([0-9]*\)s\{0,1\}$/\1/p')"
-    python3 - "${WORK}/oha-bodies.txt" <<'PY'
-import sys
-with open(sys.argv[1], "w") as f:
-    for i in range(2_000_000):
-        f.write('{"user_id":"oha-%d","first_name":"john","last_name":"smith",'
-                '"phone_number":"+18005550100","locale":"en-US"}\n' % i)
-PY
+    python3 bench/oha_bodies.py "${WORK}/oha-bodies.txt"
     for i in $(seq 1 "${RUNS}"); do
         # Alternate the order too, so neither mode always runs first.
         local order="on off auto"
