@@ -32,9 +32,11 @@ pub(crate) enum HttpError {
     /// 405: known path, wrong method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// 429: the per-second threshold was exceeded.
+    /// 429: the per-second threshold was exceeded. Connect documents no
+    /// `Retry-After`, so it is sent only when `retry_after` (the sandbox's
+    /// `--retry-after`) asks for it.
     #[error("rate limit exceeded")]
-    Throttled,
+    Throttled { retry_after: bool },
     /// 500 injected by `fail_rate`.
     #[error("internal server error")]
     Internal,
@@ -93,17 +95,18 @@ impl IntoResponse for HttpError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 single("method not allowed", codes::NOT_FOUND, None),
             ),
-            HttpError::Throttled => {
+            HttpError::Throttled { retry_after } => {
                 let body = single(
                     "rate limit exceeded, retry later",
                     codes::RATE_LIMITED,
                     None,
                 );
                 let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-                // Connect only says "back off"; one second is the window of its
-                // per-second threshold.
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                if retry_after {
+                    // One second is the window of the per-second threshold.
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
                 return resp;
             }
             HttpError::Internal => (

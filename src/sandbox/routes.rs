@@ -197,7 +197,7 @@ async fn create_user(
 
     if !sh.admit() {
         bump(&c.throttled);
-        return HttpError::Throttled.into_response();
+        return HttpError::Throttled { retry_after: true }.into_response();
     }
 
     let (latency, fault) = sh.roll();
