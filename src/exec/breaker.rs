@@ -4,10 +4,17 @@
 //! trips when more than `max_error_rate` of them are `rejected` or `invalid`,
 //! naming the most common error. Transient `failed` rows do not count: an
 //! outage is the retry logic's business.
+//!
+//! After `--resume`, the rows the earlier part already judged (`rejected` or
+//! `invalid`) come back to the recorder, but its successes do not (they are
+//! skipped). Counted again, those old errors would crowd the window within
+//! the first seconds and trip a run that never tripped uninterrupted, so the
+//! breaker is told to pass over them ([`CircuitBreaker::passing_over`]).
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::outcome::{Outcome, Status};
+use crate::report::journal::RowSet;
 use crate::settings::Breaker;
 
 /// The sliding window over finished rows.
@@ -17,6 +24,8 @@ pub struct CircuitBreaker {
     ring: VecDeque<Option<String>>,
     errors: usize,
     tripped: bool,
+    /// Rows an earlier part of a resumed run already counted.
+    judged: RowSet,
 }
 
 impl CircuitBreaker {
@@ -27,12 +36,22 @@ impl CircuitBreaker {
             ring: VecDeque::with_capacity(cfg.window as usize),
             errors: 0,
             tripped: false,
+            judged: RowSet::default(),
         }
+    }
+
+    /// Pass over the outcomes of `rows`: an earlier part of the run counted them.
+    pub fn passing_over(mut self, rows: RowSet) -> CircuitBreaker {
+        self.judged = rows;
+        self
     }
 
     /// Count one finished row; returns the trip message the first time the
     /// error share of a full window exceeds the threshold.
     pub fn observe(&mut self, o: &Outcome) -> Option<String> {
+        if self.judged.contains(o.row) {
+            return None;
+        }
         let entry = matches!(o.status, Status::Rejected | Status::Invalid)
             .then(|| o.error.clone().unwrap_or_default());
         if entry.is_some() {
@@ -131,6 +150,29 @@ mod tests {
         for _ in 0..50 {
             assert_eq!(b.observe(&row(Status::Failed, "HTTP 503")), None);
         }
+    }
+
+    #[test]
+    fn rows_judged_by_an_earlier_part_are_passed_over() {
+        let mut judged = RowSet::default();
+        for r in 1..=100 {
+            judged.insert(r);
+        }
+        let mut b = breaker(0.5, 10).passing_over(judged);
+        // The earlier part's errors come back first: none counts.
+        for r in 1..=100 {
+            let mut o = row(Status::Invalid, "phone_number: bad");
+            o.row = r;
+            assert_eq!(b.observe(&o), None);
+        }
+        // New rows are judged as usual.
+        let mut tripped = None;
+        for r in 101..=110 {
+            let mut o = row(Status::Rejected, "x");
+            o.row = r;
+            tripped = b.observe(&o).or(tripped);
+        }
+        assert!(tripped.is_some());
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::input::InputSource;
 use crate::intake::Step;
 use crate::outcome::{Outcome, Status};
 use crate::progress::{RunBar, Ui};
-use crate::report::journal::{self, ResumeError};
+use crate::report::journal::{self, ResumeError, RowSet};
 use crate::report::{
     Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
 };
@@ -149,7 +149,7 @@ pub async fn run_live(
     let exec = settings.exec.clone();
 
     let mut intake = crate::cmd::run::open_intake(settings)?;
-    let (recorder, prior, input_sha) = open_journal(settings, &mut intake, started)?;
+    let (recorder, mut prior, input_sha) = open_journal(settings, &mut intake, started)?;
     let (state_sink, state_reader) = open_state(settings, &input_sha)?;
     // After a resume the summary covers the whole run: its first start, and
     // the active time of every part.
@@ -227,7 +227,8 @@ pub async fn run_live(
         stop.clone(),
         RecorderOptions {
             journal: settings.journal,
-            breaker: exec.breaker,
+            breaker: CircuitBreaker::new(exec.breaker)
+                .passing_over(std::mem::take(&mut prior.judged)),
             pace: pace.clone(),
             show_rate: matches!(exec.rate, Rate::Auto { .. }),
             state: state_sink,
@@ -347,8 +348,10 @@ pub async fn run_live(
 }
 
 /// What the earlier parts of a resumed run contribute to its summary.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Prior {
+    /// Rows the earlier part's circuit breaker already counted.
+    judged: RowSet,
     figures: EngineFigures,
     elapsed: Duration,
     started: Option<jiff::Timestamp>,
@@ -384,7 +387,9 @@ fn open_journal(
             rejected = state.rejected.len(),
             "resuming: rows already final are skipped"
         );
+        let mut state = state;
         let prior = Prior {
+            judged: std::mem::take(&mut state.judged),
             figures: state.prior,
             elapsed: state.prior_elapsed,
             started: state.started,
@@ -793,12 +798,11 @@ fn spawn_recorder(
 ) -> tokio::task::JoinHandle<(Result<Recorder, ReportError>, RunBar, Option<StateSink>)> {
     let RecorderOptions {
         journal,
-        breaker,
+        mut breaker,
         pace,
         show_rate,
         mut state,
     } = opts;
-    let mut breaker = CircuitBreaker::new(breaker);
     let brief = move |f: &EngineFigures| {
         let mut s = engine_brief(f);
         if show_rate {
@@ -954,7 +958,7 @@ impl StateSink {
 struct RecorderOptions {
     /// Checkpoint the journal (off only for benchmarks).
     journal: bool,
-    breaker: crate::settings::Breaker,
+    breaker: CircuitBreaker,
     /// Shown on the bar with `--rate auto`.
     pace: Arc<Pace>,
     show_rate: bool,

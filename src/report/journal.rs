@@ -154,6 +154,11 @@ pub struct ResumeState {
     pub done: RowSet,
     /// Rows the API rejected: not sent again, written again with their raw record.
     pub rejected: HashMap<u64, Rejected>,
+    /// Rows the earlier part recorded `rejected` or `invalid`. Their outcomes
+    /// come back in this part (replayed, or validated again), but the earlier
+    /// part's circuit breaker already judged them: counting them again would
+    /// fill its window with old errors while the successes are skipped.
+    pub judged: RowSet,
     /// Counts of the kept lines.
     pub kept_counts: Counts,
     /// Request figures of the earlier part.
@@ -304,6 +309,7 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
                 state.kept_counts.add(status);
             }
             Status::Rejected => {
+                state.judged.insert(row);
                 state.rejected.insert(
                     row,
                     Rejected {
@@ -315,7 +321,8 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
                 );
             }
             // Validated again, or sent again.
-            Status::Invalid | Status::Failed | Status::Valid => {}
+            Status::Invalid => state.judged.insert(row),
+            Status::Failed | Status::Valid => {}
         }
     }
     Ok(state)

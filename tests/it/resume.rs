@@ -959,3 +959,109 @@ async fn the_summary_after_resume_times_the_whole_run() {
     );
     sb.shutdown().await;
 }
+
+/// `rows` users, every tenth one invalid (blank first_name).
+fn tenth_invalid(dir: &Path, rows: u64) -> PathBuf {
+    let input = dir.join("mixed.csv");
+    let mut s = String::from("user_id,first_name,last_name\n");
+    for i in 1..=rows {
+        let first = if i % 10 == 0 { "" } else { "ann" };
+        s.push_str(&format!("m{i:06},{first},smith\n"));
+    }
+    std::fs::write(&input, s).unwrap();
+    input
+}
+
+/// Statuses by row, with `exists` read as `created`: a row sent again after a
+/// crash (its first create landed, its line did not) ends `exists`.
+fn statuses(out: &Path) -> BTreeMap<u64, String> {
+    read_results(out)
+        .into_iter()
+        .map(|r| {
+            let st = if r.status == "exists" {
+                "created".to_string()
+            } else {
+                r.status
+            };
+            (r.row, st)
+        })
+        .collect()
+}
+
+// Issue 12 E: a file that does not trip the circuit breaker uninterrupted
+// must not trip it after kill -9 + --resume, however often. The earlier
+// parts' invalid rows came back first on resume while their successes were
+// skipped, so the breaker's window filled with old errors and the run
+// exited 3 with the valid rest `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_kill_9_does_not_change_breaker_decisions() {
+    const ROWS: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let input = s(&tenth_invalid(dir.path(), ROWS));
+
+    // Uninterrupted: exit 1 (some rows invalid), every valid row created.
+    let sb = sandbox(SandboxConfig::default()).await;
+    let whole = dir.path().join("whole");
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input.clone(),
+            "--out".into(),
+            s(&whole),
+            "--rate".into(),
+            "400".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let expected = statuses(&whole);
+    assert_eq!(expected.len() as u64, ROWS);
+    assert_eq!(
+        expected.values().filter(|s| *s == "invalid").count() as u64,
+        ROWS / 10
+    );
+    sb.shutdown().await;
+
+    // Killed at 30 %, 60 % and 90 % of the rows recorded, resumed each time.
+    let sb = sandbox(SandboxConfig::default()).await;
+    let out = dir.path().join("parts");
+    let out_s = s(&out);
+    for (part, pct) in [30u64, 60, 90].into_iter().enumerate() {
+        let mut args = vec![input.as_str(), "--out", &out_s, "--rate", "400"];
+        if part > 0 {
+            args.push("--resume");
+        }
+        let log = dir.path().join(format!("part{part}.log"));
+        let mut run = Running::spawn(&sb.url(), &args, log);
+        let target = ROWS * pct / 100;
+        let reached = wait_until(Duration::from_secs(30), || journal_rows(&out) >= target);
+        assert!(reached, "{pct}%: journal stuck; stderr:\n{}", run.stderr());
+        assert!(run.running(), "{pct}%: the run ended before the kill");
+        run.kill_9();
+    }
+    let o = run_blocking(
+        sb.url(),
+        SECRET,
+        vec![
+            input,
+            "--out".into(),
+            out_s,
+            "--rate".into(),
+            "400".into(),
+            "--resume".into(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        code(&o),
+        1,
+        "the breaker tripped after a resume: {}",
+        show(&o)
+    );
+    let rows = read_results(&out);
+    assert_each_row_once(&rows, ROWS);
+    assert_eq!(statuses(&out), expected, "final statuses differ");
+    assert_eq!(sb.stats().created, ROWS - ROWS / 10);
+    sb.shutdown().await;
+}
