@@ -190,8 +190,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
     pub error_window: Option<u32>,
 
-    /// Requests allowed at once above the steady rate; 2 lets one late
-    /// wake-up catch up instead of losing its slot [default: 2].
+    /// The partner allows bursts of N (a token bucket): pace with GCRA at
+    /// this burst and no sliding-window guard. Without it, at most --rate
+    /// requests go in any sliding second, the strictest limiter there is.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: Option<u32>,
 

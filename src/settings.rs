@@ -261,7 +261,9 @@ pub struct Credentials {
 pub struct ExecSettings {
     pub rate: Rate,
     pub breaker: Breaker,
-    pub burst: u32,
+    /// `--burst`: the partner allows bursts of this many (GCRA, no window
+    /// guard). `None`: at most R requests in any sliding second (exec::pace).
+    pub burst: Option<u32>,
     /// `None`: sized from the rate and the observed latency.
     pub concurrency: Option<u32>,
     pub max_attempts: u32,
@@ -274,7 +276,7 @@ impl Default for ExecSettings {
         ExecSettings {
             rate: Rate::Fixed(10),
             breaker: Breaker::default(),
-            burst: 2,
+            burst: None,
             concurrency: None,
             max_attempts: 6,
             timeout: Duration::from_secs(30),
@@ -601,7 +603,7 @@ pub fn resolve_run(
                 .map(|c| c.nonzero("burst", c.burst))
                 .transpose()?
                 .flatten())
-            .unwrap_or(d.burst),
+            .or(d.burst),
         concurrency: args.concurrency.or(cfg
             .map(|c| c.nonzero("concurrency", c.concurrency))
             .transpose()?
@@ -796,7 +798,7 @@ mod tests {
         );
         let s = resolve_run(&run_args(&["--rate", "7"]), &no_env(), Some(&c), now()).unwrap();
         assert_eq!(s.exec.rate, Rate::Fixed(7));
-        assert_eq!(s.exec.burst, 5);
+        assert_eq!(s.exec.burst, Some(5));
         assert_eq!(s.exec.timeout, Duration::from_secs(5));
         assert_eq!(s.exec.max_attempts, 6);
         assert_eq!(s.target, Some(Target::Sandbox));

@@ -34,7 +34,7 @@ use crate::api::token::TokenManager;
 use crate::error::Error;
 use crate::exec::backoff::RetryPolicy;
 use crate::exec::breaker::CircuitBreaker;
-use crate::exec::pace::{self, Pace};
+use crate::exec::pace::{self, Pace, Pacing};
 use crate::exec::throttle::Throttle;
 use crate::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
 use crate::input::InputSource;
@@ -207,7 +207,10 @@ pub async fn run_live(
     }
     .map(|n| settings.read.limit.map_or(n, |l| n.min(l)));
     let bar = ui.run_bar(total);
-    let pace = Arc::new(Pace::new(f64::from(exec.rate.initial()), exec.burst));
+    let pace = Arc::new(Pace::new(
+        f64::from(exec.rate.initial()),
+        Pacing::from_burst(exec.burst),
+    ));
     let figures = {
         let counters = counters.clone();
         let tokens = tokens.clone();
@@ -329,7 +332,7 @@ pub async fn run_live(
                 Rate::Fixed(_) => "fixed".into(),
                 Rate::Auto { .. } => "auto".into(),
             },
-            final_per_second: (pace.rate() * 10.0).round() / 10.0,
+            final_per_second: (pace.safe_rate() * 10.0).round() / 10.0,
             max_per_second: match exec.rate {
                 Rate::Fixed(_) => None,
                 Rate::Auto { max, .. } => Some(max),

@@ -13,7 +13,7 @@ use connect_provision::api::client::{
 use connect_provision::api::model::CreateUser;
 use connect_provision::api::token::{TokenManager, TokenOptions};
 use connect_provision::exec::backoff::RetryPolicy;
-use connect_provision::exec::pace::Pace;
+use connect_provision::exec::pace::{Pace, Pacing};
 use connect_provision::exec::throttle::Throttle;
 use connect_provision::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
 use connect_provision::outcome::{Outcome, Status};
@@ -73,7 +73,7 @@ async fn ctx(sb: &Sandbox, rate: u32, burst: u32, retry: RetryPolicy) -> Arc<Wor
     Arc::new(WorkerCtx {
         client,
         tokens,
-        pace: Arc::new(Pace::new(f64::from(rate), burst)),
+        pace: Arc::new(Pace::new(f64::from(rate), Pacing::from_burst(Some(burst)))),
         jitter: Jitter::up_to(Duration::from_millis(5)),
         throttle: Throttle::new(),
         retry,
