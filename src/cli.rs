@@ -330,9 +330,34 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
 
-    /// Users requests allowed per second; more get 429 with Retry-After.
+    /// Users requests allowed in any 1 s window (counted as --rate-limit-algorithm
+    /// says); more get 429 [default: unlimited].
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
+
+    /// How --rate-limit is counted: sliding-window (at most N in any sliding second,
+    /// the strictest reading of Connect's unpublished limiter), fixed-window (N per
+    /// aligned second, up to 2N around a boundary) or token-bucket (burst N, then
+    /// N/s).
+    #[arg(
+        long,
+        value_name = "ALGORITHM",
+        default_value = "sliding-window",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(crate::sandbox::LimitAlgorithm::NAMES),
+            |s| s.parse::<crate::sandbox::LimitAlgorithm>(),
+        )
+    )]
+    pub rate_limit_algorithm: crate::sandbox::LimitAlgorithm,
+
+    /// Send Retry-After: 1 with every 429 (Connect documents none, so by default
+    /// the sandbox sends none either).
+    #[arg(long)]
+    pub retry_after: bool,
+
+    /// Probability (0..1) of a spurious 429 on a users request the limit admitted.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    pub throttle_rate: f64,
 
     /// Delay added to every users request, e.g. 100ms.
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]

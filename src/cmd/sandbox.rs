@@ -11,6 +11,9 @@ pub async fn serve(args: &SandboxArgs) -> Result<u8, Error> {
         client_secret: args.client_secret.clone(),
         token_ttl: args.token_ttl,
         rate_limit: args.rate_limit,
+        rate_limit_algorithm: args.rate_limit_algorithm,
+        retry_after: args.retry_after,
+        throttle_rate: args.throttle_rate,
         latency: args.latency,
         fail_rate: args.fail_rate,
         reset_rate: args.reset_rate,
@@ -31,6 +34,14 @@ pub async fn serve(args: &SandboxArgs) -> Result<u8, Error> {
         "  token TTL:     {}",
         humantime::format_duration(args.token_ttl)
     );
+    match args.rate_limit {
+        Some(n) => println!(
+            "  rate limit:    {n}/s ({}), 429 {} Retry-After",
+            args.rate_limit_algorithm,
+            if args.retry_after { "with" } else { "without" }
+        ),
+        None => println!("  rate limit:    none"),
+    }
     println!("try: curl -s -X POST {url}/v2/oauth/token -H 'Content-Type: application/json' \\");
     println!(
         "       -d '{{\"client_id\":\"{}\",\"client_secret\":\"{}\",\"grant_type\":\"client_credentials\"}}'",

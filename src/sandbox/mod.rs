@@ -4,14 +4,25 @@
 //!
 //! It implements `POST /v2/oauth/token` and `POST /v2/fulfillment/users` with the
 //! documented validation and error shapes, plus the faults a real partner API
-//! shows: a per-second rate limit (429 + `Retry-After`), latency, random 500/503,
+//! shows: a per-second rate limit (429), latency, random 500/503, spurious 429s,
 //! connections dropped unanswered (reset), and the ambiguous case where the user
 //! is stored but the answer is lost (commit-drop). `/_sandbox/*` endpoints expose
 //! what the server saw and change the faults while it runs.
 //!
+//! The rate limit is as strict as the partner may be. Connect publishes neither
+//! its threshold nor its algorithm, nor any `Retry-After`, so by default the
+//! sandbox admits at most N users requests in *any* sliding 1-second window
+//! ([`LimitAlgorithm::SlidingWindow`], the strictest reading) and answers the
+//! rest 429 with no `Retry-After`. A client that keeps its throughput here keeps
+//! it against any laxer limiter. `--rate-limit-algorithm fixed-window|token-bucket`
+//! selects a laxer one, `--retry-after` adds `Retry-After: 1`, `--throttle-rate`
+//! answers a random share of admitted requests 429 anyway, and
+//! `max_window` in the stats reports the busiest sliding second a client produced.
+//!
 //! Layout: `routes` (endpoints, in stage order) → `validate` (payload rules),
-//! `state` (tokens, users, limiter, dice, counters), `limit` (GCRA), `error`
-//! (documented error bodies), `server` (accept loop that can drop a connection).
+//! `state` (tokens, users, limiter, dice, counters), `limit` (the three limit
+//! algorithms and the peak-window meter), `error` (documented error bodies),
+//! `server` (accept loop that can drop a connection).
 
 mod error;
 mod limit;
@@ -32,6 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::model::CreateUser;
 
+pub use limit::{LimitAlgorithm, UnknownAlgorithm};
 pub use state::{ConfigPatch, LiveConfig, Stats};
 
 /// How long `shutdown` lets in-flight requests finish before dropping them.
@@ -48,6 +60,13 @@ pub struct SandboxConfig {
     pub token_ttl: Duration,
     /// Users requests per second before 429 (`None`: unlimited).
     pub rate_limit: Option<u32>,
+    /// How `rate_limit` is counted (default: the strictest, a sliding 1 s window).
+    pub rate_limit_algorithm: LimitAlgorithm,
+    /// Whether a 429 carries `Retry-After: 1` (default: no, as Connect documents none).
+    pub retry_after: bool,
+    /// Probability of a spurious 429 on a users request the limiter admitted
+    /// (nothing stored); rolled on the same seeded dice as the other faults.
+    pub throttle_rate: f64,
     /// Delay added before answering a users request.
     pub latency: Duration,
     /// Probability of a random 500 or 503 on a users request (nothing stored).
@@ -67,6 +86,9 @@ impl Default for SandboxConfig {
             client_secret: "sandbox-secret".to_owned(),
             token_ttl: Duration::from_secs(24 * 60 * 60),
             rate_limit: None,
+            rate_limit_algorithm: LimitAlgorithm::SlidingWindow,
+            retry_after: false,
+            throttle_rate: 0.0,
             latency: Duration::ZERO,
             fail_rate: 0.0,
             reset_rate: 0.0,
@@ -83,6 +105,9 @@ impl fmt::Debug for SandboxConfig {
             .field("client_secret", &"[REDACTED]")
             .field("token_ttl", &self.token_ttl)
             .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_algorithm", &self.rate_limit_algorithm)
+            .field("retry_after", &self.retry_after)
+            .field("throttle_rate", &self.throttle_rate)
             .field("latency", &self.latency)
             .field("fail_rate", &self.fail_rate)
             .field("reset_rate", &self.reset_rate)
@@ -114,6 +139,7 @@ fn check_probability(name: &'static str, value: f64) -> Result<(), SandboxError>
 impl SandboxConfig {
     /// Checks the settings; `Sandbox::start` refuses a config that fails this.
     pub fn validate(&self) -> Result<(), SandboxError> {
+        check_probability("throttle rate", self.throttle_rate)?;
         check_probability("fail rate", self.fail_rate)?;
         check_probability("reset rate", self.reset_rate)?;
         check_probability("commit-drop rate", self.commit_drop_rate)?;
@@ -131,6 +157,7 @@ impl ConfigPatch {
     /// Checks the values a patch would set.
     pub fn check(&self) -> Result<(), SandboxError> {
         for (name, value) in [
+            ("throttle_rate", self.throttle_rate),
             ("fail_rate", self.fail_rate),
             ("reset_rate", self.reset_rate),
             ("commit_drop_rate", self.commit_drop_rate),
@@ -216,9 +243,30 @@ impl Sandbox {
     }
 
     /// Changes the rate limit while running (`None`: unlimited; `Some(0)` is
-    /// treated as 1/s).
+    /// treated as 1/s). The limit restarts with nothing booked.
     pub fn set_rate_limit(&self, per_second: Option<u32>) {
-        self.shared.set_rate_limit(per_second.map(|n| n.max(1)));
+        self.shared
+            .set_limit(Some(per_second.map(|n| n.max(1))), None);
+    }
+
+    /// Changes how the rate limit is counted while running. The limit restarts
+    /// with nothing booked; `max_window` keeps counting.
+    pub fn set_rate_limit_algorithm(&self, algorithm: LimitAlgorithm) {
+        self.shared.set_limit(None, Some(algorithm));
+    }
+
+    /// Turns `Retry-After: 1` on 429 answers on or off while running.
+    pub fn set_retry_after(&self, on: bool) {
+        self.shared.set_retry_after(on);
+    }
+
+    /// Changes the probability of a spurious 429 while running.
+    pub fn set_throttle_rate(&self, probability: f64) -> Result<(), SandboxError> {
+        self.configure(&ConfigPatch {
+            throttle_rate: Some(probability),
+            ..ConfigPatch::default()
+        })
+        .map(drop)
     }
 
     /// Changes faults and limits while running (`POST /_sandbox/config`).
@@ -290,6 +338,29 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_strict_limit_without_retry_after() {
+        let cfg = SandboxConfig::default();
+        assert_eq!(cfg.rate_limit_algorithm, LimitAlgorithm::SlidingWindow);
+        assert!(!cfg.retry_after);
+        assert_eq!(cfg.throttle_rate, 0.0);
+    }
+
+    #[test]
+    fn config_patch_check_covers_throttle_rate() {
+        let patch = ConfigPatch {
+            throttle_rate: Some(1.5),
+            ..ConfigPatch::default()
+        };
+        assert!(matches!(
+            patch.check(),
+            Err(SandboxError::Probability {
+                name: "throttle_rate",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn validate_rejects_impossible_settings() {
         assert_eq!(SandboxConfig::default().validate(), Ok(()));
         let bad = SandboxConfig {
@@ -300,6 +371,17 @@ mod tests {
             bad.validate(),
             Err(SandboxError::Probability { .. })
         ));
+        let bad = SandboxConfig {
+            throttle_rate: -0.5,
+            ..Default::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(SandboxError::Probability {
+                name: "throttle rate",
+                value: -0.5
+            })
+        );
         let bad = SandboxConfig {
             rate_limit: Some(0),
             ..Default::default()

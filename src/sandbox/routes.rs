@@ -2,8 +2,11 @@
 //! inspection and control endpoints, as an axum `Router`.
 //!
 //! A users request goes through the same stages in the same order every time:
-//! authenticate (401) → rate limit (429) → latency → fault dice (500/503, reset)
-//! → parse and validate (400) → store (400 taken, or 200) → commit-drop. A handler
+//! authenticate (401) → rate limit (429; every request reaching it counts in
+//! `max_window`) → fault dice (a spurious 429 is answered at once, like the
+//! limiter's) → latency → dice faults (500/503, reset) → parse and validate (400)
+//! → store (400 taken, or 200) → commit-drop. A 429 carries `Retry-After` only
+//! when the sandbox is configured to send it. A handler
 //! that wants the connection dropped unanswered returns a response tagged with
 //! [`DropConnection`]; the connection layer (`server.rs`) turns that tag into a
 //! service error, which makes hyper close the socket without writing anything.
@@ -197,10 +200,22 @@ async fn create_user(
 
     if !sh.admit() {
         bump(&c.throttled);
-        return HttpError::Throttled { retry_after: true }.into_response();
+        return HttpError::Throttled {
+            retry_after: sh.retry_after(),
+        }
+        .into_response();
     }
 
     let (latency, fault) = sh.roll();
+    if fault == Fault::Throttle {
+        // Admitted, and its slot stays booked: to the client it is just a 429.
+        bump(&c.throttled);
+        bump(&c.spurious_429);
+        return HttpError::Throttled {
+            retry_after: sh.retry_after(),
+        }
+        .into_response();
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -218,7 +233,7 @@ async fn create_user(
             tracing::debug!("sandbox: dropping connection (reset fault)");
             return dropped();
         }
-        Fault::None | Fault::CommitDrop => {}
+        Fault::None | Fault::CommitDrop | Fault::Throttle => {}
     }
 
     let resp = match create(&sh, body) {

@@ -3,13 +3,15 @@
 //!
 //! Locking: each concern has its own short-lived lock (tokens behind an `RwLock`
 //! because every users request reads it and only token issuance writes it; users
-//! in 16 `Mutex`-guarded shards; limiter and faults behind a `Mutex` each), and no
-//! lock is ever held across an `.await` or while another is taken. Counters are relaxed atomics: they are
-//! statistics, read as a snapshot, and never used to make a decision.
+//! in 16 `Mutex`-guarded shards; limiter and faults behind a `Mutex` each; the
+//! limiter's lock also covers the `max_window` meter, which sees the same
+//! requests at the same step), and no lock is ever held across an `.await` or
+//! while another is taken. Counters are relaxed atomics: they are statistics,
+//! read as a snapshot, and never used to make a decision.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::SandboxConfig;
-use super::limit::Gcra;
+use super::limit::{LimitAlgorithm, PeakWindow, RateLimiter};
 use crate::api::model::CreateUser;
 
 /// Declares [`Stats`] and its atomic twin `Counters` from one field list, so the
@@ -72,8 +74,11 @@ stats! {
     rejected,
     /// Create requests refused with 400 because the `user_id` already exists.
     taken,
-    /// Answers 429.
+    /// Answers 429: refused by the rate limiter, plus the spurious ones.
     throttled,
+    /// Answers 429 injected by `throttle_rate` on requests the limiter admitted
+    /// (also counted in `throttled`).
+    spurious_429,
     /// Answers 401 (either endpoint).
     unauthorized,
     /// Answers 403 (credentials in the query string).
@@ -93,12 +98,17 @@ stats! {
     duplicate_creations,
     /// Most create requests in progress at once (after authentication).
     max_in_flight,
+    /// Most create requests that reached the rate limiter (after authentication,
+    /// admitted or refused) in any sliding 1 s window.
+    max_window,
 }
 
 /// What the fault dice decided for one users request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fault {
     None,
+    /// A spurious 429 on a request the limiter admitted.
+    Throttle,
     Fail500,
     Fail503,
     Reset,
@@ -107,6 +117,7 @@ pub(crate) enum Fault {
 
 /// Fault knobs and their random source.
 struct Faults {
+    throttle_rate: f64,
     fail_rate: f64,
     reset_rate: f64,
     commit_drop_rate: f64,
@@ -125,15 +136,19 @@ impl Faults {
 
     /// Exactly two draws per request whatever the knobs say, so with a seed the
     /// n-th request's fate depends only on n (and the rates), not on earlier outcomes.
-    /// The rates partition [0, 1) in the order fail, reset, commit-drop, so each
-    /// is the probability of its fault as long as they sum to at most 1.
+    /// The rates partition [0, 1) in the order throttle, fail, reset, commit-drop,
+    /// so each is the probability of its fault as long as they sum to at most 1
+    /// (and a zero throttle rate leaves the other faults' sequence as it was).
     fn roll(&mut self) -> Fault {
         let u: f64 = self.rng.random();
         let pick_503: bool = self.rng.random();
-        let fail_end = self.fail_rate;
+        let throttle_end = self.throttle_rate;
+        let fail_end = throttle_end + self.fail_rate;
         let reset_end = fail_end + self.reset_rate;
         let drop_end = reset_end + self.commit_drop_rate;
-        if u < fail_end {
+        if u < throttle_end {
+            Fault::Throttle
+        } else if u < fail_end {
             if pick_503 {
                 Fault::Fail503
             } else {
@@ -149,18 +164,34 @@ impl Faults {
     }
 }
 
-/// The rate limit as configured, and its running state.
+/// The rate limit as configured, its running state, and the `max_window` meter.
 struct Limiter {
     per_second: Option<u32>,
-    gcra: Option<Gcra>,
+    algorithm: LimitAlgorithm,
+    /// `None` when unlimited.
+    active: Option<RateLimiter>,
+    /// Arrivals of the last second; outlives limit changes, cleared by a reset.
+    peak: PeakWindow,
 }
 
 impl Limiter {
-    fn new(per_second: Option<u32>) -> Limiter {
-        Limiter {
+    fn new(per_second: Option<u32>, algorithm: LimitAlgorithm) -> Limiter {
+        let mut l = Limiter {
             per_second,
-            gcra: per_second.map(|n| Gcra::new(n, Instant::now())),
-        }
+            algorithm,
+            active: None,
+            peak: PeakWindow::default(),
+        };
+        l.restart();
+        l
+    }
+
+    /// Starts the limit afresh from its current settings (nothing booked).
+    fn restart(&mut self) {
+        let now = Instant::now();
+        self.active = self
+            .per_second
+            .map(|n| RateLimiter::new(self.algorithm, n, now));
     }
 }
 
@@ -214,6 +245,12 @@ pub struct ConfigPatch {
     pub reset_rate: Option<f64>,
     pub commit_drop_rate: Option<f64>,
     pub latency_ms: Option<u64>,
+    /// `"sliding-window"`, `"fixed-window"` or `"token-bucket"`; restarts the limit.
+    pub rate_limit_algorithm: Option<LimitAlgorithm>,
+    /// Whether a 429 carries `Retry-After: 1`.
+    pub retry_after: Option<bool>,
+    /// Probability of a spurious 429 on a request the limiter admitted.
+    pub throttle_rate: Option<f64>,
 }
 
 /// Distinguishes `"rate_limit": null` (Some(None)) from a missing field (None).
@@ -225,6 +262,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Er
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveConfig {
     pub rate_limit: Option<u32>,
+    pub rate_limit_algorithm: LimitAlgorithm,
+    pub retry_after: bool,
+    pub throttle_rate: f64,
     pub fail_rate: f64,
     pub reset_rate: f64,
     pub commit_drop_rate: f64,
@@ -241,6 +281,8 @@ pub(crate) struct Shared {
     tokens: RwLock<HashMap<String, Instant>>,
     users: Users,
     limiter: Mutex<Limiter>,
+    /// `--retry-after`; a plain flag read by every 429, so an atomic rather than a lock.
+    retry_after: AtomicBool,
     faults: Mutex<Faults>,
     pub(crate) counters: Counters,
     in_flight: AtomicU64,
@@ -260,8 +302,10 @@ impl Shared {
             token_ttl: cfg.token_ttl,
             tokens: RwLock::default(),
             users: Users::new(),
-            limiter: Mutex::new(Limiter::new(cfg.rate_limit)),
+            limiter: Mutex::new(Limiter::new(cfg.rate_limit, cfg.rate_limit_algorithm)),
+            retry_after: AtomicBool::new(cfg.retry_after),
             faults: Mutex::new(Faults {
+                throttle_rate: cfg.throttle_rate,
                 fail_rate: cfg.fail_rate,
                 reset_rate: cfg.reset_rate,
                 commit_drop_rate: cfg.commit_drop_rate,
@@ -304,12 +348,22 @@ impl Shared {
             .clear();
     }
 
-    /// Rate-limit admission for one users request.
+    /// Rate-limit admission for one users request, which also feeds `max_window`.
+    /// `now` is read under the lock, so both see arrivals in order.
     pub(crate) fn admit(&self) -> bool {
-        match &mut lock(&self.limiter).gcra {
-            Some(g) => g.check(Instant::now()),
+        let mut l = lock(&self.limiter);
+        let now = Instant::now();
+        let seen = l.peak.record(now);
+        self.counters.max_window.fetch_max(seen, Relaxed);
+        match &mut l.active {
+            Some(limit) => limit.check(now),
             None => true,
         }
+    }
+
+    /// Whether a 429 carries `Retry-After: 1`.
+    pub(crate) fn retry_after(&self) -> bool {
+        self.retry_after.load(Relaxed)
     }
 
     /// The configured latency and the fault for this request.
@@ -358,7 +412,7 @@ impl Shared {
         self.revoke_tokens();
         {
             let mut l = lock(&self.limiter);
-            *l = Limiter::new(l.per_second);
+            *l = Limiter::new(l.per_second, l.algorithm);
         }
         {
             let mut f = lock(&self.faults);
@@ -367,16 +421,39 @@ impl Shared {
         self.counters.clear();
     }
 
-    pub(crate) fn set_rate_limit(&self, per_second: Option<u32>) {
-        *lock(&self.limiter) = Limiter::new(per_second);
+    /// Changes the limit and/or its algorithm and restarts it with nothing
+    /// booked; `max_window` keeps counting.
+    pub(crate) fn set_limit(
+        &self,
+        per_second: Option<Option<u32>>,
+        algorithm: Option<LimitAlgorithm>,
+    ) {
+        let mut l = lock(&self.limiter);
+        if let Some(n) = per_second {
+            l.per_second = n;
+        }
+        if let Some(a) = algorithm {
+            l.algorithm = a;
+        }
+        l.restart();
+    }
+
+    pub(crate) fn set_retry_after(&self, on: bool) {
+        self.retry_after.store(on, Relaxed);
     }
 
     /// Applies a validated patch (see [`ConfigPatch::check`]).
     pub(crate) fn apply(&self, patch: &ConfigPatch) {
-        if let Some(limit) = patch.rate_limit {
-            self.set_rate_limit(limit);
+        if patch.rate_limit.is_some() || patch.rate_limit_algorithm.is_some() {
+            self.set_limit(patch.rate_limit, patch.rate_limit_algorithm);
+        }
+        if let Some(on) = patch.retry_after {
+            self.set_retry_after(on);
         }
         let mut f = lock(&self.faults);
+        if let Some(p) = patch.throttle_rate {
+            f.throttle_rate = p;
+        }
         if let Some(p) = patch.fail_rate {
             f.fail_rate = p;
         }
@@ -392,10 +469,16 @@ impl Shared {
     }
 
     pub(crate) fn live_config(&self) -> LiveConfig {
-        let rate_limit = lock(&self.limiter).per_second;
+        let (rate_limit, rate_limit_algorithm) = {
+            let l = lock(&self.limiter);
+            (l.per_second, l.algorithm)
+        };
         let f = lock(&self.faults);
         LiveConfig {
             rate_limit,
+            rate_limit_algorithm,
+            retry_after: self.retry_after(),
+            throttle_rate: f.throttle_rate,
             fail_rate: f.fail_rate,
             reset_rate: f.reset_rate,
             commit_drop_rate: f.commit_drop_rate,
@@ -428,6 +511,7 @@ mod tests {
 
     fn faults(fail: f64, reset: f64, drop: f64, seed: u64) -> Faults {
         Faults {
+            throttle_rate: 0.0,
             fail_rate: fail,
             reset_rate: reset,
             commit_drop_rate: drop,
@@ -456,6 +540,31 @@ mod tests {
     }
 
     #[test]
+    fn throttle_rate_is_rolled_first_and_leaves_other_faults_alone_at_zero() {
+        let mut t = faults(0.0, 0.0, 0.0, 1);
+        t.throttle_rate = 1.0;
+        assert!((0..1000).all(|_| t.roll() == Fault::Throttle));
+        // A zero throttle rate replays exactly the sequence without the knob.
+        let mut a = faults(0.2, 0.1, 0.1, 7);
+        let mut b = faults(0.2, 0.1, 0.1, 7);
+        b.throttle_rate = 0.0;
+        let ra: Vec<Fault> = (0..1000).map(|_| a.roll()).collect();
+        let rb: Vec<Fault> = (0..1000).map(|_| b.roll()).collect();
+        assert_eq!(ra, rb);
+        // And a non-zero one is roughly honoured, on the same seeded dice.
+        let mut c = faults(0.2, 0.0, 0.0, 42);
+        c.throttle_rate = 0.3;
+        let rc: Vec<Fault> = (0..10_000).map(|_| c.roll()).collect();
+        let throttles = rc.iter().filter(|r| **r == Fault::Throttle).count();
+        let fails = rc
+            .iter()
+            .filter(|r| matches!(r, Fault::Fail500 | Fault::Fail503))
+            .count();
+        assert!((2700..3300).contains(&throttles), "{throttles}");
+        assert!((1700..2300).contains(&fails), "{fails}");
+    }
+
+    #[test]
     fn rates_are_roughly_honoured_and_seeded() {
         let mut a = faults(0.2, 0.1, 0.1, 42);
         let mut b = faults(0.2, 0.1, 0.1, 42);
@@ -477,5 +586,55 @@ mod tests {
         let p: ConfigPatch = serde_json::from_str(r#"{"fail_rate":0.5}"#).unwrap();
         assert_eq!(p.rate_limit, None);
         assert!(serde_json::from_str::<ConfigPatch>(r#"{"fail_rat":0.5}"#).is_err());
+    }
+
+    #[test]
+    fn config_patch_reads_limit_algorithm_retry_after_and_throttle_rate() {
+        let p: ConfigPatch = serde_json::from_str(
+            r#"{"rate_limit_algorithm":"token-bucket","retry_after":true,"throttle_rate":0.25}"#,
+        )
+        .unwrap();
+        assert_eq!(p.rate_limit_algorithm, Some(LimitAlgorithm::TokenBucket));
+        assert_eq!(p.retry_after, Some(true));
+        assert_eq!(p.throttle_rate, Some(0.25));
+        for name in ["sliding-window", "fixed-window", "token-bucket"] {
+            let p: ConfigPatch =
+                serde_json::from_str(&format!(r#"{{"rate_limit_algorithm":"{name}"}}"#)).unwrap();
+            assert_eq!(
+                p.rate_limit_algorithm.map(LimitAlgorithm::as_str),
+                Some(name)
+            );
+        }
+        assert!(
+            serde_json::from_str::<ConfigPatch>(r#"{"rate_limit_algorithm":"leaky"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn limit_changes_keep_max_window_and_reset_clears_it() {
+        let sh = Shared::new(&SandboxConfig {
+            rate_limit: Some(2),
+            ..SandboxConfig::default()
+        });
+        let admitted = (0..5).filter(|_| sh.admit()).count();
+        assert_eq!(admitted, 2);
+        assert_eq!(sh.counters.snapshot().max_window, 5);
+        sh.set_limit(Some(Some(10)), Some(LimitAlgorithm::TokenBucket));
+        assert_eq!(
+            sh.live_config().rate_limit_algorithm,
+            LimitAlgorithm::TokenBucket
+        );
+        assert!(sh.admit());
+        assert_eq!(sh.counters.snapshot().max_window, 6);
+        sh.reset();
+        assert_eq!(sh.counters.snapshot().max_window, 0);
+        assert!(sh.admit());
+        assert_eq!(sh.counters.snapshot().max_window, 1);
+        // The reset kept the settings.
+        let live = sh.live_config();
+        assert_eq!(
+            (live.rate_limit, live.rate_limit_algorithm),
+            (Some(10), LimitAlgorithm::TokenBucket)
+        );
     }
 }

@@ -9,6 +9,7 @@ mod nightly;
 mod props;
 mod resume;
 mod sandbox;
+mod sandbox_limit;
 mod secrets;
 mod state_store;
 mod transport;
