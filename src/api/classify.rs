@@ -7,11 +7,17 @@
 //! | answer | verdict |
 //! |---|---|
 //! | 2xx | `Done(Created)` |
-//! | 400 "user_id taken", 409 | `Done(Exists)` — after an ambiguous failure this is the normal result |
+//! | 409, or 400 whose only error is "user_id taken" | `Done(Exists)` — after an ambiguous failure this is the normal result |
 //! | 401 | `Unauthorized`: refresh the token, retry without spending an attempt |
 //! | 408, 429, 5xx | `Retry` (429 also throttles the whole pool) |
+//! | other status, every `error.code` 2003 "retry later" or 500x internal | `Retry` (not throttled) |
 //! | other 3xx/4xx | `Final` → `rejected` |
 //! | timeout, connect error, reset | `Retry` |
+//!
+//! The status decides first; the body's codes only turn an otherwise final
+//! answer into a retry. A row that keeps getting 2003 therefore ends `failed`
+//! (rerun later), never `rejected` (fix the data). Messages name each error
+//! as `key: message (code)`, joined with `; ` (see `ErrorBody::summary`).
 
 use std::time::Duration;
 
@@ -76,11 +82,20 @@ pub fn classify(attempt: &Attempt) -> Verdict {
                 401 => Verdict::Unauthorized,
                 // Unlisted 5xx are retried too: a server fault is never the
                 // data's fault, and `rejected` would tell the operator to fix rows.
+                // The same goes for a body that only says "retry later" (2003)
+                // or "internal error" (500x), whatever the status; only a 429
+                // slows the whole pool.
                 408 | 429 | 500..=599 => Verdict::Retry {
                     reason: with_detail(format!("HTTP {status}")),
                     http: Some(status),
                     retry_after: *retry_after,
                     throttled: status == 429,
+                },
+                _ if error.as_ref().is_some_and(|e| e.is_transient()) => Verdict::Retry {
+                    reason: with_detail(format!("HTTP {status}")),
+                    http: Some(status),
+                    retry_after: *retry_after,
+                    throttled: false,
                 },
                 _ => Verdict::Final(
                     status,
@@ -94,7 +109,7 @@ pub fn classify(attempt: &Attempt) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::client::TransportKind;
+    use crate::api::client::{TransportKind, read_error_body};
     use crate::api::model::{ApiError, ErrorBody, ErrorDetail, ErrorMeta, codes};
 
     fn answered(status: u16, error: Option<ErrorBody>) -> Attempt {
@@ -128,8 +143,12 @@ mod tests {
     // SPEC "Execution": one case per status.
     #[test]
     fn status_table() {
-        let taken = body("user_id", "has already been taken", codes::TAKEN);
-        let blank = body("first_name", "can't be blank", codes::BLANK);
+        let taken = body(
+            "user_id",
+            "has already been taken",
+            codes::INVALID_PARAMETER,
+        );
+        let blank = body("first_name", "can't be blank", codes::INVALID_PARAMETER);
         let cases: Vec<(Attempt, Verdict)> = vec![
             (answered(200, None), Verdict::Done(Status::Created, 200)),
             (answered(201, None), Verdict::Done(Status::Created, 201)),
@@ -140,7 +159,7 @@ mod tests {
             (answered(409, None), Verdict::Done(Status::Exists, 409)),
             (
                 answered(400, blank.clone()),
-                Verdict::Final(400, "first_name: can't be blank".into()),
+                Verdict::Final(400, "first_name: can't be blank (1001)".into()),
             ),
             (
                 answered(400, None),
@@ -157,7 +176,7 @@ mod tests {
             ),
             (
                 answered(422, blank),
-                Verdict::Final(422, "first_name: can't be blank".into()),
+                Verdict::Final(422, "first_name: can't be blank (1001)".into()),
             ),
             (
                 answered(301, None),
@@ -173,11 +192,176 @@ mod tests {
             // "taken" on another field is not "exists".
             (
                 answered(400, body("first_name", "has already been taken", 1)),
-                Verdict::Final(400, "first_name: has already been taken".into()),
+                Verdict::Final(400, "first_name: has already been taken (1)".into()),
             ),
         ];
         for (attempt, want) in cases {
             assert_eq!(classify(&attempt), want, "{attempt:?}");
+        }
+    }
+
+    /// An answer as the client reports it, from the raw body bytes.
+    fn raw(status: u16, body: &str) -> Attempt {
+        let (error, snippet) = read_error_body(body.as_bytes());
+        Attempt::Answered {
+            status,
+            retry_after: None,
+            error,
+            snippet,
+        }
+    }
+
+    fn retry_because(status: u16, detail: &str, throttled: bool) -> Verdict {
+        Verdict::Retry {
+            reason: format!("HTTP {status}: {detail}"),
+            http: Some(status),
+            retry_after: None,
+            throttled,
+        }
+    }
+
+    const BLANK_FIRST: &str =
+        r#"{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}}"#;
+    const BAD_LAST: &str = r#"{"error":{"message":"contains forbidden characters","code":1001},"meta":{"key":"last_name"}}"#;
+    const TAKEN: &str =
+        r#"{"error":{"message":"has already been taken","code":1001},"meta":{"key":"user_id"}}"#;
+
+    fn nested(list: &[&str]) -> String {
+        format!(
+            r#"{{"error":{{"message":"There were issues with your request","code":9999,"errors":[{}]}},"meta":{{}}}}"#,
+            list.join(",")
+        )
+    }
+
+    fn legacy(list: &[&str]) -> String {
+        format!(r#"{{"errors":[{}]}}"#, list.join(","))
+    }
+
+    // issue #12: every documented body (SPEC "Errors"), the legacy one and
+    // garbage, from bytes to the rendered text and the verdict.
+    #[test]
+    fn documented_bodies_fixtures() {
+        let both =
+            "first_name: can't be blank (1001); last_name: contains forbidden characters (1001)";
+        let cases: Vec<(u16, String, Verdict)> = vec![
+            // Single shape, meta with a key.
+            (
+                404,
+                r#"{"error":{"message":"User not found","code":1001},"meta":{"key":"user_id"}}"#.into(),
+                Verdict::Final(404, "user_id: User not found (1001)".into()),
+            ),
+            // Single shape, meta {} (the docs' 500 example): retried.
+            (
+                500,
+                r#"{"error":{"message":"Sorry, an unexpected error occurred. Please try again later.","code":5000},"meta":{}}"#.into(),
+                retry_because(500, "Sorry, an unexpected error occurred. Please try again later. (5000)", false),
+            ),
+            // Single shape, meta absent.
+            (
+                400,
+                r#"{"error":{"message":"Invalid request","code":4001}}"#.into(),
+                Verdict::Final(400, "Invalid request (4001)".into()),
+            ),
+            (
+                404,
+                r#"{"error":{"message":"Record not found","code":4000},"meta":{}}"#.into(),
+                Verdict::Final(404, "Record not found (4000)".into()),
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Context not resolved","code":4002},"meta":{"key":"store_id"}}"#.into(),
+                Verdict::Final(400, "store_id: Context not resolved (4002)".into()),
+            ),
+            // Nested multiple shape, and the legacy top-level list: same text.
+            (400, nested(&[BLANK_FIRST, BAD_LAST]), Verdict::Final(400, both.into())),
+            (400, legacy(&[BLANK_FIRST, BAD_LAST]), Verdict::Final(400, both.into())),
+            // A 9999 wrapper with an empty list shows the wrapper.
+            (
+                400,
+                nested(&[]),
+                Verdict::Final(400, "There were issues with your request (9999)".into()),
+            ),
+            // user_id taken, alone, in every shape: exists.
+            (400, TAKEN.into(), Verdict::Done(Status::Exists, 400)),
+            (400, nested(&[TAKEN]), Verdict::Done(Status::Exists, 400)),
+            (400, legacy(&[TAKEN]), Verdict::Done(Status::Exists, 400)),
+            // Taken plus another field error: the row needs fixing.
+            (
+                400,
+                nested(&[TAKEN, BLANK_FIRST]),
+                Verdict::Final(
+                    400,
+                    "user_id: has already been taken (1001); first_name: can't be blank (1001)".into(),
+                ),
+            ),
+            (409, nested(&[BLANK_FIRST]), Verdict::Done(Status::Exists, 409)),
+            // 2003 "retry later" is transient whatever the status; only a 429 throttles.
+            (
+                400,
+                r#"{"error":{"message":"Please retry later","code":2003},"meta":{}}"#.into(),
+                retry_because(400, "Please retry later (2003)", false),
+            ),
+            (
+                403,
+                r#"{"error":{"message":"Please retry later","code":2003}}"#.into(),
+                retry_because(403, "Please retry later (2003)", false),
+            ),
+            (
+                429,
+                r#"{"error":{"message":"rate limit exceeded, retry later","code":2003},"meta":{}}"#.into(),
+                retry_because(429, "rate limit exceeded, retry later (2003)", true),
+            ),
+            (
+                400,
+                nested(&[r#"{"error":{"message":"Please retry later","code":2003},"meta":{}}"#]),
+                retry_because(400, "Please retry later (2003)", false),
+            ),
+            // ... but not when a field error comes with it.
+            (
+                400,
+                nested(&[r#"{"error":{"message":"Please retry later","code":2003},"meta":{}}"#, BLANK_FIRST]),
+                Verdict::Final(400, "Please retry later (2003); first_name: can't be blank (1001)".into()),
+            ),
+            // 500x is a server fault, also under a 4xx status.
+            (
+                503,
+                r#"{"error":{"message":"Sorry, the service is temporarily unavailable. Please try again later.","code":5001},"meta":{}}"#.into(),
+                retry_because(503, "Sorry, the service is temporarily unavailable. Please try again later. (5001)", false),
+            ),
+            (
+                400,
+                r#"{"error":{"message":"Sorry, an unexpected error occurred.","code":5000},"meta":{}}"#.into(),
+                retry_because(400, "Sorry, an unexpected error occurred. (5000)", false),
+            ),
+            // 401 refreshes the token whatever the body says.
+            (
+                401,
+                r#"{"error":{"message":"Please retry later","code":2003},"meta":{}}"#.into(),
+                Verdict::Unauthorized,
+            ),
+            // Unknown extra members are ignored.
+            (
+                400,
+                r#"{"error":{"message":"can't be blank","code":1001,"hint":"x"},"meta":{"key":"first_name","request_id":"r-1"},"trace":{"id":7}}"#.into(),
+                Verdict::Final(400, "first_name: can't be blank (1001)".into()),
+            ),
+            // Garbage stays a raw snippet; an empty body names the status.
+            (
+                400,
+                "<html>Bad Request</html>".into(),
+                Verdict::Final(400, "<html>Bad Request</html>".into()),
+            ),
+            (
+                400,
+                r#"{"error":"boom"}"#.into(),
+                Verdict::Final(400, r#"{"error":"boom"}"#.into()),
+            ),
+            (400, String::new(), Verdict::Final(400, "unexpected HTTP 400".into())),
+            (502, "<html>Bad Gateway</html>".into(), retry_because(502, "<html>Bad Gateway</html>", false)),
+            (500, String::new(), retry(500, false)),
+        ];
+        for (status, body, want) in cases {
+            assert_eq!(classify(&raw(status, &body)), want, "{status} {body}");
         }
     }
 
@@ -186,13 +370,13 @@ mod tests {
         let a = Attempt::Answered {
             status: 429,
             retry_after: Some(Duration::from_secs(2)),
-            error: body("rate", "too many requests", codes::RATE_LIMITED),
+            error: body("rate", "too many requests", codes::RETRY_LATER),
             snippet: None,
         };
         assert_eq!(
             classify(&a),
             Verdict::Retry {
-                reason: "HTTP 429: rate: too many requests".into(),
+                reason: "HTTP 429: rate: too many requests (2003)".into(),
                 http: Some(429),
                 retry_after: Some(Duration::from_secs(2)),
                 throttled: true,

@@ -343,10 +343,7 @@ impl ConnectClient {
         let (error, snippet) = if status.is_success() {
             (None, None)
         } else {
-            match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(e) => (Some(e), None),
-                Err(_) => (None, snippet(&bytes)),
-            }
+            read_error_body(&bytes)
         };
         Attempt::Answered {
             status: status.as_u16(),
@@ -429,10 +426,19 @@ fn transport_kind(e: &reqwest::Error) -> TransportKind {
     TransportKind::Other
 }
 
+/// A non-2xx body: the parsed [`ErrorBody`] in any of its shapes, or else the
+/// start of the raw text (`None` for an empty body).
+pub(crate) fn read_error_body(bytes: &[u8]) -> (Option<ErrorBody>, Option<String>) {
+    match ErrorBody::parse(bytes) {
+        Ok(e) => (Some(e), None),
+        Err(_) => (None, snippet(bytes)),
+    }
+}
+
 fn describe_body(bytes: &[u8]) -> Option<String> {
-    match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(b) => Some(b.summary()),
-        Err(_) => snippet(bytes),
+    match read_error_body(bytes) {
+        (Some(b), _) => Some(b.summary()),
+        (None, snippet) => snippet,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Wire types of the Connect API, shared by the client (`api::client`) and the
 //! sandbox (`sandbox`), so the fake and the real caller cannot drift apart.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// `POST /v2/oauth/token` request body, as the client sends it (borrowed, so the
@@ -71,43 +73,222 @@ pub struct CreateUser {
     pub locale: Option<String>,
 }
 
-/// The `error` member of a 4xx body.
+/// The `error` member of an error body: what went wrong, as text and as a code
+/// (see [`codes`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub message: String,
     pub code: u32,
 }
 
-/// The `meta` member of a 4xx body: which request field the error is about.
+/// The `meta` member of an error body when it names a request field.
+///
+/// Connect sends `"meta":{"key":"user_id"}`, `"meta":{}` or no `meta` at all;
+/// [`ApiError::meta`] is `None` for the last two (and for an empty key), so the
+/// key is optional without a second level of `Option`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorMeta {
     pub key: String,
 }
 
-/// Single-error shape: `{"error":{"message","code"},"meta":{"key"}}`.
+/// Single-error shape: `{"error":{"message","code"},"meta":{"key"}}`, with
+/// `meta` also `{}` or absent. Also each entry of the multiple-errors list.
+///
+/// Displays as `key: message (code)`, without `key: ` when no field is named.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: ErrorDetail,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The field the error is about. Serialised as `{}` when `None`: the
+    /// documented bodies always carry `meta`.
+    #[serde(default, with = "meta_field")]
     pub meta: Option<ErrorMeta>,
 }
 
-/// Multiple-errors shape: `{"errors":[{"error":…,"meta":…}, …]}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+impl ApiError {
+    /// The `meta.key`, if the error names a field.
+    pub fn key(&self) -> Option<&str> {
+        self.meta.as_ref().map(|m| m.key.as_str())
+    }
+
+    /// True when this error says the `user_id` is already taken (SPEC, assumed
+    /// answer): `meta.key` is `user_id` and the message says so. The code alone
+    /// cannot tell: a blank `user_id` is the same 1001 "invalid parameter".
+    pub fn is_user_id_taken(&self) -> bool {
+        if self.key() != Some("user_id") {
+            return false;
+        }
+        let message = self.error.message.to_ascii_lowercase();
+        message.contains("taken") || message.contains("already exist")
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(key) = self.key() {
+            write!(f, "{key}: ")?;
+        }
+        write!(f, "{} ({})", self.error.message, self.error.code)
+    }
+}
+
+/// Multiple-errors shape. Connect documents the errors nested under a wrapper
+/// error with code 9999:
+/// `{"error":{"message":"There were issues with your request","code":9999,"errors":[{single}, …]},"meta":{}}`.
+/// The older, undocumented top-level list `{"errors":[{single}, …]}` (what the
+/// sandbox used to send) parses too, with no `wrapper`. Always serialised in
+/// the documented shape.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ErrorBody")]
 pub struct ApiErrors {
+    /// The wrapper's own `error` (code [`codes::MULTIPLE`]); `None` when the
+    /// body came in the legacy top-level shape.
+    pub wrapper: Option<ErrorDetail>,
+    /// The individual errors, in the order the server listed them.
     pub errors: Vec<ApiError>,
 }
 
-/// Either documented 4xx body shape.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// The wrapper message of the documented multiple-errors example.
+pub const MULTIPLE_MESSAGE: &str = "There were issues with your request";
+
+impl ApiErrors {
+    /// Several errors under the documented 9999 wrapper.
+    pub fn new(errors: Vec<ApiError>) -> ApiErrors {
+        ApiErrors {
+            wrapper: Some(ErrorDetail {
+                message: MULTIPLE_MESSAGE.to_owned(),
+                code: codes::MULTIPLE,
+            }),
+            errors,
+        }
+    }
+}
+
+impl Serialize for ApiErrors {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wrapper<'a> {
+            message: &'a str,
+            code: u32,
+            errors: &'a [ApiError],
+        }
+        #[derive(Serialize)]
+        struct NoMeta {}
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Wrapper<'a>,
+            meta: NoMeta,
+        }
+        let (message, code) = match &self.wrapper {
+            Some(w) => (w.message.as_str(), w.code),
+            None => (MULTIPLE_MESSAGE, codes::MULTIPLE),
+        };
+        Body {
+            error: Wrapper {
+                message,
+                code,
+                errors: &self.errors,
+            },
+            meta: NoMeta {},
+        }
+        .serialize(serializer)
+    }
+}
+
+impl TryFrom<ErrorBody> for ApiErrors {
+    type Error = &'static str;
+
+    fn try_from(body: ErrorBody) -> Result<ApiErrors, Self::Error> {
+        match body {
+            ErrorBody::Multiple(m) => Ok(m),
+            ErrorBody::Single(_) => Err("expected the multiple-errors shape, got a single error"),
+        }
+    }
+}
+
+/// A parsed error body, in any shape Connect (or the old sandbox) answers with.
+///
+/// | body | parses as |
+/// |---|---|
+/// | `{"error":{"message","code"},"meta":{"key"}}`, `meta` `{}` or absent | `Single` |
+/// | `{"error":{"message","code":9999,"errors":[{single}, …]},"meta":{}}` | `Multiple` with `wrapper` |
+/// | `{"errors":[{single}, …]}` (legacy, non-empty) | `Multiple` without `wrapper` |
+/// | anything else (HTML, empty, other JSON) | an error: the caller keeps a raw snippet |
+///
+/// Unknown extra members are ignored everywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "WireBody")]
 pub enum ErrorBody {
     Single(ApiError),
     Multiple(ApiErrors),
 }
 
+/// Every member any accepted shape can have; [`ErrorBody`]'s `TryFrom` decides
+/// which shape it is.
+#[derive(Deserialize)]
+struct WireBody {
+    #[serde(default)]
+    error: Option<WireDetail>,
+    #[serde(default, with = "meta_field")]
+    meta: Option<ErrorMeta>,
+    #[serde(default)]
+    errors: Option<Vec<ApiError>>,
+}
+
+#[derive(Deserialize)]
+struct WireDetail {
+    message: String,
+    code: u32,
+    #[serde(default)]
+    errors: Option<Vec<ApiError>>,
+}
+
+impl TryFrom<WireBody> for ErrorBody {
+    type Error = &'static str;
+
+    fn try_from(wire: WireBody) -> Result<ErrorBody, Self::Error> {
+        match (wire.error, wire.errors) {
+            // The documented nested shape wins over a stray top-level list.
+            (
+                Some(WireDetail {
+                    message,
+                    code,
+                    errors: Some(errors),
+                }),
+                _,
+            ) => Ok(ErrorBody::Multiple(ApiErrors {
+                wrapper: Some(ErrorDetail { message, code }),
+                errors,
+            })),
+            (Some(WireDetail { message, code, .. }), _) => Ok(ErrorBody::Single(ApiError {
+                error: ErrorDetail { message, code },
+                meta: wire.meta,
+            })),
+            (None, Some(errors)) if !errors.is_empty() => Ok(ErrorBody::Multiple(ApiErrors {
+                wrapper: None,
+                errors,
+            })),
+            (None, _) => Err("not a Connect error body"),
+        }
+    }
+}
+
+impl Serialize for ErrorBody {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ErrorBody::Single(e) => e.serialize(serializer),
+            ErrorBody::Multiple(m) => m.serialize(serializer),
+        }
+    }
+}
+
 impl ErrorBody {
-    /// All errors in the body, whichever shape it came in.
+    /// Parse a response body; `Err` for anything that is not one of the shapes.
+    pub fn parse(bytes: &[u8]) -> Result<ErrorBody, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The individual errors: the single one, or the multiple shape's list
+    /// (not its 9999 wrapper).
     pub fn errors(&self) -> &[ApiError] {
         match self {
             ErrorBody::Single(e) => std::slice::from_ref(e),
@@ -115,45 +296,139 @@ impl ErrorBody {
         }
     }
 
-    /// True when the body says the `user_id` is already taken (SPEC: the
-    /// undocumented "already exists" answer).
-    pub fn is_user_id_taken(&self) -> bool {
-        self.errors().iter().any(|e| {
-            e.meta.as_ref().is_some_and(|m| m.key == "user_id")
-                && (e.error.code == codes::TAKEN || e.error.message.contains("taken"))
-        })
+    /// The codes that describe what went wrong: each listed error's, or the
+    /// wrapper's own when its list is empty.
+    fn codes(&self) -> impl Iterator<Item = u32> + '_ {
+        let wrapper = match self {
+            ErrorBody::Multiple(m) if m.errors.is_empty() => m.wrapper.as_ref().map(|w| w.code),
+            _ => None,
+        };
+        self.errors().iter().map(|e| e.error.code).chain(wrapper)
     }
 
-    /// One line for reports: `user_id: has already been taken (1003); …`.
+    /// True when the body says the `user_id` is already taken (SPEC: the
+    /// undocumented "already exists" answer) and says nothing else.
+    ///
+    /// Only a lone "taken" counts, in either shape: a multiple-errors body that
+    /// also names other invalid fields means the row itself needs fixing, and
+    /// calling it `exists` would hide that behind a success.
+    pub fn is_user_id_taken(&self) -> bool {
+        matches!(self.errors(), [only] if only.is_user_id_taken())
+    }
+
+    /// True when every error is one that goes away by itself: 2003 "retry
+    /// later" or a 500x internal error. One field error among them makes the
+    /// body final, since retrying cannot fix the data.
+    pub fn is_transient(&self) -> bool {
+        let mut any = false;
+        self.codes().all(|c| {
+            any = true;
+            codes::is_transient(c)
+        }) && any
+    }
+
+    /// One line for reports: `key: message (code)` per error, joined with
+    /// `; ` (e.g. `first_name: can't be blank (1001); last_name: … (1001)`).
+    /// A multiple-errors body with an empty list shows its wrapper instead.
     pub fn summary(&self) -> String {
-        let mut out = String::new();
-        for (i, e) in self.errors().iter().enumerate() {
-            if i > 0 {
-                out.push_str("; ");
-            }
-            if let Some(m) = &e.meta {
-                out.push_str(&m.key);
-                out.push_str(": ");
-            }
-            out.push_str(&e.error.message);
+        match self {
+            ErrorBody::Multiple(ApiErrors {
+                wrapper: Some(w),
+                errors,
+            }) if errors.is_empty() => format!("{} ({})", w.message, w.code),
+            _ => self
+                .errors()
+                .iter()
+                .map(ApiError::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         }
-        out
     }
 }
 
-/// Error codes used by the sandbox (Connect documents the shapes, not a code table).
+/// `meta` as Connect sends it: `{"key":…}`, `{}`, `null` or absent (all but
+/// the first read as `None`); written as `{"key":…}` or `{}`, never left out.
+mod meta_field {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::ErrorMeta;
+
+    #[derive(Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        key: Option<String>,
+    }
+
+    #[derive(Serialize)]
+    struct WireRef<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<&'a str>,
+    }
+
+    pub fn serialize<S: Serializer>(meta: &Option<ErrorMeta>, s: S) -> Result<S::Ok, S::Error> {
+        WireRef {
+            key: meta.as_ref().map(|m| m.key.as_str()),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrorMeta>, D::Error> {
+        let wire = Option::<Wire>::deserialize(d)?;
+        Ok(wire
+            .and_then(|w| w.key)
+            .filter(|k| !k.is_empty())
+            .map(|key| ErrorMeta { key }))
+    }
+}
+
+/// Error codes. The first group is the table in Connect's docs (SPEC "Errors");
+/// identify an error by its code together with `meta.key`.
 pub mod codes {
-    pub const BLANK: u32 = 1001;
-    pub const FORBIDDEN_CHARS: u32 = 1002;
-    pub const TAKEN: u32 = 1003;
-    pub const INVALID_PHONE: u32 = 1004;
-    pub const INVALID_LOCALE: u32 = 1005;
-    pub const MALFORMED: u32 = 1006;
-    pub const UNAUTHORIZED: u32 = 1010;
-    pub const FORBIDDEN: u32 = 1011;
-    pub const NOT_FOUND: u32 = 1012;
-    pub const RATE_LIMITED: u32 = 1020;
-    pub const INTERNAL: u32 = 1030;
+    /// A request parameter is invalid or missing; `meta.key` names it.
+    pub const INVALID_PARAMETER: u32 = 1001;
+    /// Transient: try the same request again later.
+    pub const RETRY_LATER: u32 = 2003;
+    /// The record (or endpoint) was not found.
+    pub const RECORD_NOT_FOUND: u32 = 4000;
+    /// The request as a whole is invalid (malformed body, bad credentials).
+    pub const INVALID_REQUEST: u32 = 4001;
+    /// The request's context (e.g. store, retailer) could not be resolved.
+    pub const CONTEXT_NOT_RESOLVED: u32 = 4002;
+    /// Internal error (the docs' "500x"; 5000 is the generic 500 answer).
+    pub const INTERNAL: u32 = 5000;
+    /// What the sandbox answers with its injected 503: an internal 500x code.
+    pub const SERVICE_UNAVAILABLE: u32 = 5001;
+    /// The wrapper of the multiple-errors shape.
+    pub const MULTIPLE: u32 = 9999;
+
+    /// True for codes that name a server-side, passing condition: 2003 and
+    /// the 5000 range.
+    pub fn is_transient(code: u32) -> bool {
+        code == RETRY_LATER || (5000..=5999).contains(&code)
+    }
+
+    // What the sandbox answers for each refusal: names for readability at the
+    // call sites, every one a documented code above.
+    /// A required field is blank or missing.
+    pub const BLANK: u32 = INVALID_PARAMETER;
+    /// A name contains one of `/ : < > $ % ?`.
+    pub const FORBIDDEN_CHARS: u32 = INVALID_PARAMETER;
+    /// The `user_id` already exists (with a "has already been taken" message).
+    pub const TAKEN: u32 = INVALID_PARAMETER;
+    /// `phone_number` is not E.164.
+    pub const INVALID_PHONE: u32 = INVALID_PARAMETER;
+    /// `locale` is not a supported IETF language tag.
+    pub const INVALID_LOCALE: u32 = INVALID_PARAMETER;
+    /// The body is not the expected JSON.
+    pub const MALFORMED: u32 = INVALID_REQUEST;
+    /// 401: missing, wrong or expired token, or wrong client credentials.
+    pub const UNAUTHORIZED: u32 = INVALID_REQUEST;
+    /// 403: credentials in the query string.
+    pub const FORBIDDEN: u32 = INVALID_REQUEST;
+    /// 404 / 405: no such endpoint.
+    pub const NOT_FOUND: u32 = RECORD_NOT_FOUND;
+    /// 429: the per-second threshold was exceeded.
+    pub const RATE_LIMITED: u32 = RETRY_LATER;
 }
 
 /// Characters Connect forbids in `first_name` / `last_name`.
@@ -168,22 +443,228 @@ pub const USERS_PATH: &str = "/v2/fulfillment/users";
 mod tests {
     use super::*;
 
+    fn parse(body: &str) -> ErrorBody {
+        ErrorBody::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
+    }
+
+    // SPEC "Errors", single shape: meta with a key, `{}`, `null`, or absent.
     #[test]
-    fn error_body_parses_both_shapes() {
-        let single: ErrorBody = serde_json::from_str(
-            r#"{"error":{"message":"has already been taken","code":1003},"meta":{"key":"user_id"}}"#,
-        )
-        .unwrap();
-        assert!(single.is_user_id_taken());
-        let multi: ErrorBody = serde_json::from_str(
-            r#"{"errors":[{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}},{"error":{"message":"is invalid","code":1004},"meta":{"key":"phone_number"}}]}"#,
-        )
-        .unwrap();
-        assert!(!multi.is_user_id_taken());
-        assert_eq!(
-            multi.summary(),
-            "first_name: can't be blank; phone_number: is invalid"
+    fn single_shape_with_every_kind_of_meta() {
+        let cases = [
+            (
+                r#"{"error":{"message":"User not found","code":1001},"meta":{"key":"user_id"}}"#,
+                "user_id: User not found (1001)",
+            ),
+            (
+                r#"{"error":{"message":"Sorry, an unexpected error occurred. Please try again later.","code":5000},"meta":{}}"#,
+                "Sorry, an unexpected error occurred. Please try again later. (5000)",
+            ),
+            (
+                r#"{"error":{"message":"Invalid request","code":4001}}"#,
+                "Invalid request (4001)",
+            ),
+            (
+                r#"{"error":{"message":"Invalid request","code":4001},"meta":null}"#,
+                "Invalid request (4001)",
+            ),
+            (
+                r#"{"error":{"message":"Invalid request","code":4001},"meta":{"key":""}}"#,
+                "Invalid request (4001)",
+            ),
+        ];
+        for (body, want) in cases {
+            let parsed = parse(body);
+            assert!(matches!(parsed, ErrorBody::Single(_)), "{body}");
+            assert_eq!(parsed.summary(), want, "{body}");
+        }
+    }
+
+    // SPEC "Errors", multiple shape: nested under `error.errors`, code 9999.
+    #[test]
+    fn nested_multiple_shape() {
+        let body = parse(
+            r#"{"error":{"message":"There were issues with your request","code":9999,"errors":[{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}},{"error":{"message":"is invalid","code":1001},"meta":{"key":"phone_number"}}]},"meta":{}}"#,
         );
+        let ErrorBody::Multiple(m) = &body else {
+            panic!("{body:?}");
+        };
+        assert_eq!(
+            m.wrapper,
+            Some(ErrorDetail {
+                message: MULTIPLE_MESSAGE.into(),
+                code: codes::MULTIPLE
+            })
+        );
+        assert_eq!(
+            body.summary(),
+            "first_name: can't be blank (1001); phone_number: is invalid (1001)"
+        );
+        assert!(!body.is_user_id_taken());
+        assert!(!body.is_transient());
+    }
+
+    #[test]
+    fn legacy_top_level_list() {
+        let body = parse(
+            r#"{"errors":[{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}},{"error":{"message":"bad","code":1001}}]}"#,
+        );
+        let ErrorBody::Multiple(m) = &body else {
+            panic!("{body:?}");
+        };
+        assert_eq!(m.wrapper, None);
+        assert_eq!(
+            body.summary(),
+            "first_name: can't be blank (1001); bad (1001)"
+        );
+    }
+
+    #[test]
+    fn a_wrapper_with_no_entries_shows_itself() {
+        let body = parse(
+            r#"{"error":{"message":"There were issues with your request","code":9999,"errors":[]},"meta":{}}"#,
+        );
+        assert_eq!(body.summary(), "There were issues with your request (9999)");
+        assert!(!body.is_transient());
+    }
+
+    #[test]
+    fn unknown_extra_members_are_ignored() {
+        let body = parse(
+            r#"{"error":{"message":"Store not resolved","code":4002,"trace":"abc"},"meta":{"key":"store_id","request_id":"r-1"},"debug":[1,2]}"#,
+        );
+        assert_eq!(body.summary(), "store_id: Store not resolved (4002)");
+    }
+
+    #[test]
+    fn anything_else_is_not_an_error_body() {
+        for body in [
+            "",
+            "   ",
+            "<html><body>502 Bad Gateway</body></html>",
+            "null",
+            "42",
+            "\"oops\"",
+            "[]",
+            "{}",
+            r#"{"errors":[]}"#,
+            r#"{"error":"boom"}"#,
+            r#"{"error":{"message":"no code"}}"#,
+            r#"{"error":{"code":1001}}"#,
+            r#"{"message":"Internal Server Error"}"#,
+            r#"{"error":{"message":"x","code":1001}"#,
+        ] {
+            assert!(ErrorBody::parse(body.as_bytes()).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn user_id_taken_only_when_it_is_the_only_error() {
+        let taken = r#"{"error":{"message":"has already been taken","code":1001},"meta":{"key":"user_id"}}"#;
+        let blank =
+            r#"{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}}"#;
+        assert!(parse(taken).is_user_id_taken());
+        let nested = |list: &str| {
+            format!(
+                r#"{{"error":{{"message":"There were issues with your request","code":9999,"errors":[{list}]}},"meta":{{}}}}"#
+            )
+        };
+        assert!(parse(&nested(taken)).is_user_id_taken());
+        assert!(parse(&format!(r#"{{"errors":[{taken}]}}"#)).is_user_id_taken());
+        // Taken plus another field error: the row needs fixing, not `exists`.
+        assert!(!parse(&nested(&format!("{taken},{blank}"))).is_user_id_taken());
+        // Blank user_id has the same code but is not "taken".
+        assert!(
+            !parse(
+                r#"{"error":{"message":"can't be blank","code":1001},"meta":{"key":"user_id"}}"#
+            )
+            .is_user_id_taken()
+        );
+        // "taken" about another field is not "exists".
+        assert!(
+            !parse(r#"{"error":{"message":"has already been taken","code":1001},"meta":{"key":"email"}}"#)
+                .is_user_id_taken()
+        );
+        assert!(
+            parse(r#"{"error":{"message":"User already exists","code":1001},"meta":{"key":"user_id"}}"#)
+                .is_user_id_taken()
+        );
+    }
+
+    #[test]
+    fn transient_codes() {
+        let single = |code: u32| {
+            parse(&format!(
+                r#"{{"error":{{"message":"m","code":{code}}},"meta":{{}}}}"#
+            ))
+        };
+        for code in [codes::RETRY_LATER, 5000, 5001, 5009, 5999] {
+            assert!(single(code).is_transient(), "{code}");
+        }
+        for code in [
+            codes::INVALID_PARAMETER,
+            codes::RECORD_NOT_FOUND,
+            codes::INVALID_REQUEST,
+            codes::CONTEXT_NOT_RESOLVED,
+            codes::MULTIPLE,
+            4999,
+            6000,
+        ] {
+            assert!(!single(code).is_transient(), "{code}");
+        }
+        let mixed = parse(
+            r#"{"errors":[{"error":{"message":"retry later","code":2003},"meta":{}},{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}}]}"#,
+        );
+        assert!(!mixed.is_transient());
+    }
+
+    // The sandbox writes the documented shapes: `meta` is never left out, and
+    // several errors go under the 9999 wrapper.
+    #[test]
+    fn serialised_in_the_documented_shapes() {
+        let one = ApiError {
+            error: ErrorDetail {
+                message: "Sorry, an unexpected error occurred. Please try again later.".into(),
+                code: codes::INTERNAL,
+            },
+            meta: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&one).unwrap(),
+            r#"{"error":{"message":"Sorry, an unexpected error occurred. Please try again later.","code":5000},"meta":{}}"#
+        );
+        let field = |key: &str, message: &str| ApiError {
+            error: ErrorDetail {
+                message: message.into(),
+                code: codes::INVALID_PARAMETER,
+            },
+            meta: Some(ErrorMeta { key: key.into() }),
+        };
+        let many = ApiErrors::new(vec![
+            field("first_name", "can't be blank"),
+            field("last_name", "is invalid"),
+        ]);
+        let json = serde_json::to_string(&many).unwrap();
+        assert_eq!(
+            json,
+            r#"{"error":{"message":"There were issues with your request","code":9999,"errors":[{"error":{"message":"can't be blank","code":1001},"meta":{"key":"first_name"}},{"error":{"message":"is invalid","code":1001},"meta":{"key":"last_name"}}]},"meta":{}}"#
+        );
+        // And they read back as they were.
+        assert_eq!(parse(&json), ErrorBody::Multiple(many.clone()));
+        let again: ApiErrors = serde_json::from_str(&json).unwrap();
+        assert_eq!(again, many);
+        assert_eq!(
+            serde_json::to_string(&ErrorBody::Single(one.clone())).unwrap(),
+            serde_json::to_string(&one).unwrap()
+        );
+        // A legacy body is written back in the documented shape.
+        let legacy: ApiErrors =
+            serde_json::from_str(r#"{"errors":[{"error":{"message":"m","code":1001}}]}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&legacy).unwrap(),
+            r#"{"error":{"message":"There were issues with your request","code":9999,"errors":[{"error":{"message":"m","code":1001},"meta":{}}]},"meta":{}}"#
+        );
+        // A single error is not a multiple-errors body.
+        assert!(serde_json::from_str::<ApiErrors>(&serde_json::to_string(&one).unwrap()).is_err());
     }
 
     #[test]

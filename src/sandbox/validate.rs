@@ -24,7 +24,8 @@ pub(crate) struct UserInput {
     pub locale: Option<String>,
 }
 
-/// One field error in the documented shape.
+/// One field error in the documented shape: code 1001 "invalid parameter",
+/// with `meta.key` naming the field.
 pub(crate) fn field_error(key: &str, code: u32, message: impl Into<String>) -> ApiError {
     ApiError {
         error: ErrorDetail {
@@ -44,12 +45,20 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
 
     let user_id = input.user_id.unwrap_or_default();
     if user_id.trim().is_empty() {
-        errors.push(field_error("user_id", codes::BLANK, "can't be blank"));
+        errors.push(field_error(
+            "user_id",
+            codes::INVALID_PARAMETER,
+            "can't be blank",
+        ));
     }
 
     let first_name = input.first_name.unwrap_or_default();
     if first_name.trim().is_empty() {
-        errors.push(field_error("first_name", codes::BLANK, "can't be blank"));
+        errors.push(field_error(
+            "first_name",
+            codes::INVALID_PARAMETER,
+            "can't be blank",
+        ));
     } else if let Some(e) = forbidden_chars("first_name", &first_name) {
         errors.push(e);
     }
@@ -65,7 +74,7 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
     {
         errors.push(field_error(
             "phone_number",
-            codes::INVALID_PHONE,
+            codes::INVALID_PARAMETER,
             "is invalid: must be in E.164 format, e.g. +18005550100",
         ));
     }
@@ -74,7 +83,7 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
         match icu_locale_core::Locale::try_from_str(locale) {
             Err(_) => errors.push(field_error(
                 "locale",
-                codes::INVALID_LOCALE,
+                codes::INVALID_PARAMETER,
                 "is invalid: must be an IETF language tag, e.g. en-US",
             )),
             // Well-formed is not enough for a server: the language must exist
@@ -82,7 +91,7 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
             Ok(tag) if !ISO_639_1.contains(&tag.id.language.as_str()) => {
                 errors.push(field_error(
                     "locale",
-                    codes::INVALID_LOCALE,
+                    codes::INVALID_PARAMETER,
                     format!("is not supported: unknown language '{}'", tag.id.language),
                 ));
             }
@@ -133,7 +142,7 @@ fn forbidden_chars(key: &str, value: &str) -> Option<ApiError> {
     let all: String = FORBIDDEN_NAME_CHARS.iter().collect();
     Some(field_error(
         key,
-        codes::FORBIDDEN_CHARS,
+        codes::INVALID_PARAMETER,
         format!("contains forbidden characters '{found}' (none of '{all}' are allowed)"),
     ))
 }
@@ -192,7 +201,7 @@ mod tests {
         let mut i = input("u1", "ann");
         i.locale = Some("US".into());
         let errs = validate(i).unwrap_err();
-        assert_eq!(keys(&errs), [("locale", codes::INVALID_LOCALE)]);
+        assert_eq!(keys(&errs), [("locale", codes::INVALID_PARAMETER)]);
         assert!(errs[0].error.message.contains("unknown language 'us'"));
         let mut i = input("u1", "ann");
         i.locale = Some("fr-CA".into());
@@ -243,8 +252,8 @@ mod tests {
             assert_eq!(
                 keys(&errs),
                 [
-                    ("first_name", codes::FORBIDDEN_CHARS),
-                    ("last_name", codes::FORBIDDEN_CHARS)
+                    ("first_name", codes::INVALID_PARAMETER),
+                    ("last_name", codes::INVALID_PARAMETER)
                 ],
                 "char {c}"
             );
@@ -265,11 +274,11 @@ mod tests {
         assert_eq!(
             keys(&errs),
             [
-                ("user_id", codes::BLANK),
-                ("first_name", codes::BLANK),
-                ("last_name", codes::FORBIDDEN_CHARS),
-                ("phone_number", codes::INVALID_PHONE),
-                ("locale", codes::INVALID_LOCALE),
+                ("user_id", codes::INVALID_PARAMETER),
+                ("first_name", codes::INVALID_PARAMETER),
+                ("last_name", codes::INVALID_PARAMETER),
+                ("phone_number", codes::INVALID_PARAMETER),
+                ("locale", codes::INVALID_PARAMETER),
             ]
         );
     }

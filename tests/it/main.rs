@@ -4,6 +4,7 @@ mod cli;
 mod dry_run;
 mod engine;
 mod engine_parts;
+mod error_bodies;
 mod hostile;
 mod nightly;
 mod props;

@@ -338,10 +338,10 @@ async fn several_validation_errors_use_multiple_shape() {
     let resp = create(&c, &sb, &t, &body).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let raw: Value = resp.json().await.unwrap();
-    assert!(
-        raw.get("errors").is_some() && raw.get("error").is_none(),
-        "{raw}"
-    );
+    // SPEC "Errors": nested under the 9999 wrapper, with `meta` {} (issue #12).
+    assert_eq!(raw["error"]["code"], 9999, "{raw}");
+    assert_eq!(raw["meta"], json!({}), "{raw}");
+    assert!(raw.get("errors").is_none(), "{raw}");
     let body: ApiErrors = serde_json::from_value(raw).unwrap();
     let got: Vec<(&str, u32)> = body.errors.iter().map(|e| (key(e), e.error.code)).collect();
     assert_eq!(
