@@ -318,12 +318,14 @@ impl Controller {
 
     /// The highest rate that held without a push-back over the last minute
     /// (a tick without one, followed by another without one: the partner's
-    /// window lags a tick). The rate now when no tick qualifies.
+    /// window lags a tick), below the last ceiling: a rate that held before
+    /// the limit fell is no longer safe. The rate now when no tick qualifies.
     pub fn safe_rate(&self) -> f64 {
+        let below = self.ceiling.unwrap_or(f64::INFINITY);
         self.history
             .iter()
             .zip(self.history.iter().skip(1))
-            .filter(|(a, b)| !a.1 && !b.1)
+            .filter(|(a, b)| !a.1 && !b.1 && a.0 < below)
             .map(|(a, _)| a.0)
             .fold(None, |best: Option<f64>, r| {
                 Some(best.map_or(r, |b| b.max(r)))
@@ -628,6 +630,24 @@ mod tests {
             c.held = 0; // keep it from probing
         }
         assert!((c.safe_rate() - 30.0).abs() < 1e-9, "{}", c.safe_rate());
+        // The limit fell: what held before the fall is above the new ceiling.
+        let mut c = auto(60.0, 200.0);
+        c.slow_start = false;
+        c.ceiling = Some(60.0 / BELOW_CEILING);
+        for _ in 0..10 {
+            c.tick(busy(60.0), TICK);
+        }
+        for _ in 0..3 {
+            c.tick(pushed(c.rate()), TICK);
+            c.tick(busy(c.rate()), TICK);
+            c.tick(busy(c.rate()), TICK);
+        }
+        let low = c.rate();
+        for _ in 0..6 {
+            c.tick(busy(c.rate()), TICK);
+        }
+        let safe = c.safe_rate();
+        assert!(safe < 40.0 && safe >= low, "{safe} after the fall to {low}");
     }
 
     /// Most sends in any sliding `span` of `times`.

@@ -391,6 +391,7 @@ async fn client_reports_resets_and_retry_after() {
     sb.configure(&ConfigPatch {
         commit_drop_rate: Some(0.0),
         rate_limit: Some(Some(1)),
+        retry_after: Some(true),
         ..ConfigPatch::default()
     })
     .expect("configure");
