@@ -1,0 +1,85 @@
+//! Pacing against strict limiters (issue 12 B): with `--rate R` no sliding
+//! second at the sandbox holds more than R users requests, retries included,
+//! whichever algorithm the partner runs, and no request is answered 429.
+//! Only outcomes and bounds are asserted here; how close the run comes to R
+//! is a benchmark figure (bench/limits.py, README "Rate limiting").
+
+use connect_provision::sandbox::{LimitAlgorithm, SandboxConfig};
+
+use crate::engine::{
+    Fixture, args, assert_each_row_once, assert_sandbox_matches, code, read_results, read_summary,
+    run_blocking, sandbox, stderr,
+};
+
+const SECRET: &str = "sandbox-secret";
+
+async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
+    let sb = sandbox(SandboxConfig {
+        rate_limit: Some(rate),
+        rate_limit_algorithm: algorithm,
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(rows);
+    let out = run_blocking(sb.url(), SECRET, args(&fx, &["--rate", &rate.to_string()])).await;
+    assert_eq!(code(&out), 0, "{algorithm}: {}", stderr(&out));
+    let results = read_results(&fx.out());
+    assert_each_row_once(&results, rows);
+    assert!(results.iter().all(|r| r.status == "created"), "{algorithm}");
+    assert_sandbox_matches(&sb, &results);
+    let st = sb.stats();
+    assert_eq!(st.throttled, 0, "{algorithm}: {st:?}");
+    assert!(st.max_window <= u64::from(rate), "{algorithm}: {st:?}");
+    assert_eq!(st.users_requests, rows, "{algorithm}: one request a row");
+    let summary = read_summary(&fx.out());
+    assert_eq!(summary["throttled_429"], 0);
+    sb.shutdown().await;
+}
+
+// The strictest limiter: at most R in any sliding second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sliding_second_above_the_rate_against_a_sliding_window() {
+    paced_run(LimitAlgorithm::SlidingWindow, 50, 250).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_429_against_a_fixed_window() {
+    paced_run(LimitAlgorithm::FixedWindow, 50, 150).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_429_against_a_token_bucket() {
+    paced_run(LimitAlgorithm::TokenBucket, 50, 150).await;
+}
+
+// A spurious 429 (the partner's hiccup, not our pace) is retried after a
+// short pool-wide pause, the retry stays inside the window too, and every
+// row ends created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spurious_429s_are_retried_within_the_window() {
+    let sb = sandbox(SandboxConfig {
+        rate_limit: Some(100),
+        throttle_rate: 0.02,
+        seed: Some(7),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(400);
+    let out = run_blocking(sb.url(), SECRET, args(&fx, &["--rate", "100"])).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let results = read_results(&fx.out());
+    assert_each_row_once(&results, fx.rows);
+    assert!(results.iter().all(|r| r.status == "created"));
+    let st = sb.stats();
+    assert!(st.spurious_429 > 0, "the test would be vacuous: {st:?}");
+    // Every 429 was a spurious one: the pace itself never overshot.
+    assert_eq!(st.throttled, st.spurious_429, "{st:?}");
+    assert!(st.max_window <= 100, "{st:?}");
+    let summary = read_summary(&fx.out());
+    assert_eq!(summary["throttled_429"].as_u64(), Some(st.throttled));
+    assert_eq!(
+        summary["requests_sent"].as_u64(),
+        Some(fx.rows + st.throttled)
+    );
+    sb.shutdown().await;
+}
