@@ -25,7 +25,10 @@
 //!   returns it and the worker turns it into a fatal error. If
 //!   `max_unusable_tokens` fresh tokens in a row are 401'd without ever being
 //!   accepted (no `mark_good`), the task stops with
-//!   [`TokenError::RejectedAfterRefresh`] instead of refreshing forever.
+//!   [`TokenError::RejectedAfterRefresh`] instead of refreshing forever. A
+//!   token that sat through a pool-wide 429 pause before the refused request
+//!   ([`TokenManager::invalidate_after_pause`]) does not count: it was more
+//!   likely revoked or expired while nobody could use it.
 
 use std::fmt;
 use std::future::Future;
@@ -96,6 +99,8 @@ pub struct TokenRef {
     pub generation: u64,
     pub token: AccessToken,
     pub expires_at: Instant,
+    /// When the refresher published it.
+    pub issued_at: Instant,
 }
 
 /// What the refresher publishes.
@@ -104,8 +109,17 @@ struct Current {
     generation: u64,
     token: AccessToken,
     expires_at: Instant,
+    issued_at: Instant,
     /// Sticky: once set the refresher has stopped.
     failure: Option<TokenError>,
+}
+
+/// A 401 reported by a worker.
+#[derive(Clone, Copy, Debug)]
+struct Refusal {
+    generation: u64,
+    /// The token sat through a pool-wide pause before the refused request.
+    after_pause: bool,
 }
 
 /// Where tokens come from: the real client, or a fake in unit tests.
@@ -122,7 +136,7 @@ impl FetchToken for ConnectClient {
 /// Shared owner of the access token. See the module docs.
 pub struct TokenManager {
     rx: watch::Receiver<Current>,
-    invalidate_tx: mpsc::UnboundedSender<u64>,
+    invalidate_tx: mpsc::UnboundedSender<Refusal>,
     refreshes: Arc<AtomicU64>,
     last_good: Arc<AtomicU64>,
     task: AbortHandle,
@@ -170,6 +184,7 @@ impl TokenManager {
             generation: 1,
             token: to_access(&first),
             expires_at: now + first.expires_in,
+            issued_at: now,
             failure: None,
         });
         let (invalidate_tx, invalidate_rx) = mpsc::unbounded_channel();
@@ -203,6 +218,7 @@ impl TokenManager {
             generation: cur.generation,
             token: cur.token.clone(),
             expires_at: cur.expires_at,
+            issued_at: cur.issued_at,
         }
     }
 
@@ -211,6 +227,26 @@ impl TokenManager {
     /// one refresh. Errors are fatal for the run (credentials refused, endpoint
     /// unreachable past the retry budget, or fresh tokens refused repeatedly).
     pub async fn invalidate(&self, generation: u64) -> Result<(), TokenError> {
+        self.refused(Refusal {
+            generation,
+            after_pause: false,
+        })
+        .await
+    }
+
+    /// [`TokenManager::invalidate`] for a token that sat through a pool-wide
+    /// pause between its issue and the refused request: it does not count
+    /// towards `max_unusable_tokens`.
+    pub async fn invalidate_after_pause(&self, generation: u64) -> Result<(), TokenError> {
+        self.refused(Refusal {
+            generation,
+            after_pause: true,
+        })
+        .await
+    }
+
+    async fn refused(&self, refusal: Refusal) -> Result<(), TokenError> {
+        let generation = refusal.generation;
         {
             let cur = self.rx.borrow();
             if let Some(e) = &cur.failure {
@@ -221,7 +257,7 @@ impl TokenManager {
             }
         }
         let mut rx = self.rx.clone();
-        if self.invalidate_tx.send(generation).is_err() {
+        if self.invalidate_tx.send(refusal).is_err() {
             return Err(self.failure().unwrap_or(TokenError::Stopped));
         }
         let seen = rx
@@ -304,7 +340,7 @@ struct Refresher<S> {
     source: S,
     opts: TokenOptions,
     tx: watch::Sender<Current>,
-    invalidate_rx: mpsc::UnboundedReceiver<u64>,
+    invalidate_rx: mpsc::UnboundedReceiver<Refusal>,
     refreshes: Arc<AtomicU64>,
     last_good: Arc<AtomicU64>,
     unusable_streak: u32,
@@ -321,10 +357,10 @@ impl<S: FetchToken> Refresher<S> {
                 biased;
                 msg = self.invalidate_rx.recv() => {
                     // None: the manager was dropped.
-                    let Some(generation) = msg else { return };
+                    let Some(refusal) = msg else { return };
                     // Stale: someone already caused (or the schedule did) a refresh.
-                    if generation == self.tx.borrow().generation {
-                        self.on_invalidated(generation).await;
+                    if refusal.generation == self.tx.borrow().generation {
+                        self.on_invalidated(refusal).await;
                     }
                 }
                 () = tokio::time::sleep_until(self.next_refresh) => self.refresh(Why::Scheduled).await,
@@ -335,8 +371,9 @@ impl<S: FetchToken> Refresher<S> {
         }
     }
 
-    async fn on_invalidated(&mut self, generation: u64) {
-        let refused_at_once = self.issued_at.elapsed() < self.opts.refused_at_once;
+    async fn on_invalidated(&mut self, Refusal { generation, after_pause }: Refusal) {
+        let refused_at_once =
+            !after_pause && self.issued_at.elapsed() < self.opts.refused_at_once;
         if self.last_good.load(Ordering::Relaxed) >= generation || !refused_at_once {
             // It worked before, or lived a while unused (a long 429 pause):
             // revoked or expired, so a normal refresh.
@@ -388,6 +425,7 @@ impl<S: FetchToken> Refresher<S> {
             generation,
             token: to_access(token),
             expires_at: now + token.expires_in,
+            issued_at: now,
             failure: None,
         });
         self.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -639,6 +677,30 @@ mod tests {
             m.invalidate(generation).await.expect("a normal refresh");
         }
         assert_eq!(m.failure(), None);
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_after_a_pool_pause_was_revoked_not_bad() {
+        let fake = Fake::new(DAY, vec![]);
+        let m = TokenManager::start_with_source(fake.clone(), opts())
+            .await
+            .expect("start");
+        // Refused at once, but each after a 429 pause: revocations, not a
+        // refusal of fresh tokens.
+        for generation in 1..=6 {
+            m.invalidate_after_pause(generation)
+                .await
+                .expect("a normal refresh");
+        }
+        assert_eq!(m.failure(), None);
+        // Without the pause the streak counts again from zero.
+        for generation in 7..=9 {
+            m.invalidate(generation).await.expect("refresh");
+        }
+        assert_eq!(
+            m.invalidate(10).await,
+            Err(TokenError::RejectedAfterRefresh(4))
+        );
     }
 
     #[tokio::test]

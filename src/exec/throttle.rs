@@ -64,6 +64,13 @@ impl Throttle {
         Duration::from_nanos(until.saturating_sub(now))
     }
 
+    /// Whether a hold was in force at some moment after `t` (its deadline is
+    /// later than `t`): a token issued at `t` then sat through a pause.
+    pub fn held_after(&self, t: Instant) -> bool {
+        let until = self.inner.until.load(Ordering::Acquire);
+        until != 0 && until > self.nanos_since_base(t)
+    }
+
     /// Sleep until the gate is open. Returns at once when no hold is active.
     pub async fn wait(&self) {
         loop {
@@ -114,6 +121,18 @@ mod tests {
         let again = Instant::now();
         t.wait().await;
         assert!(again.elapsed() < Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn held_after_tells_whether_a_pause_came_after_an_instant() {
+        let t = Throttle::new();
+        let before = Instant::now();
+        assert!(!t.held_after(before), "never held");
+        t.hold_for(Duration::from_millis(30));
+        assert!(t.held_after(before));
+        t.wait().await;
+        // Issued after the pause ended: it sat through none.
+        assert!(!t.held_after(Instant::now()));
     }
 
     #[tokio::test]

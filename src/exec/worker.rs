@@ -180,7 +180,13 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
                 tokio::select! {
                     biased;
                     () = cx.cancel.cancelled() => return Ok(row.interrupted()),
-                    res = cx.tokens.invalidate(token.generation) => {
+                    res = async {
+                        if cx.throttle.held_after(token.issued_at) {
+                            cx.tokens.invalidate_after_pause(token.generation).await
+                        } else {
+                            cx.tokens.invalidate(token.generation).await
+                        }
+                    } => {
                         res.map_err(|source| FatalError::Token { row: row.job.row, source })?;
                     }
                 }
