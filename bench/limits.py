@@ -168,6 +168,9 @@ def main():
     ap.add_argument("--sections", default="fixed,spurious,auto")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--binary", help="use this build instead of cargo build --release")
+    ap.add_argument("--algorithms", default="sliding-window,fixed-window,token-bucket")
+    ap.add_argument("--rates", default="50,200")
+    ap.add_argument("--latencies", default="0ms,50ms")
     a = ap.parse_args()
     sections = set(a.sections.split(","))
 
@@ -188,9 +191,9 @@ def main():
         if "fixed" in sections:
             print("| limiter | R | latency | achieved/R | run/R | 429s | max 1 s | exit |")
             print("|---|---:|---:|---:|---:|---:|---:|---:|")
-            for algo in ["sliding-window", "fixed-window", "token-bucket"]:
-                for r in [50, 200]:
-                    for lat in ["0ms", "50ms"]:
+            for algo in a.algorithms.split(","):
+                for r in [int(x) for x in a.rates.split(",")]:
+                    for lat in a.latencies.split(","):
                         name = f"{algo}-{r}-{lat}"
                         runs = []
                         for i in range(a.runs):
@@ -208,7 +211,7 @@ def main():
         if "spurious" in sections:
             print("| spurious 429 (1 in 1,000), sliding window | R | achieved/R | run/R | 429s | exit |")
             print("|---|---:|---:|---:|---:|---:|")
-            for r in [50, 200]:
+            for r in [int(x) for x in a.rates.split(",")]:
                 runs = []
                 for i in range(a.runs):
                     log(f"spurious-{r} run {i + 1}")
