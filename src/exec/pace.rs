@@ -139,8 +139,9 @@ impl Pace {
     /// Wait for this request's slot. A slot granted by a limiter that was
     /// replaced during the wait does not count: the request then also takes
     /// one from the new limiter, so the new rate holds at once instead of
-    /// the old waiters draining at the old pace.
-    pub async fn until_ready(&self, jitter: Jitter) {
+    /// the old waiters draining at the old pace. With the window guard,
+    /// returns the request's place in the window for [`Pace::settle`].
+    pub async fn until_ready(&self, jitter: Jitter) -> Option<Slot> {
         loop {
             let (generation, current) = self.current();
             current.until_ready_with_jitter(jitter).await;
@@ -148,8 +149,16 @@ impl Pace {
                 break;
             }
         }
-        if let Some(w) = &self.window {
-            w.admit().await;
+        match &self.window {
+            Some(w) => w.admit().await,
+            None => None,
+        }
+    }
+
+    /// The request of `slot` was answered after `rtt`: see [`Window::settle`].
+    pub fn settle(&self, slot: Option<Slot>, rtt: Duration) {
+        if let (Some(w), Some(slot)) = (&self.window, slot) {
+            w.settle(slot, rtt);
         }
     }
 
@@ -172,18 +181,45 @@ fn limiter(rate: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota)
 }
 
-/// The sliding-window guard: at most `cap` = ⌊rate⌋ (at least 1) sends in
-/// any [`SPAN`]. Behind GCRA it rarely waits; it exists for the moments GCRA
-/// catches up.
+/// The sliding-window guard: at most `cap` = ⌊rate⌋ (at least 1) requests
+/// in any [`SPAN`] *as the partner's clock may see them*.
+///
+/// A request is booked at its send instant. What the partner counts is its
+/// arrival, later by the trip and by any stall on the way (a busy core, a
+/// slow hop). Once it is answered, [`Window::settle`] moves its instant to
+/// the send plus how much longer its round trip took than the fastest recent
+/// one: a request that was held up on its way out then counts as arriving
+/// late, and the next requests keep their distance from that arrival rather
+/// than from the send. (A slow answer on the way back is counted the same
+/// way; that only errs on the safe side.)
+///
+/// Above [`GUARD_MAX`] requests per second the guard stands aside: no partner
+/// limit is that high, and a ring that size would cost more than it guards.
 pub struct Window {
     inner: Mutex<WindowState>,
+    /// `cap` without the lock, for the fast path above `GUARD_MAX`.
+    open: std::sync::atomic::AtomicBool,
 }
+
+/// The guard's place for one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// Sequence number of the booking.
+    id: u64,
+    booked: Instant,
+}
+
+/// Rates above which the window guard is not kept.
+pub const GUARD_MAX: f64 = 10_000.0;
 
 struct WindowState {
     cap: usize,
-    /// Send instants of the last `SPAN`, oldest first; never more than `cap`
-    /// once the oldest have aged out.
+    /// Estimated arrival instants of the requests of the last `SPAN`, in
+    /// booking order; never more than `cap` once the oldest have aged out.
     sent: VecDeque<Instant>,
+    /// Sequence number of `sent[0]`.
+    front_id: u64,
+    floor: RttFloor,
 }
 
 impl Window {
@@ -193,8 +229,11 @@ impl Window {
         Window {
             inner: Mutex::new(WindowState {
                 cap,
-                sent: VecDeque::with_capacity(cap + 1),
+                sent: VecDeque::with_capacity(cap.min(4096) + 1),
+                front_id: 0,
+                floor: RttFloor::default(),
             }),
+            open: std::sync::atomic::AtomicBool::new(rate > GUARD_MAX),
         }
     }
 
@@ -202,10 +241,14 @@ impl Window {
     /// already in the window must age out first).
     pub fn set_rate(&self, rate: f64) {
         self.lock().cap = window_cap(rate);
+        self.open.store(rate > GUARD_MAX, Ordering::Relaxed);
     }
 
-    /// Wait until one more send fits in the window, and book it.
-    pub async fn admit(&self) {
+    /// Wait until one more request fits in the window, and book it.
+    pub async fn admit(&self) -> Option<Slot> {
+        if self.open.load(Ordering::Relaxed) {
+            return None;
+        }
         loop {
             let wake = {
                 let mut w = self.lock();
@@ -216,21 +259,72 @@ impl Window {
                     .is_some_and(|&t| now.saturating_duration_since(t) >= SPAN)
                 {
                     w.sent.pop_front();
+                    w.front_id += 1;
                 }
                 if w.sent.len() < w.cap {
+                    let id = w.front_id + w.sent.len() as u64;
                     w.sent.push_back(now);
-                    return;
+                    return Some(Slot { id, booked: now });
                 }
-                // The send that must age out for one more to fit.
-                let i = w.sent.len() - w.cap;
-                w.sent[i] + SPAN
+                // The oldest `len - cap + 1` must age out for one more to
+                // fit; a settled arrival may be later than a younger one's.
+                let must_go = w.sent.len() - w.cap + 1;
+                w.sent.iter().take(must_go).max().copied().unwrap_or(now) + SPAN
             };
             tokio::time::sleep_until(wake).await;
         }
     }
 
+    /// The request of `slot` was answered after `rtt`: its arrival is
+    /// estimated as its send plus `rtt` minus the fastest recent round trip.
+    pub fn settle(&self, slot: Slot, rtt: Duration) {
+        let mut w = self.lock();
+        let now = Instant::now();
+        w.floor.observe(rtt, now);
+        let late = rtt.saturating_sub(w.floor.get());
+        if late.is_zero() {
+            return;
+        }
+        let Some(i) = slot.id.checked_sub(w.front_id) else {
+            return; // aged out already
+        };
+        if let Some(at) = usize::try_from(i).ok().and_then(|i| w.sent.get_mut(i)) {
+            *at = (*at).max(slot.booked + late);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The fastest round trip of the last 5 to 10 s (two buckets that rotate), so
+/// that a latency that rose for good becomes the new floor.
+#[derive(Debug, Default)]
+struct RttFloor {
+    current: Option<Duration>,
+    previous: Option<Duration>,
+    since: Option<Instant>,
+}
+
+impl RttFloor {
+    const BUCKET: Duration = Duration::from_secs(5);
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= Self::BUCKET {
+            self.previous = self.current.take();
+            self.since = Some(now);
+        }
+        self.current = Some(self.current.map_or(rtt, |c| c.min(rtt)));
+    }
+
+    fn get(&self) -> Duration {
+        match (self.current, self.previous) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => Duration::ZERO,
+        }
     }
 }
 
@@ -692,6 +786,46 @@ mod tests {
         sends.sort();
         assert_eq!(sends.len(), 120);
         assert!(max_in_span(&sends, SPAN) <= 50);
+    }
+
+    #[tokio::test]
+    async fn a_request_held_up_on_its_way_counts_from_its_estimated_arrival() {
+        // Cap 2: two requests at once, then the third waits for the first to
+        // age out. Settled with a round trip 300 ms slower than the other's,
+        // the first counts as arriving 300 ms later, and so does the wait.
+        let w = Window::new(2.0);
+        let start = Instant::now();
+        let a = w.admit().await.expect("a slot");
+        let b = w.admit().await.expect("a slot");
+        w.settle(b, Duration::from_millis(10));
+        w.settle(a, Duration::from_millis(310));
+        w.admit().await;
+        assert!(
+            start.elapsed() >= SPAN + Duration::from_millis(300),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn the_round_trip_floor_follows_a_latency_that_rose() {
+        let t0 = Instant::now();
+        let mut f = RttFloor::default();
+        f.observe(Duration::from_millis(10), t0);
+        f.observe(Duration::from_millis(50), t0 + Duration::from_secs(1));
+        assert_eq!(f.get(), Duration::from_millis(10));
+        // Two buckets later only the 50 ms trips are left.
+        f.observe(Duration::from_millis(50), t0 + Duration::from_secs(6));
+        f.observe(Duration::from_millis(50), t0 + Duration::from_secs(12));
+        assert_eq!(f.get(), Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn above_guard_max_the_window_stands_aside() {
+        let w = Window::new(GUARD_MAX + 1.0);
+        assert!(w.admit().await.is_none());
+        w.set_rate(100.0);
+        assert!(w.admit().await.is_some());
     }
 
     #[tokio::test]

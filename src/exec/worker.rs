@@ -139,14 +139,14 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
     let mut free_unauthorized = 0;
     loop {
         // Waiting for a slot is "between attempts": cancellable.
-        tokio::select! {
+        let slot = tokio::select! {
             biased;
             () = cx.cancel.cancelled() => return Ok(row.interrupted()),
-            () = async {
+            slot = async {
                 cx.throttle.wait().await;
-                cx.pace.until_ready(cx.jitter).await;
-            } => {}
-        }
+                cx.pace.until_ready(cx.jitter).await
+            } => slot,
+        };
         let token = cx.tokens.current();
         row.attempts += 1;
         bump(&cx.counters.requests_sent);
@@ -156,9 +156,14 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
             .client
             .create_user(token.token.expose(), row.job.body.clone())
             .await;
+        let rtt = sent.elapsed();
         cx.counters
             .request_micros
-            .fetch_add(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
+        if matches!(attempt, Attempt::Answered { .. }) {
+            // When the partner saw it is only known for an answered request.
+            cx.pace.settle(slot, rtt);
+        }
         let verdict = classify(&attempt);
         count(&attempt, &verdict, cx);
 
