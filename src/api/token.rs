@@ -371,9 +371,14 @@ impl<S: FetchToken> Refresher<S> {
         }
     }
 
-    async fn on_invalidated(&mut self, Refusal { generation, after_pause }: Refusal) {
-        let refused_at_once =
-            !after_pause && self.issued_at.elapsed() < self.opts.refused_at_once;
+    async fn on_invalidated(
+        &mut self,
+        Refusal {
+            generation,
+            after_pause,
+        }: Refusal,
+    ) {
+        let refused_at_once = !after_pause && self.issued_at.elapsed() < self.opts.refused_at_once;
         if self.last_good.load(Ordering::Relaxed) >= generation || !refused_at_once {
             // It worked before, or lived a while unused (a long 429 pause):
             // revoked or expired, so a normal refresh.
