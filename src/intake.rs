@@ -16,6 +16,7 @@ use crate::api::model::CreateUser;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
 use crate::report::journal::ResumeState;
+use crate::settings::RunSettings;
 use crate::validate::{Validated, Validator};
 
 /// A hasher for keys that are already uniformly distributed hashes.
@@ -97,6 +98,17 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// Open the run's input and build the intake stage for its columns.
+    pub fn open(settings: &RunSettings) -> Result<Intake, InputError> {
+        let reader = InputReader::open(settings.input.clone(), &settings.read)?;
+        let validator = Validator::new(
+            settings.validate.clone(),
+            reader.columns().clone(),
+            reader.headers().to_vec(),
+        );
+        Ok(Intake::new(reader, validator))
+    }
+
     /// Wrap an opened reader and the validator for its columns.
     pub fn new(reader: InputReader, validator: Validator) -> Intake {
         Intake {

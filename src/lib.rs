@@ -16,6 +16,7 @@ pub mod logging;
 pub mod outcome;
 pub mod progress;
 pub mod report;
+pub mod retry;
 pub mod sandbox;
 pub mod settings;
 pub mod state;

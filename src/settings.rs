@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::cli::{CheckArgs, CredentialArgs, EnvName, LogFormat, RunArgs, TargetArgs};
+pub use crate::exec::breaker::Breaker;
 use crate::input::{ColumnSpec, Field, InputSource, ReadOptions, encoding_for_label};
 use crate::validate::ValidateOptions;
 
@@ -207,24 +208,6 @@ impl std::fmt::Display for Rate {
         match *self {
             Rate::Fixed(n) => write!(f, "{n}/s"),
             Rate::Auto { start, max } => write!(f, "auto (from {start}/s, at most {max}/s)"),
-        }
-    }
-}
-
-/// The circuit breaker's settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Breaker {
-    /// Trip when more than this fraction of the window is rejected or invalid.
-    pub max_error_rate: f64,
-    /// Finished rows looked at.
-    pub window: u32,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker {
-            max_error_rate: 0.5,
-            window: 200,
         }
     }
 }

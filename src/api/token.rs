@@ -42,7 +42,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::api::client::{ConnectClient, Token, TokenError};
-use crate::exec::backoff::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// Tuning of the token manager; [`Default`] suits production.
 #[derive(Clone, Copy, Debug)]

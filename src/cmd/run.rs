@@ -5,23 +5,12 @@ use std::time::Instant;
 use csv::ByteRecord;
 
 use crate::error::Error;
-use crate::input::{InputError, InputReader};
+use crate::input::InputError;
 use crate::intake::{Dedup, Intake};
 use crate::outcome::{Outcome, Status};
 use crate::report::{Ending, EngineFigures, InputInfo, Recorder, Summary, SummaryParts};
 use crate::settings::RunSettings;
-use crate::validate::{Validated, Validator};
-
-/// Open the input and build the intake stage for it.
-pub fn open_intake(settings: &RunSettings) -> Result<Intake, Error> {
-    let reader = InputReader::open(settings.input.clone(), &settings.read)?;
-    let validator = Validator::new(
-        settings.validate.clone(),
-        reader.columns().clone(),
-        reader.headers().to_vec(),
-    );
-    Ok(Intake::new(reader, validator))
-}
+use crate::validate::Validated;
 
 /// Rows per batch handed between the dry run's threads.
 const BATCH: usize = 1024;
@@ -59,7 +48,7 @@ impl Batch {
 pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
-    let intake = open_intake(settings)?;
+    let intake = Intake::open(settings)?;
     crate::report::journal::check_fresh(&settings.out)?;
     let mut recorder = Recorder::create(
         &settings.out,

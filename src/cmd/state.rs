@@ -61,7 +61,7 @@ pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Res
                 ..RunArgs::default()
             };
             let settings = resolve_run(&run_args, env, cfg, jiff::Timestamp::now())?;
-            let mut intake = crate::cmd::run::open_intake(&settings)?;
+            let mut intake = crate::intake::Intake::open(&settings)?;
             let mut store = StateStore::open(&a.state)?;
             let s = store.import(&a.results, &mut intake)?;
             println!(

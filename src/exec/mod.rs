@@ -2,16 +2,17 @@
 //! with retries, backoff and token refresh.
 //!
 //! * [`worker`] — the per-row retry loop (`provision`).
-//! * [`backoff`] — exponential backoff with full jitter.
 //! * [`throttle`] — the pool-wide pause after a 429.
+//! * [`pace`] — the shared limiter, its window guard and `--rate auto`.
+//! * [`counters`] — the run-wide request counters.
+//! * [`breaker`] — the circuit breaker over finished rows.
 
-pub mod backoff;
 pub mod breaker;
+pub mod counters;
 pub mod pace;
 pub mod pipeline;
 pub mod throttle;
 pub mod worker;
 
-pub use worker::{
-    EngineCounters, EngineStats, FatalError, Job, WorkerCtx, fetch_first_token, provision,
-};
+pub use counters::{EngineCounters, EngineStats};
+pub use worker::{FatalError, Job, WorkerCtx, fetch_first_token, provision};

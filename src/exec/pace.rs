@@ -45,7 +45,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use tokio::time::Instant;
 
-use crate::exec::worker::EngineCounters;
+use crate::exec::counters::EngineCounters;
 
 /// How often the auto controller looks at the counters.
 pub const TICK: Duration = Duration::from_millis(500);

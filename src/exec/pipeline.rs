@@ -32,11 +32,11 @@ use tokio_util::task::TaskTracker;
 use crate::api::client::{ConnectClient, Credentials};
 use crate::api::token::TokenManager;
 use crate::error::Error;
-use crate::exec::backoff::RetryPolicy;
 use crate::exec::breaker::CircuitBreaker;
+use crate::exec::counters::EngineCounters;
 use crate::exec::pace::{self, Pace, Pacing};
 use crate::exec::throttle::Throttle;
-use crate::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
+use crate::exec::worker::{Job, WorkerCtx, provision};
 use crate::input::InputSource;
 use crate::intake::Step;
 use crate::outcome::{Outcome, Status};
@@ -45,6 +45,7 @@ use crate::report::journal::{self, ResumeError, RowSet};
 use crate::report::{
     Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
 };
+use crate::retry::RetryPolicy;
 use crate::settings::{ExecSettings, Rate, RunSettings};
 use crate::state::{PayloadHash, Recorded, StateReader, StateStore, StoredStatus, payload_hash};
 
@@ -148,7 +149,7 @@ pub async fn run_live(
     let clock = Instant::now();
     let exec = settings.exec.clone();
 
-    let mut intake = crate::cmd::run::open_intake(settings)?;
+    let mut intake = crate::intake::Intake::open(settings)?;
     let (recorder, mut prior, input_sha) = open_journal(settings, &mut intake, started)?;
     let (state_sink, state_reader) = open_state(settings, &input_sha)?;
     // After a resume the summary covers the whole run: its first start, and
@@ -430,7 +431,7 @@ fn open_state(
     let mut store = StateStore::open(path)?;
     let results = settings.out.join("results.csv");
     if settings.resume && results.exists() {
-        let mut fresh = crate::cmd::run::open_intake(settings)?;
+        let mut fresh = crate::intake::Intake::open(settings)?;
         store.import(&results, &mut fresh)?;
     }
     let run_id = store.begin_run(input_sha, Some(&settings.out))?;

@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 use crate::api::classify::{Verdict, classify};
 use crate::api::client::{Attempt, ConnectClient, TokenError, TransportKind};
 use crate::api::token::TokenManager;
-use crate::exec::backoff::RetryPolicy;
+use crate::exec::counters::EngineCounters;
 use crate::exec::pace::Pace;
 use crate::exec::throttle::Throttle;
 use crate::outcome::{Outcome, Status};
+use crate::retry::RetryPolicy;
 
 /// 401s per row answered by refreshing the token "for free". Beyond this a 401
 /// spends an attempt like any transient error, so a row cannot loop forever
@@ -60,52 +61,6 @@ pub struct Job {
     pub user_id: String,
     /// The CreateUser JSON, serialised once; retries clone the `Bytes`.
     pub body: Bytes,
-}
-
-/// Run-wide request counters, updated by every worker (relaxed atomics).
-#[derive(Debug, Default)]
-pub struct EngineCounters {
-    /// `create_user` requests sent, retries included.
-    pub requests_sent: AtomicU64,
-    /// Backoff delays taken (retries after a transient failure).
-    pub retries: AtomicU64,
-    /// 429 answers.
-    pub throttled_429: AtomicU64,
-    /// 401 answers.
-    pub unauthorized: AtomicU64,
-    /// Attempts that got no HTTP answer (timeouts, connect errors, resets).
-    pub transport_errors: AtomicU64,
-    /// 503 answers and timeouts: the partner straining (the auto rate backs off).
-    pub overloaded: AtomicU64,
-    /// Sum of the time each request took on the wire (µs), limiter waits
-    /// excluded: the pipeline sizes its concurrency from the mean.
-    pub request_micros: AtomicU64,
-}
-
-/// A plain copy of [`EngineCounters`] plus the token refresh count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    pub requests_sent: u64,
-    pub retries: u64,
-    pub throttled_429: u64,
-    pub unauthorized: u64,
-    pub transport_errors: u64,
-    pub token_refreshes: u64,
-}
-
-impl EngineCounters {
-    /// Read every counter; `token_refreshes` comes from the token manager.
-    pub fn snapshot(&self, tokens: &TokenManager) -> EngineStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        EngineStats {
-            requests_sent: get(&self.requests_sent),
-            retries: get(&self.retries),
-            throttled_429: get(&self.throttled_429),
-            unauthorized: get(&self.unauthorized),
-            transport_errors: get(&self.transport_errors),
-            token_refreshes: tokens.refreshes(),
-        }
-    }
 }
 
 fn bump(c: &AtomicU64) {

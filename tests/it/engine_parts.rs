@@ -12,11 +12,12 @@ use connect_provision::api::client::{
 };
 use connect_provision::api::model::CreateUser;
 use connect_provision::api::token::{TokenManager, TokenOptions};
-use connect_provision::exec::backoff::RetryPolicy;
+use connect_provision::exec::counters::EngineCounters;
 use connect_provision::exec::pace::{Pace, Pacing};
 use connect_provision::exec::throttle::Throttle;
-use connect_provision::exec::worker::{EngineCounters, Job, WorkerCtx, provision};
+use connect_provision::exec::worker::{Job, WorkerCtx, provision};
 use connect_provision::outcome::{Outcome, Status};
+use connect_provision::retry::RetryPolicy;
 use connect_provision::sandbox::{ConfigPatch, Sandbox, SandboxConfig};
 use governor::Jitter;
 use secrecy::SecretString;
