@@ -7,7 +7,7 @@
 //! so memory stays small at millions of rows. (Two distinct ids share a
 //! fingerprint with probability about n²/2⁶⁵: ~3·10⁻⁶ at 10M rows.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use csv::ByteRecord;
@@ -15,7 +15,7 @@ use csv::ByteRecord;
 use crate::api::model::CreateUser;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
-use crate::report::journal::ResumeState;
+use crate::rowset::RowSet;
 use crate::settings::RunSettings;
 use crate::validate::{Validated, Validator};
 
@@ -87,6 +87,24 @@ pub enum Step<'a> {
     },
 }
 
+/// What an earlier part of a resumed run finished, as intake needs it.
+#[derive(Debug, Default)]
+pub struct Earlier {
+    /// Rows final and successful: skipped.
+    pub done: RowSet,
+    /// Rows the API rejected: not sent again, replayed with their raw record.
+    pub rejected: HashMap<u64, Rejected>,
+}
+
+/// A `rejected` row of the earlier run, replayed into failures.csv.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub user_id: String,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub error: String,
+}
+
 /// Reader + validator + duplicate filter.
 pub struct Intake {
     reader: InputReader,
@@ -94,7 +112,7 @@ pub struct Intake {
     seen: Dedup,
     rec: ByteRecord,
     /// On `--resume`: what the earlier part of the run finished.
-    resume: Option<ResumeState>,
+    resume: Option<Earlier>,
 }
 
 impl Intake {
@@ -123,7 +141,7 @@ impl Intake {
     /// Skip the rows an earlier part of the run finished: successes produce
     /// no step (their results.csv lines are kept), rejected rows come back as
     /// their recorded outcome (failures.csv is rebuilt from the input).
-    pub fn resume_from(&mut self, state: ResumeState) {
+    pub fn resume_from(&mut self, state: Earlier) {
         self.resume = Some(state);
     }
 

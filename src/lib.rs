@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod progress;
 pub mod report;
 pub mod retry;
+pub mod rowset;
 pub mod sandbox;
 pub mod settings;
 pub mod state;

@@ -45,8 +45,9 @@ use crate::api::model::CreateUser;
 use crate::input::{InputError, InputSource};
 use crate::intake::{Intake, Step};
 use crate::outcome::Status;
-use crate::report::journal::{RowSet, RunMeta, sha256_file};
+use crate::report::journal::{RunMeta, sha256_file};
 use crate::report::neutralize;
+use crate::rowset::RowSet;
 
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;

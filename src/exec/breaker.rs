@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::outcome::{Outcome, Status};
-use crate::report::journal::RowSet;
+use crate::rowset::RowSet;
 
 /// The circuit breaker's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -41,11 +41,12 @@ use crate::input::InputSource;
 use crate::intake::Step;
 use crate::outcome::{Outcome, Status};
 use crate::progress::{RunBar, Ui};
-use crate::report::journal::{self, ResumeError, RowSet};
+use crate::report::journal::{self, ResumeError};
 use crate::report::{
     Ending, EngineFigures, InputInfo, Recorder, ReportError, Summary, SummaryParts,
 };
 use crate::retry::RetryPolicy;
+use crate::rowset::RowSet;
 use crate::settings::{ExecSettings, Rate, RunSettings};
 use crate::state::{PayloadHash, Recorded, StateReader, StateStore, StoredStatus, payload_hash};
 
@@ -387,8 +388,8 @@ fn open_journal(
     if settings.resume {
         let state = journal::load(out, &sha)?;
         tracing::info!(
-            done = state.done.len(),
-            rejected = state.rejected.len(),
+            done = state.earlier.done.len(),
+            rejected = state.earlier.rejected.len(),
             "resuming: rows already final are skipped"
         );
         let mut state = state;
@@ -399,7 +400,7 @@ fn open_journal(
             started: state.started,
         };
         let recorder = Recorder::resume(out, &header, delimiter, &state)?;
-        intake.resume_from(state);
+        intake.resume_from(state.earlier);
         Ok((recorder, prior, sha))
     } else {
         journal::check_fresh(out)?;

@@ -13,7 +13,6 @@
 //! validated again; `failed` rows and rows never recorded are sent. A row
 //! number set is a bitset: 10M rows cost 1.25 MB.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Counts, EngineFigures, ReportError, write_json_atomic};
+use crate::intake::{Earlier, Rejected};
 use crate::outcome::Status;
+use crate::rowset::RowSet;
 
 /// `run.json`: what a resume must match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,59 +102,12 @@ pub enum ResumeError {
     Exists { dir: PathBuf },
 }
 
-/// A set of row numbers, one bit each.
-#[derive(Clone, Debug, Default)]
-pub struct RowSet {
-    words: Vec<u64>,
-    len: u64,
-}
-
-impl RowSet {
-    /// Add `row`.
-    pub fn insert(&mut self, row: u64) {
-        let (w, b) = ((row / 64) as usize, row % 64);
-        if w >= self.words.len() {
-            self.words.resize(w + 1, 0);
-        }
-        if self.words[w] & (1 << b) == 0 {
-            self.len += 1;
-        }
-        self.words[w] |= 1 << b;
-    }
-
-    /// Whether `row` is in the set.
-    pub fn contains(&self, row: u64) -> bool {
-        let (w, b) = ((row / 64) as usize, row % 64);
-        self.words.get(w).is_some_and(|x| x & (1 << b) != 0)
-    }
-
-    /// Rows in the set.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-/// A `rejected` row of the earlier run, replayed into failures.csv.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    pub user_id: String,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub error: String,
-}
-
 /// What the earlier part of a run left behind.
 #[derive(Debug, Default)]
 pub struct ResumeState {
-    /// Rows final and successful: their results.csv lines are kept as they are.
-    pub done: RowSet,
-    /// Rows the API rejected: not sent again, written again with their raw record.
-    pub rejected: HashMap<u64, Rejected>,
+    /// The rows intake skips (successes) or replays (rejections); the
+    /// successes' results.csv lines are kept as they are.
+    pub earlier: Earlier,
     /// Rows the earlier part recorded `rejected` or `invalid`. Their outcomes
     /// come back in this part (replayed, or validated again), but the earlier
     /// part's circuit breaker already judged them: counting them again would
@@ -296,7 +250,7 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
         let (Some(row), Some(status)) = (rec[0].parse::<u64>().ok(), Status::parse(&rec[2])) else {
             continue;
         };
-        if state.done.contains(row) || state.rejected.contains_key(&row) {
+        if state.earlier.done.contains(row) || state.earlier.rejected.contains_key(&row) {
             continue;
         }
         match status {
@@ -305,12 +259,12 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
             | Status::Duplicate
             | Status::Unchanged
             | Status::Changed => {
-                state.done.insert(row);
+                state.earlier.done.insert(row);
                 state.kept_counts.add(status);
             }
             Status::Rejected => {
                 state.judged.insert(row);
-                state.rejected.insert(
+                state.earlier.rejected.insert(
                     row,
                     Rejected {
                         user_id: rec[1].to_string(),
@@ -328,7 +282,7 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
     Ok(state)
 }
 
-/// Copy the lines of `state.done` rows from the old results file `old` to
+/// Copy the lines of `state.earlier.done` rows from the old results file `old` to
 /// `w` (the first line of each row, as `scan_results` counted it).
 pub fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Result<()> {
     let mut rdr = BufReader::new(File::open(old)?);
@@ -349,7 +303,7 @@ pub fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Res
             .and_then(|i| std::str::from_utf8(&line[..i]).ok())
             .and_then(|s| s.parse::<u64>().ok());
         if let Some(row) = row
-            && state.done.contains(row)
+            && state.earlier.done.contains(row)
             && !copied.contains(row)
         {
             copied.insert(row);
@@ -364,17 +318,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rowset() {
-        let mut s = RowSet::default();
-        assert!(!s.contains(5));
-        s.insert(5);
-        s.insert(5);
-        s.insert(1000);
-        assert!(s.contains(5) && s.contains(1000) && !s.contains(6));
-        assert_eq!(s.len(), 2);
-    }
-
-    #[test]
     fn scan_keeps_final_rows_and_drops_a_torn_line() {
         let text = "row,user_id,status,http_status,attempts,error,duration_ms\n\
                     1,u1,created,200,1,,5\n\
@@ -384,9 +327,13 @@ mod tests {
                     5,u5,exists,400,2,,7\n\
                     6,u6,crea";
         let s = scan_results(text.as_bytes()).unwrap();
-        assert!(s.done.contains(1) && s.done.contains(5));
-        assert!(!s.done.contains(2) && !s.done.contains(4) && !s.done.contains(6));
-        assert_eq!(s.rejected[&3].error, "first_name: bad");
+        assert!(s.earlier.done.contains(1) && s.earlier.done.contains(5));
+        assert!(
+            !s.earlier.done.contains(2)
+                && !s.earlier.done.contains(4)
+                && !s.earlier.done.contains(6)
+        );
+        assert_eq!(s.earlier.rejected[&3].error, "first_name: bad");
         assert_eq!(s.kept_counts.get(Status::Created), 1);
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("results.csv");
@@ -421,7 +368,7 @@ mod tests {
             Err(ResumeError::InputChanged { .. })
         ));
         let s = load(dir.path(), "abc").unwrap();
-        assert!(s.done.is_empty());
+        assert!(s.earlier.done.is_empty());
         assert!(matches!(
             check_fresh(dir.path()),
             Err(ResumeError::Exists { .. })
