@@ -214,7 +214,7 @@ pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<u8,
         print!("{}", render_summary(&summary, &settings.out));
         return Ok(summary.exit_code);
     }
-    let stop = crate::exec::pipeline::Stop::new();
+    let stop = crate::exec::stop::Stop::new();
     let signals = crate::cmd::signals::watch(stop.clone());
     let (remote, sandbox) =
         crate::cmd::target::remote(settings.target.as_ref(), settings.credentials.as_ref()).await?;

@@ -5,7 +5,7 @@
 
 use tokio::task::JoinHandle;
 
-use crate::exec::pipeline::{Stop, StopKind};
+use crate::exec::stop::{Stop, StopKind};
 
 /// Watch for signals until the returned task is aborted.
 pub fn watch(stop: Stop) -> JoinHandle<()> {

@@ -3,9 +3,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use crate::api::Remote;
 use crate::api::client::Credentials;
 use crate::error::Error;
-use crate::exec::pipeline::Remote;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::settings::{self, Target};
 

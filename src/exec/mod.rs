@@ -6,11 +6,13 @@
 //! * [`pace`] — the shared limiter, its window guard and `--rate auto`.
 //! * [`counters`] — the run-wide request counters.
 //! * [`breaker`] — the circuit breaker over finished rows.
+//! * [`stop`] — the run-wide stop switch and its reason.
 
 pub mod breaker;
 pub mod counters;
 pub mod pace;
 pub mod pipeline;
+pub mod stop;
 pub mod throttle;
 pub mod worker;
 

@@ -18,23 +18,24 @@
 //! every data row exactly once and failures.csv can finish the job. Requests
 //! already on the wire finish (bounded by `--timeout`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use csv::ByteRecord;
 use governor::Jitter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::client::{ConnectClient, Credentials};
+use crate::api::Remote;
+use crate::api::client::ConnectClient;
 use crate::api::token::TokenManager;
 use crate::error::Error;
 use crate::exec::breaker::CircuitBreaker;
 use crate::exec::counters::EngineCounters;
 use crate::exec::pace::{self, Pace, Pacing};
+use crate::exec::stop::{Stop, StopKind};
 use crate::exec::throttle::Throttle;
 use crate::exec::worker::{Job, WorkerCtx, provision};
 use crate::input::InputSource;
@@ -52,72 +53,6 @@ use crate::state::{PayloadHash, Recorded, StateReader, StateStore, StoredStatus,
 
 /// Most requests in flight when concurrency is sized automatically.
 pub const MAX_AUTO_CONCURRENCY: u32 = 2048;
-
-/// Why a run stopped early. The first reason recorded wins.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StopKind {
-    /// SIGINT/SIGTERM or the time budget: exit 130, resumable.
-    Interrupted,
-    /// Credentials refused, target unreachable, reports unwritable: exit 3.
-    Fatal,
-}
-
-/// The run-wide stop switch: a cancellation token plus the first reason.
-#[derive(Clone, Default)]
-pub struct Stop {
-    cancel: CancellationToken,
-    reason: Arc<Mutex<Option<(StopKind, String)>>>,
-}
-
-impl Stop {
-    /// A switch that has not been tripped.
-    pub fn new() -> Stop {
-        Stop::default()
-    }
-
-    /// Trip the switch (the first caller's reason is kept).
-    pub fn trip(&self, kind: StopKind, reason: impl Into<String>) {
-        if let Ok(mut r) = self.reason.lock()
-            && r.is_none()
-        {
-            *r = Some((kind, reason.into()));
-        }
-        self.cancel.cancel();
-    }
-
-    /// The cancellation token workers watch.
-    pub fn token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
-    /// Whether the switch has been tripped.
-    pub fn is_tripped(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-
-    /// The reason it was tripped, if it was.
-    pub fn reason(&self) -> Option<(StopKind, String)> {
-        self.reason.lock().ok().and_then(|r| r.clone())
-    }
-
-    fn message(&self) -> String {
-        self.reason()
-            .map_or_else(|| "run stopped".to_string(), |(_, m)| m)
-    }
-
-    /// The error of a row the stop kept from being sent.
-    fn not_sent_reason(&self) -> String {
-        format!("not sent: {}", self.message())
-    }
-}
-
-/// Where a live run sends its requests.
-pub struct Remote {
-    pub base_url: String,
-    pub credentials: Credentials,
-    /// Named in summary.json.
-    pub label: String,
-}
 
 /// A finished row for the recorder: the outcome, the raw record when it goes
 /// to failures.csv, and the payload hash when it was sent (for the state).
