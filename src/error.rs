@@ -2,6 +2,7 @@
 //! `report::exit_code` (0/1/75/130 from the counts), this is the only place
 //! exit codes are decided.
 
+pub use crate::error_chain::chain;
 use crate::input::InputError;
 use crate::report::ReportError;
 use crate::settings::ConfigError;
@@ -54,21 +55,6 @@ impl Error {
             Error::Fatal(_) => EXIT_FATAL,
         }
     }
-}
-
-/// `error: cause: cause` on one line, as anyhow's `{:#}` prints it.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let msg = s.to_string();
-        if !out.ends_with(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

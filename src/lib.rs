@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod cmd;
 pub mod error;
+pub mod error_chain;
 pub mod exec;
 pub mod input;
 pub mod intake;

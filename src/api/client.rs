@@ -258,13 +258,13 @@ impl ConnectClient {
             .await
             .map_err(|e| TokenError::Transport {
                 kind: transport_kind(&e),
-                message: crate::error::chain(&e),
+                message: crate::error_chain::chain(&e),
             })?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| TokenError::Transport {
             kind: transport_kind(&e),
-            message: crate::error::chain(&e),
+            message: crate::error_chain::chain(&e),
         })?;
         let code = status.as_u16();
         if status.is_success() {
@@ -325,7 +325,7 @@ impl ConnectClient {
             Err(e) => {
                 return Attempt::Transport {
                     kind: transport_kind(&e),
-                    message: crate::error::chain(&e),
+                    message: crate::error_chain::chain(&e),
                 };
             }
         };
@@ -336,7 +336,7 @@ impl ConnectClient {
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                tracing::debug!(status = status.as_u16(), error = %crate::error::chain(&e), "cannot read response body");
+                tracing::debug!(status = status.as_u16(), error = %crate::error_chain::chain(&e), "cannot read response body");
                 Bytes::new()
             }
         };
