@@ -54,12 +54,33 @@ use crate::state::{PayloadHash, Recorded, StateReader, StateStore, StoredStatus,
 /// Most requests in flight when concurrency is sized automatically.
 pub const MAX_AUTO_CONCURRENCY: u32 = 2048;
 
-/// A finished row for the recorder: the outcome, the raw record when it goes
-/// to failures.csv, and the payload hash when it was sent (for the state).
-type Done = (Outcome, Option<ByteRecord>, Option<PayloadHash>);
+/// A finished row for the recorder.
+struct Done {
+    outcome: Outcome,
+    /// The input record, when the row goes to failures.csv.
+    raw: Option<ByteRecord>,
+    /// The payload's hash when it was sent with `--state`.
+    hash: Option<PayloadHash>,
+}
 
-/// A row for the workers: the job, its raw record, its payload hash.
-type Queued = (Job, ByteRecord, Option<PayloadHash>);
+impl Done {
+    /// A row decided without a request; `raw` only when it is a failure.
+    fn local(outcome: Outcome, raw: Option<ByteRecord>) -> Done {
+        Done {
+            outcome,
+            raw,
+            hash: None,
+        }
+    }
+}
+
+/// A row for the workers.
+struct Queued {
+    job: Job,
+    /// The input record, for failures.csv if the row fails.
+    raw: ByteRecord,
+    hash: Option<PayloadHash>,
+}
 
 /// Concurrency to start with: enough for `rate` at 100 ms, at least 4.
 fn initial_concurrency(exec: &ExecSettings) -> u32 {
@@ -425,7 +446,7 @@ fn read_rows(
         let handed = match step {
             Step::Local(o, raw) => {
                 let raw = o.status.is_failure().then(|| raw.clone());
-                out.local((o, raw, None))
+                out.local(Done::local(o, raw))
             }
             Step::Send { row, user, raw } => match prepare(row, user, raw, &mut state, &out.stop) {
                 Prepared::Local(done) => out.local(done),
@@ -466,9 +487,8 @@ fn prepare(
                 // Provisioned by an earlier run: not sent again.
                 let status = k.classify(h);
                 let error = (status == Status::Changed).then(|| k.changed_message());
-                return Prepared::Local((
+                return Prepared::Local(Done::local(
                     Outcome::local(row, user.user_id, status, error),
-                    None,
                     None,
                 ));
             }
@@ -480,15 +500,15 @@ fn prepare(
         return Prepared::Local(not_sent(row, user.user_id, raw.clone(), stop));
     }
     match serde_json::to_vec(&user) {
-        Ok(body) => Prepared::Job((
-            Job {
+        Ok(body) => Prepared::Job(Queued {
+            job: Job {
                 row,
                 user_id: user.user_id,
                 body: Bytes::from(body),
             },
-            raw.clone(),
+            raw: raw.clone(),
             hash,
-        )),
+        }),
         Err(e) => {
             let o = Outcome::local(
                 row,
@@ -496,7 +516,7 @@ fn prepare(
                 Status::Invalid,
                 Some(format!("cannot encode the payload: {e}")),
             );
-            Prepared::Local((o, Some(raw.clone()), None))
+            Prepared::Local(Done::local(o, Some(raw.clone())))
         }
     }
 }
@@ -504,7 +524,7 @@ fn prepare(
 /// A row recorded `failed` because the run stopped before it was sent.
 fn not_sent(row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -> Done {
     let o = Outcome::local(row, user_id, Status::Failed, Some(stop.not_sent_reason()));
-    (o, Some(raw), None)
+    Done::local(o, Some(raw))
 }
 
 /// The reader's two outgoing queues, each filled in batches: a channel send
@@ -565,7 +585,7 @@ impl Handoff {
         let batch = std::mem::replace(&mut self.jobs, Vec::with_capacity(JOB_BATCH));
         if let Err(mpsc::error::SendError(batch)) = self.job_tx.blocking_send(batch) {
             // No dispatcher (no token): record them as not sent.
-            for (job, raw, _) in batch {
+            for Queued { job, raw, .. } in batch {
                 self.local(not_sent(job.row, job.user_id, raw, &self.stop))?;
             }
         }
@@ -635,7 +655,7 @@ async fn dispatch(
 /// outcome, and queue that for the recorder.
 async fn run_row(
     cx: Arc<WorkerCtx>,
-    (job, raw, hash): Queued,
+    Queued { job, raw, hash }: Queued,
     permit: OwnedSemaphorePermit,
     tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
@@ -664,7 +684,7 @@ async fn run_row(
         }
     };
     let raw = outcome.status.is_failure().then_some(raw);
-    if tx.send(vec![(outcome, raw, hash)]).await.is_err() {
+    if tx.send(vec![Done { outcome, raw, hash }]).await.is_err() {
         tracing::debug!(row, "recorder gone");
     }
     // Held until the outcome is queued: a stalled recorder stops new
@@ -776,7 +796,7 @@ fn spawn_recorder(
                           recorder: &mut Recorder,
                           state: &mut Option<StateSink>|
          -> Result<(), ReportError> {
-            for (outcome, raw, hash) in batch {
+            for Done { outcome, raw, hash } in batch {
                 recorder.record(&outcome, raw.as_ref())?;
                 if let Some(sink) = state {
                     sink.note(&outcome, hash);
