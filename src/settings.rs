@@ -2,13 +2,14 @@
 //! checked settings ("HiArgs"). Precedence: flag > environment > config file >
 //! default. Nothing past this module looks at clap types.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crate::api::client::Credentials;
+use crate::api::client::is_loopback_host;
 use crate::cli::{CheckArgs, CredentialArgs, EnvName, LogFormat, RunArgs, TargetArgs};
 pub use crate::exec::breaker::Breaker;
 use crate::input::{ColumnSpec, Field, InputSource, ReadOptions, encoding_for_label};
@@ -231,14 +232,6 @@ impl Target {
     }
 }
 
-/// Client credentials. `Debug` never shows the secret (secrecy).
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub scope: String,
-}
-
 /// Execution options of a live run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecSettings {
@@ -393,7 +386,7 @@ pub fn check_base_url(url: &str) -> Result<String, ConfigError> {
     let host = parsed.host_str().ok_or_else(|| bad("no host"))?;
     match parsed.scheme() {
         "https" => {}
-        "http" if is_loopback(host) => {}
+        "http" if is_loopback_host(host) => {}
         "http" => {
             return Err(bad(
                 "plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost); use https",
@@ -405,12 +398,6 @@ pub fn check_base_url(url: &str) -> Result<String, ConfigError> {
         return Err(bad("must not have a query or fragment"));
     }
     Ok(parsed.as_str().trim_end_matches('/').to_string())
-}
-
-/// True for `localhost` and loopback IP literals.
-pub fn is_loopback(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn resolve_credentials(
@@ -443,7 +430,7 @@ fn resolve_credentials(
     Ok(Credentials {
         client_id: client_id.trim().to_string(),
         client_secret: secret,
-        scope,
+        scope: Some(scope),
     })
 }
 

@@ -356,15 +356,13 @@ impl ConnectClient {
 
 /// True for `localhost` and loopback IP hosts (`127.0.0.0/8`, `[::1]`).
 pub fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some(h) if h.eq_ignore_ascii_case("localhost") => true,
-        Some(h) => h
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
+    url.host_str().is_some_and(is_loopback_host)
+}
+
+/// True for `localhost` and loopback IP literals, bracketed IPv6 included.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parse a `Retry-After` value: delta-seconds or an HTTP-date relative to `now`.

@@ -13,7 +13,7 @@ use crate::settings::{self, Target};
 /// the caller shuts down when done.
 pub async fn remote(
     target: Option<&Target>,
-    credentials: Option<&settings::Credentials>,
+    credentials: Option<&Credentials>,
 ) -> Result<(Remote, Option<Sandbox>), Error> {
     match target {
         Some(Target::Sandbox) | None => {
@@ -39,11 +39,7 @@ pub async fn remote(
             Ok((
                 Remote {
                     base_url: url.clone(),
-                    credentials: Credentials {
-                        client_id: c.client_id.clone(),
-                        client_secret: c.client_secret.clone(),
-                        scope: Some(c.scope.clone()),
-                    },
+                    credentials: c.clone(),
                     label: url.clone(),
                 },
                 None,
