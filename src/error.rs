@@ -1,16 +1,12 @@
-//! The top-level error of a command and the exit code it maps to. With
-//! `report::exit_code` (0/1/75/130 from the counts), this is the only place
-//! exit codes are decided.
+//! The top-level error of a command and the [`Exit`] it maps to. With
+//! `report::summary::exit` (from the counts), this is the only place exit
+//! codes are decided.
 
 pub use crate::error_chain::chain;
+use crate::exit::Exit;
 use crate::input::InputError;
 use crate::report::ReportError;
 use crate::settings::ConfigError;
-
-/// Exit code for usage, configuration or unreadable input (nothing sent).
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code for a fatal error during the run (reports flushed).
-pub const EXIT_FATAL: u8 = 3;
 
 /// Why a command stopped before it could finish normally.
 #[derive(Debug, thiserror::Error)]
@@ -40,19 +36,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// SPEC exit code for this error.
-    pub fn exit_code(&self) -> u8 {
+    /// How a command that failed with this error exits.
+    pub fn exit(&self) -> Exit {
         match self {
             Error::Config(_)
             | Error::Input(_)
             | Error::Resume(_)
             | Error::State(_)
             | Error::Sandbox { .. }
-            | Error::Runtime(_) => EXIT_USAGE,
+            | Error::Runtime(_) => Exit::Usage,
             // Unwritable reports at start are a usage problem; the engine maps
             // mid-run report failures to Fatal itself.
-            Error::Report(_) => EXIT_USAGE,
-            Error::Fatal(_) => EXIT_FATAL,
+            Error::Report(_) => Exit::Usage,
+            Error::Fatal(_) => Exit::Fatal,
         }
     }
 }
@@ -63,11 +59,13 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(Error::Config(ConfigError::NoTarget).exit_code(), 2);
+        assert_eq!(Error::Config(ConfigError::NoTarget).exit().code(), 2);
         assert_eq!(
-            Error::Input(InputError::Empty { path: "x".into() }).exit_code(),
+            Error::Input(InputError::Empty { path: "x".into() })
+                .exit()
+                .code(),
             2
         );
-        assert_eq!(Error::Fatal("credentials refused".into()).exit_code(), 3);
+        assert_eq!(Error::Fatal("credentials refused".into()).exit().code(), 3);
     }
 }

@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod error;
 pub mod error_chain;
 pub mod exec;
+pub mod exit;
 pub mod input;
 pub mod intake;
 pub mod logging;
@@ -30,7 +31,7 @@ use cli::{Cli, Command};
 use settings::{ConfigFile, ProcessEnv};
 
 /// Run a parsed command line; returns the process exit code.
-pub fn run(cli: Cli) -> Result<u8, Error> {
+pub fn run(cli: Cli) -> Result<exit::Exit, Error> {
     let cfg = cli.config.as_deref().map(ConfigFile::load).transpose()?;
     let output = settings::output_settings(cli.log_format, cli.no_progress, cfg.as_ref());
     let ui = progress::Ui::new(output.no_progress);

@@ -10,9 +10,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = connect_provision::cli::Cli::parse();
     match connect_provision::run(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
-            let code = err.exit_code();
+            let code = err.exit().code();
             eprintln!("error: {:#}", anyhow::Error::from(err));
             ExitCode::from(code)
         }

@@ -2,10 +2,11 @@
 
 use crate::api::client::ConnectClient;
 use crate::error::Error;
+use crate::exit::Exit;
 use crate::settings::CheckSettings;
 
 /// Returns the exit code: 0 when a token was issued, 3 when refused or unreachable.
-pub async fn check(settings: &CheckSettings) -> Result<u8, Error> {
+pub async fn check(settings: &CheckSettings) -> Result<Exit, Error> {
     let (remote, sandbox) =
         crate::cmd::target::remote(Some(&settings.target), settings.credentials.as_ref()).await?;
     let client = ConnectClient::new(&remote.base_url, remote.credentials, settings.timeout)
@@ -25,7 +26,7 @@ pub async fn check(settings: &CheckSettings) -> Result<u8, Error> {
                 humantime::format_duration(token.expires_in),
                 expires.round(jiff::Unit::Second).unwrap_or(expires)
             );
-            Ok(0)
+            Ok(Exit::Success)
         }
         Err(e) => Err(Error::Fatal(format!(
             "{}: {}",

@@ -5,6 +5,7 @@ use std::time::Instant;
 use csv::ByteRecord;
 
 use crate::error::Error;
+use crate::exit::Exit;
 use crate::input::InputError;
 use crate::intake::{Dedup, Intake};
 use crate::outcome::{Outcome, Status};
@@ -190,16 +191,7 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         "reports: {}/ (results.csv, failures.csv, summary.json)\n",
         out.display()
     ));
-    let hint = match summary.exit_code {
-        0 => None,
-        1 => Some(
-            "some rows need fixing: see failures.csv (error_message), fix them and run it again",
-        ),
-        75 => Some("some rows failed transiently: run failures.csv again later"),
-        130 => Some("interrupted: run again with --resume and the same --out to continue"),
-        _ => None,
-    };
-    if let Some(h) = hint {
+    if let Some(h) = exit_of(summary).hint() {
         s.push_str(h);
         s.push('\n');
     }
@@ -208,11 +200,11 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
 
 /// `run`: resolve the target (starting the embedded sandbox if asked), then a
 /// dry run or a live run. Returns the exit code.
-pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<u8, Error> {
+pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<Exit, Error> {
     if settings.dry_run {
         let summary = dry_run(settings)?;
         print!("{}", render_summary(&summary, &settings.out));
-        return Ok(summary.exit_code);
+        return Ok(exit_of(&summary));
     }
     let stop = crate::exec::stop::Stop::new();
     let signals = crate::cmd::signals::watch(stop.clone());
@@ -228,5 +220,10 @@ pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<u8,
     if let Some(err) = &summary.fatal_error {
         eprintln!("error: {err}");
     }
-    Ok(summary.exit_code)
+    Ok(exit_of(&summary))
+}
+
+/// The exit a summary records (its code is always one of ours).
+fn exit_of(summary: &Summary) -> Exit {
+    Exit::from_code(summary.exit_code).unwrap_or(Exit::Fatal)
 }

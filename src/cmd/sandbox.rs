@@ -2,10 +2,11 @@
 
 use crate::cli::SandboxArgs;
 use crate::error::Error;
+use crate::exit::Exit;
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// Serve until a signal; prints the URL, the credentials and a first call.
-pub async fn serve(args: &SandboxArgs) -> Result<u8, Error> {
+pub async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
     let cfg = SandboxConfig {
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),
@@ -51,7 +52,7 @@ pub async fn serve(args: &SandboxArgs) -> Result<u8, Error> {
     wait_for_signal().await;
     eprintln!("stopping sandbox");
     sandbox.shutdown().await;
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 async fn wait_for_signal() {

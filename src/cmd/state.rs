@@ -5,11 +5,12 @@ use std::io::Write;
 
 use crate::cli::{RunArgs, StateCommand};
 use crate::error::Error;
+use crate::exit::Exit;
 use crate::settings::{ConfigFile, Env, resolve_run};
 use crate::state::StateStore;
 
 /// Run one `state` subcommand; returns the exit code.
-pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Result<u8, Error> {
+pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Result<Exit, Error> {
     match cmd {
         StateCommand::Stats(a) => {
             let store = StateStore::open_read_only(&a.state)?;
@@ -22,7 +23,7 @@ pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Res
             } else {
                 print!("{stats}");
             }
-            Ok(0)
+            Ok(Exit::Success)
         }
         StateCommand::Export(a) => {
             let store = StateStore::open_read_only(&a.state)?;
@@ -44,13 +45,13 @@ pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Res
                     Err(crate::state::StateError::Io { source, .. })
                         if source.kind() == std::io::ErrorKind::BrokenPipe =>
                     {
-                        return Ok(0);
+                        return Ok(Exit::Success);
                     }
                     Err(e) => return Err(e.into()),
                 },
             };
             tracing::info!(users = n, "exported");
-            Ok(0)
+            Ok(Exit::Success)
         }
         StateCommand::Import(a) => {
             // Read the input exactly as `run` would, with the same options.
@@ -73,7 +74,7 @@ pub fn state(cmd: &StateCommand, env: &dyn Env, cfg: Option<&ConfigFile>) -> Res
                 s.skipped_changed,
                 s.not_in_input
             );
-            Ok(0)
+            Ok(Exit::Success)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::exit::Exit;
 use crate::outcome::Status;
 
 /// Rows per status.
@@ -63,16 +64,21 @@ pub enum Ending {
 
 /// SPEC exit code for a run's counts and ending.
 pub fn exit_code(counts: &Counts, ending: Ending) -> u8 {
+    exit(counts, ending).code()
+}
+
+/// How a run with these counts that ended so exits.
+pub fn exit(counts: &Counts, ending: Ending) -> Exit {
     match ending {
-        Ending::Interrupted => 130,
-        Ending::Fatal => 3,
+        Ending::Interrupted => Exit::Interrupted,
+        Ending::Fatal => Exit::Fatal,
         Ending::Finished => {
             if counts.get(Status::Invalid) > 0 || counts.get(Status::Rejected) > 0 {
-                1
+                Exit::FixData
             } else if counts.get(Status::Failed) > 0 {
-                75
+                Exit::RetryLater
             } else {
-                0
+                Exit::Success
             }
         }
     }
