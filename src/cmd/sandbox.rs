@@ -1,6 +1,7 @@
 //! `sandbox`: run the fake Connect API in the foreground until SIGINT/SIGTERM.
 
 use crate::cli::SandboxArgs;
+use crate::cmd::signals::Signals;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -49,26 +50,9 @@ pub async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
         args.client_id, args.client_secret
     );
     println!("stats: {url}/_sandbox/stats   (Ctrl-C to stop)");
-    wait_for_signal().await;
+    let signal = Signals::install().next().await;
+    tracing::debug!(signal, "signal received");
     eprintln!("stopping sandbox");
     sandbox.shutdown().await;
     Ok(Exit::Success)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

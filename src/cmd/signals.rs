@@ -1,7 +1,7 @@
 //! SIGINT/SIGTERM: the first stops intake and lets requests in flight finish
 //! (the run then exits 130); a second aborts at once. The listeners are
 //! installed once, before the run starts, so no signal falls between two
-//! waits.
+//! waits. [`Signals`] is the one listener, for `run` and `sandbox` alike.
 
 use tokio::task::JoinHandle;
 
@@ -23,15 +23,16 @@ pub fn watch(stop: Stop) -> JoinHandle<()> {
     })
 }
 
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), listened to from `install` on.
 #[cfg(unix)]
-struct Signals {
+pub(crate) struct Signals {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 #[cfg(unix)]
 impl Signals {
-    fn install() -> Signals {
+    pub(crate) fn install() -> Signals {
         use tokio::signal::unix::{SignalKind, signal};
         Signals {
             int: signal(SignalKind::interrupt()).ok(),
@@ -39,7 +40,8 @@ impl Signals {
         }
     }
 
-    async fn next(&mut self) -> &'static str {
+    /// The next signal's name.
+    pub(crate) async fn next(&mut self) -> &'static str {
         async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
             match s {
                 Some(s) => {
@@ -56,15 +58,15 @@ impl Signals {
 }
 
 #[cfg(not(unix))]
-struct Signals;
+pub(crate) struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    fn install() -> Signals {
+    pub(crate) fn install() -> Signals {
         Signals
     }
 
-    async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }
