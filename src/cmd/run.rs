@@ -170,12 +170,7 @@ pub fn dry_run(settings: &RunSettings) -> Result<Summary, Error> {
 
 /// The lines printed on stdout when a run ends.
 pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
-    let counts: Vec<String> = summary
-        .counts
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
+    let counts = crate::report::brief(summary.counts.iter().map(|(k, n)| (k.as_str(), *n)));
     let what = if summary.dry_run { "dry run" } else { "run" };
     let mut s = format!(
         "{what}: {} rows in {:.1}s: {}\n",
@@ -184,7 +179,7 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         if counts.is_empty() {
             "no data rows".to_string()
         } else {
-            counts.join(" ")
+            counts
         }
     );
     s.push_str(&format!(

@@ -933,18 +933,7 @@ const RECORDER_NAP: Duration = Duration::from_millis(1);
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 fn engine_brief(f: &EngineFigures) -> String {
-    let (retries, throttled) = (f.retries, f.throttled_429);
-    let mut s = String::new();
-    if retries > 0 {
-        s.push_str(&format!("retries={retries}"));
-    }
-    if throttled > 0 {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push_str(&format!("429s={throttled}"));
-    }
-    s
+    crate::report::brief([("retries", f.retries), ("429s", f.throttled_429)])
 }
 
 #[cfg(test)]

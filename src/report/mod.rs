@@ -14,7 +14,7 @@ use csv::ByteRecord;
 
 pub use sanitize::{append_private, create_private, neutralize};
 pub use summary::{
-    Counts, Ending, EngineFigures, InputInfo, RateSummary, Summary, SummaryParts, exit_code,
+    Counts, Ending, EngineFigures, InputInfo, RateSummary, Summary, SummaryParts, brief, exit_code,
 };
 
 use crate::input::ERROR_COLUMNS;

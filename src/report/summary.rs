@@ -28,19 +28,7 @@ impl Counts {
 
     /// `created=3 exists=1 ...` for non-zero counts.
     pub fn brief(&self) -> String {
-        let mut out = String::new();
-        for st in Status::ALL {
-            let n = self.get(st);
-            if n > 0 {
-                if !out.is_empty() {
-                    out.push(' ');
-                }
-                out.push_str(st.as_str());
-                out.push('=');
-                out.push_str(&n.to_string());
-            }
-        }
-        out
+        brief(Status::ALL.map(|st| (st.as_str(), self.get(st))))
     }
 
     fn to_map(self) -> std::collections::BTreeMap<String, u64> {
@@ -49,6 +37,21 @@ impl Counts {
             .map(|st| (st.as_str().to_string(), self.get(st)))
             .collect()
     }
+}
+
+/// `k=n` for each non-zero `n`, space-separated, in the order given: the one
+/// way the bar, the logs and the end-of-run line print figures.
+pub fn brief<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let mut out = String::new();
+    for (k, n) in pairs.into_iter().filter(|(_, n)| *n > 0) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&n.to_string());
+    }
+    out
 }
 
 /// How a run ended, beyond its per-row counts.
