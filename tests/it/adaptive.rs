@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
-use crate::engine::{
-    Fixture, args, assert_each_row_once, assert_sandbox_matches, read_results, read_summary,
-    run_against, sandbox,
+use crate::util::{
+    CliOutput, Fixture, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_sandbox_matches,
+    read_results, read_summary, run_against, sandbox,
 };
 
 /// Run the binary in a thread while sampling the sandbox's `created` count
@@ -17,13 +17,10 @@ async fn run_sampling(
     fx: &Fixture,
     extra: &[&str],
     mut at: impl FnMut(Duration, &Sandbox),
-) -> (std::process::Output, Vec<(f64, u64)>) {
+) -> (CliOutput, Vec<(f64, u64)>) {
     let base = sb.url();
-    let argv = args(fx, extra);
-    let handle = std::thread::spawn(move || {
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        run_against(&base, "sandbox-secret", &argv)
-    });
+    let argv = fx.args(extra);
+    let handle = std::thread::spawn(move || run_against(&base, SANDBOX_SECRET, argv));
     let start = Instant::now();
     let mut samples = vec![];
     while !handle.is_finished() && start.elapsed() < Duration::from_secs(120) {
@@ -62,18 +59,13 @@ async fn auto_rate_converges_on_the_partner_limit() {
         |_, _| {},
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = read_results(&fx.out());
+    out.expect_code(0);
+    let rows = read_results(fx.out());
     assert_each_row_once(&rows, fx.rows);
     assert_sandbox_matches(&sb, &rows);
-    let summary = read_summary(&fx.out());
-    let sent = summary["requests_sent"].as_u64().unwrap();
-    let throttled = summary["throttled_429"].as_u64().unwrap();
+    let summary = read_summary(fx.out());
+    let sent = summary.requests_sent;
+    let throttled = summary.throttled_429;
     assert!(
         (throttled as f64) < 0.02 * sent as f64,
         "429s {throttled} of {sent} requests"
@@ -85,8 +77,9 @@ async fn auto_rate_converges_on_the_partner_limit() {
         steady >= 0.85 * 40.0,
         "steady rate {steady:.1}/s (samples {samples:?})"
     );
-    assert_eq!(summary["rate"]["mode"], "auto");
-    let settled = summary["rate"]["final_per_second"].as_f64().unwrap();
+    let rate = summary.rate.expect("a live run reports its rate");
+    assert_eq!(rate.mode, "auto");
+    let settled = rate.final_per_second;
     assert!((30.0..=60.0).contains(&settled), "settled at {settled}");
     sb.shutdown().await;
 }
@@ -118,13 +111,8 @@ async fn auto_rate_follows_a_limit_that_drops() {
         },
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = read_results(&fx.out());
+    out.expect_code(0);
+    let rows = read_results(fx.out());
     assert_each_row_once(&rows, fx.rows);
     assert_sandbox_matches(&sb, &rows);
     let (_, at_drop) = dropped_at.expect("the limit was dropped mid-run");
@@ -141,9 +129,10 @@ async fn auto_rate_follows_a_limit_that_drops() {
         at_end - after_5s <= (after_5s - at_drop).max(4),
         "429s kept coming: {at_drop} at the drop, {after_5s} 5 s later, {at_end} at the end"
     );
-    let settled = read_summary(&fx.out())["rate"]["final_per_second"]
-        .as_f64()
-        .unwrap();
+    let settled = read_summary(fx.out())
+        .rate
+        .expect("a live run reports its rate")
+        .final_per_second;
     assert!(settled <= 26.0, "settled at {settled}/s for a 20/s limit");
     sb.shutdown().await;
 }
@@ -153,8 +142,8 @@ async fn auto_rate_follows_a_limit_that_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_mapping_trips_the_breaker() {
     let sb = sandbox(SandboxConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("export.csv");
+    let dir = TestDir::new();
+    let input = dir.join("export.csv");
     // `Country` looks like a locale to a careless mapping: "US" is a
     // well-formed tag (so not invalid locally) but no language (rejected).
     let mut s = String::from("user_id,first_name,Country\n");
@@ -162,11 +151,11 @@ async fn a_broken_mapping_trips_the_breaker() {
         s.push_str(&format!("x{i:05},Ann,US\n"));
     }
     std::fs::write(&input, s).unwrap();
-    let out_dir = dir.path().join("out");
+    let out_dir = dir.join("out");
     let out = run_against(
         &sb.url(),
-        "sandbox-secret",
-        &[
+        SANDBOX_SECRET,
+        [
             input.to_str().unwrap(),
             "--map",
             "locale=Country",
@@ -176,13 +165,8 @@ async fn a_broken_mapping_trips_the_breaker() {
             out_dir.to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    out.expect_code(3);
+    let stderr = out.stderr();
     assert!(stderr.contains("circuit breaker"), "{stderr}");
     assert!(
         stderr.contains("unknown language 'us'"),

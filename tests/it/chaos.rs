@@ -25,18 +25,20 @@ use std::time::{Duration, Instant};
 
 use connect_provision::sandbox::SandboxConfig;
 
-use crate::engine::{Row, assert_each_row_once, read_results, read_summary, run_blocking, sandbox};
+use crate::util::{
+    ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, read_results, read_summary,
+    run_blocking, sandbox,
+};
 
 /// Varied but valid rows: distinct ids, names with accents and spaces,
 /// phones in several written forms, locales in several cases, blanks.
-fn chaos_input(rows: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+fn chaos_input(rows: u64) -> (TestDir, std::path::PathBuf) {
     const FIRST: [&str; 8] = [
         "ann", "Björn", "José", "Zoë", "Mary Ann", "李", "O'Neil", "Анна",
     ];
     const LAST: [&str; 6] = ["smith", "", "García", "van der Berg", "Nguyễn", "Ødegård"];
     const LOCALES: [&str; 5] = ["en-US", "", "EN-us", "fr-CA", "es"];
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("chaos.csv");
+    let dir = TestDir::new();
     let mut s = String::from("user_id,first_name,last_name,phone_number,locale,extra\n");
     for i in 1..=rows {
         let n = i % 10_000;
@@ -55,12 +57,12 @@ fn chaos_input(rows: u64) -> (tempfile::TempDir, std::path::PathBuf) {
             "chaos{i:07},{first},\"{last}\",{phone},{locale},\"x,{i}\"\n"
         ));
     }
-    std::fs::write(&input, s).unwrap();
+    let input = dir.write("chaos.csv", s);
     (dir, input)
 }
 
 /// SPEC "Exit codes", computed from the statuses in results.csv.
-fn expected_exit(rows: &[Row]) -> i32 {
+fn expected_exit(rows: &[ResultRow]) -> i32 {
     let has = |s: &str| rows.iter().any(|r| r.status == s);
     if has("invalid") || has("rejected") {
         1
@@ -128,7 +130,7 @@ async fn chaos_run(c: Chaos) {
     };
 
     let (dir, input) = chaos_input(c.rows);
-    let out_dir = dir.path().join("out");
+    let out_dir = dir.join("out");
     let args = vec![
         input.display().to_string(),
         "--out".into(),
@@ -146,7 +148,7 @@ async fn chaos_run(c: Chaos) {
         "--log-format".into(),
         "json".into(),
     ];
-    let out = run_blocking(sb.url(), "sandbox-secret", args).await;
+    let out = run_blocking(sb.url(), SANDBOX_SECRET, args).await;
     chaos.abort();
     let code = out.status.code().unwrap_or(-1);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -173,8 +175,9 @@ async fn chaos_run(c: Chaos) {
     assert_each_row_once(&rows, c.rows);
     let summary = read_summary(&out_dir);
     let aborted = code == 3
-        && summary["fatal_error"]
-            .as_str()
+        && summary
+            .fatal_error
+            .as_deref()
             .is_some_and(|e| e.contains(TOKEN_ABORT));
     if aborted && c.tolerate_token_abort {
         eprintln!(
@@ -191,7 +194,7 @@ async fn chaos_run(c: Chaos) {
         .filter(|r| r.status == "created" || r.status == "exists")
         .map(|r| r.user_id.as_str())
         .collect();
-    let failed: BTreeMap<&str, &Row> = rows
+    let failed: BTreeMap<&str, &ResultRow> = rows
         .iter()
         .filter(|r| r.status == "failed")
         .map(|r| (r.user_id.as_str(), r))
@@ -250,25 +253,24 @@ async fn chaos_run(c: Chaos) {
     }
 
     // summary.json agrees with results.csv.
-    assert_eq!(summary["exit_code"], code);
-    assert_eq!(summary["rows_read"], c.rows);
+    assert_eq!(i32::from(summary.exit_code), code);
+    assert_eq!(summary.rows_read, c.rows);
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for r in &rows {
         *counts.entry(r.status.as_str()).or_default() += 1;
     }
     for (status, n) in &counts {
         assert_eq!(
-            summary["counts"][*status].as_u64(),
-            Some(*n),
-            "summary counts[{status}]\n{summary:#}"
+            summary.counts.get(*status),
+            Some(n),
+            "summary counts[{status}]\n{summary:#?}"
         );
     }
     // The tool's own request count covers what the sandbox saw (the sandbox
     // also counts nothing the tool did not send).
     assert_eq!(
-        summary["requests_sent"].as_u64(),
-        Some(st.users_requests),
-        "{summary:#}\n{st:?}"
+        summary.requests_sent, st.users_requests,
+        "{summary:#?}\n{st:?}"
     );
     // results.csv left no temporary file behind (summary.json is renamed in).
     for e in std::fs::read_dir(&out_dir).unwrap() {

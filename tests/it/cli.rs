@@ -23,9 +23,9 @@ fn path_arg(p: &Path) -> String {
 }
 
 /// The `target` a dry run recorded in summary.json.
-fn dry_run_target(cli: Cli, out: &str) -> serde_json::Value {
+fn dry_run_target(cli: Cli, out: &str) -> Option<String> {
     cli.run().expect_code(0);
-    read_summary(out)["target"].clone()
+    read_summary(out).target
 }
 
 /// `GLOBAL... run INPUT --dry-run --out DIR EXTRA...` for a one-row input.
@@ -226,11 +226,17 @@ fn target_precedence_flag_then_env_then_config() {
     let with_cfg = ["--config", cfg.as_str()];
 
     let (cli, out) = dry(&t, "config", &with_cfg, &[]);
-    assert_eq!(dry_run_target(cli, &out), "http://127.0.0.1:3003");
+    assert_eq!(
+        dry_run_target(cli, &out).as_deref(),
+        Some("http://127.0.0.1:3003")
+    );
 
     let (cli, out) = dry(&t, "env", &with_cfg, &[]);
     let cli = cli.env("CONNECT_BASE_URL", "http://127.0.0.1:2002/");
-    assert_eq!(dry_run_target(cli, &out), "http://127.0.0.1:2002");
+    assert_eq!(
+        dry_run_target(cli, &out).as_deref(),
+        Some("http://127.0.0.1:2002")
+    );
 
     let (cli, out) = dry(
         &t,
@@ -239,22 +245,34 @@ fn target_precedence_flag_then_env_then_config() {
         &["--base-url", "http://localhost:1001"],
     );
     let cli = cli.env("CONNECT_BASE_URL", "http://127.0.0.1:2002");
-    assert_eq!(dry_run_target(cli, &out), "http://localhost:1001");
+    assert_eq!(
+        dry_run_target(cli, &out).as_deref(),
+        Some("http://localhost:1001")
+    );
 
     // A flag target of another kind replaces the config's (and the env's).
     let (cli, out) = dry(&t, "env-flag", &with_cfg, &["--env", "production"]);
-    assert_eq!(dry_run_target(cli, &out), "https://connect.instacart.com");
+    assert_eq!(
+        dry_run_target(cli, &out).as_deref(),
+        Some("https://connect.instacart.com")
+    );
     let (cli, out) = dry(&t, "sandbox-flag", &with_cfg, &["--sandbox"]);
-    assert_eq!(dry_run_target(cli, &out), "embedded sandbox");
+    assert_eq!(
+        dry_run_target(cli, &out).as_deref(),
+        Some("embedded sandbox")
+    );
 
     // The config file named by CONNECT_PROVISION_CONFIG.
     let (cli, out) = dry(&t, "env-config", &[], &[]);
     let cli = cli.env("CONNECT_PROVISION_CONFIG", &cfg);
-    assert_eq!(dry_run_target(cli, &out), "http://127.0.0.1:3003");
+    assert_eq!(
+        dry_run_target(cli, &out).as_deref(),
+        Some("http://127.0.0.1:3003")
+    );
 
     // No target at all is fine for a dry run.
     let (cli, out) = dry(&t, "none", &[], &[]);
-    assert_eq!(dry_run_target(cli, &out), serde_json::Value::Null);
+    assert_eq!(dry_run_target(cli, &out), None);
 }
 
 // The same precedence seen from `check`, whose error names the URL it tried.

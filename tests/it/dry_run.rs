@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::util::{
     CliOutput, ResultRow, TestDir, assert_each_row_once, csv_bytes, read_failures, read_results,
-    read_summary, result_row, run_cli, sample, status_counts,
+    read_summary, read_summary_json, result_row, run_cli, sample, status_counts,
 };
 
 const HEADER: &[&str] = &[
@@ -81,7 +81,8 @@ fn sample_customers_dry_run_reports_every_row_once() {
         assert_eq!(r.error.is_empty(), r.status == "valid", "{r:?}");
     }
 
-    let s = read_summary(&dir);
+    // summary.json's field names: its shape, read untyped.
+    let raw = read_summary_json(&dir);
     for key in [
         "tool_version",
         "input",
@@ -99,33 +100,38 @@ fn sample_customers_dry_run_reports_every_row_once() {
         "achieved_rps",
         "exit_code",
     ] {
-        assert!(s.get(key).is_some(), "summary.json has no {key}: {s:#}");
+        assert!(raw.get(key).is_some(), "summary.json has no {key}: {raw:#}");
     }
-    assert_eq!(s["tool_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(s["dry_run"], true);
-    assert_eq!(s["target"], serde_json::Value::Null);
-    assert_eq!(s["input"]["path"], input.to_str().unwrap());
+    // A dry run has no target: the field is there, as null.
+    assert_eq!(raw["target"], serde_json::Value::Null);
+
+    let s = read_summary(&dir);
+    assert_eq!(s.tool_version, env!("CARGO_PKG_VERSION"));
+    assert!(s.dry_run);
+    assert_eq!(s.target, None);
+    assert_eq!(s.input.path, input.to_str().unwrap());
     let sha = hex::encode(Sha256::digest(std::fs::read(&input).unwrap()));
-    assert_eq!(s["input"]["sha256"], sha.as_str());
-    assert_eq!(s["rows_read"], 200);
-    assert_eq!(s["exit_code"], 1);
-    for key in [
-        "requests_sent",
-        "retries",
-        "throttled_429",
-        "token_refreshes",
-    ] {
-        assert_eq!(s[key], 0, "{key} in a dry run");
-    }
-    assert!(s["elapsed_seconds"].as_f64().unwrap() >= 0.0);
-    assert!(s["achieved_rps"].as_f64().is_some());
-    let started: jiff::Timestamp = s["started"].as_str().unwrap().parse().unwrap();
-    let finished: jiff::Timestamp = s["finished"].as_str().unwrap().parse().unwrap();
+    assert_eq!(s.input.sha256, sha);
+    assert_eq!(s.rows_read, 200);
+    assert_eq!(s.exit_code, 1);
+    assert_eq!(
+        (
+            s.requests_sent,
+            s.retries,
+            s.throttled_429,
+            s.token_refreshes
+        ),
+        (0, 0, 0, 0),
+        "engine figures in a dry run"
+    );
+    assert!(s.elapsed_seconds >= 0.0);
+    assert!(s.achieved_rps >= 0.0);
+    let started: jiff::Timestamp = s.started.parse().unwrap();
+    let finished: jiff::Timestamp = s.finished.parse().unwrap();
     assert!(started <= finished);
 
     // Every status has a count, and they agree with results.csv.
-    let summary_counts: BTreeMap<String, u64> =
-        serde_json::from_value(s["counts"].clone()).unwrap();
+    let summary_counts = &s.counts;
     for status in [
         "created",
         "exists",
@@ -239,7 +245,7 @@ fn clean_file_is_all_valid_and_exits_0() {
     assert!(results.iter().all(|r| r.status == "valid"), "{results:#?}");
     assert_eq!(result_row(&results, 3).user_id, "u3");
     assert_eq!(read_failures(&dir, b',').len(), 1, "only the header");
-    assert_eq!(read_summary(&dir)["exit_code"], 0);
+    assert_eq!(read_summary(&dir).exit_code, 0);
 }
 
 // SPEC: Input and mapping ("a header row is required"), Exit codes (2).
@@ -272,8 +278,8 @@ fn header_only_is_zero_rows_and_exit_0() {
     );
     assert!(read_results(&dir).is_empty());
     let s = read_summary(&dir);
-    assert_eq!(s["rows_read"], 0);
-    assert_eq!(s["exit_code"], 0);
+    assert_eq!(s.rows_read, 0);
+    assert_eq!(s.exit_code, 0);
 }
 
 // SPEC: Input and mapping ("wrong field count ... is an invalid row").
@@ -357,7 +363,7 @@ fn unterminated_quote_does_not_panic_and_every_row_is_accounted_for() {
         assert!(!out.stderr().contains("panicked"), "{out}");
         let n = csv_record_count(bytes);
         assert_each_row_once(&read_results(&dir), n);
-        assert_eq!(read_summary(&dir)["rows_read"], n);
+        assert_eq!(read_summary(&dir).rows_read, n);
         assert_eq!(result_row(&read_results(&dir), 1).status, "valid", "{name}");
     }
 }
@@ -464,7 +470,7 @@ fn utf8_bom_does_not_hide_the_first_header() {
     assert_eq!(result_row(&results, 1).user_id, "u1");
     // The SHA-256 covers the raw bytes, BOM included.
     let sha = hex::encode(Sha256::digest(std::fs::read(&input).unwrap()));
-    assert_eq!(read_summary(&dir)["input"]["sha256"], sha.as_str());
+    assert_eq!(read_summary(&dir).input.sha256, sha);
 }
 
 // SPEC: Input and mapping, Exit codes (2).
@@ -643,7 +649,7 @@ fn limit_takes_exactly_the_first_rows() {
             .collect::<Vec<_>>(),
         ["u1", "u2", "u3"]
     );
-    assert_eq!(read_summary(&dir)["rows_read"], 3);
+    assert_eq!(read_summary(&dir).rows_read, 3);
 }
 
 // SPEC: Input and mapping ("A user_id seen earlier ... is a duplicate").
@@ -761,7 +767,7 @@ fn exit_codes_follow_the_data() {
         let (out, dir) = dry_run(&t, &input, name, &[]);
         out.expect_code(code);
         if code != 2 {
-            assert_eq!(read_summary(&dir)["exit_code"], code, "{name}");
+            assert_eq!(i32::from(read_summary(&dir).exit_code), code, "{name}");
         }
     }
     // An input that cannot be opened.
@@ -786,10 +792,10 @@ fn stdin_input() {
         [(1, "valid"), (2, "invalid"), (3, "valid")]
     );
     let s = read_summary(&dir);
-    assert_eq!(s["input"]["path"], "<stdin>");
+    assert_eq!(s.input.path, "<stdin>");
     assert_eq!(
-        s["input"]["sha256"],
-        hex::encode(Sha256::digest(bytes.as_bytes())).as_str()
+        s.input.sha256,
+        hex::encode(Sha256::digest(bytes.as_bytes()))
     );
 }
 

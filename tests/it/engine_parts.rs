@@ -23,11 +23,7 @@ use governor::Jitter;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-async fn sandbox(cfg: SandboxConfig) -> Sandbox {
-    Sandbox::start(cfg, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("sandbox starts")
-}
+use crate::util::sandbox;
 
 fn client_for(url: &str, secret: &str) -> ConnectClient {
     let creds = Credentials {

@@ -4,48 +4,19 @@
 //! `key: message (code)`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use connect_provision::api::classify::{Verdict, classify};
 use connect_provision::api::client::Attempt;
-use connect_provision::api::model::{ErrorBody, TOKEN_PATH, TokenResponse, USERS_PATH};
+use connect_provision::api::model::{ErrorBody, TOKEN_PATH, USERS_PATH};
 use connect_provision::outcome::Status;
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Cli, CliOutput, TestDir, read_failures, read_results};
-
-async fn start(cfg: SandboxConfig) -> Sandbox {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    Sandbox::start(cfg, listen).await.unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-async fn token(c: &reqwest::Client, sb: &Sandbox) -> String {
-    let resp = c
-        .post(format!("{}{TOKEN_PATH}", sb.url()))
-        .json(
-            &json!({"client_id": "sandbox-client", "client_secret": "sandbox-secret",
-                      "grant_type": "client_credentials"}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json::<TokenResponse>().await.unwrap().access_token
-}
+use crate::util::{Cli, TestDir, client, read_failures, read_results, run_async, sandbox, token};
 
 /// A raw create-user request: the status and the body's bytes.
 async fn create(c: &reqwest::Client, sb: &Sandbox, token: &str, body: &Value) -> (u16, Vec<u8>) {
@@ -74,7 +45,7 @@ fn verdict(status: u16, body: &[u8]) -> Verdict {
 // in one request get the nested 9999 body, and the library renders both.
 #[tokio::test]
 async fn several_field_errors_come_nested_under_9999() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     let (status, bytes) = create(
@@ -112,7 +83,7 @@ async fn several_field_errors_come_nested_under_9999() {
 // `exists`.
 #[tokio::test]
 async fn one_error_comes_in_the_single_shape_with_meta() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
 
@@ -169,7 +140,7 @@ async fn one_error_comes_in_the_single_shape_with_meta() {
 // Injected 500/503: the docs' 500 body, and a 500x code for the 503; both retried.
 #[tokio::test]
 async fn injected_faults_answer_the_documented_5000_body() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         fail_rate: 1.0,
         seed: Some(12),
         ..Default::default()
@@ -216,7 +187,7 @@ async fn injected_faults_answer_the_documented_5000_body() {
 // The 429 body: single shape, code 2003 "retry later", `meta` {}.
 #[tokio::test]
 async fn throttled_answers_2003_in_the_single_shape() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         rate_limit: Some(1),
         ..Default::default()
     })
@@ -311,12 +282,6 @@ fn nested(errors: Vec<Value>) -> Value {
                      "errors": errors}, "meta": {}})
 }
 
-async fn run(cli: Cli) -> CliOutput {
-    tokio::task::spawn_blocking(move || cli.run())
-        .await
-        .unwrap()
-}
-
 // End to end through the binary: every shape lands in results.csv and
 // failures.csv as `key: message (code)`; a lone taken user_id is `exists`,
 // 2003 is retried and ends `failed`.
@@ -366,19 +331,21 @@ async fn reports_name_each_error_by_key_message_and_code() {
         ],
     );
     let out_dir = t.join("out");
-    let out = run(Cli::new([
-        "run".to_string(),
-        input.display().to_string(),
-        "--base-url".into(),
-        base,
-        "--out".into(),
-        out_dir.display().to_string(),
-        "--no-progress".into(),
-        "--max-attempts".into(),
-        "2".into(),
-    ])
-    .env("CONNECT_CLIENT_ID", "scripted")
-    .env("CONNECT_CLIENT_SECRET", "scripted-secret"))
+    let out = run_async(
+        Cli::new([
+            "run".to_string(),
+            input.display().to_string(),
+            "--base-url".into(),
+            base,
+            "--out".into(),
+            out_dir.display().to_string(),
+            "--no-progress".into(),
+            "--max-attempts".into(),
+            "2".into(),
+        ])
+        .env("CONNECT_CLIENT_ID", "scripted")
+        .env("CONNECT_CLIENT_SECRET", "scripted-secret"),
+    )
     .await;
     out.expect_code(1);
 

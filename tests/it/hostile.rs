@@ -396,8 +396,8 @@ fn check(t: &TestDir, label: &str, input: &Path, args: &[&str], expect: Expect) 
                 }
             }
             let summary = read_summary(&dir);
-            assert_eq!(summary["rows_read"], n, "{label}");
-            assert_eq!(summary["exit_code"], code, "{label}");
+            assert_eq!(summary.rows_read, n, "{label}");
+            assert_eq!(i32::from(summary.exit_code), code, "{label}");
             // failures.csv: the header plus each invalid row, itself readable.
             let invalid = results.iter().filter(|r| r.status == "invalid").count();
             let failures = read_failures(&dir, delimiter_of(args));

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 use connect_provision::state::StateStore;
 
-use crate::engine::{Row, assert_each_row_once, read_results, read_summary, run_against, sandbox};
+use crate::util::{
+    CliOutput, ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, read_results,
+    read_summary, run_against, run_cli, sandbox,
+};
 
 /// Night 1's file: `n` users; night 2's: the same with every 200th row's
 /// last name edited (0.5%) and `new` rows appended (1% of 2,000 = 20).
@@ -44,13 +47,13 @@ fn nights(dir: &Path, n: u64, new: u64) -> (PathBuf, PathBuf, BTreeSet<String>, 
     (p1, p2, edited, added)
 }
 
-fn run(sb: &Sandbox, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+fn run(sb: &Sandbox, input: &Path, out: &Path, extra: &[&str]) -> CliOutput {
     let mut args = vec![input.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
-    run_against(&sb.url(), "sandbox-secret", &args)
+    run_against(&sb.url(), SANDBOX_SECRET, args)
 }
 
-fn statuses(rows: &[Row]) -> BTreeMap<String, String> {
+fn statuses(rows: &[ResultRow]) -> BTreeMap<String, String> {
     rows.iter()
         .map(|r| (r.user_id.clone(), r.status.clone()))
         .collect()
@@ -58,16 +61,9 @@ fn statuses(rows: &[Row]) -> BTreeMap<String, String> {
 
 /// The state's users (from `state export`), as a set of ids.
 fn state_users(state: &Path) -> BTreeSet<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_connect-provision"))
-        .args(["state", "export", "--state", state.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let out = run_cli(["state", "export", "--state", state.to_str().unwrap()]);
+    out.expect_code(0);
+    let text = out.stdout();
     assert!(text.starts_with("user_id,status,first_seen,last_seen\n"));
     // Four columns and nothing else: no names or phone numbers.
     assert!(!text.contains("Novak") && !text.contains("+1415"));
@@ -86,7 +82,7 @@ fn sandbox_users(sb: &Sandbox) -> BTreeSet<String> {
     sb.users().into_iter().map(|u| u.user_id).collect()
 }
 
-fn check_night2(rows: &[Row], edited: &BTreeSet<String>, added: &BTreeSet<String>) {
+fn check_night2(rows: &[ResultRow], edited: &BTreeSet<String>, added: &BTreeSet<String>) {
     for r in rows {
         let want = if added.contains(&r.user_id) {
             "created"
@@ -107,7 +103,7 @@ fn check_night2(rows: &[Row], edited: &BTreeSet<String>, added: &BTreeSet<String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn night_two_sends_only_what_is_new() {
     let sb = sandbox(SandboxConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (n1, n2, edited, added) = nights(dir.path(), 2000, 20);
     let state = dir.path().join("state.db");
     let s = state.to_str().unwrap();
@@ -118,23 +114,13 @@ async fn night_two_sends_only_what_is_new() {
         &dir.path().join("night1"),
         &["--rate", "3000", "--state", s],
     );
-    assert_eq!(
-        out1.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out1.stderr)
-    );
+    out1.expect_code(0);
     let before = sb.stats().users_requests;
     assert_eq!(before, 2000);
 
     let night2 = dir.path().join("night2");
     let out2 = run(&sb, &n2, &night2, &["--rate", "3000", "--state", s]);
-    assert_eq!(
-        out2.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out2.stderr)
-    );
+    out2.expect_code(0);
     assert_eq!(
         sb.stats().users_requests - before,
         added.len() as u64,
@@ -144,9 +130,9 @@ async fn night_two_sends_only_what_is_new() {
     assert_each_row_once(&rows, 2020);
     check_night2(&rows, &edited, &added);
     let summary = read_summary(&night2);
-    assert_eq!(summary["counts"]["unchanged"], 1990);
-    assert_eq!(summary["counts"]["changed"], 10);
-    assert_eq!(summary["counts"]["created"], 20);
+    assert_eq!(summary.counts["unchanged"], 1990);
+    assert_eq!(summary.counts["changed"], 10);
+    assert_eq!(summary.counts["created"], 20);
     // failures.csv is unaffected: just its header.
     let failures = std::fs::read_to_string(night2.join("failures.csv")).unwrap();
     assert_eq!(failures.lines().count(), 1);
@@ -163,7 +149,7 @@ async fn a_crash_on_night_two_then_resume_keeps_state_and_sandbox_equal() {
         ..Default::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (n1, n2, edited, added) = nights(dir.path(), 1000, 400);
     let state = dir.path().join("state.db");
     let s = state.to_str().unwrap();
@@ -173,12 +159,7 @@ async fn a_crash_on_night_two_then_resume_keeps_state_and_sandbox_equal() {
         &dir.path().join("night1"),
         &["--rate", "3000", "--state", s],
     );
-    assert_eq!(
-        out1.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out1.stderr)
-    );
+    out1.expect_code(0);
 
     // Night 2 at 100/s: the 400 new rows take ~4 s; kill it half way.
     let night2 = dir.path().join("night2");
@@ -192,7 +173,7 @@ async fn a_crash_on_night_two_then_resume_keeps_state_and_sandbox_equal() {
         .args(["--rate", "100", "--state", s, "--no-progress"])
         .args(["--base-url", &sb.url()])
         .env("CONNECT_CLIENT_ID", "sandbox-client")
-        .env("CONNECT_CLIENT_SECRET", "sandbox-secret")
+        .env("CONNECT_CLIENT_SECRET", SANDBOX_SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -211,12 +192,7 @@ async fn a_crash_on_night_two_then_resume_keeps_state_and_sandbox_equal() {
         &night2,
         &["--rate", "300", "--state", s, "--resume"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.expect_code(0);
     let rows = read_results(&night2);
     assert_each_row_once(&rows, 1400);
     // New rows created (or exists: in flight at the kill); the rest as before.
@@ -239,7 +215,7 @@ async fn a_crash_on_night_two_then_resume_keeps_state_and_sandbox_equal() {
 // state gives the same night 2 as a state that saw night 1 happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_state_gives_the_same_night_two() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (n1, n2, edited, added) = nights(dir.path(), 600, 20);
 
     // A: night 1 with the state.
@@ -251,33 +227,31 @@ async fn an_imported_state_gives_the_same_night_two() {
         &dir.path().join("a1"),
         &["--rate", "3000", "--state", sa.to_str().unwrap()],
     );
-    assert_eq!(o.status.code(), Some(0));
+    o.expect_code(0);
     let o = run(
         &a,
         &n2,
         &dir.path().join("a2"),
         &["--rate", "3000", "--state", sa.to_str().unwrap()],
     );
-    assert_eq!(o.status.code(), Some(0));
+    o.expect_code(0);
 
     // B: night 1 without a state (a one-off import), then `state import`.
     let b = sandbox(SandboxConfig::default()).await;
     let b1 = dir.path().join("b1");
     let o = run(&b, &n1, &b1, &["--rate", "3000"]);
-    assert_eq!(o.status.code(), Some(0));
+    o.expect_code(0);
     let sb_path = dir.path().join("b.db");
-    let imp = Command::new(env!("CARGO_BIN_EXE_connect-provision"))
-        .args(["state", "import", "--state", sb_path.to_str().unwrap()])
-        .args(["--results", b1.join("results.csv").to_str().unwrap()])
-        .arg(&n1)
-        .output()
-        .unwrap();
-    assert!(
-        imp.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imp.stderr)
-    );
-    assert!(String::from_utf8_lossy(&imp.stdout).contains("created=600"));
+    let imp = run_cli([
+        "state",
+        "import",
+        "--state",
+        sb_path.to_str().unwrap(),
+        "--results",
+        b1.join("results.csv").to_str().unwrap(),
+        n1.to_str().unwrap(),
+    ]);
+    imp.expect_code(0).expect_stdout("created=600");
     let before = b.stats().users_requests;
     let o = run(
         &b,
@@ -285,15 +259,15 @@ async fn an_imported_state_gives_the_same_night_two() {
         &dir.path().join("b2"),
         &["--rate", "3000", "--state", sb_path.to_str().unwrap()],
     );
-    assert_eq!(o.status.code(), Some(0));
+    o.expect_code(0);
     assert_eq!(
         b.stats().users_requests - before,
         20,
         "the import was not resent"
     );
 
-    let ra = read_results(&dir.path().join("a2"));
-    let rb = read_results(&dir.path().join("b2"));
+    let ra = read_results(dir.join("a2"));
+    let rb = read_results(dir.join("b2"));
     check_night2(&rb, &edited, &added);
     assert_eq!(statuses(&ra), statuses(&rb));
     a.shutdown().await;
@@ -304,7 +278,7 @@ async fn an_imported_state_gives_the_same_night_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_state_file_gives_exit_2() {
     let sb = sandbox(SandboxConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let (n1, _, _, _) = nights(dir.path(), 10, 0);
     let state = dir.path().join("state.db");
     let held = StateStore::open(&state).unwrap();
@@ -314,13 +288,9 @@ async fn a_locked_state_file_gives_exit_2() {
         &dir.path().join("out"),
         &["--state", state.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use by another run"), "{stderr}");
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error:")).count(),
-        1
-    );
+    out.expect_code(2);
+    out.expect_stderr("in use by another run");
+    assert_eq!(out.error_lines().len(), 1, "{out}");
     assert_eq!(sb.stats().users_requests, 0, "nothing sent");
     drop(held);
     let out = run(
@@ -329,11 +299,6 @@ async fn a_locked_state_file_gives_exit_2() {
         &dir.path().join("out2"),
         &["--state", state.to_str().unwrap()],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    out.expect_code(0);
     sb.shutdown().await;
 }

@@ -6,12 +6,10 @@
 
 use connect_provision::sandbox::{LimitAlgorithm, SandboxConfig};
 
-use crate::engine::{
-    Fixture, args, assert_each_row_once, assert_sandbox_matches, code, read_results, read_summary,
-    run_blocking, sandbox, stderr,
+use crate::util::{
+    Fixture, SANDBOX_SECRET, assert_each_row_once, assert_sandbox_matches, read_results,
+    read_summary, run_blocking, sandbox,
 };
-
-const SECRET: &str = "sandbox-secret";
 
 async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
     let sb = sandbox(SandboxConfig {
@@ -21,9 +19,14 @@ async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
     })
     .await;
     let fx = Fixture::users(rows);
-    let out = run_blocking(sb.url(), SECRET, args(&fx, &["--rate", &rate.to_string()])).await;
-    assert_eq!(code(&out), 0, "{algorithm}: {}", stderr(&out));
-    let results = read_results(&fx.out());
+    let out = run_blocking(
+        sb.url(),
+        SANDBOX_SECRET,
+        fx.args(&["--rate", &rate.to_string()]),
+    )
+    .await;
+    assert_eq!(out.code(), 0, "{algorithm}: {out}");
+    let results = read_results(fx.out());
     assert_each_row_once(&results, rows);
     assert!(results.iter().all(|r| r.status == "created"), "{algorithm}");
     assert_sandbox_matches(&sb, &results);
@@ -31,8 +34,8 @@ async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
     assert_eq!(st.throttled, 0, "{algorithm}: {st:?}");
     assert!(st.max_window <= u64::from(rate), "{algorithm}: {st:?}");
     assert_eq!(st.users_requests, rows, "{algorithm}: one request a row");
-    let summary = read_summary(&fx.out());
-    assert_eq!(summary["throttled_429"], 0);
+    let summary = read_summary(fx.out());
+    assert_eq!(summary.throttled_429, 0);
     sb.shutdown().await;
 }
 
@@ -65,9 +68,9 @@ async fn spurious_429s_are_retried_within_the_window() {
     })
     .await;
     let fx = Fixture::users(400);
-    let out = run_blocking(sb.url(), SECRET, args(&fx, &["--rate", "100"])).await;
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let results = read_results(&fx.out());
+    let out = run_blocking(sb.url(), SANDBOX_SECRET, fx.args(&["--rate", "100"])).await;
+    out.expect_code(0);
+    let results = read_results(fx.out());
     assert_each_row_once(&results, fx.rows);
     assert!(results.iter().all(|r| r.status == "created"));
     let st = sb.stats();
@@ -75,11 +78,8 @@ async fn spurious_429s_are_retried_within_the_window() {
     // Every 429 was a spurious one: the pace itself never overshot.
     assert_eq!(st.throttled, st.spurious_429, "{st:?}");
     assert!(st.max_window <= 100, "{st:?}");
-    let summary = read_summary(&fx.out());
-    assert_eq!(summary["throttled_429"].as_u64(), Some(st.throttled));
-    assert_eq!(
-        summary["requests_sent"].as_u64(),
-        Some(fx.rows + st.throttled)
-    );
+    let summary = read_summary(fx.out());
+    assert_eq!(summary.throttled_429, st.throttled);
+    assert_eq!(summary.requests_sent, fx.rows + st.throttled);
     sb.shutdown().await;
 }

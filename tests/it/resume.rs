@@ -11,17 +11,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use connect_provision::report::Summary;
 use connect_provision::sandbox::{ConfigPatch, SandboxConfig};
 
-use crate::engine::{
-    Fixture, Row, assert_each_row_once, assert_sandbox_matches, code, read_results, read_summary,
-    run_blocking, sandbox, stderr,
+use crate::util::{
+    Fixture, ResultRow, SANDBOX_SECRET as SECRET, TOOL_ENV, TestDir, assert_each_row_once,
+    assert_sandbox_matches, bin, read_results, read_summary, run_blocking, sandbox,
 };
-
-const SECRET: &str = "sandbox-secret";
 
 /// The binary running in the background; stdout/stderr go to files so a
 /// chatty run never blocks on a full pipe. Killed when dropped (a failing
@@ -34,15 +33,16 @@ struct Running {
 impl Running {
     /// `run ARGS --base-url BASE --no-progress` with the sandbox's credentials.
     fn spawn(base: &str, args: &[&str], log: PathBuf) -> Running {
-        let child = Command::new(env!("CARGO_BIN_EXE_connect-provision"))
+        let mut cmd = Command::new(bin());
+        for k in TOOL_ENV {
+            cmd.env_remove(k);
+        }
+        let child = cmd
             .arg("run")
             .args(args)
             .args(["--base-url", base, "--no-progress"])
             .env("CONNECT_CLIENT_ID", "sandbox-client")
             .env("CONNECT_CLIENT_SECRET", SECRET)
-            .env_remove("CONNECT_PROVISION_CONFIG")
-            .env_remove("CONNECT_BASE_URL")
-            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(File::create(log.with_extension("stdout")).unwrap())
             .stderr(File::create(&log).unwrap())
@@ -136,7 +136,7 @@ fn journal_rows(out: &Path) -> u64 {
 }
 
 /// The complete rows of results.csv, parsed (an empty file: none).
-fn read_journal(out: &Path) -> Vec<Row> {
+fn read_journal(out: &Path) -> Vec<ResultRow> {
     let text = journal_text(out);
     csv::Reader::from_reader(text.as_bytes())
         .deserialize()
@@ -154,60 +154,41 @@ fn success_lines(out: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-fn ids_with(rows: &[Row], status: &str) -> BTreeSet<String> {
+fn ids_with(rows: &[ResultRow], status: &str) -> BTreeSet<String> {
     rows.iter()
         .filter(|r| r.status == status)
         .map(|r| r.user_id.clone())
         .collect()
 }
 
-fn count(rows: &[Row], status: &str) -> u64 {
+fn count(rows: &[ResultRow], status: &str) -> u64 {
     rows.iter().filter(|r| r.status == status).count() as u64
 }
 
-/// summary.json's count for `status`.
-fn counted(summary: &serde_json::Value, status: &str) -> u64 {
-    summary["counts"][status].as_u64().unwrap()
-}
-
 /// The per-status counts of summary.json add up to `n` and match results.csv.
-fn assert_summary_counts(summary: &serde_json::Value, rows: &[Row], n: u64) {
-    let counts = summary["counts"].as_object().unwrap();
-    let total: u64 = counts.values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(total, n, "summary counts sum: {counts:?}");
-    for (status, v) in counts {
-        assert_eq!(
-            v.as_u64().unwrap(),
-            count(rows, status),
-            "count of {status}"
-        );
+#[track_caller]
+fn assert_summary_counts(summary: &Summary, rows: &[ResultRow], n: u64) {
+    let total: u64 = summary.counts.values().sum();
+    assert_eq!(total, n, "summary counts sum: {:?}", summary.counts);
+    for (status, v) in &summary.counts {
+        assert_eq!(*v, count(rows, status), "count of {status}");
     }
-    assert_eq!(summary["rows_read"].as_u64(), Some(n), "rows_read");
+    assert_eq!(summary.rows_read, n, "rows_read");
 }
 
-/// failures.csv: its header and its records (BOM stripped).
-fn read_failures(out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let text = std::fs::read_to_string(out.join("failures.csv")).unwrap();
-    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
-    let mut rdr = csv::Reader::from_reader(text.as_bytes());
-    let header = rdr.headers().unwrap().iter().map(str::to_string).collect();
-    let recs = rdr
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_string).collect())
-        .collect();
-    (header, recs)
+/// failures.csv as text: its header and its records.
+fn failure_records(out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut recs = crate::util::read_failures(out, b',').into_iter().map(|r| {
+        r.iter()
+            .map(|f| String::from_utf8(f.to_vec()).expect("UTF-8 failures.csv"))
+            .collect::<Vec<String>>()
+    });
+    let header = recs.next().expect("failures.csv header");
+    (header, recs.collect())
 }
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    )
 }
 
 // Issue: kill -9 at several points of a run, then --resume: results.csv complete
@@ -273,7 +254,7 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
         ],
     )
     .await;
-    assert_eq!(code(&out_run), 0, "{}", show(&out_run));
+    out_run.expect_code(0);
     let rows = read_results(&out);
     assert_each_row_once(&rows, fx.rows);
     assert!(
@@ -296,19 +277,19 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
 
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
-    assert_eq!(summary["exit_code"], 0);
-    assert_eq!(summary["interrupted"], false);
+    assert_eq!(summary.exit_code, 0);
+    assert!(!summary.interrupted);
     assert_eq!(
-        counted(&summary, "created") + counted(&summary, "exists"),
+        summary.counts["created"] + summary.counts["exists"],
         fx.rows
     );
     // Never more than the sandbox saw. (That it is at least the users stored
     // is `requests_sent_after_a_crash_covers_every_recorded_row`.)
-    let sent = summary["requests_sent"].as_u64().unwrap();
+    let sent = summary.requests_sent;
     assert!(sent <= st.users_requests, "{sent} > {}", st.users_requests);
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
-    assert_eq!(summary["input"]["sha256"], meta["input_sha256"]);
+    assert_eq!(summary.input.sha256, meta["input_sha256"]);
     sb.shutdown().await;
 }
 
@@ -347,7 +328,7 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
 
     let rows = read_results(&out);
     assert_each_row_once(&rows, fx.rows);
-    let failed: Vec<&Row> = rows.iter().filter(|r| r.status == "failed").collect();
+    let failed: Vec<&ResultRow> = rows.iter().filter(|r| r.status == "failed").collect();
     assert_eq!(count(&rows, "created") + failed.len() as u64, fx.rows);
     assert!(count(&rows, "created") >= 150 && !failed.is_empty());
     assert!(
@@ -366,13 +347,10 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     assert_sandbox_matches(&sb, &rows);
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
-    assert_eq!(summary["exit_code"], 130);
-    assert_eq!(summary["interrupted"], true);
-    assert_eq!(
-        summary["requests_sent"].as_u64(),
-        Some(sb.stats().users_requests)
-    );
-    let (_, failures) = read_failures(&out);
+    assert_eq!(summary.exit_code, 130);
+    assert!(summary.interrupted);
+    assert_eq!(summary.requests_sent, sb.stats().users_requests);
+    let (_, failures) = failure_records(&out);
     let failure_ids: BTreeSet<String> = failures.iter().map(|r| r[0].clone()).collect();
     assert_eq!(failure_ids, ids_with(&rows, "failed"), "failures.csv rows");
     let created_before = success_lines(&out);
@@ -390,7 +368,7 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
         ],
     )
     .await;
-    assert_eq!(code(&resumed), 0, "{}", show(&resumed));
+    resumed.expect_code(0);
     let rows = read_results(&out);
     assert_each_row_once(&rows, fx.rows);
     // A clean stop records every answer: nothing comes back `exists`.
@@ -401,9 +379,9 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
-    assert_eq!(summary["exit_code"], 0);
-    assert_eq!(summary["interrupted"], false);
-    assert_eq!(summary["requests_sent"].as_u64(), Some(st.users_requests));
+    assert_eq!(summary.exit_code, 0);
+    assert!(!summary.interrupted);
+    assert_eq!(summary.requests_sent, st.users_requests);
     sb.shutdown().await;
 }
 
@@ -444,28 +422,28 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
         assert_sandbox_matches(&sb, &rows);
         let summary = read_summary(&out);
         assert_summary_counts(&summary, &rows, fx.rows);
-        assert_eq!(summary["exit_code"].as_i64(), Some(i64::from(code(&o))));
+        assert_eq!(i32::from(summary.exit_code), o.code());
         let now = success_lines(&out);
         assert!(
             created_before.is_subset(&now),
             "window {windows} lost a row"
         );
         created_before = now;
-        if code(&o) == 0 {
+        if o.code() == 0 {
             assert!(rows.iter().all(|r| r.status == "created"));
-            assert_eq!(summary["interrupted"], false);
+            assert!(!summary.interrupted);
             break;
         }
-        assert_eq!(code(&o), 130, "window {windows}: {}", show(&o));
+        assert_eq!(o.code(), 130, "window {windows}: {o}");
         assert!(
             took < Duration::from_secs(3),
             "window {windows} took {took:?}"
         );
-        assert_eq!(summary["interrupted"], true);
+        assert!(summary.interrupted);
         let created = count(&rows, "created");
         assert!(created > last_created, "window {windows} made no progress");
         last_created = created;
-        let failed: Vec<&Row> = rows.iter().filter(|r| r.status == "failed").collect();
+        let failed: Vec<&ResultRow> = rows.iter().filter(|r| r.status == "failed").collect();
         assert_eq!(created + failed.len() as u64, fx.rows);
         assert!(
             failed.iter().all(|r| r.error == "interrupted"
@@ -487,10 +465,7 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
     assert!(windows >= 3, "a 4 s run fit in {windows} windows of 1 s");
     let st = sb.stats();
     assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
-    assert_eq!(
-        read_summary(&out)["requests_sent"].as_u64(),
-        Some(st.users_requests)
-    );
+    assert_eq!(read_summary(&out).requests_sent, st.users_requests);
     sb.shutdown().await;
 }
 
@@ -509,7 +484,7 @@ async fn resume_refuses_a_changed_input() {
         "500".into(),
     ];
     let first = run_blocking(sb.url(), SECRET, args.clone()).await;
-    assert_eq!(code(&first), 0, "{}", show(&first));
+    first.expect_code(0);
     let before = (
         std::fs::read(out.join("results.csv")).unwrap(),
         std::fs::read(out.join("summary.json")).unwrap(),
@@ -522,8 +497,8 @@ async fn resume_refuses_a_changed_input() {
     let mut resume = args;
     resume.push("--resume".into());
     let o = run_blocking(sb.url(), SECRET, resume).await;
-    assert_eq!(code(&o), 2, "{}", show(&o));
-    assert!(stderr(&o).contains("input changed"), "{}", stderr(&o));
+    o.expect_code(2);
+    o.expect_stderr("input changed");
     assert_eq!(sb.stats().users_requests, sent, "nothing sent");
     let after = (
         std::fs::read(out.join("results.csv")).unwrap(),
@@ -552,8 +527,8 @@ async fn resume_without_a_run_record_is_refused() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 2, "{}", show(&o));
-    assert!(stderr(&o).contains("nothing to resume"), "{}", stderr(&o));
+    o.expect_code(2);
+    o.expect_stderr("nothing to resume");
 
     let dry = fx.dir.path().join("dry");
     let o = run_blocking(
@@ -562,19 +537,19 @@ async fn resume_without_a_run_record_is_refused() {
         vec![input.clone(), "--out".into(), s(&dry), "--dry-run".into()],
     )
     .await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
+    o.expect_code(0);
     let o = run_blocking(
         sb.url(),
         SECRET,
         vec![input.clone(), "--out".into(), s(&dry), "--resume".into()],
     )
     .await;
-    assert_eq!(code(&o), 2, "{}", show(&o));
-    assert!(stderr(&o).contains("nothing to resume"), "{}", stderr(&o));
+    o.expect_code(2);
+    o.expect_stderr("nothing to resume");
 
     let o = run_blocking(sb.url(), SECRET, vec![input, "--resume".into()]).await;
-    assert_eq!(code(&o), 2, "{}", show(&o));
-    assert!(stderr(&o).contains("--out"), "{}", stderr(&o));
+    o.expect_code(2);
+    o.expect_stderr("--out");
     assert_eq!(sb.stats().users_requests, 0, "nothing sent");
     sb.shutdown().await;
 }
@@ -594,20 +569,20 @@ async fn a_used_out_is_refused_and_a_finished_run_resumes_to_nothing() {
         "500".into(),
     ];
     let first = run_blocking(sb.url(), SECRET, args.clone()).await;
-    assert_eq!(code(&first), 0, "{}", show(&first));
+    first.expect_code(0);
     let results = std::fs::read(out.join("results.csv")).unwrap();
     let sent = sb.stats().users_requests;
 
     let again = run_blocking(sb.url(), SECRET, args.clone()).await;
-    assert_eq!(code(&again), 2, "{}", show(&again));
-    assert!(stderr(&again).contains("--resume"), "{}", stderr(&again));
+    again.expect_code(2);
+    again.expect_stderr("--resume");
     assert_eq!(sb.stats().users_requests, sent, "nothing sent");
     assert!(std::fs::read(out.join("results.csv")).unwrap() == results);
 
     let mut resume = args;
     resume.push("--resume".into());
     let o = run_blocking(sb.url(), SECRET, resume).await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
+    o.expect_code(0);
     assert_eq!(
         sb.stats().users_requests,
         sent,
@@ -619,8 +594,8 @@ async fn a_used_out_is_refused_and_a_finished_run_resumes_to_nothing() {
     assert_sandbox_matches(&sb, &rows);
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
-    assert_eq!(summary["exit_code"], 0);
-    assert_eq!(summary["requests_sent"].as_u64(), Some(sent));
+    assert_eq!(summary.exit_code, 0);
+    assert_eq!(summary.requests_sent, sent);
     sb.shutdown().await;
 }
 
@@ -651,7 +626,7 @@ async fn failures_round_trip_after_an_outage() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 75, "{}", show(&o));
+    o.expect_code(75);
     let rows1 = read_results(&out1);
     assert_each_row_once(&rows1, fx.rows);
     let failed = ids_with(&rows1, "failed");
@@ -667,7 +642,7 @@ async fn failures_round_trip_after_an_outage() {
         .skip(1)
         .map(|l| (l.split(',').next().unwrap().to_string(), l.to_string()))
         .collect();
-    let (header, recs) = read_failures(&out1);
+    let (header, recs) = failure_records(&out1);
     assert_eq!(
         header,
         [
@@ -708,7 +683,7 @@ async fn failures_round_trip_after_an_outage() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
+    o.expect_code(0);
     let rows2 = read_results(&out2);
     assert_each_row_once(&rows2, failed.len() as u64);
     // A 500/503 stores nothing: every failed row is created now.
@@ -750,7 +725,7 @@ async fn failures_round_trip_after_an_outage() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
+    o.expect_code(0);
     let rows3 = read_results(&out3);
     assert_each_row_once(&rows3, fx.rows);
     assert!(
@@ -762,7 +737,7 @@ async fn failures_round_trip_after_an_outage() {
     assert_sandbox_matches(&sb, &rows3);
     let summary = read_summary(&out3);
     assert_summary_counts(&summary, &rows3, fx.rows);
-    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary.exit_code, 0);
     assert_eq!(sb.stats().created, fx.rows);
     sb.shutdown().await;
 }
@@ -832,7 +807,7 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
+    o.expect_code(0);
     let rows = read_results(&out);
     assert_each_row_once(&rows, fx.rows);
     assert!(
@@ -845,7 +820,7 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
     assert!(count(&rows, "exists") <= st.taken, "{st:?}");
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
-    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary.exit_code, 0);
     sb.shutdown().await;
 }
 
@@ -909,8 +884,8 @@ async fn requests_sent_after_a_crash_covers_every_recorded_row() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
-    let sent = read_summary(&out)["requests_sent"].as_u64().unwrap();
+    o.expect_code(0);
+    let sent = read_summary(&out).requests_sent;
     let users = sb.stats().created;
     assert!(sent >= users, "requests_sent {sent} < users {users}");
     sb.shutdown().await;
@@ -936,23 +911,23 @@ async fn the_summary_after_resume_times_the_whole_run() {
         v
     };
     let o = run_blocking(sb.url(), SECRET, args(&["--time-budget", "1500ms"])).await;
-    assert_eq!(code(&o), 130, "{}", show(&o));
+    o.expect_code(130);
     let first = read_summary(&out);
     let o = run_blocking(sb.url(), SECRET, args(&["--resume"])).await;
-    assert_eq!(code(&o), 0, "{}", show(&o));
+    o.expect_code(0);
     let summary = read_summary(&out);
-    assert_eq!(summary["requests_sent"].as_u64(), Some(fx.rows));
+    assert_eq!(summary.requests_sent, fx.rows);
     // Both parts ran at --rate 100: the run as a whole cannot have done more.
-    let rps = summary["achieved_rps"].as_f64().unwrap();
+    let rps = summary.achieved_rps;
     assert!(
         rps <= 110.0,
-        "achieved_rps {rps} at --rate 100: {summary:#}"
+        "achieved_rps {rps} at --rate 100: {summary:#?}"
     );
-    let rows_ps = summary["rows_per_second"].as_f64().unwrap();
+    let rows_ps = summary.rows_per_second;
     assert!(rows_ps <= 110.0, "rows_per_second {rows_ps}");
     // The run started when its first part did, and took at least that part.
-    assert_eq!(summary["started"], first["started"], "started");
-    let elapsed = summary["elapsed_seconds"].as_f64().unwrap();
+    assert_eq!(summary.started, first.started, "started");
+    let elapsed = summary.elapsed_seconds;
     assert!(
         elapsed >= 1.5,
         "elapsed_seconds {elapsed}: the first part alone took 1.5 s"
@@ -996,7 +971,7 @@ fn statuses(out: &Path) -> BTreeMap<u64, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_kill_9_does_not_change_breaker_decisions() {
     const ROWS: u64 = 3000;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let input = s(&tenth_invalid(dir.path(), ROWS));
 
     // Uninterrupted: exit 1 (some rows invalid), every valid row created.
@@ -1014,7 +989,7 @@ async fn resume_after_kill_9_does_not_change_breaker_decisions() {
         ],
     )
     .await;
-    assert_eq!(code(&o), 1, "{}", show(&o));
+    o.expect_code(1);
     let expected = statuses(&whole);
     assert_eq!(expected.len() as u64, ROWS);
     assert_eq!(
@@ -1053,12 +1028,7 @@ async fn resume_after_kill_9_does_not_change_breaker_decisions() {
         ],
     )
     .await;
-    assert_eq!(
-        code(&o),
-        1,
-        "the breaker tripped after a resume: {}",
-        show(&o)
-    );
+    assert_eq!(o.code(), 1, "the breaker tripped after a resume: {}", o);
     let rows = read_results(&out);
     assert_each_row_once(&rows, ROWS);
     assert_eq!(statuses(&out), expected, "final statuses differ");

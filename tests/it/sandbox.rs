@@ -12,98 +12,20 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub(crate) async fn start(cfg: SandboxConfig) -> Sandbox {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    Sandbox::start(cfg, listen).await.unwrap()
-}
-
-pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-pub(crate) async fn post_token(
-    c: &reqwest::Client,
-    sb: &Sandbox,
-    body: Value,
-) -> reqwest::Response {
-    c.post(format!("{}{TOKEN_PATH}", sb.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-pub(crate) fn good_creds() -> Value {
-    json!({"client_id": "sandbox-client", "client_secret": "sandbox-secret", "grant_type": "client_credentials"})
-}
-
-pub(crate) async fn token(c: &reqwest::Client, sb: &Sandbox) -> String {
-    let resp = post_token(c, sb, good_creds()).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json::<TokenResponse>().await.unwrap().access_token
-}
-
-pub(crate) async fn create(
-    c: &reqwest::Client,
-    sb: &Sandbox,
-    token: &str,
-    body: &Value,
-) -> reqwest::Result<reqwest::Response> {
-    c.post(format!("{}{USERS_PATH}", sb.url()))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-}
-
-pub(crate) fn user(id: &str) -> Value {
-    json!({"user_id": id, "first_name": "ann"})
-}
-
-/// The single-error shape, asserting it is not the multiple one.
-pub(crate) async fn single_error(resp: reqwest::Response) -> ApiError {
-    match resp.json::<ErrorBody>().await.unwrap() {
-        ErrorBody::Single(e) => e,
-        ErrorBody::Multiple(m) => panic!("expected the single-error shape, got {m:?}"),
-    }
-}
+use crate::util::{
+    client, create, fault_sequence, get_json, good_creds, post_control, post_token, sandbox,
+    single_error, token, user,
+};
 
 fn key(e: &ApiError) -> &str {
     e.meta.as_ref().map_or("", |m| m.key.as_str())
-}
-
-pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    c: &reqwest::Client,
-    sb: &Sandbox,
-    path: &str,
-) -> T {
-    let resp = c.get(format!("{}{path}", sb.url())).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
-    resp.json().await.unwrap()
-}
-
-pub(crate) async fn post_control(
-    c: &reqwest::Client,
-    sb: &Sandbox,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut req = c.post(format!("{}{path}", sb.url()));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap()
 }
 
 // --- token endpoint -------------------------------------------------------
 
 #[tokio::test]
 async fn token_success_returns_documented_fields() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let resp = post_token(&c, &sb, good_creds()).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -131,7 +53,7 @@ async fn token_success_returns_documented_fields() {
 
 #[tokio::test]
 async fn token_wrong_credentials_is_401_single_shape() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     for body in [
         json!({"client_id": "sandbox-client", "client_secret": "nope", "grant_type": "client_credentials"}),
@@ -149,7 +71,7 @@ async fn token_wrong_credentials_is_401_single_shape() {
 #[tokio::test]
 async fn token_credentials_in_query_are_403() {
     // SPEC: as query parameters they are refused with 403.
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let resp = c
         .post(format!(
@@ -169,7 +91,7 @@ async fn token_credentials_in_query_are_403() {
 
 #[tokio::test]
 async fn token_malformed_requests_are_400() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
 
     let resp = c
@@ -203,7 +125,7 @@ async fn token_malformed_requests_are_400() {
 
 #[tokio::test]
 async fn create_user_docs_example_is_title_cased_and_stored() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     let body = json!({"user_id": "u-1", "first_name": "john", "last_name": "smith",
@@ -241,7 +163,7 @@ async fn create_user_docs_example_is_title_cased_and_stored() {
 
 #[tokio::test]
 async fn each_validation_error_has_single_shape_and_field_key() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     let cases = [
@@ -331,7 +253,7 @@ async fn each_validation_error_has_single_shape_and_field_key() {
 
 #[tokio::test]
 async fn several_validation_errors_use_multiple_shape() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     let body = json!({"user_id": "", "first_name": "a%b", "phone_number": "12", "locale": "??"});
@@ -358,7 +280,7 @@ async fn several_validation_errors_use_multiple_shape() {
 
 #[tokio::test]
 async fn malformed_json_body_is_400_in_documented_shape() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     for raw in [
@@ -389,7 +311,7 @@ async fn malformed_json_body_is_400_in_documented_shape() {
 #[tokio::test]
 async fn taken_user_id_is_400_with_meta_key_user_id() {
     // SPEC: assumption "creating a user_id that already exists answers 400".
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     assert_eq!(
@@ -416,7 +338,7 @@ async fn taken_user_id_is_400_with_meta_key_user_id() {
 
 #[tokio::test]
 async fn concurrent_creates_of_one_user_id_store_it_once() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     let mut set = tokio::task::JoinSet::new();
@@ -450,7 +372,7 @@ async fn concurrent_creates_of_one_user_id_store_it_once() {
 
 #[tokio::test]
 async fn missing_unknown_and_malformed_tokens_are_401() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let url = format!("{}{USERS_PATH}", sb.url());
     let no_header = c.post(&url).json(&user("a")).send().await.unwrap();
@@ -476,7 +398,7 @@ async fn missing_unknown_and_malformed_tokens_are_401() {
 
 #[tokio::test]
 async fn expired_token_is_401() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         token_ttl: Duration::from_secs(1),
         ..Default::default()
     })
@@ -506,7 +428,7 @@ async fn expired_token_is_401() {
 
 #[tokio::test]
 async fn sub_second_ttl_reports_one_second_and_expires() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         token_ttl: Duration::from_millis(300),
         ..Default::default()
     })
@@ -525,7 +447,7 @@ async fn sub_second_ttl_reports_one_second_and_expires() {
 
 #[tokio::test]
 async fn revoked_tokens_are_401() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t1 = token(&c, &sb).await;
     let t2 = token(&c, &sb).await;
@@ -561,7 +483,7 @@ async fn revoked_tokens_are_401() {
 // SPEC: "Errors" (429: no Retry-After documented; the strictest limiter assumed).
 #[tokio::test]
 async fn rate_limit_answers_429_without_retry_after_by_default() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         rate_limit: Some(3),
         ..Default::default()
     })
@@ -611,7 +533,7 @@ async fn rate_limit_answers_429_without_retry_after_by_default() {
 
 #[tokio::test]
 async fn fail_rate_one_gives_500_and_503_and_stores_nothing() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         fail_rate: 1.0,
         seed: Some(7),
         ..Default::default()
@@ -639,7 +561,7 @@ async fn fail_rate_one_gives_500_and_503_and_stores_nothing() {
 
 #[tokio::test]
 async fn reset_rate_one_drops_connection_and_stores_nothing() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         reset_rate: 1.0,
         ..Default::default()
     })
@@ -658,7 +580,7 @@ async fn reset_rate_one_drops_connection_and_stores_nothing() {
 #[tokio::test]
 async fn reset_writes_no_bytes_at_all() {
     // Below reqwest: the raw socket must see EOF (or RST) with nothing written.
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         reset_rate: 1.0,
         ..Default::default()
     })
@@ -690,7 +612,7 @@ async fn reset_writes_no_bytes_at_all() {
 
 #[tokio::test]
 async fn commit_drop_stores_user_then_drops_and_retry_is_taken() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         commit_drop_rate: 1.0,
         ..Default::default()
     })
@@ -740,24 +662,6 @@ async fn commit_drop_stores_user_then_drops_and_retry_is_taken() {
     );
 }
 
-/// The outcome of one create request, for comparing fault sequences.
-pub(crate) async fn outcome(c: &reqwest::Client, sb: &Sandbox, t: &str, id: &str) -> String {
-    match create(c, sb, t, &user(id)).await {
-        Ok(resp) => resp.status().as_u16().to_string(),
-        Err(_) => "dropped".to_owned(),
-    }
-}
-
-pub(crate) async fn fault_sequence(sb: &Sandbox) -> Vec<String> {
-    let c = client();
-    let t = token(&c, sb).await;
-    let mut seq = Vec::new();
-    for i in 0..40 {
-        seq.push(outcome(&c, sb, &t, &format!("s{i}")).await);
-    }
-    seq
-}
-
 #[tokio::test]
 async fn same_seed_gives_same_fault_sequence() {
     let cfg = |seed| SandboxConfig {
@@ -767,9 +671,9 @@ async fn same_seed_gives_same_fault_sequence() {
         seed: Some(seed),
         ..Default::default()
     };
-    let a = start(cfg(1234)).await;
-    let b = start(cfg(1234)).await;
-    let other = start(cfg(99)).await;
+    let a = sandbox(cfg(1234)).await;
+    let b = sandbox(cfg(1234)).await;
+    let other = sandbox(cfg(99)).await;
     let seq_a = fault_sequence(&a).await;
     let seq_b = fault_sequence(&b).await;
     let seq_other = fault_sequence(&other).await;
@@ -795,7 +699,7 @@ async fn same_seed_gives_same_fault_sequence() {
 
 #[tokio::test]
 async fn latency_delays_users_answers() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         latency: Duration::from_millis(200),
         ..Default::default()
     })
@@ -814,7 +718,7 @@ async fn latency_delays_users_answers() {
 
 #[tokio::test]
 async fn stats_and_users_endpoints_match_the_handle() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     for id in ["a", "b", "c"] {
@@ -841,7 +745,7 @@ async fn stats_and_users_endpoints_match_the_handle() {
 
 #[tokio::test]
 async fn reset_endpoint_clears_users_tokens_and_stats() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     create(&c, &sb, &t, &user("a")).await.unwrap();
@@ -863,7 +767,7 @@ async fn reset_endpoint_clears_users_tokens_and_stats() {
 
 #[tokio::test]
 async fn config_endpoint_changes_faults_while_running() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
 
@@ -953,7 +857,7 @@ async fn config_endpoint_changes_faults_while_running() {
 
 #[tokio::test]
 async fn inspection_is_never_faulted_or_limited() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         rate_limit: Some(1),
         fail_rate: 0.5,
         reset_rate: 0.5,
@@ -970,7 +874,7 @@ async fn inspection_is_never_faulted_or_limited() {
 
 #[tokio::test]
 async fn unknown_path_is_404_in_documented_shape() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let resp = c.get(format!("{}/v2/nope", sb.url())).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
@@ -1002,7 +906,7 @@ async fn start_refuses_impossible_config() {
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_then_stops() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         latency: Duration::from_millis(300),
         ..Default::default()
     })

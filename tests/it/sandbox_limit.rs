@@ -19,10 +19,10 @@ use connect_provision::sandbox::{
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::sandbox::{
-    client, create, fault_sequence, get_json, post_control, single_error, start, token, user,
+use crate::util::{
+    client, create, fault_sequence, get_json, post_control, run_cli, sandbox, single_error, token,
+    user,
 };
-use crate::util::run_cli;
 
 /// Comfortably under the 1 s window: requests sent this fast share one window.
 const WITHIN_A_WINDOW: Duration = Duration::from_millis(800);
@@ -103,7 +103,7 @@ async fn assert_throttled(resp: reqwest::Response, retry_after: bool) {
 
 #[tokio::test]
 async fn defaults_are_the_sliding_window_without_retry_after() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         rate_limit: Some(2),
         ..Default::default()
     })
@@ -136,7 +136,7 @@ async fn defaults_are_the_sliding_window_without_retry_after() {
 #[tokio::test]
 async fn retry_after_is_sent_only_when_asked_for() {
     // throttle_rate 1 makes every users request a 429 whatever the timing.
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         throttle_rate: 1.0,
         retry_after: true,
         ..Default::default()
@@ -182,7 +182,7 @@ async fn retry_after_is_sent_only_when_asked_for() {
 
 #[tokio::test]
 async fn switching_the_algorithm_through_the_config_endpoint_takes_effect() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         rate_limit: Some(4),
         ..Default::default()
     })
@@ -255,7 +255,7 @@ async fn switching_the_algorithm_through_the_config_endpoint_takes_effect() {
 
 #[tokio::test]
 async fn a_burst_over_the_limit_gets_exactly_n_through_the_sliding_window() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         rate_limit: Some(5),
         ..Default::default()
     })
@@ -280,7 +280,7 @@ async fn a_burst_over_the_limit_gets_exactly_n_through_the_sliding_window() {
 
 #[tokio::test]
 async fn max_window_reports_the_busiest_second() {
-    let sb = start(SandboxConfig::default()).await;
+    let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let t = token(&c, &sb).await;
     assert_eq!(sb.stats().max_window, 0);
@@ -334,7 +334,7 @@ async fn max_window_reports_the_busiest_second() {
 
 #[tokio::test]
 async fn throttle_rate_one_refuses_everything_and_zero_nothing() {
-    let sb = start(SandboxConfig {
+    let sb = sandbox(SandboxConfig {
         throttle_rate: 1.0,
         ..Default::default()
     })
@@ -384,8 +384,8 @@ async fn spurious_429s_use_the_seeded_fault_dice() {
         seed: Some(seed),
         ..Default::default()
     };
-    let a = start(cfg(77)).await;
-    let b = start(cfg(77)).await;
+    let a = sandbox(cfg(77)).await;
+    let b = sandbox(cfg(77)).await;
     let seq_a = fault_sequence(&a).await;
     assert_eq!(seq_a, fault_sequence(&b).await);
     let n429 = seq_a.iter().filter(|o| *o == "429").count() as u64;

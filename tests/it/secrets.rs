@@ -6,13 +6,12 @@
 //! accepts a distinctive secret, and then every byte the run produced
 //! (stdout, stderr, every file under `--out`) is searched for it.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
-use crate::util::{Cli, CliOutput, TestDir};
+use crate::util::{Cli, CliOutput, TestDir, run_async, sandbox};
 
 /// Distinctive secrets: long enough that an accidental match is impossible.
 const ENV_SECRET: &str = "envSecret-7f3a9c1e-QUUX-never-log-me";
@@ -20,22 +19,12 @@ const FILE_SECRET: &str = "fileSecret-b41d22e0-ZORP-never-log-me";
 const WRONG_SECRET: &str = "wrongSecret-0c9e8d7f-FROB-never-log-me";
 
 async fn sandbox_with_secret(secret: &str, token_ttl: Duration) -> Sandbox {
-    Sandbox::start(
-        SandboxConfig {
-            client_secret: secret.to_string(),
-            token_ttl,
-            ..Default::default()
-        },
-        "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-    )
+    sandbox(SandboxConfig {
+        client_secret: secret.to_string(),
+        token_ttl,
+        ..Default::default()
+    })
     .await
-    .unwrap()
-}
-
-async fn run(cli: Cli) -> CliOutput {
-    tokio::task::spawn_blocking(move || cli.run())
-        .await
-        .unwrap()
 }
 
 /// Distinctive personal data: names no log line could contain by chance,
@@ -172,7 +161,7 @@ async fn env_secret_and_token_are_absent_at_trace_level() {
         let out_name = format!("out-{fmt}");
         let cli = live_run(&sb.url(), &t, &out_name, fmt, &["-vvv"])
             .env("CONNECT_CLIENT_SECRET", ENV_SECRET);
-        let out = run(cli).await;
+        let out = run_async(cli).await;
         out.expect_code(1); // p3 and p4 are invalid
         // The logs are really verbose (the test is not vacuous): -vvv turns
         // on debug for the HTTP stack too.
@@ -219,7 +208,7 @@ async fn secret_file_value_is_absent_at_trace_level() {
                 secret_file.to_str().unwrap(),
             ],
         );
-        let out = run(cli).await;
+        let out = run_async(cli).await;
         out.expect_code(1);
         assert_absent(FILE_SECRET, &out, Some(&t.join(&out_name)));
         assert!(hex_runs_of_len(&out.output.stderr, 48).is_empty(), "{out}");
@@ -233,31 +222,35 @@ async fn secret_file_value_is_absent_at_trace_level() {
 async fn check_never_prints_the_secret_or_the_token() {
     let sb = sandbox_with_secret(ENV_SECRET, Duration::from_secs(3600)).await;
     for fmt in ["text", "json"] {
-        let refused = run(Cli::new([
-            "-vvv",
-            "--log-format",
-            fmt,
-            "check",
-            "--base-url",
-            &sb.url(),
-        ])
-        .env("CONNECT_CLIENT_ID", "sandbox-client")
-        .env("CONNECT_CLIENT_SECRET", WRONG_SECRET))
+        let refused = run_async(
+            Cli::new([
+                "-vvv",
+                "--log-format",
+                fmt,
+                "check",
+                "--base-url",
+                &sb.url(),
+            ])
+            .env("CONNECT_CLIENT_ID", "sandbox-client")
+            .env("CONNECT_CLIENT_SECRET", WRONG_SECRET),
+        )
         .await;
         refused.expect_code(3);
         assert_absent(WRONG_SECRET, &refused, None);
         assert_absent(ENV_SECRET, &refused, None);
 
-        let ok = run(Cli::new([
-            "-vvv",
-            "--log-format",
-            fmt,
-            "check",
-            "--base-url",
-            &sb.url(),
-        ])
-        .env("CONNECT_CLIENT_ID", "sandbox-client")
-        .env("CONNECT_CLIENT_SECRET", ENV_SECRET))
+        let ok = run_async(
+            Cli::new([
+                "-vvv",
+                "--log-format",
+                fmt,
+                "check",
+                "--base-url",
+                &sb.url(),
+            ])
+            .env("CONNECT_CLIENT_ID", "sandbox-client")
+            .env("CONNECT_CLIENT_SECRET", ENV_SECRET),
+        )
         .await;
         ok.expect_code(0);
         assert_absent(ENV_SECRET, &ok, None);
@@ -268,15 +261,17 @@ async fn check_never_prints_the_secret_or_the_token() {
     // A secret file that is refused: the same.
     let t = TestDir::new();
     let secret_file = t.write("wrong", WRONG_SECRET);
-    let refused = run(Cli::new([
-        "-vvv",
-        "check",
-        "--base-url",
-        &sb.url(),
-        "--client-secret-file",
-        secret_file.to_str().unwrap(),
-    ])
-    .env("CONNECT_CLIENT_ID", "sandbox-client"))
+    let refused = run_async(
+        Cli::new([
+            "-vvv",
+            "check",
+            "--base-url",
+            &sb.url(),
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+        ])
+        .env("CONNECT_CLIENT_ID", "sandbox-client"),
+    )
     .await;
     refused.expect_code(3);
     assert_absent(WRONG_SECRET, &refused, None);
@@ -291,10 +286,10 @@ async fn names_and_phones_are_not_logged_at_info_level() {
     let t = TestDir::new();
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let out =
-            run(live_run(&sb.url(), &t, &out_name, fmt, &[])
-                .env("CONNECT_CLIENT_SECRET", ENV_SECRET))
-            .await;
+        let out = run_async(
+            live_run(&sb.url(), &t, &out_name, fmt, &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET),
+        )
+        .await;
         out.expect_code(1);
         // The run did log something, so the check is not vacuous.
         assert!(
@@ -352,8 +347,8 @@ async fn live_run_report_files_are_private_and_complete() {
     let sb = sandbox_with_secret(ENV_SECRET, Duration::from_secs(3600)).await;
     let t = TestDir::new();
     let out_name = "out";
-    let out = run(
-        live_run(&sb.url(), &t, out_name, "json", &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET)
+    let out = run_async(
+        live_run(&sb.url(), &t, out_name, "json", &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET),
     )
     .await;
     out.expect_code(1);

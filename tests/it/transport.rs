@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use crate::util::{Cli, CliOutput, TestDir, read_results, read_summary};
+use crate::util::{Cli, TestDir, read_results, read_summary, run_async};
 
 /// What the second server saw: (method, path, Authorization header).
 type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
@@ -116,12 +116,6 @@ async fn redirecting_token(
     serve(router).await
 }
 
-async fn run(cli: Cli) -> CliOutput {
-    tokio::task::spawn_blocking(move || cli.run())
-        .await
-        .unwrap()
-}
-
 fn tool(args: Vec<String>) -> Cli {
     Cli::new(args)
         .env("CONNECT_CLIENT_ID", "transport-client")
@@ -183,7 +177,7 @@ async fn a_redirected_users_request_is_not_followed() {
         let code = status.as_u16();
         let (base, task) = redirecting_users(status, format!("{other}/v2/fulfillment/users")).await;
         let out_dir = t.join(format!("out-{code}"));
-        let out = run(tool(vec![
+        let out = run_async(tool(vec![
             "run".into(),
             input.display().to_string(),
             "--base-url".into(),
@@ -220,7 +214,7 @@ async fn a_redirected_users_request_is_not_followed() {
             75
         };
         out.expect_code(want);
-        assert_eq!(read_summary(&out_dir)["exit_code"], want);
+        assert_eq!(i32::from(read_summary(&out_dir).exit_code), want);
         assert!(!out.stderr().contains(TOKEN), "{out}");
         task.abort();
     }
@@ -239,7 +233,7 @@ async fn a_redirected_token_request_is_not_followed() {
         let code = status.as_u16();
         let (base, task) = redirecting_token(status, format!("{other}/v2/oauth/token")).await;
         let out_dir = t.join(format!("out-{code}"));
-        let out = run(tool(vec![
+        let out = run_async(tool(vec![
             "run".into(),
             input.display().to_string(),
             "--base-url".into(),
@@ -252,7 +246,7 @@ async fn a_redirected_token_request_is_not_followed() {
         out.expect_code(3);
         assert!(out.stderr().contains(&code.to_string()), "{out}");
         assert!(!out.stderr().contains(SECRET), "{out}");
-        let check = run(tool(vec!["check".into(), "--base-url".into(), base])).await;
+        let check = run_async(tool(vec!["check".into(), "--base-url".into(), base])).await;
         check.expect_code(3);
         assert!(
             seen.lock().unwrap().is_empty(),
@@ -304,7 +298,7 @@ async fn api_error_messages_are_neutralised_in_reports() {
         ],
     );
     let out_dir = t.join("out");
-    let out = run(tool(vec![
+    let out = run_async(tool(vec![
         "run".into(),
         input.display().to_string(),
         "--base-url".into(),

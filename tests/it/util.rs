@@ -1,21 +1,29 @@
 //! Shared helpers of the integration tests: a scratch directory to build
 //! inputs in, a black-box driver of the real binary that shows the command,
-//! stdout and stderr when an assertion fails, and readers that turn the
-//! reports back into data.
+//! stdout and stderr when an assertion fails, readers that turn the reports
+//! back into data, and the sandbox on loopback with the raw HTTP calls the
+//! protocol tests make against it.
 
 #![allow(
     dead_code,
     reason = "each test module uses its own subset of the helpers"
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
+use connect_provision::api::model::{ApiError, ErrorBody, TOKEN_PATH, TokenResponse, USERS_PATH};
+use connect_provision::report::Summary;
+use connect_provision::sandbox::{Sandbox, SandboxConfig};
+use reqwest::StatusCode;
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// Environment variables the binary reads; removed from every child so the
 /// developer's shell cannot change a test's outcome.
@@ -220,6 +228,14 @@ where
     Cli::new(args).run()
 }
 
+/// Run `cli` to completion on a blocking thread, so that an async test's
+/// servers keep answering meanwhile.
+pub async fn run_async(cli: Cli) -> CliOutput {
+    tokio::task::spawn_blocking(move || cli.run())
+        .await
+        .expect("the command's thread")
+}
+
 /// A finished command: the process output plus the command line, all three
 /// shown by `Display` (and by the assertion helpers when they fail).
 pub struct CliOutput {
@@ -329,9 +345,19 @@ pub fn read_results(dir: impl AsRef<Path>) -> Vec<ResultRow> {
         .collect()
 }
 
-/// Parse `dir/summary.json`.
+/// Parse `dir/summary.json` into the library's own [`Summary`].
 #[track_caller]
-pub fn read_summary(dir: impl AsRef<Path>) -> serde_json::Value {
+pub fn read_summary(dir: impl AsRef<Path>) -> Summary {
+    let path = dir.as_ref().join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()))
+}
+
+/// `dir/summary.json` as untyped JSON, for the tests of its shape (field
+/// names, fields present or absent) rather than its values.
+#[track_caller]
+pub fn read_summary_json(dir: impl AsRef<Path>) -> Value {
     let path = dir.as_ref().join("summary.json");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -399,6 +425,20 @@ pub fn assert_each_row_once(results: &[ResultRow], n_rows: u64) {
     assert_eq!(results.len() as u64, n_rows);
 }
 
+/// The sandbox holds exactly the users of the rows reported created/exists,
+/// and never created a user twice.
+#[track_caller]
+pub fn assert_sandbox_matches(sb: &Sandbox, results: &[ResultRow]) {
+    let reported: BTreeSet<String> = results
+        .iter()
+        .filter(|r| r.status == "created" || r.status == "exists")
+        .map(|r| r.user_id.clone())
+        .collect();
+    let stored: BTreeSet<String> = sb.users().into_iter().map(|u| u.user_id).collect();
+    assert_eq!(stored, reported, "sandbox users vs rows created/exists");
+    assert_eq!(sb.stats().duplicate_creations, 0);
+}
+
 /// File mode bits (unix).
 #[cfg(unix)]
 pub fn mode(path: impl AsRef<Path>) -> u32 {
@@ -408,4 +448,203 @@ pub fn mode(path: impl AsRef<Path>) -> u32 {
         .permissions()
         .mode()
         & 0o777
+}
+
+// ---------------------------------------------------------------------------
+// Live runs against the sandbox.
+
+/// The client secret the sandbox accepts by default.
+pub const SANDBOX_SECRET: &str = "sandbox-secret";
+
+/// A sandbox on `127.0.0.1:0`.
+pub async fn sandbox(cfg: SandboxConfig) -> Sandbox {
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+    Sandbox::start(cfg, listen).await.expect("sandbox starts")
+}
+
+/// A scratch directory with a generated input of valid, distinct users.
+pub struct Fixture {
+    pub dir: TestDir,
+    pub input: PathBuf,
+    pub rows: u64,
+}
+
+impl Fixture {
+    /// `rows` valid, distinct users in `in.csv`.
+    pub fn users(rows: u64) -> Fixture {
+        let dir = TestDir::new();
+        let mut s = String::from("user_id,first_name,last_name,phone_number,locale\n");
+        for i in 1..=rows {
+            s.push_str(&format!(
+                "u{i:06},ann,smith,(415) 555-{:04},en-US\n",
+                i % 10_000
+            ));
+        }
+        let input = dir.write("in.csv", s);
+        Fixture { dir, input, rows }
+    }
+
+    /// The run's `--out` directory.
+    pub fn out(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+
+    /// `INPUT --out OUT EXTRA...`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            self.input.display().to_string(),
+            "--out".into(),
+            self.out().display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+}
+
+/// `connect-provision run ARGS... --base-url BASE --no-progress` with the
+/// sandbox's client id and `secret`.
+pub fn live_run<I, S>(base: &str, secret: &str, args: I) -> Cli
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let mut argv: Vec<OsString> = vec!["run".into()];
+    argv.extend(args.into_iter().map(Into::into));
+    argv.extend(["--base-url".into(), base.into(), "--no-progress".into()]);
+    Cli::new(argv)
+        .env("CONNECT_CLIENT_ID", "sandbox-client")
+        .env("CONNECT_CLIENT_SECRET", secret)
+}
+
+/// Run the binary against `base` (see [`live_run`]). With `SHOW_OUTPUT` set
+/// in the environment, print what it printed.
+pub fn run_against<I, S>(base: &str, secret: &str, args: I) -> CliOutput
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let out = live_run(base, secret, args).run();
+    if std::env::var_os("SHOW_OUTPUT").is_some() {
+        eprintln!("{out}");
+    }
+    out
+}
+
+/// [`run_against`] on a blocking thread, so the sandbox keeps answering.
+pub async fn run_blocking(base: String, secret: &str, args: Vec<String>) -> CliOutput {
+    let secret = secret.to_owned();
+    tokio::task::spawn_blocking(move || run_against(&base, &secret, args))
+        .await
+        .expect("the run's thread")
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP against the sandbox (the protocol tests).
+
+/// An HTTP client for loopback: no proxy, a 10 s timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// POST `body` to the sandbox's token endpoint.
+pub async fn post_token(c: &reqwest::Client, sb: &Sandbox, body: Value) -> reqwest::Response {
+    c.post(format!("{}{TOKEN_PATH}", sb.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("token request")
+}
+
+/// The token request body with the sandbox's default credentials.
+pub fn good_creds() -> Value {
+    json!({"client_id": "sandbox-client", "client_secret": SANDBOX_SECRET, "grant_type": "client_credentials"})
+}
+
+/// A token for the sandbox's default credentials.
+pub async fn token(c: &reqwest::Client, sb: &Sandbox) -> String {
+    let resp = post_token(c, sb, good_creds()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json::<TokenResponse>()
+        .await
+        .expect("token response")
+        .access_token
+}
+
+/// POST `body` to the create-user endpoint with `token`.
+pub async fn create(
+    c: &reqwest::Client,
+    sb: &Sandbox,
+    token: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    c.post(format!("{}{USERS_PATH}", sb.url()))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+}
+
+/// The smallest valid create-user body.
+pub fn user(id: &str) -> Value {
+    json!({"user_id": id, "first_name": "ann"})
+}
+
+/// The single-error shape, asserting it is not the multiple one.
+pub async fn single_error(resp: reqwest::Response) -> ApiError {
+    match resp.json::<ErrorBody>().await.expect("error body") {
+        ErrorBody::Single(e) => e,
+        ErrorBody::Multiple(m) => panic!("expected the single-error shape, got {m:?}"),
+    }
+}
+
+/// GET `path` from the sandbox, expecting 200 and a JSON `T`.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    c: &reqwest::Client,
+    sb: &Sandbox,
+    path: &str,
+) -> T {
+    let resp = c
+        .get(format!("{}{path}", sb.url()))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    resp.json().await.expect("JSON body")
+}
+
+/// POST to one of the sandbox's control endpoints, with an optional JSON body.
+pub async fn post_control(
+    c: &reqwest::Client,
+    sb: &Sandbox,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut req = c.post(format!("{}{path}", sb.url()));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.expect("control request")
+}
+
+/// The outcome of one create request, for comparing fault sequences.
+pub async fn outcome(c: &reqwest::Client, sb: &Sandbox, t: &str, id: &str) -> String {
+    match create(c, sb, t, &user(id)).await {
+        Ok(resp) => resp.status().as_u16().to_string(),
+        Err(_) => "dropped".to_owned(),
+    }
+}
+
+/// The outcomes of 40 creates in a row: the sandbox's fault dice, as seen.
+pub async fn fault_sequence(sb: &Sandbox) -> Vec<String> {
+    let c = client();
+    let t = token(&c, sb).await;
+    let mut seq = Vec::new();
+    for i in 0..40 {
+        seq.push(outcome(&c, sb, &t, &format!("s{i}")).await);
+    }
+    seq
 }
