@@ -179,11 +179,10 @@ async fn unreachable_target_is_a_transport_error() {
         "{err:?}"
     );
     assert!(err.is_transient());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    // A guard against retrying past the budget, not a speed check: three
+    // refused connections and two backoff sleeps of at most 200 ms.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "gave up after {took:?}");
 }
 
 #[tokio::test]
@@ -251,7 +250,11 @@ async fn revoked_token_is_refreshed_once_for_all_workers() {
         let cx = cx.clone();
         tokio::spawn(async move { run(&cx, (1..=200).map(job), 20).await })
     };
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Revoke once the run is under way: after its first user, which at
+    // 100/s leaves most of the 200 to go whatever the machine's speed.
+    while sb.stats().created == 0 && !runner.is_finished() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let before = sb.stats();
     assert!(
         before.created > 0 && before.created < 200,

@@ -318,12 +318,12 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     let reached = wait_until(Duration::from_secs(20), || journal_rows(&out) >= 150);
     assert!(reached, "journal stuck; stderr:\n{}", run.stderr());
     assert!(run.running(), "the run ended before the signal");
-    let signalled = Instant::now();
     run.signal("-TERM");
+    // Not a speed check: only a guard against a run that never stops. That
+    // it stopped taking rows and drained what was in flight is what the
+    // reports below show.
     let status = run.wait(Duration::from_secs(20));
-    let took = signalled.elapsed();
     assert_eq!(status.code(), Some(130), "stderr:\n{}", run.stderr());
-    assert!(took < Duration::from_secs(5 + 2), "exit took {took:?}");
     assert!(run.stdout().contains("--resume"), "{}", run.stdout());
 
     let rows = read_results(&out);
@@ -401,7 +401,10 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
     let mut windows = 0;
     loop {
         windows += 1;
-        assert!(windows <= 10, "still not done after 10 windows");
+        // Each window must make progress (checked below), so this only stops
+        // a loop that would not end; a slow machine needs more windows of
+        // 1 s than a fast one, so the bound is far above the 4 to 5 usual.
+        assert!(windows <= 40, "still not done after 40 windows");
         let mut args = vec![
             s(&fx.input),
             "--out".into(),
@@ -414,9 +417,9 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
         if windows > 1 {
             args.push("--resume".into());
         }
-        let started = Instant::now();
+        let sent_before = sb.stats().users_requests;
         let o = run_blocking(sb.url(), SECRET, args).await;
-        let took = started.elapsed();
+        let sent = sb.stats().users_requests - sent_before;
         let rows = read_results(&out);
         assert_each_row_once(&rows, fx.rows);
         assert_sandbox_matches(&sb, &rows);
@@ -429,16 +432,20 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
             "window {windows} lost a row"
         );
         created_before = now;
+        // The budget stopped the sending: at --rate 100 no window of 1 s can
+        // send more than about 100 requests, while a run that ignored the
+        // budget would send all 400 in the first (a slow machine only sends
+        // fewer).
+        assert!(
+            sent <= 110,
+            "window {windows} sent {sent} requests on a 1 s budget at 100/s"
+        );
         if o.code() == 0 {
             assert!(rows.iter().all(|r| r.status == "created"));
             assert!(!summary.interrupted);
             break;
         }
         assert_eq!(o.code(), 130, "window {windows}: {o}");
-        assert!(
-            took < Duration::from_secs(3),
-            "window {windows} took {took:?}"
-        );
         assert!(summary.interrupted);
         let created = count(&rows, "created");
         assert!(created > last_created, "window {windows} made no progress");
@@ -774,12 +781,12 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
     assert!(stopping, "first SIGINT not seen; stderr:\n{}", run.stderr());
     // As a person would: the second Ctrl-C a moment after the first.
     std::thread::sleep(Duration::from_millis(100));
-    let second = Instant::now();
     run.signal("-INT");
+    // A guard against a run that never stops, not a speed check: that the
+    // abort did not wait for the answers in flight is what the journal
+    // below shows (each answer takes 2 s and would have been recorded).
     let status = run.wait(Duration::from_secs(15));
-    let took = second.elapsed();
     assert_eq!(status.code(), Some(130), "stderr:\n{}", run.stderr());
-    assert!(took < Duration::from_secs(1), "abort took {took:?}");
     assert!(
         run.stderr().contains("aborted by a second SIGINT"),
         "{}",

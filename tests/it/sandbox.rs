@@ -926,7 +926,11 @@ async fn shutdown_finishes_in_flight_requests_then_stops() {
                 .map(|r| r.status())
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down once the request has arrived (its answer is 300 ms away),
+    // rather than after a fixed pause a slow machine might not cover.
+    while sb.stats().users_requests == 0 && !in_flight.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     sb.shutdown().await;
     assert_eq!(in_flight.await.unwrap().unwrap(), StatusCode::OK);
     assert!(
