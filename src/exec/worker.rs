@@ -12,9 +12,10 @@
 //! Per-row problems are data (`Outcome`); only a run-ending token problem is an
 //! `Err(FatalError)`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use governor::Jitter;
@@ -22,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::classify::{Verdict, classify};
 use crate::api::client::{Attempt, ConnectClient, TokenError, TransportKind};
-use crate::api::token::TokenManager;
+use crate::api::token::{TokenManager, TokenRef};
 use crate::exec::counters::EngineCounters;
-use crate::exec::pace::Pace;
+use crate::exec::pace::{Pace, Slot};
 use crate::exec::throttle::Throttle;
 use crate::outcome::{Outcome, Status};
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 
 /// 401s per row answered by refreshing the token "for free". Beyond this a 401
 /// spends an attempt like any transient error, so a row cannot loop forever
@@ -88,105 +89,116 @@ pub async fn fetch_first_token(client: ConnectClient) -> Result<Arc<TokenManager
 
 /// Provision one row: retry until it is created, exists, is rejected, runs out
 /// of attempts, or the run is cancelled. `Err` only for [`FatalError`].
+///
+/// Each turn: wait for a slot (cancellable) → send once → decide. Waits
+/// between attempts are cancellable; a request on the wire is not.
 pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> {
-    let mut row = RowRun::new(job);
-    let mut backoff = cx.retry.backoff();
-    let mut free_unauthorized = 0;
+    let mut row = RowRun::new(job, cx.retry.backoff());
     loop {
-        // Waiting for a slot is "between attempts": cancellable.
-        let slot = tokio::select! {
-            biased;
-            () = cx.cancel.cancelled() => return Ok(row.interrupted()),
-            slot = async {
-                cx.throttle.wait().await;
-                cx.pace.until_ready(cx.jitter).await
-            } => slot,
+        let Some(slot) = until_cancelled(cx, wait_for_slot(cx)).await else {
+            return Ok(row.interrupted());
         };
         let token = cx.tokens.current();
-        row.attempts += 1;
-        bump(&cx.counters.requests_sent);
-        // Not raced with `cancel`: an in-flight request always finishes.
-        let sent = Instant::now();
-        let attempt = cx
-            .client
-            .create_user(token.token.expose(), row.job.body.clone())
-            .await;
-        let rtt = sent.elapsed();
-        cx.counters
-            .request_micros
-            .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
-        if matches!(attempt, Attempt::Answered { .. }) {
-            // When the partner saw it is only known for an answered request.
-            cx.pace.settle(slot, rtt);
-        }
-        let verdict = classify(&attempt);
-        count(&attempt, &verdict, cx);
-
-        // Any answer but 401 means the token was accepted (the sandbox, like
-        // Connect, authenticates before rate limiting); a transport error says
-        // nothing about it.
-        if matches!(attempt, Attempt::Answered { .. }) && !matches!(verdict, Verdict::Unauthorized)
-        {
-            cx.tokens.mark_good(token.generation);
-        }
-        let (retry_after, throttled) = match verdict {
-            Verdict::Done(status, http) => return Ok(row.finish(status, Some(http), None)),
-            Verdict::Final(http, message) => {
-                return Ok(row.finish(Status::Rejected, Some(http), Some(message)));
-            }
-            Verdict::Unauthorized if free_unauthorized < FREE_UNAUTHORIZED_PER_ROW => {
-                free_unauthorized += 1;
-                row.last = (Some(401), "HTTP 401: access token refused".into());
-                tokio::select! {
-                    biased;
-                    () = cx.cancel.cancelled() => return Ok(row.interrupted()),
-                    res = async {
-                        if cx.throttle.held_after(token.issued_at) {
-                            cx.tokens.invalidate_after_pause(token.generation).await
-                        } else {
-                            cx.tokens.invalidate(token.generation).await
-                        }
-                    } => {
-                        res.map_err(|source| FatalError::Token { row: row.job.row, source })?;
-                    }
-                }
+        let verdict = send(&mut row, &token, slot, cx).await;
+        match row.decide(verdict) {
+            Next::Finish(status, http, error) => return Ok(row.finish(status, http, error)),
+            Next::RefreshToken => {
+                let Some(refreshed) = until_cancelled(cx, refresh(&token, cx)).await else {
+                    return Ok(row.interrupted());
+                };
+                let row_no = row.job.row;
+                refreshed.map_err(|source| FatalError::Token {
+                    row: row_no,
+                    source,
+                })?;
                 // A refreshed token is not a retry: no backoff, no budget spent.
-                continue;
             }
-            Verdict::Unauthorized => {
-                row.last = (
-                    Some(401),
-                    "HTTP 401: access token refused repeatedly".into(),
-                );
-                (None, false)
-            }
-            Verdict::Retry {
-                reason,
-                http,
+            Next::Retry {
                 retry_after,
                 throttled,
             } => {
-                row.last = (http, reason);
-                (retry_after, throttled)
+                let Some(delay) = row.backoff.next() else {
+                    return Ok(row.failed());
+                };
+                let delay = retry_after.map_or(delay, |ra| ra.max(delay));
+                if throttled {
+                    // The partner's threshold is shared: pause every worker.
+                    cx.throttle.hold_for(delay);
+                }
+                bump(&cx.counters.retries);
+                tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
+                if until_cancelled(cx, tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
+                    return Ok(row.interrupted());
+                }
             }
-        };
+        }
+    }
+}
 
-        let Some(delay) = backoff.next() else {
-            let (http, reason) = std::mem::take(&mut row.last);
-            return Ok(row.finish(Status::Failed, http, Some(reason)));
-        };
-        let delay = retry_after.map_or(delay, |ra| ra.max(delay));
-        if throttled {
-            // The partner's threshold is shared: pause every worker.
-            cx.throttle.hold_for(delay);
+/// What a row does after an attempt.
+enum Next {
+    Finish(Status, Option<u16>, Option<String>),
+    /// 401 with free refreshes left: refresh the token and send again.
+    RefreshToken,
+    Retry {
+        retry_after: Option<Duration>,
+        throttled: bool,
+    },
+}
+
+/// `fut`, unless the run is cancelled first (`None`).
+async fn until_cancelled<T>(cx: &WorkerCtx, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = cx.cancel.cancelled() => None,
+        v = fut => Some(v),
+    }
+}
+
+/// The pool-wide 429 pause, then one slot of the shared limiter.
+async fn wait_for_slot(cx: &WorkerCtx) -> Option<Slot> {
+    cx.throttle.wait().await;
+    cx.pace.until_ready(cx.jitter).await
+}
+
+/// Exactly one request with `token`, counted, and classified.
+async fn send(row: &mut RowRun, token: &TokenRef, slot: Option<Slot>, cx: &WorkerCtx) -> Verdict {
+    row.attempts += 1;
+    bump(&cx.counters.requests_sent);
+    let sent = Instant::now();
+    let attempt = cx
+        .client
+        .create_user(token.token.expose(), row.job.body.clone())
+        .await;
+    let rtt = sent.elapsed();
+    cx.counters
+        .request_micros
+        .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
+    let verdict = classify(&attempt);
+    count(&attempt, &verdict, cx);
+    if matches!(attempt, Attempt::Answered { .. }) {
+        // When the partner saw it is only known for an answered request.
+        cx.pace.settle(slot, rtt);
+        // Any answer but 401 means the token was accepted (the sandbox, like
+        // Connect, authenticates before rate limiting); a transport error
+        // says nothing about it.
+        if !matches!(verdict, Verdict::Unauthorized) {
+            cx.tokens.mark_good(token.generation);
         }
-        bump(&cx.counters.retries);
-        tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
-        tokio::select! {
-            biased;
-            () = cx.cancel.cancelled() => return Ok(row.interrupted()),
-            () = tokio::time::sleep(delay) => {}
-        }
+    }
+    verdict
+}
+
+/// Report `token` refused; a token that sat through a pool-wide pause was
+/// more likely revoked meanwhile than refused at once.
+async fn refresh(token: &TokenRef, cx: &WorkerCtx) -> Result<(), TokenError> {
+    if cx.throttle.held_after(token.issued_at) {
+        cx.tokens.invalidate_after_pause(token.generation).await
+    } else {
+        cx.tokens.invalidate(token.generation).await
     }
 }
 
@@ -219,18 +231,67 @@ struct RowRun {
     job: Job,
     started: Instant,
     attempts: u32,
+    /// Delays before the retries left.
+    backoff: Backoff,
+    /// 401s answered by a token refresh so far.
+    free_unauthorized: u32,
     /// Last HTTP status and reason, for `failed` rows.
     last: (Option<u16>, String),
 }
 
 impl RowRun {
-    fn new(job: Job) -> Self {
+    fn new(job: Job, backoff: Backoff) -> Self {
         RowRun {
             job,
             started: Instant::now(),
             attempts: 0,
+            backoff,
+            free_unauthorized: 0,
             last: (None, String::new()),
         }
+    }
+
+    /// What to do after an attempt classified `verdict`.
+    fn decide(&mut self, verdict: Verdict) -> Next {
+        match verdict {
+            Verdict::Done(status, http) => Next::Finish(status, Some(http), None),
+            Verdict::Final(http, message) => {
+                Next::Finish(Status::Rejected, Some(http), Some(message))
+            }
+            Verdict::Unauthorized if self.free_unauthorized < FREE_UNAUTHORIZED_PER_ROW => {
+                self.free_unauthorized += 1;
+                self.last = (Some(401), "HTTP 401: access token refused".into());
+                Next::RefreshToken
+            }
+            Verdict::Unauthorized => {
+                self.last = (
+                    Some(401),
+                    "HTTP 401: access token refused repeatedly".into(),
+                );
+                Next::Retry {
+                    retry_after: None,
+                    throttled: false,
+                }
+            }
+            Verdict::Retry {
+                reason,
+                http,
+                retry_after,
+                throttled,
+            } => {
+                self.last = (http, reason);
+                Next::Retry {
+                    retry_after,
+                    throttled,
+                }
+            }
+        }
+    }
+
+    /// Transient errors outlasted the retries.
+    fn failed(mut self) -> Outcome {
+        let (http, reason) = std::mem::take(&mut self.last);
+        self.finish(Status::Failed, http, Some(reason))
     }
 
     fn finish(self, status: Status, http_status: Option<u16>, error: Option<String>) -> Outcome {
