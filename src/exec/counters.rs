@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::token::TokenManager;
+use crate::report::EngineFigures;
 
 /// Run-wide request counters, updated by every worker (relaxed atomics).
 #[derive(Debug, Default)]
@@ -26,28 +27,16 @@ pub struct EngineCounters {
     pub request_micros: AtomicU64,
 }
 
-/// A plain copy of [`EngineCounters`] plus the token refresh count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    pub requests_sent: u64,
-    pub retries: u64,
-    pub throttled_429: u64,
-    pub unauthorized: u64,
-    pub transport_errors: u64,
-    pub token_refreshes: u64,
-}
-
 impl EngineCounters {
-    /// Read every counter; `token_refreshes` comes from the token manager.
-    pub fn snapshot(&self, tokens: &TokenManager) -> EngineStats {
+    /// The figures the reports and the bar show; `token_refreshes` comes
+    /// from the token manager (none before the first token).
+    pub fn snapshot(&self, tokens: Option<&TokenManager>) -> EngineFigures {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        EngineStats {
+        EngineFigures {
             requests_sent: get(&self.requests_sent),
             retries: get(&self.retries),
             throttled_429: get(&self.throttled_429),
-            unauthorized: get(&self.unauthorized),
-            transport_errors: get(&self.transport_errors),
-            token_refreshes: tokens.refreshes(),
+            token_refreshes: tokens.map_or(0, TokenManager::refreshes),
         }
     }
 }

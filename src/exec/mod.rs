@@ -16,5 +16,5 @@ pub mod stop;
 pub mod throttle;
 pub mod worker;
 
-pub use counters::{EngineCounters, EngineStats};
+pub use counters::EngineCounters;
 pub use worker::{FatalError, Job, WorkerCtx, fetch_first_token, provision};

@@ -173,7 +173,7 @@ pub async fn run_live(
         let counters = counters.clone();
         let tokens = tokens.clone();
         let prior_figures = prior.figures;
-        move || prior_figures.plus(&figures_of(&counters, tokens.as_deref()))
+        move || prior_figures.plus(&counters.snapshot(tokens.as_deref()))
     };
     let progress = {
         let figures = figures.clone();
@@ -403,15 +403,6 @@ fn open_state(
         }),
         Some(reader),
     ))
-}
-
-fn figures_of(c: &EngineCounters, tokens: Option<&TokenManager>) -> EngineFigures {
-    EngineFigures {
-        requests_sent: c.requests_sent.load(Ordering::Relaxed),
-        retries: c.retries.load(Ordering::Relaxed),
-        throttled_429: c.throttled_429.load(Ordering::Relaxed),
-        token_refreshes: tokens.map_or(0, TokenManager::refreshes),
-    }
 }
 
 /// The reader thread: every data row goes either to a worker (as a job) or

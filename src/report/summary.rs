@@ -113,8 +113,9 @@ impl EngineFigures {
 pub struct RateSummary {
     /// `fixed` or `auto`.
     pub mode: String,
-    /// The rate in force at the end: with `auto`, what it settled on — start
-    /// the next night's run from it with `--rate-start`.
+    /// A rate safe to start the next night from (`--rate-start`): the fixed
+    /// rate, or with `auto` the highest rate held without a 429 over the last
+    /// minute, below the latest ceiling (exec::pace::Controller::safe_rate).
     pub final_per_second: f64,
     /// `--rate-max` with `auto`.
     pub max_per_second: Option<u32>,
