@@ -478,6 +478,48 @@ pub fn resolve_run(
         _ => None,
     };
 
+    let (read, validate) = resolve_read(&args.read, args.limit, cfg)?;
+    let exec = resolve_exec(args, cfg)?;
+    if args.resume && args.dry_run {
+        return Err(ConfigError::ResumeDryRun);
+    }
+    if args.resume && args.out.is_none() && cfg.and_then(|c| c.out.as_ref()).is_none() {
+        return Err(ConfigError::ResumeWithoutOut);
+    }
+    let state = args
+        .state
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.state.as_ref().map(|p| c.resolve_path(p))));
+    if state.is_some() && args.dry_run {
+        return Err(ConfigError::StateDryRun);
+    }
+    let out = args
+        .out
+        .clone()
+        .or_else(|| cfg.and_then(|c| c.out.as_ref().map(|p| c.resolve_path(p))))
+        .unwrap_or_else(|| default_out_dir(now));
+    Ok(RunSettings {
+        input: InputSource::from_arg(&args.input),
+        read,
+        validate,
+        target,
+        credentials,
+        exec,
+        dry_run: args.dry_run,
+        resume: args.resume,
+        out,
+        journal: !args.no_journal,
+        state,
+    })
+}
+
+/// How the input is read and validated: `--map`, encoding, delimiter,
+/// phone region and default locale, each flag over the config file.
+fn resolve_read(
+    args: &crate::cli::ReadArgs,
+    limit: Option<u64>,
+    cfg: Option<&ConfigFile>,
+) -> Result<(ReadOptions, ValidateOptions), ConfigError> {
     let mut columns = ColumnSpec::default();
     if let Some(c) = cfg {
         for (field, header) in &c.columns {
@@ -494,13 +536,12 @@ pub fn resolve_run(
             columns.map(f, header.clone());
         }
     }
-    for (field, header) in &args.read.map {
+    for (field, header) in &args.map {
         if let Some(f) = Field::from_name(field) {
             columns.map(f, header.clone());
         }
     }
     let encoding = match args
-        .read
         .encoding
         .as_deref()
         .or(cfg.and_then(|c| c.encoding.as_deref()))
@@ -508,10 +549,7 @@ pub fn resolve_run(
         Some(label) => encoding_for_label(label)?,
         None => None,
     };
-    let delimiter = match (
-        args.read.delimiter,
-        cfg.and_then(|c| c.delimiter.as_deref()),
-    ) {
+    let delimiter = match (args.delimiter, cfg.and_then(|c| c.delimiter.as_deref())) {
         (Some(d), _) => d,
         (None, Some(s)) => {
             crate::cli::parse_delimiter(s).map_err(|message| ConfigError::ConfigValue {
@@ -526,22 +564,26 @@ pub fn resolve_run(
         encoding,
         delimiter,
         columns,
-        limit: args.limit,
+        limit,
     };
     let validate = ValidateOptions::new(
-        args.read
-            .phone_region
+        args.phone_region
             .as_deref()
             .or(cfg.and_then(|c| c.phone_region.as_deref()))
             .unwrap_or("US"),
-        args.read
-            .default_locale
+        args.default_locale
             .as_deref()
             .or(cfg.and_then(|c| c.default_locale.as_deref())),
     )?;
 
+    Ok((read, validate))
+}
+
+/// How the run executes: rate, breaker, burst, concurrency, attempts,
+/// timeout and time budget, each flag over the config file over the default.
+fn resolve_exec(args: &RunArgs, cfg: Option<&ConfigFile>) -> Result<ExecSettings, ConfigError> {
     let d = ExecSettings::default();
-    let exec = ExecSettings {
+    Ok(ExecSettings {
         rate: resolve_rate(args, cfg)?,
         breaker: Breaker {
             max_error_rate: match args.max_error_rate {
@@ -600,37 +642,6 @@ pub fn resolve_run(
                 .transpose()?
                 .flatten(),
         },
-    };
-    if args.resume && args.dry_run {
-        return Err(ConfigError::ResumeDryRun);
-    }
-    if args.resume && args.out.is_none() && cfg.and_then(|c| c.out.as_ref()).is_none() {
-        return Err(ConfigError::ResumeWithoutOut);
-    }
-    let state = args
-        .state
-        .clone()
-        .or_else(|| cfg.and_then(|c| c.state.as_ref().map(|p| c.resolve_path(p))));
-    if state.is_some() && args.dry_run {
-        return Err(ConfigError::StateDryRun);
-    }
-    let out = args
-        .out
-        .clone()
-        .or_else(|| cfg.and_then(|c| c.out.as_ref().map(|p| c.resolve_path(p))))
-        .unwrap_or_else(|| default_out_dir(now));
-    Ok(RunSettings {
-        input: InputSource::from_arg(&args.input),
-        read,
-        validate,
-        target,
-        credentials,
-        exec,
-        dry_run: args.dry_run,
-        resume: args.resume,
-        out,
-        journal: !args.no_journal,
-        state,
     })
 }
 
