@@ -197,7 +197,7 @@ fn limiter(rate: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
 /// limit is that high, and a ring that size would cost more than it guards.
 pub struct Window {
     inner: Mutex<WindowState>,
-    /// `cap` without the lock, for the fast path above `GUARD_MAX`.
+    /// The rate is above `GUARD_MAX`: admit without taking the lock.
     open: std::sync::atomic::AtomicBool,
 }
 

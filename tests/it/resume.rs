@@ -984,18 +984,19 @@ async fn resume_after_kill_9_does_not_change_breaker_decisions() {
     // Uninterrupted: exit 1 (some rows invalid), every valid row created.
     let sb = sandbox(SandboxConfig::default()).await;
     let whole = dir.path().join("whole");
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
+    // `run INPUT --out OUT --rate 400`, plus `extra`.
+    let argv = |out: &Path, extra: &[&str]| {
+        let mut v: Vec<String> = vec![
             input.clone(),
             "--out".into(),
-            s(&whole),
+            s(out),
             "--rate".into(),
             "400".into(),
-        ],
-    )
-    .await;
+        ];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let o = run_blocking(sb.url(), SECRET, argv(&whole, &[])).await;
     o.expect_code(1);
     let expected = statuses(&whole);
     assert_eq!(expected.len() as u64, ROWS);
@@ -1022,19 +1023,7 @@ async fn resume_after_kill_9_does_not_change_breaker_decisions() {
         assert!(run.running(), "{pct}%: the run ended before the kill");
         run.kill_9();
     }
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            input,
-            "--out".into(),
-            out_s,
-            "--rate".into(),
-            "400".into(),
-            "--resume".into(),
-        ],
-    )
-    .await;
+    let o = run_blocking(sb.url(), SECRET, argv(&out, &["--resume"])).await;
     assert_eq!(o.code(), 1, "the breaker tripped after a resume: {}", o);
     let rows = read_results(&out);
     assert_each_row_once(&rows, ROWS);
