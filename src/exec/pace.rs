@@ -412,15 +412,23 @@ impl Controller {
 
     /// The highest rate that held without a push-back over the last minute
     /// (a tick without one, followed by another without one: the partner's
-    /// window lags a tick), below the last ceiling: a rate that held before
-    /// the limit fell is no longer safe. The rate now when no tick qualifies.
+    /// window lags a tick). A rate that held before the latest push-back
+    /// counts only below the rate that push-back came at: what held before
+    /// the limit fell is no longer safe, even once a probe has since held
+    /// above that push-back and forgotten the ceiling. The rate now when no
+    /// tick qualifies.
     pub fn safe_rate(&self) -> f64 {
-        let below = self.ceiling.unwrap_or(f64::INFINITY);
+        let last_push = self.history.iter().rposition(|&(_, pushed)| pushed);
+        let below = |i: usize| match last_push {
+            Some(p) if i < p => self.history[p].0,
+            _ => f64::INFINITY,
+        };
         self.history
             .iter()
             .zip(self.history.iter().skip(1))
-            .filter(|(a, b)| !a.1 && !b.1 && a.0 < below)
-            .map(|(a, _)| a.0)
+            .enumerate()
+            .filter(|&(i, (a, b))| !a.1 && !b.1 && a.0 < below(i))
+            .map(|(_, (a, _))| a.0)
             .fold(None, |best: Option<f64>, r| {
                 Some(best.map_or(r, |b| b.max(r)))
             })
@@ -742,6 +750,21 @@ mod tests {
         }
         let safe = c.safe_rate();
         assert!(safe < 40.0 && safe >= low, "{safe} after the fall to {low}");
+        // Held under the new ceiling long enough to probe above it: the
+        // probe forgets the ceiling, not the fall (CI once reported 59.6/s
+        // for a limit that fell from 60 to 20).
+        for _ in 0..60 {
+            if c.ceiling.is_none() {
+                break;
+            }
+            c.tick(busy(c.rate()), TICK);
+        }
+        assert_eq!(c.ceiling, None, "the probe held above the old ceiling");
+        let safe = c.safe_rate();
+        assert!(
+            safe < 40.0 && safe >= low,
+            "{safe} after probing from {low}"
+        );
     }
 
     /// Most sends in any sliding `span` of `times`.
