@@ -10,6 +10,8 @@
 
 pub mod breaker;
 pub mod counters;
+mod dispatch;
+mod feed;
 pub mod pace;
 pub mod pipeline;
 pub mod stop;

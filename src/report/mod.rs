@@ -3,6 +3,8 @@
 //! run) and summary.json. The [`Recorder`] is their only writer.
 
 pub mod journal;
+pub mod recorder;
+pub mod results;
 mod sanitize;
 mod summary;
 

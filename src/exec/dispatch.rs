@@ -1,0 +1,1 @@
+//! Dispatch: the semaphore, one task per row, and its growth.

@@ -1,0 +1,1 @@
+//! Feed: read, prepare and hand rows to the dispatcher.

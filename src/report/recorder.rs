@@ -1,0 +1,1 @@
+//! The recorder: the only writer of reports during a run.

@@ -1,0 +1,1 @@
+//! results.csv read back: one reader for resume and `state import`.
