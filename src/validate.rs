@@ -140,6 +140,45 @@ impl Validator {
     }
 
     fn check(&self, rec: &ByteRecord) -> Result<CreateUser, Invalid> {
+        self.check_shape(rec)?;
+        let get = |field: Field| -> &str {
+            self.columns
+                .index(field)
+                .and_then(|i| rec.get(i))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map_or("", str::trim)
+        };
+
+        let user_id = get(Field::UserId);
+        check_user_id(user_id)?;
+
+        let first_name = get(Field::FirstName);
+        if first_name.is_empty() {
+            return Err(Invalid::field(Field::FirstName, "required"));
+        }
+        check_name(Field::FirstName, first_name)?;
+        let last_name = non_blank(get(Field::LastName));
+        if let Some(n) = last_name {
+            check_name(Field::LastName, n)?;
+        }
+
+        let phone_number = match non_blank(get(Field::PhoneNumber)) {
+            None => None,
+            Some(p) => Some(self.phone(p)?),
+        };
+        let locale = self.locale(get(Field::Locale))?;
+
+        Ok(CreateUser {
+            user_id: user_id.to_string(),
+            first_name: first_name.to_string(),
+            last_name: last_name.map(str::to_string),
+            phone_number,
+            locale,
+        })
+    }
+
+    /// The record as a whole: as many fields as the header, all UTF-8.
+    fn check_shape(&self, rec: &ByteRecord) -> Result<(), Invalid> {
         if rec.len() != self.headers.len() {
             return Err(Invalid::row(format!(
                 "expected {} fields, found {} (check quoting and the delimiter)",
@@ -159,66 +198,20 @@ impl Validator {
                 crate::input::printable(column)
             )));
         }
-        let get = |field: Field| -> &str {
-            self.columns
-                .index(field)
-                .and_then(|i| rec.get(i))
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .map_or("", str::trim)
-        };
+        Ok(())
+    }
 
-        let user_id = get(Field::UserId);
-        if user_id.is_empty() {
-            return Err(Invalid::field(Field::UserId, "required"));
-        }
-        check_controls(Field::UserId, user_id)?;
-        // Bidi overrides and isolates make an id display as another one in
-        // reports and consoles (Trojan-Source style); names may keep them.
-        if let Some(c) = user_id
-            .chars()
-            .find(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
-        {
-            return Err(Invalid::field(
-                Field::UserId,
-                format!(
-                    "contains a bidirectional control character (U+{:04X})",
-                    u32::from(c)
-                ),
-            ));
-        }
-
-        let first_name = get(Field::FirstName);
-        if first_name.is_empty() {
-            return Err(Invalid::field(Field::FirstName, "required"));
-        }
-        check_name(Field::FirstName, first_name)?;
-        let last_name = non_blank(get(Field::LastName));
-        if let Some(n) = last_name {
-            check_name(Field::LastName, n)?;
-        }
-
-        let phone_number = match non_blank(get(Field::PhoneNumber)) {
-            None => None,
-            Some(p) => Some(self.phone(p)?),
-        };
-
-        let locale = match non_blank(get(Field::Locale)) {
-            None => self.opts.default_locale.clone(),
-            Some(tag) => Some(normalize_locale(tag).map_err(|hint| {
+    /// The locale to send: the row's, canonicalised, or the default when blank.
+    fn locale(&self, tag: &str) -> Result<Option<String>, Invalid> {
+        match non_blank(tag) {
+            None => Ok(self.opts.default_locale.clone()),
+            Some(tag) => normalize_locale(tag).map(Some).map_err(|hint| {
                 Invalid::field(
                     Field::Locale,
                     format!("'{tag}' is not a well-formed language tag{hint}"),
                 )
-            })?),
-        };
-
-        Ok(CreateUser {
-            user_id: user_id.to_string(),
-            first_name: first_name.to_string(),
-            last_name: last_name.map(str::to_string),
-            phone_number,
-            locale,
-        })
+            }),
+        }
     }
 
     fn phone(&self, p: &str) -> Result<String, Invalid> {
@@ -241,6 +234,28 @@ impl Validator {
 
 fn non_blank(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
+}
+
+fn check_user_id(user_id: &str) -> Result<(), Invalid> {
+    if user_id.is_empty() {
+        return Err(Invalid::field(Field::UserId, "required"));
+    }
+    check_controls(Field::UserId, user_id)?;
+    // Bidi overrides and isolates make an id display as another one in
+    // reports and consoles (Trojan-Source style); names may keep them.
+    if let Some(c) = user_id
+        .chars()
+        .find(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(Invalid::field(
+            Field::UserId,
+            format!(
+                "contains a bidirectional control character (U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_name(field: Field, name: &str) -> Result<(), Invalid> {

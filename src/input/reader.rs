@@ -155,6 +155,22 @@ pub struct InputDigest {
 }
 
 impl InputDigest {
+    fn new() -> InputDigest {
+        InputDigest {
+            hasher: Arc::new(Mutex::new(Sha256::new())),
+            bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// `inner`, feeding every byte read into this digest.
+    fn reader<R>(&self, inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: self.hasher.clone(),
+            bytes: self.bytes.clone(),
+        }
+    }
+
     /// Hex SHA-256 of the bytes read so far (all of them once at EOF).
     pub fn sha256_hex(&self) -> String {
         match self.hasher.lock() {
@@ -254,89 +270,110 @@ impl<R: Read> Read for QuoteTracker<R> {
     }
 }
 
+/// The raw bytes of `source`, and their size when it is a file.
+fn open_raw(source: &InputSource) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+    Ok(match source {
+        InputSource::Path(p) => {
+            let f = File::open(p)?;
+            let size = f.metadata().ok().map(|m| m.len());
+            (Box::new(f), size)
+        }
+        InputSource::Stdin => (Box::new(io::stdin()), None),
+    })
+}
+
+/// The text of the stream whose first bytes are `prefix`, as UTF-8.
+///
+/// A BOM wins over --encoding: failures.csv is written as UTF-8 with a
+/// BOM, so rerunning it works even where the config says windows-1252.
+/// UTF-8 passes through untouched so invalid bytes are reported per row.
+/// (encoding_rs_io's bom_override ignores a UTF-8 BOM when utf8_passthru
+/// is on, so the UTF-8 BOM is sniffed here.)
+fn decode(prefix: Vec<u8>, rest: impl Read, encoding: Option<&'static Encoding>) -> impl Read {
+    let encoding = if prefix.starts_with(b"\xEF\xBB\xBF") {
+        None
+    } else {
+        encoding
+    };
+    DecodeReaderBytesBuilder::new()
+        .encoding(encoding)
+        .bom_override(true)
+        .utf8_passthru(true)
+        .strip_bom(true)
+        .build(io::Cursor::new(prefix).chain(rest))
+}
+
+/// The CSV reader over the decoded text; `open_quote` is set at EOF when the
+/// text ended inside a quoted field.
+fn csv_reader(
+    decoded: impl Read + Send + 'static,
+    delimiter: u8,
+    open_quote: Arc<std::sync::atomic::AtomicBool>,
+) -> csv::Reader<Box<dyn Read + Send>> {
+    let tracked = QuoteTracker::new(decoded, delimiter, open_quote);
+    let boxed: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(64 * 1024, tracked));
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .buffer_capacity(64 * 1024)
+        .from_reader(boxed)
+}
+
+/// Read the header row: as bytes, as text, and whether it ended in a
+/// failures file's error columns (then dropped from both).
+fn read_header(
+    rdr: &mut csv::Reader<Box<dyn Read + Send>>,
+    name: &str,
+) -> Result<(ByteRecord, Vec<String>, bool), InputError> {
+    let mut header_record = ByteRecord::new();
+    let got = rdr
+        .read_byte_record(&mut header_record)
+        .map_err(|e| InputError::Read {
+            path: name.to_string(),
+            row: 0,
+            source: e,
+        })?;
+    if !got || (header_record.len() == 1 && header_record[0].iter().all(u8::is_ascii_whitespace)) {
+        return Err(InputError::Empty {
+            path: name.to_string(),
+        });
+    }
+    let mut headers = Vec::with_capacity(header_record.len());
+    for cell in header_record.iter() {
+        let s = std::str::from_utf8(cell).map_err(|_| InputError::HeaderEncoding {
+            path: name.to_string(),
+        })?;
+        headers.push(s.to_string());
+    }
+    let strip_error_columns = headers.len() > ERROR_COLUMNS.len()
+        && headers[headers.len() - ERROR_COLUMNS.len()..]
+            .iter()
+            .zip(ERROR_COLUMNS)
+            .all(|(h, want)| h.trim().eq_ignore_ascii_case(want));
+    if strip_error_columns {
+        headers.truncate(headers.len() - ERROR_COLUMNS.len());
+        header_record.truncate(headers.len());
+    }
+    Ok((header_record, headers, strip_error_columns))
+}
+
 impl InputReader {
     /// Open `source`, read and resolve its header row.
     pub fn open(source: InputSource, opts: &ReadOptions) -> Result<InputReader, InputError> {
         let name = source.display();
-        let (raw, size): (Box<dyn Read + Send>, Option<u64>) = match &source {
-            InputSource::Path(p) => {
-                let f = File::open(p).map_err(|e| InputError::Open {
-                    path: name.clone(),
-                    source: e,
-                })?;
-                let size = f.metadata().ok().map(|m| m.len());
-                (Box::new(f), size)
-            }
-            InputSource::Stdin => (Box::new(io::stdin()), None),
-        };
-        let digest = InputDigest {
-            hasher: Arc::new(Mutex::new(Sha256::new())),
-            bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        };
-        let hashing = HashingReader {
-            inner: raw,
-            hasher: digest.hasher.clone(),
-            bytes: digest.bytes.clone(),
-        };
-        // A BOM wins over --encoding: failures.csv is written as UTF-8 with a
-        // BOM, so rerunning it works even where the config says windows-1252.
-        // UTF-8 passes through untouched so invalid bytes are reported per row.
-        // (encoding_rs_io's bom_override ignores a UTF-8 BOM when utf8_passthru
-        // is on, so the UTF-8 BOM is sniffed here.)
-        let (prefix, hashing) = peek_prefix(hashing).map_err(|e| InputError::Open {
+        let open_error = |e| InputError::Open {
             path: name.clone(),
             source: e,
-        })?;
-        let encoding = if prefix.starts_with(b"\xEF\xBB\xBF") {
-            None
-        } else {
-            opts.encoding
         };
-        let decoded = DecodeReaderBytesBuilder::new()
-            .encoding(encoding)
-            .bom_override(true)
-            .utf8_passthru(true)
-            .strip_bom(true)
-            .build(io::Cursor::new(prefix).chain(hashing));
+        let (raw, size) = open_raw(&source).map_err(open_error)?;
+        let digest = InputDigest::new();
+        let hashing = digest.reader(raw);
+        let (prefix, hashing) = peek_prefix(hashing).map_err(open_error)?;
         let open_quote = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let tracked = QuoteTracker::new(decoded, opts.delimiter, open_quote.clone());
-        let boxed: Box<dyn Read + Send> =
-            Box::new(io::BufReader::with_capacity(64 * 1024, tracked));
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(opts.delimiter)
-            .buffer_capacity(64 * 1024)
-            .from_reader(boxed);
-
-        let mut header_record = ByteRecord::new();
-        let got = rdr
-            .read_byte_record(&mut header_record)
-            .map_err(|e| InputError::Read {
-                path: name.clone(),
-                row: 0,
-                source: e,
-            })?;
-        if !got
-            || (header_record.len() == 1 && header_record[0].iter().all(u8::is_ascii_whitespace))
-        {
-            return Err(InputError::Empty { path: name });
-        }
-        let mut headers = Vec::with_capacity(header_record.len());
-        for cell in header_record.iter() {
-            let s = std::str::from_utf8(cell)
-                .map_err(|_| InputError::HeaderEncoding { path: name.clone() })?;
-            headers.push(s.to_string());
-        }
-        let strip_error_columns = headers.len() > ERROR_COLUMNS.len()
-            && headers[headers.len() - ERROR_COLUMNS.len()..]
-                .iter()
-                .zip(ERROR_COLUMNS)
-                .all(|(h, want)| h.trim().eq_ignore_ascii_case(want));
-        if strip_error_columns {
-            headers.truncate(headers.len() - ERROR_COLUMNS.len());
-            header_record.truncate(headers.len());
-        }
+        let decoded = decode(prefix, hashing, opts.encoding);
+        let mut rdr = csv_reader(decoded, opts.delimiter, open_quote.clone());
+        let (header_record, headers, strip_error_columns) = read_header(&mut rdr, &name)?;
         let columns =
             ColumnMap::resolve(&headers, &opts.columns).map_err(|e| InputError::Columns {
                 path: name.clone(),

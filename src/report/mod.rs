@@ -108,46 +108,79 @@ impl Recorder {
             path: dir.to_path_buf(),
             source: e,
         })?;
+        let (results, counts) = Recorder::open_results(dir, resume)?;
+        let failures = Recorder::open_failures(dir, input_header, delimiter)?;
+        Ok(Recorder {
+            dir: dir.to_path_buf(),
+            results,
+            failures,
+            counts,
+            itoa: itoa::Buffer::new(),
+        })
+    }
+
+    /// A report file, new and private, buffered.
+    fn create_report(p: &Path) -> Result<BufWriter<File>, ReportError> {
+        create_private(p)
+            .map(|f| BufWriter::with_capacity(64 * 1024, f))
+            .map_err(|e| ReportError::write(p, e))
+    }
+
+    /// results.csv with its header row, or rebuilt from the kept lines of
+    /// the run `resume` continues; the counts it starts from.
+    fn open_results(
+        dir: &Path,
+        resume: Option<&journal::ResumeState>,
+    ) -> Result<(csv::Writer<BufWriter<File>>, Counts), ReportError> {
         let results_path = dir.join("results.csv");
-        let failures_path = dir.join("failures.csv");
-        let open = |p: &Path| -> Result<BufWriter<File>, ReportError> {
-            create_private(p)
-                .map(|f| BufWriter::with_capacity(64 * 1024, f))
-                .map_err(|e| ReportError::write(p, e))
-        };
-        let mut counts = Counts::default();
-        let results_file = match resume {
-            None => open(&results_path)?,
-            Some(state) => {
-                let staged = dir.join("results.csv.resume");
-                let mut w = open(&staged)?;
-                let header = RESULTS_HEADER.join(",") + "\n";
-                w.write_all(header.as_bytes())
-                    .and_then(|()| {
-                        if results_path.exists() {
-                            journal::copy_kept(&results_path, &mut w, state)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .and_then(|()| w.flush())
-                    .and_then(|()| w.get_ref().sync_all())
-                    .and_then(|()| std::fs::rename(&staged, &results_path))
-                    .map_err(|e| ReportError::write(&results_path, e))?;
-                counts = state.kept_counts;
-                w
-            }
-        };
-        let mut results = csv::WriterBuilder::new()
-            .has_headers(false)
-            .from_writer(results_file);
-        if resume.is_none() {
+        let Some(state) = resume else {
+            let mut results = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(Recorder::create_report(&results_path)?);
             results
                 .write_record(RESULTS_HEADER)
                 .map_err(|e| ReportError::write(&results_path, csv_err(e)))?;
-        }
+            return Ok((results, Counts::default()));
+        };
+        let w = Recorder::restage_results(dir, &results_path, state)?;
+        let results = csv::WriterBuilder::new().has_headers(false).from_writer(w);
+        Ok((results, state.kept_counts))
+    }
 
-        let mut failures_file = open(&failures_path)?;
+    /// The header plus the kept lines of the earlier part, written aside,
+    /// fsynced, then renamed over `results_path`; the writer stays open.
+    fn restage_results(
+        dir: &Path,
+        results_path: &Path,
+        state: &journal::ResumeState,
+    ) -> Result<BufWriter<File>, ReportError> {
+        let staged = dir.join("results.csv.resume");
+        let mut w = Recorder::create_report(&staged)?;
+        let header = RESULTS_HEADER.join(",") + "\n";
+        w.write_all(header.as_bytes())
+            .and_then(|()| {
+                if results_path.exists() {
+                    journal::copy_kept(results_path, &mut w, state)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| w.flush())
+            .and_then(|()| w.get_ref().sync_all())
+            .and_then(|()| std::fs::rename(&staged, results_path))
+            .map_err(|e| ReportError::write(results_path, e))?;
+        Ok(w)
+    }
+
+    /// failures.csv with its BOM and header row: the input's header, then
+    /// the two error columns.
+    fn open_failures(
+        dir: &Path,
+        input_header: &ByteRecord,
+        delimiter: u8,
+    ) -> Result<csv::Writer<BufWriter<File>>, ReportError> {
+        let failures_path = dir.join("failures.csv");
+        let mut failures_file = Recorder::create_report(&failures_path)?;
         // A UTF-8 BOM: failures.csv is UTF-8 whatever the input's encoding, and
         // the BOM makes a rerun read it as UTF-8 even under --encoding.
         failures_file
@@ -164,13 +197,7 @@ impl Recorder {
         failures
             .write_byte_record(&header)
             .map_err(|e| ReportError::write(&failures_path, csv_err(e)))?;
-        Ok(Recorder {
-            dir: dir.to_path_buf(),
-            results,
-            failures,
-            counts,
-            itoa: itoa::Buffer::new(),
-        })
+        Ok(failures)
     }
 
     /// Write one row's outcome; `raw` is the input record, needed when the

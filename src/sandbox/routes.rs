@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -90,26 +90,46 @@ fn issue(
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    // SPEC: credentials as query parameters are refused with 403, whatever the body says.
-    if let Some(q) = query {
-        for pair in q.split('&') {
-            let key = pair.split('=').next().unwrap_or("");
-            if key == "client_id" || key == "client_secret" {
-                return Err(HttpError::Forbidden {
-                    key: if key == "client_id" {
-                        "client_id"
-                    } else {
-                        "client_secret"
-                    },
-                    message: "credentials must be sent in the JSON body, not the query string",
-                });
-            }
-        }
-    }
+    refuse_query_credentials(query)?;
     let body = body.map_err(|r| HttpError::malformed(r.body_text()))?;
     let req: TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| HttpError::malformed(format!("malformed JSON body: {e}")))?;
+    check_token_request(&req)?;
+    let id = req.client_id.as_deref().unwrap_or("");
+    let secret = req.client_secret.as_deref().unwrap_or("");
+    if !sh.credentials_match(id, secret) {
+        return Err(HttpError::Unauthorized {
+            key: "client_secret",
+            message: "invalid client credentials",
+        });
+    }
+    Ok(token_response(sh))
+}
 
+// SPEC: credentials as query parameters are refused with 403, whatever the body says.
+fn refuse_query_credentials(query: Option<&str>) -> Result<(), HttpError> {
+    let Some(q) = query else {
+        return Ok(());
+    };
+    for pair in q.split('&') {
+        let key = pair.split('=').next().unwrap_or("");
+        if key == "client_id" || key == "client_secret" {
+            return Err(HttpError::Forbidden {
+                key: if key == "client_id" {
+                    "client_id"
+                } else {
+                    "client_secret"
+                },
+                message: "credentials must be sent in the JSON body, not the query string",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The field errors of a token request: every blank field, then an
+/// unsupported grant type, all in one 400.
+fn check_token_request(req: &TokenRequest) -> Result<(), HttpError> {
     let mut errors = Vec::new();
     let blank = |v: &Option<String>| v.as_deref().is_none_or(|s| s.trim().is_empty());
     for (key, value) in [
@@ -131,18 +151,15 @@ fn issue(
             "unsupported grant_type, expected client_credentials",
         ));
     }
-    if !errors.is_empty() {
-        return Err(HttpError::BadRequest(errors));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(HttpError::BadRequest(errors))
     }
-    let id = req.client_id.as_deref().unwrap_or("");
-    let secret = req.client_secret.as_deref().unwrap_or("");
-    if !sh.credentials_match(id, secret) {
-        return Err(HttpError::Unauthorized {
-            key: "client_secret",
-            message: "invalid client credentials",
-        });
-    }
+}
 
+/// A fresh token, counted, as the 200 body.
+fn token_response(sh: &Shared) -> Response {
     let access_token = sh.issue_token();
     bump(&sh.counters.tokens_issued);
     // Whole seconds as on the wire, rounded up so a sub-second test TTL says 1.
@@ -151,13 +168,13 @@ fn issue(
     let created_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    Ok(Json(TokenResponse {
+    Json(TokenResponse {
         access_token,
         token_type: "Bearer".to_owned(),
         expires_in,
         created_at,
     })
-    .into_response())
+    .into_response()
 }
 
 /// The bearer token of a request, if the header is present and well-formed.
@@ -176,64 +193,19 @@ async fn create_user(
     let c = &sh.counters;
     bump(&c.requests);
     bump(&c.users_requests);
-
-    match bearer(&headers) {
-        None => {
-            bump(&c.unauthorized);
-            return HttpError::Unauthorized {
-                key: "access_token",
-                message: "missing bearer token",
-            }
-            .into_response();
-        }
-        Some(t) if !sh.token_valid(t) => {
-            bump(&c.unauthorized);
-            return HttpError::Unauthorized {
-                key: "access_token",
-                message: "invalid, revoked or expired access token",
-            }
-            .into_response();
-        }
-        Some(_) => {}
+    if let Err(e) = authenticate(&sh, &headers) {
+        return e.into_response();
     }
     let _in_flight = sh.enter();
 
     if !sh.admit() {
         bump(&c.throttled);
-        return HttpError::Throttled {
-            retry_after: sh.retry_after(),
-        }
-        .into_response();
+        return throttled(&sh);
     }
 
     let (latency, fault) = sh.roll();
-    if fault == Fault::Throttle {
-        // Admitted, and its slot stays booked: to the client it is just a 429.
-        bump(&c.throttled);
-        bump(&c.spurious_429);
-        return HttpError::Throttled {
-            retry_after: sh.retry_after(),
-        }
-        .into_response();
-    }
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    match fault {
-        Fault::Fail500 => {
-            bump(&c.faults_500);
-            return HttpError::Internal.into_response();
-        }
-        Fault::Fail503 => {
-            bump(&c.faults_503);
-            return HttpError::Unavailable.into_response();
-        }
-        Fault::Reset => {
-            bump(&c.resets);
-            tracing::debug!("sandbox: dropping connection (reset fault)");
-            return dropped();
-        }
-        Fault::None | Fault::CommitDrop | Fault::Throttle => {}
+    if let Some(resp) = inject_fault(&sh, latency, fault).await {
+        return resp;
     }
 
     let resp = match create(&sh, body) {
@@ -247,6 +219,59 @@ async fn create_user(
         return dropped();
     }
     resp
+}
+
+/// The 401 for a users request without a valid bearer token, counted.
+fn authenticate(sh: &Shared, headers: &HeaderMap) -> Result<(), HttpError> {
+    let message = match bearer(headers) {
+        None => "missing bearer token",
+        Some(t) if !sh.token_valid(t) => "invalid, revoked or expired access token",
+        Some(_) => return Ok(()),
+    };
+    bump(&sh.counters.unauthorized);
+    Err(HttpError::Unauthorized {
+        key: "access_token",
+        message,
+    })
+}
+
+/// A 429, with `Retry-After` when the sandbox sends it.
+fn throttled(sh: &Shared) -> Response {
+    HttpError::Throttled {
+        retry_after: sh.retry_after(),
+    }
+    .into_response()
+}
+
+/// The rolled fault's answer, if it answers before the store: a spurious 429
+/// at once; else after `latency`, a 500, a 503 or a dropped connection.
+async fn inject_fault(sh: &Shared, latency: Duration, fault: Fault) -> Option<Response> {
+    let c = &sh.counters;
+    if fault == Fault::Throttle {
+        // Admitted, and its slot stays booked: to the client it is just a 429.
+        bump(&c.throttled);
+        bump(&c.spurious_429);
+        return Some(throttled(sh));
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Fault::Fail500 => {
+            bump(&c.faults_500);
+            Some(HttpError::Internal.into_response())
+        }
+        Fault::Fail503 => {
+            bump(&c.faults_503);
+            Some(HttpError::Unavailable.into_response())
+        }
+        Fault::Reset => {
+            bump(&c.resets);
+            tracing::debug!("sandbox: dropping connection (reset fault)");
+            Some(dropped())
+        }
+        Fault::None | Fault::CommitDrop | Fault::Throttle => None,
+    }
 }
 
 fn create(sh: &Shared, body: Result<Bytes, BytesRejection>) -> Result<CreateUser, HttpError> {

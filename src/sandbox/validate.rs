@@ -45,20 +45,12 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
 
     let user_id = input.user_id.unwrap_or_default();
     if user_id.trim().is_empty() {
-        errors.push(field_error(
-            "user_id",
-            codes::INVALID_PARAMETER,
-            "can't be blank",
-        ));
+        errors.push(blank("user_id"));
     }
 
     let first_name = input.first_name.unwrap_or_default();
     if first_name.trim().is_empty() {
-        errors.push(field_error(
-            "first_name",
-            codes::INVALID_PARAMETER,
-            "can't be blank",
-        ));
+        errors.push(blank("first_name"));
     } else if let Some(e) = forbidden_chars("first_name", &first_name) {
         errors.push(e);
     }
@@ -79,24 +71,8 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
         ));
     }
 
-    if let Some(locale) = &input.locale {
-        match icu_locale_core::Locale::try_from_str(locale) {
-            Err(_) => errors.push(field_error(
-                "locale",
-                codes::INVALID_PARAMETER,
-                "is invalid: must be an IETF language tag, e.g. en-US",
-            )),
-            // Well-formed is not enough for a server: the language must exist
-            // (`US` parses as a language subtag, but there is no such language).
-            Ok(tag) if !ISO_639_1.contains(&tag.id.language.as_str()) => {
-                errors.push(field_error(
-                    "locale",
-                    codes::INVALID_PARAMETER,
-                    format!("is not supported: unknown language '{}'", tag.id.language),
-                ));
-            }
-            Ok(_) => {}
-        }
+    if let Some(e) = input.locale.as_deref().and_then(locale_error) {
+        errors.push(e);
     }
 
     if !errors.is_empty() {
@@ -109,6 +85,30 @@ pub(crate) fn validate(input: UserInput) -> Result<CreateUser, Vec<ApiError>> {
         phone_number: input.phone_number,
         locale: input.locale,
     })
+}
+
+/// The error of a required field left blank.
+fn blank(key: &str) -> ApiError {
+    field_error(key, codes::INVALID_PARAMETER, "can't be blank")
+}
+
+/// The error of a `locale` that is not a tag of a known language, if it is not.
+fn locale_error(locale: &str) -> Option<ApiError> {
+    match icu_locale_core::Locale::try_from_str(locale) {
+        Err(_) => Some(field_error(
+            "locale",
+            codes::INVALID_PARAMETER,
+            "is invalid: must be an IETF language tag, e.g. en-US",
+        )),
+        // Well-formed is not enough for a server: the language must exist
+        // (`US` parses as a language subtag, but there is no such language).
+        Ok(tag) if !ISO_639_1.contains(&tag.id.language.as_str()) => Some(field_error(
+            "locale",
+            codes::INVALID_PARAMETER,
+            format!("is not supported: unknown language '{}'", tag.id.language),
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// The two-letter ISO 639-1 language codes the sandbox accepts in `locale`.
