@@ -15,24 +15,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::outcome::{Outcome, Status};
 use crate::rowset::RowSet;
-
-/// The circuit breaker's settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Breaker {
-    /// Trip when more than this fraction of the window is rejected or invalid.
-    pub max_error_rate: f64,
-    /// Finished rows looked at.
-    pub window: u32,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Breaker {
-            max_error_rate: 0.5,
-            window: 200,
-        }
-    }
-}
+use crate::settings::Breaker;
 
 /// The sliding window over finished rows.
 pub struct CircuitBreaker {
