@@ -332,7 +332,9 @@ fn window_cap(rate: f64) -> usize {
     (rate.floor() as usize).max(1)
 }
 
-/// Settings of `--rate auto`.
+/// The bounds of `settings::Rate::Auto` as [`adapt`] takes them: a thin
+/// argument type, kept only until `exec::pipeline` passes the two numbers
+/// straight on.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AutoRate {
     pub start: f64,
@@ -351,7 +353,8 @@ pub struct Tick {
 /// The controller of `--rate auto`, separate from the clock so it can be tested.
 #[derive(Clone, Debug)]
 pub struct Controller {
-    cfg: AutoRate,
+    /// `--rate-max`: the rate never goes above it.
+    max: f64,
     rate: f64,
     slow_start: bool,
     /// Slow start: the rate of the last tick that saw no push-back.
@@ -388,11 +391,12 @@ pub const PROBE_AFTER: Duration = Duration::from_secs(10);
 const SAFE_LOOKBACK: Duration = Duration::from_secs(60);
 
 impl Controller {
-    /// A controller starting at `cfg.start` (capped at `cfg.max`).
-    pub fn new(cfg: AutoRate) -> Controller {
-        let rate = cfg.start.min(cfg.max).max(1.0);
+    /// A controller starting at `start` (capped at `max`, at least 1/s)
+    /// that never goes above `max`: `settings::Rate::Auto`'s bounds.
+    pub fn new(start: f64, max: f64) -> Controller {
+        let rate = start.min(max).max(1.0);
         Controller {
-            cfg,
+            max,
             rate,
             slow_start: true,
             last_good: rate,
@@ -507,13 +511,13 @@ impl Controller {
         } else {
             additive
         }
-        .min(self.cfg.max);
+        .min(self.max);
     }
 }
 
 /// Run the controller against the engine's counters until aborted.
 pub async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, cfg: AutoRate) {
-    let mut ctl = Controller::new(cfg);
+    let mut ctl = Controller::new(cfg.start, cfg.max);
     pace.set_rate(ctl.rate());
     let read = |c: &EngineCounters| Tick {
         requests: c.requests_sent.load(Ordering::Relaxed),
@@ -569,7 +573,7 @@ mod tests {
     }
 
     fn auto(start: f64, max: f64) -> Controller {
-        Controller::new(AutoRate { start, max })
+        Controller::new(start, max)
     }
 
     #[test]
