@@ -44,7 +44,13 @@ pub fn run(cli: Cli) -> Result<exit::Exit, Error> {
         Command::Run(args) => {
             let s =
                 settings::resolve_run(&args, &ProcessEnv, cfg.as_ref(), jiff::Timestamp::now())?;
-            rt.block_on(cmd::run::run(&s, &ui))
+            let run = cmd::signals::unless_aborted(cmd::run::run(&s, &ui));
+            rt.block_on(run).unwrap_or_else(|| {
+                // Aborted by a second signal: leave the run's tasks and
+                // threads as they stand, and exit 130 as soon as `main` can.
+                std::mem::forget(rt);
+                Ok(exit::Exit::Interrupted)
+            })
         }
         Command::Check(args) => {
             let s = settings::resolve_check(&args, &ProcessEnv, cfg.as_ref())?;
