@@ -380,7 +380,9 @@ pub struct SandboxArgs {
     pub seed: Option<u64>,
 }
 
-/// `--rate`: a fixed number per second, or `auto`.
+/// `--rate` and the config file's `rate`, as `parse_rate` reads both: a
+/// fixed number per second, or `auto`. `settings` makes it a
+/// [`crate::settings::Rate`], the type that reaches the limiter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateArg {
     Fixed(u32),
@@ -388,7 +390,7 @@ pub enum RateArg {
 }
 
 /// `10` or `auto`.
-pub fn parse_rate(s: &str) -> Result<RateArg, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<RateArg, String> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("auto") {
         return Ok(RateArg::Auto);
@@ -402,12 +404,12 @@ pub fn parse_rate(s: &str) -> Result<RateArg, String> {
 }
 
 /// `30s`, `500ms`, `2h 30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 30s, 500ms, 2h)"))
 }
 
 /// `FIELD=HEADER` for `--map`.
-pub fn parse_mapping(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_mapping(s: &str) -> Result<(String, String), String> {
     let (field, header) = s
         .split_once('=')
         .ok_or_else(|| format!("expected FIELD=HEADER, got '{s}'"))?;
@@ -425,7 +427,7 @@ pub fn parse_mapping(s: &str) -> Result<(String, String), String> {
 }
 
 /// One ASCII character; `tab` / `\t` for a tab.
-pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+pub(crate) fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s {
         "tab" | "\\t" | "\t" => Ok(b'\t'),
         _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
@@ -438,7 +440,7 @@ pub fn parse_delimiter(s: &str) -> Result<u8, String> {
 }
 
 /// A probability in 0..=1.
-pub fn parse_probability(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
     let p: f64 = s
         .trim()
         .parse()
