@@ -1,10 +1,10 @@
 //! From the command line, the environment and the config file to typed,
 //! checked settings ("HiArgs"). Precedence: flag > environment > config file >
 //! default. Nothing past this module looks at clap types, and nothing here
-//! looks at the stages that use the settings.
+//! takes from `exec`: the breaker's settings live here, the breaker there.
 //!
 //! The config file's model and the checks of its values are in
-//! [`config_file`]; the precedence of one key is [`pick`] or [`pick_checked`].
+//! `config_file`; the precedence of one key is `pick` or `pick_checked`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
