@@ -158,6 +158,8 @@ async fn a_broken_mapping_trips_the_breaker() {
             "locale=Country",
             "--rate",
             "2000",
+            "--concurrency",
+            "50",
             "--out",
             out_dir.to_str().unwrap(),
         ],
@@ -173,14 +175,21 @@ async fn a_broken_mapping_trips_the_breaker() {
     assert_each_row_once(&rows, 2000);
     assert_sandbox_matches(&sb, &rows);
     let rejected = rows.iter().filter(|r| r.status == "rejected").count();
-    // Tripped within the default 200-row window (plus the requests in flight).
-    assert!((200..=400).contains(&rejected), "rejected {rejected}");
+    // Tripped within the default 200-row window, plus what was already on
+    // its way when it tripped: the 50 requests in flight, and outcomes queued
+    // for the recorder but not yet judged (a row task frees its permit once
+    // its outcome is queued; the queue holds 256).
+    let on_the_way = 50 + 256;
+    assert!(
+        (200..=200 + on_the_way).contains(&rejected),
+        "rejected {rejected}"
+    );
     let not_sent = rows
         .iter()
         .filter(|r| r.status == "failed" && r.error.contains("circuit breaker"))
         .count();
     assert_eq!(rejected + not_sent, 2000);
-    assert!(sb.stats().users_requests < 450);
+    assert!(sb.stats().users_requests <= 200 + on_the_way as u64);
     // The unsent rows are in failures.csv for a rerun once the mapping is fixed.
     let failures = std::fs::read_to_string(out_dir.join("failures.csv")).unwrap();
     assert_eq!(failures.lines().count(), 2001);
