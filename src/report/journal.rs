@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::results::{Lines, ResultsReader};
 use super::{Counts, EngineFigures, ReportError, write_json_atomic};
 use crate::intake::{Earlier, Rejected};
 use crate::outcome::Status;
@@ -59,7 +60,7 @@ impl From<Progress> for EngineFigures {
 
 impl Progress {
     /// Figures of a run that has been active for `elapsed`.
-    pub fn new(e: EngineFigures, elapsed: std::time::Duration) -> Self {
+    pub(crate) fn new(e: EngineFigures, elapsed: std::time::Duration) -> Self {
         Progress {
             requests_sent: e.requests_sent,
             retries: e.retries,
@@ -144,13 +145,13 @@ pub fn write_meta(dir: &Path, meta: &RunMeta) -> Result<(), ReportError> {
 }
 
 /// Write `progress.json` in `dir`.
-pub fn write_progress(dir: &Path, p: Progress) -> Result<(), ReportError> {
+pub(crate) fn write_progress(dir: &Path, p: Progress) -> Result<(), ReportError> {
     write_json_atomic(&dir.join("progress.json"), &p)
 }
 
 /// Refuse to start a fresh run over an earlier live run's reports (a dry
 /// run's reports are reproducible and may be overwritten).
-pub fn check_fresh(dir: &Path) -> Result<(), ResumeError> {
+pub(crate) fn check_fresh(dir: &Path) -> Result<(), ResumeError> {
     if dir.join("run.json").exists() {
         return Err(ResumeError::Exists {
             dir: dir.to_path_buf(),
@@ -160,25 +161,8 @@ pub fn check_fresh(dir: &Path) -> Result<(), ResumeError> {
 }
 
 /// Load what a resume needs from `dir`, checking the input's hash.
-pub fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> {
-    let meta_path = dir.join("run.json");
-    let meta: RunMeta = match std::fs::read(&meta_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ResumeError::Corrupt {
-            path: meta_path.clone(),
-            message: e.to_string(),
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ResumeError::NoRun {
-                dir: dir.to_path_buf(),
-            });
-        }
-        Err(e) => {
-            return Err(ResumeError::Read {
-                path: meta_path,
-                source: e,
-            });
-        }
-    };
+pub(crate) fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> {
+    let meta = read_meta(dir)?;
     if meta.input_sha256 != input_sha256 {
         return Err(ResumeError::InputChanged {
             dir: dir.to_path_buf(),
@@ -186,68 +170,60 @@ pub fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> 
             now: input_sha256.to_string(),
         });
     }
-    let progress = match std::fs::read(dir.join("progress.json")) {
-        Ok(bytes) => serde_json::from_slice::<Progress>(&bytes).unwrap_or_default(),
-        Err(_) => Progress::default(),
-    };
-    let prior = EngineFigures::from(progress);
-    let prior_elapsed = std::time::Duration::from_millis(progress.elapsed_ms);
-    let started = meta.started.parse::<jiff::Timestamp>().ok();
-    let results = dir.join("results.csv");
-    let file = match File::open(&results) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(ResumeState {
-                prior,
-                prior_elapsed,
-                started,
-                ..Default::default()
-            });
-        }
-        Err(e) => {
-            return Err(ResumeError::Read {
-                path: results,
-                source: e,
-            });
-        }
-    };
-    let mut state = scan_results(BufReader::new(file)).map_err(|e| ResumeError::Read {
-        path: results,
-        source: e,
-    })?;
-    state.prior = prior;
-    state.prior_elapsed = prior_elapsed;
-    state.started = started;
+    let progress = read_progress(dir);
+    let mut state = read_results(&dir.join("results.csv"))?;
+    state.prior = EngineFigures::from(progress);
+    state.prior_elapsed = std::time::Duration::from_millis(progress.elapsed_ms);
+    state.started = meta.started.parse::<jiff::Timestamp>().ok();
     Ok(state)
 }
 
-/// Read results.csv lines; a torn last line (a crash mid-write) is dropped.
-fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
+/// `run.json` of `dir`; without one there is nothing to resume.
+fn read_meta(dir: &Path) -> Result<RunMeta, ResumeError> {
+    let meta_path = dir.join("run.json");
+    match std::fs::read(&meta_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ResumeError::Corrupt {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ResumeError::NoRun {
+            dir: dir.to_path_buf(),
+        }),
+        Err(e) => Err(ResumeError::Read {
+            path: meta_path,
+            source: e,
+        }),
+    }
+}
+
+/// `progress.json` of `dir`; zero figures when it is missing or unreadable.
+fn read_progress(dir: &Path) -> Progress {
+    match std::fs::read(dir.join("progress.json")) {
+        Ok(bytes) => serde_json::from_slice::<Progress>(&bytes).unwrap_or_default(),
+        Err(_) => Progress::default(),
+    }
+}
+
+/// What the results.csv at `path` says was done; nothing when it is missing.
+fn read_results(path: &Path) -> Result<ResumeState, ResumeError> {
+    let read_err = |source| ResumeError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    match File::open(path) {
+        Ok(f) => scan_results(BufReader::new(f)).map_err(read_err),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ResumeState::default()),
+        Err(e) => Err(read_err(e)),
+    }
+}
+
+/// Read results.csv records; a torn last line (a crash mid-write) is
+/// dropped, and a row keeps its first final line.
+fn scan_results<R: BufRead>(rdr: R) -> io::Result<ResumeState> {
     let mut state = ResumeState::default();
-    let mut line = Vec::new();
-    let mut first = true;
-    loop {
-        line.clear();
-        let n = rdr.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        if first {
-            first = false;
-            continue; // header
-        }
-        if line.last() != Some(&b'\n') {
-            break; // torn: the crash cut this line
-        }
-        let mut csv_rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(&line[..]);
-        let mut rec = csv::StringRecord::new();
-        if !csv_rdr.read_record(&mut rec).unwrap_or(false) || rec.len() != 7 {
-            continue;
-        }
-        let (Some(row), Some(status)) = (rec[0].parse::<u64>().ok(), Status::parse(&rec[2])) else {
+    let mut results = ResultsReader::own(rdr)?;
+    while let Some(rec) = results.next_record()? {
+        let (Some(row), Some(status)) = (rec.row(), rec.status()) else {
             continue;
         };
         if state.earlier.done.contains(row) || state.earlier.rejected.contains_key(&row) {
@@ -267,10 +243,10 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
                 state.earlier.rejected.insert(
                     row,
                     Rejected {
-                        user_id: rec[1].to_string(),
-                        http_status: rec[3].parse().ok(),
-                        attempts: rec[4].parse().unwrap_or(0),
-                        error: rec[5].to_string(),
+                        user_id: rec.user_id().to_string(),
+                        http_status: rec.http_status(),
+                        attempts: rec.attempts().unwrap_or(0),
+                        error: rec.error().to_string(),
                     },
                 );
             }
@@ -284,19 +260,11 @@ fn scan_results<R: BufRead>(mut rdr: R) -> io::Result<ResumeState> {
 
 /// Copy the lines of `state.earlier.done` rows from the old results file `old` to
 /// `w` (the first line of each row, as `scan_results` counted it).
-pub fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Result<()> {
-    let mut rdr = BufReader::new(File::open(old)?);
+pub(crate) fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Result<()> {
+    let mut lines = Lines::new(BufReader::new(File::open(old)?));
     let mut copied = RowSet::default();
-    let mut line = Vec::new();
-    let mut first = true;
-    loop {
-        line.clear();
-        if rdr.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
-            break;
-        }
-        if std::mem::take(&mut first) {
-            continue;
-        }
+    lines.next_line()?; // header
+    while let Some(line) = lines.next_line()? {
         let row = line
             .iter()
             .position(|&b| b == b',')
@@ -307,7 +275,7 @@ pub fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Res
             && !copied.contains(row)
         {
             copied.insert(row);
-            w.write_all(&line)?;
+            w.write_all(line)?;
         }
     }
     Ok(())

@@ -1,1 +1,248 @@
 //! results.csv read back: one reader for resume and `state import`.
+//!
+//! The recorder appends results.csv a line at a time and fsyncs it in
+//! batches, so after a crash its last line may be cut short. Reading stops
+//! at such a torn last line (one without its `\n`): it was never fsynced,
+//! and its row is sent again. Each complete line is parsed as one CSV record
+//! of its own; a line that does not parse, or has the wrong number of
+//! fields, is skipped.
+//!
+//! - `Lines`: the complete lines, as written (resume copies the kept ones
+//!   verbatim).
+//! - `ResultsReader`: the data lines as records, after a header taken on
+//!   trust (`ResultsReader::own`: the run's own file, for resume) or
+//!   checked (`ResultsReader::checked`: any file, for `state import`).
+
+use std::io::{self, BufRead};
+
+use csv::StringRecord;
+
+use super::RESULTS_HEADER;
+use crate::outcome::Status;
+
+/// The complete lines of results.csv, header included, up to the end of the
+/// file or a torn last line.
+pub(crate) struct Lines<R> {
+    rdr: R,
+    line: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// Lines of `rdr`, from its current position.
+    pub(crate) fn new(rdr: R) -> Self {
+        Lines {
+            rdr,
+            line: Vec::new(),
+        }
+    }
+
+    /// The next line with its `\n`; `None` at the end of the file or at a
+    /// torn last line.
+    pub(crate) fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
+        self.line.clear();
+        if self.rdr.read_until(b'\n', &mut self.line)? == 0 || self.line.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        Ok(Some(&self.line))
+    }
+}
+
+/// Why results.csv cannot be read as one ([`ResultsReader::checked`]).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResultsError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("it is not a results.csv of this tool (its header should start row,user_id,status)")]
+    NotResults,
+    /// No complete first line.
+    #[error("it is empty")]
+    Empty,
+}
+
+/// The data lines of results.csv as records, one at a time (one record
+/// buffer, reused).
+pub(crate) struct ResultsReader<R> {
+    lines: Lines<R>,
+    rec: StringRecord,
+    /// Fields a data line must have to count.
+    width: usize,
+}
+
+impl<R: BufRead> ResultsReader<R> {
+    /// The run's own results.csv (resume): the header line is skipped
+    /// unread, and a data line counts only with the recorder's fields
+    /// ([`RESULTS_HEADER`]). A file without a complete header has no records.
+    pub(crate) fn own(rdr: R) -> io::Result<Self> {
+        let mut lines = Lines::new(rdr);
+        lines.next_line()?;
+        Ok(ResultsReader {
+            lines,
+            rec: StringRecord::new(),
+            width: RESULTS_HEADER.len(),
+        })
+    }
+
+    /// Any results.csv (`state import`): the header must start
+    /// `row,user_id,status`, and a data line counts only with as many
+    /// fields as the header.
+    pub(crate) fn checked(rdr: R) -> Result<Self, ResultsError> {
+        let mut lines = Lines::new(rdr);
+        let mut rec = StringRecord::new();
+        let Some(header) = lines.next_line()? else {
+            return Err(ResultsError::Empty);
+        };
+        if !parse_line(header, &mut rec)
+            || rec.len() < 3
+            || &rec[0] != "row"
+            || &rec[1] != "user_id"
+            || &rec[2] != "status"
+        {
+            return Err(ResultsError::NotResults);
+        }
+        let width = rec.len();
+        Ok(ResultsReader { lines, rec, width })
+    }
+
+    /// The next data line that parses with the expected width; `None` at
+    /// the end of the file or at a torn last line.
+    pub(crate) fn next_record(&mut self) -> io::Result<Option<ResultRecord<'_>>> {
+        loop {
+            let Some(line) = self.lines.next_line()? else {
+                return Ok(None);
+            };
+            if parse_line(line, &mut self.rec) && self.rec.len() == self.width {
+                break;
+            }
+        }
+        Ok(Some(ResultRecord { rec: &self.rec }))
+    }
+}
+
+/// Parse `line` as one CSV record into `rec`; `false` when it is not one.
+fn parse_line(line: &[u8], rec: &mut StringRecord) -> bool {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(line)
+        .read_record(rec)
+        .unwrap_or(false)
+}
+
+/// One data line: `row,user_id,status,http_status,attempts,error,…`. Cells
+/// that do not parse read as `None`; missing cells read as empty.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResultRecord<'a> {
+    rec: &'a StringRecord,
+}
+
+impl<'a> ResultRecord<'a> {
+    fn cell(&self, i: usize) -> &'a str {
+        self.rec.get(i).unwrap_or("")
+    }
+
+    /// The input row number.
+    pub(crate) fn row(&self) -> Option<u64> {
+        self.cell(0).parse().ok()
+    }
+
+    /// The `user_id` cell, as written.
+    pub(crate) fn user_id(&self) -> &'a str {
+        self.cell(1)
+    }
+
+    /// The row's final status.
+    pub(crate) fn status(&self) -> Option<Status> {
+        Status::parse(self.cell(2))
+    }
+
+    /// The HTTP status of the last response.
+    pub(crate) fn http_status(&self) -> Option<u16> {
+        self.cell(3).parse().ok()
+    }
+
+    /// Requests sent for the row.
+    pub(crate) fn attempts(&self) -> Option<u32> {
+        self.cell(4).parse().ok()
+    }
+
+    /// The `error` cell, as written.
+    pub(crate) fn error(&self) -> &'a str {
+        self.cell(5)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "row,user_id,status,http_status,attempts,error,duration_ms\n";
+
+    fn rows<R: BufRead>(mut r: ResultsReader<R>) -> Vec<(Option<u64>, String)> {
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            out.push((rec.row(), rec.user_id().to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_stop_at_a_torn_last_line() {
+        let mut l = Lines::new("a\nb\nc".as_bytes());
+        assert_eq!(l.next_line().unwrap(), Some(&b"a\n"[..]));
+        assert_eq!(l.next_line().unwrap(), Some(&b"b\n"[..]));
+        assert_eq!(l.next_line().unwrap(), None);
+        assert_eq!(l.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn records_skip_malformed_lines_and_stop_at_a_torn_one() {
+        let text = format!(
+            "{HEADER}1,u1,created,200,1,,5\n\
+             2,u2,created\n\
+             \"3,u3,created,200,1,,5\n\
+             x,u4,created,200,1,,5\n\
+             \n\
+             5,u5,whatever,200,1,,5\n\
+             6,u6,created,200,1,,"
+        );
+        let got = rows(ResultsReader::own(text.as_bytes()).unwrap());
+        assert_eq!(
+            got,
+            [
+                (Some(1), "u1".to_string()),
+                (None, "u4".to_string()),
+                (Some(5), "u5".to_string())
+            ]
+        );
+        let mut r = ResultsReader::own(text.as_bytes()).unwrap();
+        let rec = r.next_record().unwrap().unwrap();
+        assert_eq!(rec.status(), Some(Status::Created));
+        assert_eq!((rec.http_status(), rec.attempts()), (Some(200), Some(1)));
+        assert_eq!(rec.error(), "");
+    }
+
+    #[test]
+    fn own_takes_the_header_on_trust_and_checked_does_not() {
+        let text = "a,b,c\n1,u1,created,200,1,,5\n1,u1,created\n";
+        assert_eq!(
+            rows(ResultsReader::own(text.as_bytes()).unwrap()),
+            [(Some(1), "u1".to_string())]
+        );
+        assert!(matches!(
+            ResultsReader::checked(text.as_bytes()),
+            Err(ResultsError::NotResults)
+        ));
+        let three = "row,user_id,status\n1,u1,created,200,1,,5\n2,u2,exists\n";
+        assert_eq!(
+            rows(ResultsReader::checked(three.as_bytes()).unwrap()),
+            [(Some(2), "u2".to_string())]
+        );
+        for empty in ["", "row,user_id,status"] {
+            assert!(matches!(
+                ResultsReader::checked(empty.as_bytes()),
+                Err(ResultsError::Empty)
+            ));
+            assert!(rows(ResultsReader::own(empty.as_bytes()).unwrap()).is_empty());
+        }
+    }
+}
