@@ -1,0 +1,318 @@
+//! `state import`: seed the state from an earlier run's results.csv and the
+//! input that run read.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use super::sql::{UPSERT_SQL, upsert};
+use super::{ImportSummary, PayloadHash, StateError, StateStore, StoredStatus, payload_hash};
+use crate::input::{InputError, InputSource};
+use crate::intake::{Intake, Step};
+use crate::outcome::Status;
+use crate::report::journal::{RunMeta, sha256_file};
+use crate::report::results::{ResultsError, ResultsReader};
+use crate::rowset::RowSet;
+
+/// Users per transaction while importing (sorted by user_id first, so the
+/// inserts walk the b-tree in order).
+const IMPORT_BATCH: usize = 50_000;
+
+/// Users waiting for their import transaction.
+type Pending = Vec<(String, PayloadHash, StoredStatus)>;
+
+impl StateStore {
+    /// Seed the state from an earlier run: `results_csv` (the rows it says
+    /// `created`, `exists`, or `unchanged`) together with `intake`, the input
+    /// that run read, opened with the same options (encoding, delimiter,
+    /// columns, phone region, default locale; no `--limit` beyond the run's
+    /// own), so the payload hashes are those the run sent.
+    ///
+    /// When results.csv has a run.json beside it that names the input's
+    /// SHA-256, the input must be that file (checked before anything is
+    /// written; stdin is refused then). Users are written in transactions of
+    /// 50,000, sorted by user_id; an import cut short can simply be run
+    /// again: importing twice changes nothing. The time recorded is the
+    /// run's start (run.json), else results.csv's modification time.
+    pub fn import(
+        &mut self,
+        results_csv: &Path,
+        intake: &mut Intake,
+    ) -> Result<ImportSummary, StateError> {
+        let fail = |message| import_error(&self.path, results_csv, message);
+        let mut summary = ImportSummary::default();
+        let sets = self.read_import_results(results_csv, &mut summary)?;
+
+        // The run's record, when there is one: its start and input hash.
+        let meta = run_meta_beside(results_csv);
+        let expected_sha = meta
+            .as_ref()
+            .map(|m| m.input_sha256.clone())
+            .filter(|s| s.len() == 64);
+        let source = intake.reader().source().clone();
+        summary.input_verified = verify_input(expected_sha.as_deref(), &source, fail)?;
+        summary.at = import_time(meta.as_ref(), results_csv);
+
+        let matched = self.import_users(intake, &sets, &mut summary)?;
+        summary.not_in_input = sets.created.len() + sets.exists.len() - matched;
+        if matched == 0 && summary.not_in_input > 0 {
+            return Err(import_error(
+                &self.path,
+                results_csv,
+                format!(
+                    "none of its {} successful rows is a valid row of {}: is it the input of that run, read with the same options?",
+                    summary.not_in_input,
+                    source.display()
+                ),
+            ));
+        }
+
+        let sha = expected_sha.unwrap_or_else(|| intake.reader().digest().sha256_hex());
+        self.record_import(&sha, results_csv, &summary)?;
+        Ok(summary)
+    }
+
+    /// The rows `results_csv` calls successes (see [`read_results`]).
+    fn read_import_results(
+        &self,
+        results_csv: &Path,
+        summary: &mut ImportSummary,
+    ) -> Result<ResultSets, StateError> {
+        let file = File::open(results_csv).map_err(|source| StateError::Io {
+            path: results_csv.to_path_buf(),
+            op: "open the results to import",
+            source,
+        })?;
+        read_results(BufReader::new(file), summary).map_err(|e| match e {
+            ResultsError::Io(source) => StateError::Io {
+                path: results_csv.to_path_buf(),
+                op: "read the results to import",
+                source,
+            },
+            e => import_error(&self.path, results_csv, e.to_string()),
+        })
+    }
+
+    /// Walk the input and record, in batches, the valid rows `sets` names;
+    /// counts them in `summary` (whose `at` is the time recorded). Returns
+    /// how many rows matched.
+    fn import_users(
+        &mut self,
+        intake: &mut Intake,
+        sets: &ResultSets,
+        summary: &mut ImportSummary,
+    ) -> Result<u64, StateError> {
+        let at = summary.at;
+        let mut matched = 0u64;
+        let mut pending: Pending = Vec::with_capacity(IMPORT_BATCH);
+        while let Some(step) = intake.next_step()? {
+            let Step::Send { row, user, .. } = step else {
+                continue;
+            };
+            let Some(status) = sets.status_of(row) else {
+                continue;
+            };
+            matched += 1;
+            match status {
+                StoredStatus::Created => summary.created += 1,
+                StoredStatus::Exists => summary.exists += 1,
+            }
+            let hash = payload_hash(&user);
+            pending.push((user.user_id, hash, status));
+            if pending.len() == IMPORT_BATCH {
+                self.import_batch(&mut pending, at)?;
+            }
+        }
+        self.import_batch(&mut pending, at)?;
+        Ok(matched)
+    }
+
+    /// One import transaction: `pending` sorted by user_id, upserted, committed.
+    fn import_batch(
+        &mut self,
+        pending: &mut Pending,
+        at: jiff::Timestamp,
+    ) -> Result<(), StateError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StateError::sql(path, "import users"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(UPSERT_SQL)
+                .map_err(StateError::sql(path, "import users"))?;
+            for (id, hash, status) in pending.iter() {
+                upsert(&mut stmt, id, hash, *status, at)
+                    .map_err(StateError::sql(path, "import users"))?;
+            }
+        }
+        tx.commit().map_err(StateError::sql(path, "import users"))?;
+        pending.clear();
+        Ok(())
+    }
+
+    /// The import's line in `runs`, finished at once with its counts.
+    fn record_import(
+        &mut self,
+        input_sha256: &str,
+        results_csv: &Path,
+        summary: &ImportSummary,
+    ) -> Result<(), StateError> {
+        let id = self.insert_run("import", input_sha256, Some(results_csv))?;
+        let counts: BTreeMap<String, u64> = [
+            ("created", summary.created),
+            ("exists", summary.exists),
+            ("skipped_changed", summary.skipped_changed),
+            ("not_in_input", summary.not_in_input),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        self.finish_run(id, &counts)
+    }
+}
+
+/// [`StateError::Import`] of `results` into the state file `path`.
+fn import_error(path: &Path, results: &Path, message: String) -> StateError {
+    StateError::Import {
+        path: path.to_path_buf(),
+        results: results.to_path_buf(),
+        message,
+    }
+}
+
+/// The run.json beside `results_csv`, when there is one that parses.
+fn run_meta_beside(results_csv: &Path) -> Option<RunMeta> {
+    results_csv
+        .parent()
+        .map(|d| d.join("run.json"))
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<RunMeta>(&b).ok())
+}
+
+/// Check the input against the SHA-256 its run.json names (`want`), before
+/// anything is written; whether it was checked. `fail` words a refusal.
+fn verify_input(
+    want: Option<&str>,
+    source: &InputSource,
+    fail: impl Fn(String) -> StateError,
+) -> Result<bool, StateError> {
+    let input_name = source.display();
+    match (want, source) {
+        (Some(want), InputSource::Path(p)) => {
+            let got = sha256_file(p).map_err(|e| InputError::Open {
+                path: input_name.clone(),
+                source: e,
+            })?;
+            if got != want {
+                return Err(fail(format!(
+                    "{input_name} is not the input of that run (its SHA-256 is {got}; run.json says {want})"
+                )));
+            }
+            Ok(true)
+        }
+        (Some(_), InputSource::Stdin) => Err(fail(
+            "give the input as a file, so it can be checked against the run's run.json".into(),
+        )),
+        (None, _) => Ok(false),
+    }
+}
+
+/// The time an import records: the run's start (run.json), else
+/// results.csv's modification time, else now.
+fn import_time(meta: Option<&RunMeta>, results_csv: &Path) -> jiff::Timestamp {
+    meta.and_then(|m| m.started.parse::<jiff::Timestamp>().ok())
+        .or_else(|| {
+            std::fs::metadata(results_csv)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        })
+        .unwrap_or_else(jiff::Timestamp::now)
+}
+
+/// The rows results.csv calls successes, by the status to record.
+#[derive(Debug, Default)]
+struct ResultSets {
+    created: RowSet,
+    exists: RowSet,
+}
+
+impl ResultSets {
+    fn status_of(&self, row: u64) -> Option<StoredStatus> {
+        if self.created.contains(row) {
+            Some(StoredStatus::Created)
+        } else if self.exists.contains(row) {
+            Some(StoredStatus::Exists)
+        } else {
+            None
+        }
+    }
+}
+
+/// The rows results.csv calls `created`, or `exists`/`unchanged`; counts its
+/// data lines and `changed` rows in `summary`. The header must be that of a
+/// results.csv; a torn last line (a crash mid-write) is dropped; a row
+/// listed twice keeps its first line.
+fn read_results<R: BufRead>(
+    rdr: R,
+    summary: &mut ImportSummary,
+) -> Result<ResultSets, ResultsError> {
+    let mut sets = ResultSets::default();
+    let mut seen = RowSet::default();
+    let mut results = ResultsReader::checked(rdr)?;
+    while let Some(rec) = results.next_record()? {
+        summary.results_rows += 1;
+        let (Some(row), Some(status)) = (rec.row(), rec.status()) else {
+            continue;
+        };
+        if seen.contains(row) {
+            continue;
+        }
+        seen.insert(row);
+        match status {
+            Status::Created => sets.created.insert(row),
+            Status::Exists | Status::Unchanged => sets.exists.insert(row),
+            Status::Changed => summary.skipped_changed += 1,
+            _ => {}
+        }
+    }
+    Ok(sets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_reader_keeps_successes_and_drops_a_torn_line() {
+        let text = "row,user_id,status,http_status,attempts,error,duration_ms\n\
+                    1,u1,created,200,1,,5\n\
+                    2,u2,failed,503,6,HTTP 503,900\n\
+                    3,u3,exists,400,1,,4\n\
+                    4,u4,unchanged,,0,,0\n\
+                    5,u5,changed,,0,differs,0\n\
+                    1,u1,failed,503,1,,5\n\
+                    6,u6,created,200,1,,";
+        let mut s = ImportSummary::default();
+        let Ok(sets) = read_results(text.as_bytes(), &mut s) else {
+            panic!("parse")
+        };
+        assert!(sets.created.contains(1) && !sets.created.contains(6));
+        assert!(sets.exists.contains(3) && sets.exists.contains(4));
+        assert!(!sets.exists.contains(2) && !sets.exists.contains(5));
+        assert_eq!(s.skipped_changed, 1);
+        assert_eq!(s.results_rows, 6);
+        let mut s = ImportSummary::default();
+        assert!(matches!(
+            read_results("a,b,c\n1,2,3\n".as_bytes(), &mut s),
+            Err(ResultsError::NotResults)
+        ));
+    }
+}
