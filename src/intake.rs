@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 use csv::ByteRecord;
 
@@ -16,8 +17,10 @@ use crate::api::model::CreateUser;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
 use crate::rowset::RowSet;
-use crate::settings::RunSettings;
+use crate::settings::{InputSettings, RunSettings};
 use crate::validate::{Validated, Validator};
+
+mod pool;
 
 /// A hasher for keys that are already uniformly distributed hashes.
 #[derive(Default)]
@@ -108,19 +111,37 @@ pub struct Rejected {
 /// Reader + validator + duplicate filter.
 pub struct Intake {
     reader: InputReader,
-    validator: Validator,
+    validator: Arc<Validator>,
     seen: Dedup,
     rec: ByteRecord,
     /// On `--resume`: what the earlier part of the run finished.
     resume: Option<Earlier>,
+    /// Validation on one thread per core (see [`Intake::validate_in_parallel`]).
+    pool: Option<pool::Pool>,
+}
+
+/// What becomes of a validated row that is not skipped.
+enum Decision {
+    Local(Outcome),
+    Send { row: u64, user: CreateUser },
 }
 
 impl Intake {
     /// Open the run's input and build the intake stage for its columns.
     pub fn open(settings: &RunSettings) -> Result<Intake, InputError> {
-        let reader = InputReader::open(settings.input.clone(), &settings.read)?;
+        Intake::open_input(&InputSettings {
+            input: settings.input.clone(),
+            read: settings.read.clone(),
+            validate: settings.validate.clone(),
+        })
+    }
+
+    /// Open an input as `run` reads it (`state import` reads its input so)
+    /// and build the intake stage for its columns.
+    pub(crate) fn open_input(input: &InputSettings) -> Result<Intake, InputError> {
+        let reader = InputReader::open(input.input.clone(), &input.read)?;
         let validator = Validator::new(
-            settings.validate.clone(),
+            input.validate.clone(),
             reader.columns().clone(),
             reader.headers().to_vec(),
         );
@@ -131,10 +152,11 @@ impl Intake {
     pub fn new(reader: InputReader, validator: Validator) -> Intake {
         Intake {
             reader,
-            validator,
+            validator: Arc::new(validator),
             seen: Dedup::default(),
             rec: ByteRecord::new(),
             resume: None,
+            pool: None,
         }
     }
 
@@ -145,28 +167,60 @@ impl Intake {
         self.resume = Some(state);
     }
 
+    /// Validate on `workers` threads from here on, in batches: for inputs
+    /// read as fast as they come (a dry run), not a slow stdin, whose rows
+    /// would wait for a batch to fill.
+    pub fn validate_in_parallel(&mut self, workers: usize) {
+        self.pool = Some(pool::Pool::start(self.validator.clone(), workers));
+    }
+
     /// The next data row, or `None` at the end of the input.
     pub fn next_step(&mut self) -> Result<Option<Step<'_>>, InputError> {
-        let row = loop {
-            let Some(row) = self.reader.read_row(&mut self.rec)? else {
-                return Ok(None);
+        let decision = loop {
+            let (row, v, unterminated) = match &mut self.pool {
+                Some(pool) => match pool.next(&mut self.reader)? {
+                    Some(r) => (r.row, r.validated, r.unterminated),
+                    None => return Ok(None),
+                },
+                None => match self.reader.read_row(&mut self.rec)? {
+                    Some(row) => {
+                        let v = self.validator.validate(&self.rec);
+                        (row, v, self.reader.row_unterminated())
+                    }
+                    None => return Ok(None),
+                },
             };
-            let Some(resume) = &mut self.resume else {
-                break row;
-            };
+            // None: finished by an earlier part of the run, no step.
+            if let Some(d) = self.decide(row, v, unterminated) {
+                break d;
+            }
+        };
+        let raw = match &self.pool {
+            Some(pool) => pool.record().unwrap_or(&self.rec),
+            None => &self.rec,
+        };
+        Ok(Some(match decision {
+            Decision::Local(o) => Step::Local(o, raw),
+            Decision::Send { row, user } => Step::Send { row, user, raw },
+        }))
+    }
+
+    /// Resume's skips, the unterminated-quote override and the duplicate
+    /// filter, in input order.
+    fn decide(&mut self, row: u64, mut v: Validated, unterminated: bool) -> Option<Decision> {
+        if let Some(resume) = &mut self.resume {
             if resume.done.contains(row) {
                 // A success of the earlier part still claims its user_id.
-                let v = self.validator.validate(&self.rec);
                 if let Ok(user) = v.result {
                     self.seen.claim(&user.user_id);
                 }
-                continue;
+                return None;
             }
             if let Some(r) = resume.rejected.remove(&row) {
-                if let Ok(user) = self.validator.validate(&self.rec).result {
+                if let Ok(user) = v.result {
                     self.seen.claim(&user.user_id);
                 }
-                let o = Outcome {
+                return Some(Decision::Local(Outcome {
                     row,
                     user_id: r.user_id,
                     status: Status::Rejected,
@@ -174,33 +228,21 @@ impl Intake {
                     attempts: r.attempts,
                     error: Some(r.error),
                     duration: std::time::Duration::ZERO,
-                };
-                return Ok(Some(Step::Local(o, &self.rec)));
+                }));
             }
-            break row;
-        };
-        let mut v = self.validator.validate(&self.rec);
-        if self.reader.row_unterminated() {
+        }
+        if unterminated {
             v.result = Err(crate::validate::Invalid::unterminated());
         }
-        Ok(Some(match self.seen.decide(row, v) {
-            Ok((row, user)) => Step::Send {
-                row,
-                user,
-                raw: &self.rec,
-            },
-            Err(outcome) => Step::Local(outcome, &self.rec),
-        }))
+        Some(match self.seen.decide(row, v) {
+            Ok((row, user)) => Decision::Send { row, user },
+            Err(outcome) => Decision::Local(outcome),
+        })
     }
 
     /// The underlying reader (headers, digest, rows read).
     pub fn reader(&self) -> &InputReader {
         &self.reader
-    }
-
-    /// Take the parts apart, for the parallel dry run.
-    pub fn into_parts(self) -> (InputReader, Validator) {
-        (self.reader, self.validator)
     }
 }
 

@@ -66,6 +66,11 @@ pub struct RunBar {
 }
 
 impl RunBar {
+    /// A bar that draws nothing (a dry run).
+    pub fn hidden() -> RunBar {
+        RunBar { bar: None }
+    }
+
     /// Rows done so far and the counts to show.
     pub fn update(&self, done: u64, counts: &Counts, extra: &str) {
         if let Some(bar) = &self.bar {

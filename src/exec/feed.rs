@@ -1,1 +1,258 @@
-//! Feed: read, prepare and hand rows to the dispatcher.
+//! Feed: the intake's thread. Every data row goes either to the dispatcher
+//! (a payload to send) or straight to the recorder (decided here: invalid,
+//! duplicate, known to the state, not sent after a stop, or `valid` in a dry
+//! run). Both queues are filled in batches.
+
+use bytes::Bytes;
+use csv::ByteRecord;
+use tokio::sync::mpsc;
+
+use crate::api::model::CreateUser;
+use crate::exec::stop::{Stop, StopKind};
+use crate::exec::worker::Job;
+use crate::input::InputError;
+use crate::intake::{Intake, Step};
+use crate::outcome::{Outcome, Status};
+use crate::report::recorder;
+use crate::state::{PayloadHash, StateReader, payload_hash};
+
+/// A finished row for the recorder: with `--state`, the hash of the payload
+/// that was sent.
+pub(crate) type Done = recorder::Done<Option<PayloadHash>>;
+
+/// A row decided without a request; `raw` only when it is a failure.
+pub(crate) fn local(outcome: Outcome, raw: Option<ByteRecord>) -> Done {
+    Done {
+        outcome,
+        raw,
+        extra: None,
+    }
+}
+
+/// A row for the workers.
+pub(crate) struct Queued {
+    pub job: Job,
+    /// The input record, for failures.csv if the row fails.
+    pub raw: ByteRecord,
+    pub hash: Option<PayloadHash>,
+}
+
+/// Where the valid rows go.
+pub(crate) enum Sink {
+    /// To the dispatcher, to be sent.
+    Send(mpsc::Sender<Vec<Queued>>),
+    /// Recorded `valid`: a dry run sends nothing.
+    Valid,
+}
+
+/// The feed's thread: read every data row and hand it on. Returns the
+/// number of data rows read, or the read error that ended the input early
+/// (the rows before it are handed on, and the run is stopped).
+pub(crate) fn feed(
+    mut intake: Intake,
+    sink: Sink,
+    outcome_tx: mpsc::Sender<Vec<Done>>,
+    stop: Stop,
+    mut state: Option<StateReader>,
+) -> Result<u64, InputError> {
+    let mut out = Handoff {
+        sink,
+        outcome_tx,
+        jobs: Vec::with_capacity(JOB_BATCH),
+        local: Vec::with_capacity(LOCAL_BATCH),
+        stop,
+    };
+    let mut failure = None;
+    loop {
+        let step = match intake.next_step() {
+            Ok(Some(step)) => step,
+            Ok(None) => break,
+            Err(e) => {
+                // Stop sending; rows after an unreadable part cannot be known.
+                out.stop
+                    .trip(StopKind::Fatal, format!("cannot read input: {e}"));
+                failure = Some(e);
+                break;
+            }
+        };
+        let handed = match step {
+            Step::Local(o, raw) => {
+                let raw = o.status.is_failure().then(|| raw.clone());
+                out.local(local(o, raw))
+            }
+            Step::Send { row, user, raw } => match out.sink {
+                Sink::Valid => out.local(local(
+                    Outcome::local(row, user.user_id, Status::Valid, None),
+                    None,
+                )),
+                Sink::Send(_) => match prepare(row, user, raw, &mut state, &out.stop) {
+                    Prepared::Local(done) => out.local(done),
+                    Prepared::Job(queued) => out.job(queued, &mut state),
+                },
+            },
+        };
+        if handed.is_err() {
+            // The recorder is gone (it could not write): nothing more to do.
+            break;
+        }
+    }
+    out.finish();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(intake.reader().rows_read()),
+    }
+}
+
+/// What the feed makes of a valid row.
+enum Prepared {
+    /// Decided without a request: known to the state, not sent after a stop,
+    /// or a payload that cannot be encoded.
+    Local(Done),
+    Job(Queued),
+}
+
+fn prepare(
+    row: u64,
+    user: CreateUser,
+    raw: &ByteRecord,
+    state: &mut Option<StateReader>,
+    stop: &Stop,
+) -> Prepared {
+    let hash = state.as_ref().map(|_| payload_hash(&user));
+    if let (Some(reader), Some(h)) = (state.as_mut(), &hash) {
+        match reader.lookup(&user.user_id) {
+            Ok(Some(k)) => {
+                // Provisioned by an earlier run: not sent again.
+                let status = k.classify(h);
+                let error = (status == Status::Changed).then(|| k.changed_message());
+                return Prepared::Local(local(
+                    Outcome::local(row, user.user_id, status, error),
+                    None,
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => stop.trip(StopKind::Fatal, crate::error::chain(&e)),
+        }
+    }
+    if stop.is_tripped() {
+        return Prepared::Local(not_sent(row, user.user_id, raw.clone(), stop));
+    }
+    match serde_json::to_vec(&user) {
+        Ok(body) => Prepared::Job(Queued {
+            job: Job {
+                row,
+                user_id: user.user_id,
+                body: Bytes::from(body),
+            },
+            raw: raw.clone(),
+            hash,
+        }),
+        Err(e) => {
+            let o = Outcome::local(
+                row,
+                user.user_id,
+                Status::Invalid,
+                Some(format!("cannot encode the payload: {e}")),
+            );
+            Prepared::Local(local(o, Some(raw.clone())))
+        }
+    }
+}
+
+/// A row recorded `failed` because the run stopped before it was sent.
+fn not_sent(row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -> Done {
+    let o = Outcome::local(row, user_id, Status::Failed, Some(stop.not_sent_reason()));
+    local(o, Some(raw))
+}
+
+/// The feed's two outgoing queues, each filled in batches: a channel send
+/// per row cost two futex calls per row (the feed thread parked on the full
+/// queue and was woken for every slot freed).
+struct Handoff {
+    sink: Sink,
+    outcome_tx: mpsc::Sender<Vec<Done>>,
+    jobs: Vec<Queued>,
+    local: Vec<Done>,
+    stop: Stop,
+}
+
+/// The recorder is gone.
+struct Gone;
+
+impl Handoff {
+    fn local(&mut self, done: Done) -> Result<(), Gone> {
+        self.local.push(done);
+        if self.local.len() >= LOCAL_BATCH {
+            self.flush_local()?;
+        }
+        Ok(())
+    }
+
+    fn flush_local(&mut self) -> Result<(), Gone> {
+        if self.local.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.local, Vec::with_capacity(LOCAL_BATCH));
+        self.outcome_tx.blocking_send(batch).map_err(|_| Gone)
+    }
+
+    /// Queue a job; the batch goes when it is full, or at once when the
+    /// workers have nothing queued (start-up, a slow stdin).
+    fn job(&mut self, queued: Queued, state: &mut Option<StateReader>) -> Result<(), Gone> {
+        self.jobs.push(queued);
+        let Sink::Send(job_tx) = &self.sink else {
+            return Ok(());
+        };
+        let starving = job_tx.capacity() == job_tx.max_capacity();
+        if self.jobs.len() < JOB_BATCH && !starving {
+            return Ok(());
+        }
+        if job_tx.capacity() == 0 {
+            // About to block on a full queue: hand over the rows decided so
+            // far, and let go of the state's read snapshot so its WAL can be
+            // checkpointed.
+            self.flush_local()?;
+            if let Some(reader) = state {
+                let _ = reader.release();
+            }
+        }
+        self.flush_jobs()
+    }
+
+    fn flush_jobs(&mut self) -> Result<(), Gone> {
+        let Sink::Send(job_tx) = &self.sink else {
+            return Ok(());
+        };
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.jobs, Vec::with_capacity(JOB_BATCH));
+        if let Err(mpsc::error::SendError(batch)) = job_tx.blocking_send(batch) {
+            // No dispatcher (no token): record them as not sent.
+            for Queued { job, raw, .. } in batch {
+                self.local(not_sent(job.row, job.user_id, raw, &self.stop))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand over whatever is left (the job queue closes when `self` drops).
+    fn finish(mut self) {
+        if self.flush_jobs().is_ok() {
+            let _ = self.flush_local();
+        }
+    }
+}
+
+/// Rows decided by the feed (invalid, duplicate, unchanged, …) handed to the
+/// recorder at once: one channel wake-up per batch, not per row.
+const LOCAL_BATCH: usize = 256;
+
+/// Most rows the feed hands to the dispatcher at once.
+const JOB_BATCH: usize = 32;
+
+/// Batches the job queue holds: about two rows queued per request in flight,
+/// and at least two batches so the feed fills one while the other drains.
+pub(crate) fn job_queue_batches(concurrency: u32) -> usize {
+    (concurrency as usize * 2).div_ceil(JOB_BATCH).max(2)
+}

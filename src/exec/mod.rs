@@ -1,6 +1,10 @@
 //! Execution: turning validated rows into API calls under a shared rate limit,
 //! with retries, backoff and token refresh.
 //!
+//! * [`pipeline`] — a run, live or dry: the stages started and joined.
+//! * `feed` — the intake's thread: rows to send, or decided on the spot.
+//! * `dispatch` — one task per row under a growing semaphore.
+//! * `watch` — the breaker, the state file and the bar, on the recorder's thread.
 //! * [`worker`] — the per-row retry loop (`provision`).
 //! * [`throttle`] — the pool-wide pause after a 429.
 //! * [`pace`] — the shared limiter, its window guard and `--rate auto`.
@@ -16,6 +20,7 @@ pub mod pace;
 pub mod pipeline;
 pub mod stop;
 pub mod throttle;
+mod watch;
 pub mod worker;
 
 pub use counters::EngineCounters;

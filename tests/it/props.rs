@@ -179,6 +179,26 @@ fn csv_data_rows(bytes: &[u8]) -> u64 {
     n
 }
 
+/// A dry run through the library's one pipeline.
+fn dry_run(
+    settings: &connect_provision::settings::RunSettings,
+) -> connect_provision::report::Summary {
+    use connect_provision::exec::{pipeline, stop::Stop};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ui = connect_provision::progress::Ui::new(true);
+    rt.block_on(pipeline::run(
+        settings,
+        pipeline::Mode::DryRun,
+        Stop::new(),
+        &ui,
+    ))
+    .expect("dry run finishes")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -196,7 +216,7 @@ proptest! {
         std::fs::write(&input, &bytes).unwrap();
         let out = dir.path().join("out");
         let settings = dry_run_settings(&input, &out, &[]);
-        let summary = connect_provision::cmd::run::dry_run(&settings).expect("dry run finishes");
+        let summary = dry_run(&settings);
 
         let n = csv_data_rows(&bytes);
         let results = read_results(&out);
