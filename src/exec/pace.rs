@@ -332,15 +332,6 @@ fn window_cap(rate: f64) -> usize {
     (rate.floor() as usize).max(1)
 }
 
-/// The bounds of `settings::Rate::Auto` as [`adapt`] takes them: a thin
-/// argument type, kept only until `exec::pipeline` passes the two numbers
-/// straight on.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AutoRate {
-    pub start: f64,
-    pub max: f64,
-}
-
 /// What one tick saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Tick {
@@ -515,9 +506,10 @@ impl Controller {
     }
 }
 
-/// Run the controller against the engine's counters until aborted.
-pub async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, cfg: AutoRate) {
-    let mut ctl = Controller::new(cfg.start, cfg.max);
+/// Run the controller of `--rate auto` (`settings::Rate::Auto`'s bounds)
+/// against the engine's counters until aborted.
+pub async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start: u32, max: u32) {
+    let mut ctl = Controller::new(f64::from(start), f64::from(max));
     pace.set_rate(ctl.rate());
     let read = |c: &EngineCounters| Tick {
         requests: c.requests_sent.load(Ordering::Relaxed),

@@ -301,10 +301,8 @@ impl Engine {
             (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(pace::adapt(
                 self.pace.clone(),
                 self.counters.clone(),
-                pace::AutoRate {
-                    start: f64::from(start),
-                    max: f64::from(max),
-                },
+                start,
+                max,
             ))),
             _ => None,
         };
