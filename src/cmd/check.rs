@@ -8,7 +8,7 @@ use crate::settings::CheckSettings;
 /// Returns the exit code: 0 when a token was issued, 3 when refused or unreachable.
 pub async fn check(settings: &CheckSettings) -> Result<Exit, Error> {
     let (remote, sandbox) =
-        crate::cmd::target::remote(Some(&settings.target), settings.credentials.as_ref()).await?;
+        crate::cmd::target::remote(&settings.target, settings.credentials.as_ref()).await?;
     let client = ConnectClient::new(&remote.base_url, remote.credentials, settings.timeout)
         .map_err(|e| Error::Fatal(crate::error::chain(&e)))?;
     let result = client.fetch_token().await;

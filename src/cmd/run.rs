@@ -1,11 +1,11 @@
 //! `run`: provision the users of a CSV, or validate them with `--dry-run`.
 
 use crate::error::Error;
-use crate::exec::pipeline::{self, Mode};
+use crate::exec::pipeline::{self, Sender};
 use crate::exec::stop::Stop;
 use crate::exit::Exit;
 use crate::report::Summary;
-use crate::settings::RunSettings;
+use crate::settings::{Mode, RunSettings};
 
 /// The lines printed on stdout when a run ends.
 pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
@@ -35,16 +35,21 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
 /// `run`: resolve the target (starting the embedded sandbox if asked), then a
 /// dry run or a live run. Returns the exit code.
 pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<Exit, Error> {
-    if settings.dry_run {
-        let summary = pipeline::run(settings, Mode::DryRun, Stop::new(), ui).await?;
-        print!("{}", render_summary(&summary, &settings.out));
-        return Ok(exit_of(&summary));
-    }
+    let (target, credentials) = match &settings.mode {
+        Mode::DryRun { .. } => {
+            let summary = pipeline::run(settings, Sender::DryRun, Stop::new(), ui).await?;
+            print!("{}", render_summary(&summary, &settings.out));
+            return Ok(exit_of(&summary));
+        }
+        Mode::Live {
+            target,
+            credentials,
+        } => (target, credentials.as_ref()),
+    };
     let stop = Stop::new();
     let signals = crate::cmd::signals::watch(stop.clone());
-    let (remote, sandbox) =
-        crate::cmd::target::remote(settings.target.as_ref(), settings.credentials.as_ref()).await?;
-    let result = pipeline::run(settings, Mode::Live(remote), stop, ui).await;
+    let (remote, sandbox) = crate::cmd::target::remote(target, credentials).await?;
+    let result = pipeline::run(settings, Sender::Live(remote), stop, ui).await;
     signals.abort();
     if let Some(sb) = sandbox {
         sb.shutdown().await;

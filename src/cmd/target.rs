@@ -12,11 +12,11 @@ use crate::settings::{self, Target};
 /// The remote for `target`; for `--sandbox` also the running sandbox, which
 /// the caller shuts down when done.
 pub async fn remote(
-    target: Option<&Target>,
+    target: &Target,
     credentials: Option<&Credentials>,
 ) -> Result<(Remote, Option<Sandbox>), Error> {
     match target {
-        Some(Target::Sandbox) | None => {
+        Target::Sandbox => {
             let cfg = SandboxConfig::default();
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
             let sandbox = Sandbox::start(cfg.clone(), addr)
@@ -34,7 +34,7 @@ pub async fn remote(
             tracing::info!(url = %sandbox.url(), "embedded sandbox started");
             Ok((remote, Some(sandbox)))
         }
-        Some(Target::Url(url)) => {
+        Target::Url(url) => {
             let c = credentials.ok_or(settings::ConfigError::NoClientId)?;
             Ok((
                 Remote {

@@ -11,7 +11,7 @@
 //!    its watch (exec::watch) feeds the breaker, the state file and the bar
 //! ```
 //!
-//! A dry run is the same stages with [`Mode::DryRun`]: validation runs on
+//! A dry run is the same stages with [`Sender::DryRun`]: validation runs on
 //! one thread per core, valid rows go to the recorder as `valid`, and
 //! nothing touches the network.
 //!
@@ -58,8 +58,8 @@ use crate::state::{StateReader, StateStore};
 pub use crate::exec::dispatch::{MAX_AUTO_CONCURRENCY, needed_concurrency};
 pub use crate::report::recorder::CHECKPOINT_EVERY;
 
-/// Live or dry.
-pub enum Mode {
+/// Where the valid rows go: nowhere (a dry run), or to a remote.
+pub enum Sender {
     /// Validate and write the reports; no network at all.
     DryRun,
     /// Send to `Remote`.
@@ -70,19 +70,19 @@ pub enum Mode {
 /// by the caller's signal handler.
 pub async fn run(
     settings: &RunSettings,
-    mode: Mode,
+    sender: Sender,
     stop: Stop,
     ui: &Ui,
 ) -> Result<Summary, Error> {
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
-    let mut opened = open(settings, &mode, started)?;
-    let (engine, target) = match mode {
-        Mode::Live(remote) => (
+    let mut opened = open(settings, &sender, started)?;
+    let (engine, target) = match sender {
+        Sender::Live(remote) => (
             Some(Engine::start(settings, &remote, &stop).await?),
             Some(remote.label),
         ),
-        Mode::DryRun => (None, None),
+        Sender::DryRun => (None, None),
     };
     let progress = progress_of(&opened.prior, engine.as_ref(), clock);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
@@ -195,7 +195,11 @@ struct Opened {
 
 /// Open the input, the reports and (live) the state. A dry run validates
 /// on one thread per core and writes no journal.
-fn open(settings: &RunSettings, mode: &Mode, started: jiff::Timestamp) -> Result<Opened, Error> {
+fn open(
+    settings: &RunSettings,
+    sender: &Sender,
+    started: jiff::Timestamp,
+) -> Result<Opened, Error> {
     let mut intake = Intake::open(settings)?;
     let digest = intake.reader().digest();
     let opened = |intake, recorder, prior, (state_sink, state_reader)| Opened {
@@ -206,8 +210,8 @@ fn open(settings: &RunSettings, mode: &Mode, started: jiff::Timestamp) -> Result
         state_sink,
         state_reader,
     };
-    match mode {
-        Mode::DryRun => {
+    match sender {
+        Sender::DryRun => {
             journal::check_fresh(&settings.out)?;
             let recorder = Recorder::create(
                 &settings.out,
@@ -218,7 +222,7 @@ fn open(settings: &RunSettings, mode: &Mode, started: jiff::Timestamp) -> Result
             intake.validate_in_parallel(workers);
             Ok(opened(intake, recorder, Prior::default(), (None, None)))
         }
-        Mode::Live(_) => {
+        Sender::Live(_) => {
             let (recorder, prior, input_sha) = open_journal(settings, &mut intake, started)?;
             let state = open_state(settings, &input_sha)?;
             Ok(opened(intake, recorder, prior, state))
@@ -421,7 +425,7 @@ fn finish(
         dry_run,
         target: ended
             .target
-            .or_else(|| settings.target.as_ref().map(|t| t.describe())),
+            .or_else(|| settings.mode.target().map(|t| t.describe())),
         started: ended.started,
         finished: jiff::Timestamp::now(),
         elapsed: ended.elapsed,

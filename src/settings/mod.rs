@@ -217,18 +217,45 @@ pub(crate) struct InputSettings {
     pub(crate) validate: ValidateOptions,
 }
 
+/// A dry run or a live one, with what each needs.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// `--dry-run`: no network; a target given is only named in summary.json.
+    DryRun { target: Option<Target> },
+    /// Send to `target`. `credentials` is `None` for the embedded sandbox
+    /// (it has its own).
+    Live {
+        target: Target,
+        credentials: Option<Credentials>,
+    },
+}
+
+impl Mode {
+    /// Where requests go (a dry run's is only named).
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            Mode::DryRun { target } => target.as_ref(),
+            Mode::Live { target, .. } => Some(target),
+        }
+    }
+
+    /// The credentials of a live run against a URL.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        match self {
+            Mode::Live { credentials, .. } => credentials.as_ref(),
+            Mode::DryRun { .. } => None,
+        }
+    }
+}
+
 /// Everything `run` needs.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
     pub input: InputSource,
     pub read: ReadOptions,
     pub validate: ValidateOptions,
-    /// `None` only in a dry run without a target.
-    pub target: Option<Target>,
-    /// `None` for a dry run and for the embedded sandbox (it has its own).
-    pub credentials: Option<Credentials>,
+    pub mode: Mode,
     pub exec: ExecSettings,
-    pub dry_run: bool,
     pub resume: bool,
     pub out: PathBuf,
     /// Flush + fsync results.csv in batches (off only for benchmarks).
@@ -414,12 +441,16 @@ pub fn resolve_run(
     now: jiff::Timestamp,
 ) -> Result<RunSettings, ConfigError> {
     let target = resolve_target(&args.target, cfg)?;
-    if target.is_none() && !args.dry_run {
-        return Err(ConfigError::NoTarget);
-    }
-    let credentials = match (&target, args.dry_run) {
-        (Some(Target::Url(_)), false) => Some(resolve_credentials(&args.credentials, env, cfg)?),
-        _ => None,
+    let mode = match (target, args.dry_run) {
+        (target, true) => Mode::DryRun { target },
+        (None, false) => return Err(ConfigError::NoTarget),
+        (Some(target), false) => Mode::Live {
+            credentials: match target {
+                Target::Url(_) => Some(resolve_credentials(&args.credentials, env, cfg)?),
+                Target::Sandbox => None,
+            },
+            target,
+        },
     };
 
     let InputSettings {
@@ -447,10 +478,8 @@ pub fn resolve_run(
             ..read
         },
         validate,
-        target,
-        credentials,
+        mode,
         exec,
-        dry_run: args.dry_run,
         resume: args.resume,
         out,
         journal: !args.no_journal,
@@ -616,7 +645,7 @@ mod tests {
     fn defaults() {
         let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), None, now()).unwrap();
         assert_eq!(s.exec, ExecSettings::default());
-        assert_eq!(s.target, None);
+        assert_eq!(s.mode.target().cloned(), None);
         assert_eq!(s.read.delimiter, b',');
         assert_eq!(s.out, PathBuf::from("reports/20270115T080000Z"));
     }
@@ -637,7 +666,7 @@ mod tests {
         assert_eq!(s.exec.burst, Some(5));
         assert_eq!(s.exec.timeout, Duration::from_secs(5));
         assert_eq!(s.exec.max_attempts, 6);
-        assert_eq!(s.target, Some(Target::Sandbox));
+        assert_eq!(s.mode.target().cloned(), Some(Target::Sandbox));
         assert_eq!(s.read.columns.header_for(Field::UserId), "Customer ID");
         let s = resolve_run(
             &run_args(&["--map", "user_id=Cust"]),
@@ -674,7 +703,7 @@ mod tests {
     fn flag_target_replaces_config_target() {
         let c = cfg("env = \"production\"\nclient_id = \"x\"\n");
         let s = resolve_run(&run_args(&["--sandbox"]), &no_env(), Some(&c), now()).unwrap();
-        assert_eq!(s.target, Some(Target::Sandbox));
+        assert_eq!(s.mode.target().cloned(), Some(Target::Sandbox));
         assert!(matches!(
             target_from(true, Some(EnvName::Production), None),
             Err(ConfigError::TwoTargets(_))
@@ -720,7 +749,7 @@ mod tests {
             now(),
         )
         .unwrap();
-        let c = s.credentials.unwrap();
+        let c = s.mode.credentials().cloned().unwrap();
         assert_eq!(c.client_id, "abc");
         assert_eq!(c.client_secret.expose_secret(), "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
@@ -743,7 +772,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.credentials.unwrap().client_secret.expose_secret(),
+            s.mode
+                .credentials()
+                .cloned()
+                .unwrap()
+                .client_secret
+                .expose_secret(),
             "from-file"
         );
 

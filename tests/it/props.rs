@@ -192,7 +192,7 @@ fn dry_run(
     let ui = connect_provision::progress::Ui::new(true);
     rt.block_on(pipeline::run(
         settings,
-        pipeline::Mode::DryRun,
+        pipeline::Sender::DryRun,
         Stop::new(),
         &ui,
     ))
