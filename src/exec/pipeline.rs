@@ -86,31 +86,16 @@ pub async fn run(
     };
     let progress = progress_of(&opened.prior, engine.as_ref(), clock);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
-    let watch = watch_of(
-        settings,
-        &mut opened,
-        engine.as_ref(),
-        ui,
-        &stop,
-        progress.clone(),
-    );
+    let (live, p) = (engine.as_ref(), progress.clone());
+    let watch = watch_of(settings, &mut opened, live, ui, &stop, p);
     let journaled = settings.journal && engine.is_some();
     let recorder_thread = recorder::spawn(opened.recorder, outcome_rx, watch, journaled);
     let (sink, stages) = match &engine {
         Some(e) => e.spawn(settings, outcome_tx.clone(), &stop),
         None => (Sink::Valid, Stages::default()),
     };
-    let feeding = {
-        let (stop, state) = (stop.clone(), opened.state_reader.take());
-        let intake = opened.intake;
-        tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state))
-    };
-    let read_result = feeding
-        .await
-        .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))?;
-    if let Err(e) = &read_result {
-        stop.trip(StopKind::Fatal, crate::error::chain(e));
-    }
+    let state = opened.state_reader.take();
+    let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state).await?;
     stages.wait(&stop).await;
     let (recorder, watch) = recorder_thread
         .await
@@ -130,15 +115,30 @@ pub async fn run(
         engine: EngineFigures::from(progress()),
         rate: engine.as_ref().map(|e| e.rate_summary(settings)),
         target,
+        digest: opened.digest,
     };
-    finish(
-        settings,
-        &opened.digest,
-        recorder,
-        watch.state,
-        &stop,
-        ended,
-    )
+    finish(settings, recorder, watch.state, &stop, ended)
+}
+
+/// Feed every row on a blocking thread; a read error stops the run.
+async fn run_feed(
+    intake: Intake,
+    sink: Sink,
+    outcome_tx: mpsc::Sender<Vec<Done>>,
+    stop: &Stop,
+    state: Option<StateReader>,
+) -> Result<Result<u64, crate::input::InputError>, Error> {
+    let feeding = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state))
+    };
+    let read_result = feeding
+        .await
+        .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))?;
+    if let Err(e) = &read_result {
+        stop.trip(StopKind::Fatal, crate::error::chain(e));
+    }
+    Ok(read_result)
 }
 
 /// The request figures and active time so far, over every part of a
@@ -393,13 +393,14 @@ struct Ended {
     rate: Option<RateSummary>,
     /// `None` in a dry run: named from the settings.
     target: Option<String>,
+    /// The input's SHA-256 (complete once every row is read).
+    digest: InputDigest,
 }
 
 /// Write summary.json (the last checkpoint first) and close this run's
 /// record in the state.
 fn finish(
     settings: &RunSettings,
-    digest: &InputDigest,
     mut recorder: Recorder,
     state: Option<StateSink>,
     stop: &Stop,
@@ -420,7 +421,7 @@ fn finish(
     let summary = Summary::build(SummaryParts {
         input: InputInfo {
             path: settings.input.display(),
-            sha256: digest.sha256_hex(),
+            sha256: ended.digest.sha256_hex(),
         },
         dry_run,
         target: ended
