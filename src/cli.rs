@@ -33,23 +33,23 @@ pub struct Cli {
         env = "CONNECT_PROVISION_CONFIG",
         value_name = "FILE"
     )]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    pub(crate) log_format: Option<LogFormat>,
 
     /// More log detail (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 
     /// Less log detail (-q warnings only, -qq errors only).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub quiet: u8,
+    pub(crate) quiet: u8,
 
     /// Never draw a progress bar (it is drawn only when stderr is a terminal).
     #[arg(long, global = true)]
-    pub no_progress: bool,
+    pub(crate) no_progress: bool,
 }
 
 /// The three commands.
@@ -81,7 +81,7 @@ pub enum Command {
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -89,66 +89,66 @@ pub enum LogFormat {
 /// A named Connect environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EnvName {
+pub(crate) enum EnvName {
     Development,
     Production,
 }
 
 /// Where requests go. Exactly one of these is required for a live run.
 #[derive(Debug, Default, Args)]
-pub struct TargetArgs {
+pub(crate) struct TargetArgs {
     /// Start the embedded sandbox on a loopback port and use it; nothing leaves the machine.
     #[arg(long, conflicts_with_all = ["env", "base_url"])]
-    pub sandbox: bool,
+    pub(crate) sandbox: bool,
 
     /// A Connect environment: development or production.
     #[arg(long, value_enum, value_name = "NAME", conflicts_with = "base_url")]
-    pub env: Option<EnvName>,
+    pub(crate) env: Option<EnvName>,
 
     /// An explicit API base URL (https; plain http only for loopback hosts).
     #[arg(long, env = "CONNECT_BASE_URL", value_name = "URL")]
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
 }
 
 /// Credentials. The secret is never accepted as a flag value.
 #[derive(Debug, Default, Args)]
-pub struct CredentialArgs {
+pub(crate) struct CredentialArgs {
     /// OAuth client id.
     #[arg(long, env = "CONNECT_CLIENT_ID", value_name = "ID")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
 
     /// File holding the client secret (or set CONNECT_CLIENT_SECRET).
     #[arg(long, value_name = "PATH")]
-    pub client_secret_file: Option<PathBuf>,
+    pub(crate) client_secret_file: Option<PathBuf>,
 
     /// OAuth scope [default: connect:fulfillment].
     #[arg(long, value_name = "SCOPE")]
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
 }
 
 /// How to read and validate the input: shared by `run` and `state import`,
 /// which must read a file exactly as the run did.
 #[derive(Clone, Debug, Default, Args)]
-pub struct ReadArgs {
+pub(crate) struct ReadArgs {
     /// Map a payload field to a differently named column, e.g. user_id='Customer ID'.
     #[arg(long = "map", value_name = "FIELD=HEADER", value_parser = parse_mapping)]
-    pub map: Vec<(String, String)>,
+    pub(crate) map: Vec<(String, String)>,
 
     /// Input encoding, any WHATWG label (windows-1252, latin1, utf-16le, ...) [default: utf-8].
     #[arg(long, value_name = "LABEL")]
-    pub encoding: Option<String>,
+    pub(crate) encoding: Option<String>,
 
     /// Field delimiter, one ASCII character; `tab` or `\t` for tab [default: ,].
     #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
+    pub(crate) delimiter: Option<u8>,
 
     /// Region for phone numbers written without +country code [default: US].
     #[arg(long, value_name = "REGION")]
-    pub phone_region: Option<String>,
+    pub(crate) phone_region: Option<String>,
 
     /// Locale sent for rows whose locale is blank, e.g. en-US.
     #[arg(long, value_name = "TAG")]
-    pub default_locale: Option<String>,
+    pub(crate) default_locale: Option<String>,
 }
 
 /// `run`'s options.
@@ -156,87 +156,87 @@ pub struct ReadArgs {
 pub struct RunArgs {
     /// The customer CSV (a header row is required), or - for stdin.
     #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
 
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub(crate) target: TargetArgs,
 
     #[command(flatten)]
-    pub credentials: CredentialArgs,
+    pub(crate) credentials: CredentialArgs,
 
     #[command(flatten)]
-    pub read: ReadArgs,
+    pub(crate) read: ReadArgs,
 
     /// Requests per second shared by all workers, or `auto` to find the
     /// partner's limit while running [default: 10].
     #[arg(long, value_name = "N|auto", value_parser = parse_rate)]
-    pub rate: Option<RateArg>,
+    pub(crate) rate: Option<RateArg>,
 
     /// With --rate auto: never go above this many requests per second [default: 100].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_max: Option<u32>,
+    pub(crate) rate_max: Option<u32>,
 
     /// With --rate auto: the rate to start from, e.g. the last run's
     /// summary.json rate_final [default: 10].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_start: Option<u32>,
+    pub(crate) rate_start: Option<u32>,
 
     /// Circuit breaker: stop the run (exit 3) when more than this fraction of
     /// the last --error-window finished rows were rejected or invalid [default: 0.5].
     #[arg(long, value_name = "P", value_parser = parse_probability)]
-    pub max_error_rate: Option<f64>,
+    pub(crate) max_error_rate: Option<f64>,
 
     /// Circuit breaker: how many of the latest finished rows it looks at [default: 200].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
-    pub error_window: Option<u32>,
+    pub(crate) error_window: Option<u32>,
 
     /// The partner allows bursts of N (a token bucket): pace with GCRA at
     /// this burst and no sliding-window guard. Without it, at most --rate
     /// requests go in any sliding second, the strictest limiter there is.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
 
     /// Requests in flight at once [default: enough to reach --rate at the observed latency].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub concurrency: Option<u32>,
+    pub(crate) concurrency: Option<u32>,
 
     /// Attempts per row before it is `failed` [default: 6].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<u32>,
 
     /// Timeout of one request, e.g. 30s, 500ms [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 
     /// Process only the first N data rows.
     #[arg(long, value_name = "N")]
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
 
     /// Validate and write the reports; no network at all.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// Continue an interrupted run recorded in --out.
     #[arg(long)]
-    pub resume: bool,
+    pub(crate) resume: bool,
 
     /// Stop taking rows after this long (e.g. 3h), drain, exit 130; resumable.
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub time_budget: Option<Duration>,
+    pub(crate) time_budget: Option<Duration>,
 
     /// Report directory [default: reports/<UTC timestamp>/].
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 
     /// SQLite file remembering what earlier runs provisioned: known users
     /// are not sent again (`unchanged` / `changed`). Created on first use.
     #[arg(long, value_name = "PATH")]
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
 
     /// Benchmarking only: skip the journal's fsync batches (a crash may then
     /// lose recorded rows; they are resent and end `exists`).
     #[arg(long, hide = true)]
-    pub no_journal: bool,
+    pub(crate) no_journal: bool,
 }
 
 /// `state`'s subcommands.
@@ -259,11 +259,11 @@ pub enum StateCommand {
 pub struct StateFileArgs {
     /// The state file.
     #[arg(long, value_name = "PATH")]
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
 
     /// Print JSON instead of text.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// `state export`.
@@ -271,11 +271,11 @@ pub struct StateFileArgs {
 pub struct StateExportArgs {
     /// The state file.
     #[arg(long, value_name = "PATH")]
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
 
     /// Write to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// `state import`.
@@ -283,32 +283,32 @@ pub struct StateExportArgs {
 pub struct StateImportArgs {
     /// The state file (created if missing).
     #[arg(long, value_name = "PATH")]
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
 
     /// results.csv of the earlier run.
     #[arg(long, value_name = "FILE")]
-    pub results: PathBuf,
+    pub(crate) results: PathBuf,
 
     /// The input that run read.
     #[arg(value_name = "INPUT")]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
 
     #[command(flatten)]
-    pub read: ReadArgs,
+    pub(crate) read: ReadArgs,
 }
 
 /// `check`'s options.
 #[derive(Debug, Default, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub(crate) target: TargetArgs,
 
     #[command(flatten)]
-    pub credentials: CredentialArgs,
+    pub(crate) credentials: CredentialArgs,
 
     /// Timeout of the token request [default: 30s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// `sandbox`'s options.
@@ -316,19 +316,19 @@ pub struct CheckArgs {
 pub struct SandboxArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8787")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// Client id the sandbox accepts.
     #[arg(long, value_name = "ID", default_value = "sandbox-client")]
-    pub client_id: String,
+    pub(crate) client_id: String,
 
     /// Client secret the sandbox accepts (a sandbox-only value, not a real secret).
     #[arg(long, value_name = "SECRET", default_value = "sandbox-secret")]
-    pub client_secret: String,
+    pub(crate) client_secret: String,
 
     /// Lifetime of issued tokens, e.g. 24h, 90s, 500ms.
     #[arg(long, value_name = "DUR", default_value = "24h", value_parser = parse_duration)]
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
 
     /// Users requests allowed in any 1 s window (counted as --rate-limit-algorithm
     /// says); more get 429 [default: unlimited].
@@ -361,30 +361,30 @@ pub struct SandboxArgs {
 
     /// Delay added to every users request, e.g. 100ms.
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
-    pub latency: Duration,
+    pub(crate) latency: Duration,
 
     /// Probability (0..1) of a random 500 or 503.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
-    pub fail_rate: f64,
+    pub(crate) fail_rate: f64,
 
     /// Probability (0..1) of dropping the connection without an answer.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
-    pub reset_rate: f64,
+    pub(crate) reset_rate: f64,
 
     /// Probability (0..1) of creating the user, then dropping the connection (the ambiguous case).
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
-    pub commit_drop_rate: f64,
+    pub(crate) commit_drop_rate: f64,
 
     /// Seed for the fault decisions, for reproducible runs.
     #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
 /// `--rate` and the config file's `rate`, as `parse_rate` reads both: a
 /// fixed number per second, or `auto`. `settings` makes it a
 /// [`crate::settings::Rate`], the type that reaches the limiter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RateArg {
+pub(crate) enum RateArg {
     Fixed(u32),
     Auto,
 }

@@ -2,7 +2,7 @@
 //! `report::summary::exit` (from the counts), this is the only place exit
 //! codes are decided.
 
-pub use crate::error_chain::chain;
+pub(crate) use crate::error_chain::chain;
 use crate::exit::Exit;
 use crate::input::InputError;
 use crate::report::ReportError;

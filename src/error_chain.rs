@@ -2,7 +2,7 @@
 //! so the API client can use it without reaching up to the top-level error.
 
 /// `error: cause: cause` on one line, as anyhow's `{:#}` prints it.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -25,7 +25,7 @@ pub enum Exit {
 
 impl Exit {
     /// Every exit, for tables and tests.
-    pub const ALL: [Exit; 6] = [
+    pub(crate) const ALL: [Exit; 6] = [
         Exit::Success,
         Exit::FixData,
         Exit::RetryLater,
@@ -47,12 +47,12 @@ impl Exit {
     }
 
     /// The exit a code stands for (as read back from summary.json).
-    pub fn from_code(code: u8) -> Option<Exit> {
+    pub(crate) fn from_code(code: u8) -> Option<Exit> {
         Exit::ALL.into_iter().find(|e| e.code() == code)
     }
 
     /// The next step this exit implies, as the terminal prints it after a run.
-    pub fn hint(self) -> Option<&'static str> {
+    pub(crate) fn hint(self) -> Option<&'static str> {
         match self {
             Exit::FixData => Some(
                 "some rows need fixing: see failures.csv (error_message), fix them and run it again",

@@ -46,19 +46,19 @@ const SHARDS: usize = 16;
 
 /// The in-file duplicate filter: fingerprints of the user_ids accepted so far.
 #[derive(Default)]
-pub struct Dedup {
+pub(crate) struct Dedup {
     shards: [HashSet<u64, BuildHasherDefault<Passthrough>>; SHARDS],
 }
 
 impl Dedup {
     /// Record `user_id`; false when an earlier row had it.
-    pub fn claim(&mut self, user_id: &str) -> bool {
+    pub(crate) fn claim(&mut self, user_id: &str) -> bool {
         let f = fingerprint(user_id);
         self.shards[(f >> 60) as usize % SHARDS].insert(f)
     }
 
     /// Turn a validated row into its step: invalid, duplicate, or to send.
-    pub fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, CreateUser), Outcome> {
+    pub(crate) fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, CreateUser), Outcome> {
         match v.result {
             Err(invalid) => Err(Outcome::local(
                 row,
@@ -92,20 +92,20 @@ pub enum Step<'a> {
 
 /// What an earlier part of a resumed run finished, as intake needs it.
 #[derive(Debug, Default)]
-pub struct Earlier {
+pub(crate) struct Earlier {
     /// Rows final and successful: skipped.
-    pub done: RowSet,
+    pub(crate) done: RowSet,
     /// Rows the API rejected: not sent again, replayed with their raw record.
-    pub rejected: HashMap<u64, Rejected>,
+    pub(crate) rejected: HashMap<u64, Rejected>,
 }
 
 /// A `rejected` row of the earlier run, replayed into failures.csv.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    pub user_id: String,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub error: String,
+pub(crate) struct Rejected {
+    pub(crate) user_id: String,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
 }
 
 /// Reader + validator + duplicate filter.
@@ -128,7 +128,7 @@ enum Decision {
 
 impl Intake {
     /// Open the run's input and build the intake stage for its columns.
-    pub fn open(settings: &RunSettings) -> Result<Intake, InputError> {
+    pub(crate) fn open(settings: &RunSettings) -> Result<Intake, InputError> {
         Intake::open_input(&InputSettings {
             input: settings.input.clone(),
             read: settings.read.clone(),
@@ -163,14 +163,14 @@ impl Intake {
     /// Skip the rows an earlier part of the run finished: successes produce
     /// no step (their results.csv lines are kept), rejected rows come back as
     /// their recorded outcome (failures.csv is rebuilt from the input).
-    pub fn resume_from(&mut self, state: Earlier) {
+    pub(crate) fn resume_from(&mut self, state: Earlier) {
         self.resume = Some(state);
     }
 
     /// Validate on `workers` threads from here on, in batches: for inputs
     /// read as fast as they come (a dry run), not a slow stdin, whose rows
     /// would wait for a batch to fill.
-    pub fn validate_in_parallel(&mut self, workers: usize) {
+    pub(crate) fn validate_in_parallel(&mut self, workers: usize) {
         self.pool = Some(pool::Pool::start(self.validator.clone(), workers));
     }
 

@@ -7,25 +7,25 @@
 
 pub mod api;
 pub mod cli;
-pub mod cmd;
-pub mod error;
-pub mod error_chain;
+pub(crate) mod cmd;
+pub(crate) mod error;
+pub(crate) mod error_chain;
 pub mod exec;
-pub mod exit;
+pub(crate) mod exit;
 pub mod input;
 pub mod intake;
-pub mod logging;
+pub(crate) mod logging;
 pub mod outcome;
 pub mod progress;
 pub mod report;
 pub mod retry;
-pub mod rowset;
+pub(crate) mod rowset;
 pub mod sandbox;
 pub mod settings;
 pub mod state;
 pub mod validate;
 
-pub use error::Error;
+pub(crate) use error::Error;
 
 use cli::{Cli, Command};
 use settings::{ConfigFile, ProcessEnv};

@@ -8,7 +8,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::cli::LogFormat;
 
 /// Level from the -v / -q counts: info by default.
-pub fn level(verbose: u8, quiet: u8) -> &'static str {
+pub(crate) fn level(verbose: u8, quiet: u8) -> &'static str {
     match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",
@@ -19,7 +19,7 @@ pub fn level(verbose: u8, quiet: u8) -> &'static str {
 }
 
 /// Install the global subscriber writing to `writer`.
-pub fn init<W>(format: LogFormat, verbose: u8, quiet: u8, writer: W)
+pub(crate) fn init<W>(format: LogFormat, verbose: u8, quiet: u8, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {

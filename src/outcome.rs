@@ -31,7 +31,7 @@ pub enum Status {
 
 impl Status {
     /// Every status, in report order.
-    pub const ALL: [Status; 9] = [
+    pub(crate) const ALL: [Status; 9] = [
         Status::Created,
         Status::Exists,
         Status::Invalid,
@@ -44,7 +44,7 @@ impl Status {
     ];
 
     /// The word used in results.csv and summary.json.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Created => "created",
             Status::Exists => "exists",
@@ -59,17 +59,17 @@ impl Status {
     }
 
     /// Parse the word written by [`Status::as_str`].
-    pub fn parse(s: &str) -> Option<Status> {
+    pub(crate) fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     /// Rows with this status go to failures.csv.
-    pub fn is_failure(self) -> bool {
+    pub(crate) fn is_failure(self) -> bool {
         matches!(self, Status::Invalid | Status::Rejected | Status::Failed)
     }
 
     /// Index into per-status counter arrays.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -95,12 +95,12 @@ pub struct Outcome {
     /// Why the row is not a plain success.
     pub error: Option<String>,
     /// Time from the row's first attempt to its final status.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
 }
 
 impl Outcome {
     /// An outcome for a row that was never sent.
-    pub fn local(
+    pub(crate) fn local(
         row: u64,
         user_id: impl Into<String>,
         status: Status,

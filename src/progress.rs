@@ -34,12 +34,12 @@ impl Ui {
     }
 
     /// The writer the tracing subscriber logs through.
-    pub fn log_writer(&self) -> IndicatifWriter<Stderr> {
+    pub(crate) fn log_writer(&self) -> IndicatifWriter<Stderr> {
         IndicatifWriter::new(self.multi.clone())
     }
 
     /// A bar for a run over about `total` rows (an estimate; may grow).
-    pub fn run_bar(&self, total: Option<u64>) -> RunBar {
+    pub(crate) fn run_bar(&self, total: Option<u64>) -> RunBar {
         if !self.enabled {
             return RunBar { bar: None };
         }
@@ -61,18 +61,18 @@ impl Ui {
 }
 
 /// The bar of one run; a no-op when the display is off.
-pub struct RunBar {
+pub(crate) struct RunBar {
     bar: Option<ProgressBar>,
 }
 
 impl RunBar {
     /// A bar that draws nothing (a dry run).
-    pub fn hidden() -> RunBar {
+    pub(crate) fn hidden() -> RunBar {
         RunBar { bar: None }
     }
 
     /// Rows done so far and the counts to show.
-    pub fn update(&self, done: u64, counts: &Counts, extra: &str) {
+    pub(crate) fn update(&self, done: u64, counts: &Counts, extra: &str) {
         if let Some(bar) = &self.bar {
             if bar.length().is_some_and(|len| done > len) {
                 bar.set_length(done);
@@ -83,7 +83,7 @@ impl RunBar {
     }
 
     /// Remove the bar before the final summary is printed.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -91,7 +91,7 @@ impl RunBar {
 }
 
 /// The text after the bar: counts by status, then engine figures.
-pub fn progress_message(counts: &Counts, extra: &str) -> String {
+pub(crate) fn progress_message(counts: &Counts, extra: &str) -> String {
     let brief = counts.brief();
     match (brief.is_empty(), extra.is_empty()) {
         (true, _) => extra.to_string(),
@@ -102,7 +102,7 @@ pub fn progress_message(counts: &Counts, extra: &str) -> String {
 
 /// Estimate the data rows of a file from its newlines, for the bar's length
 /// (quoted newlines make it an over-estimate; the bar corrects at the end).
-pub fn estimate_rows(path: &std::path::Path) -> Option<u64> {
+pub(crate) fn estimate_rows(path: &std::path::Path) -> Option<u64> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut buf = vec![0u8; 1 << 20];

@@ -37,7 +37,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// A fresh delay schedule: `max_attempts - 1` delays, one before each retry.
-    pub fn backoff(&self) -> Backoff {
+    pub(crate) fn backoff(&self) -> Backoff {
         // backon does not cap its first delay, so clamp base to cap here.
         let base = self.base.min(self.cap);
         let retries = self.max_attempts.saturating_sub(1) as usize;
@@ -53,7 +53,7 @@ impl RetryPolicy {
 
 /// Delays before successive retries; `None` once the retry budget is spent.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     envelope: ExponentialBackoff,
 }
 
@@ -66,7 +66,7 @@ impl Iterator for Backoff {
 }
 
 /// A uniformly random duration in `[0, ceiling]`.
-pub fn full_jitter(ceiling: Duration) -> Duration {
+pub(crate) fn full_jitter(ceiling: Duration) -> Duration {
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
     // The thread-local RNG is created and dropped here, never held across an
     // `.await`, so the futures that use a `Backoff` stay `Send`.

@@ -4,14 +4,14 @@
 
 /// A set of row numbers, one bit each.
 #[derive(Clone, Debug, Default)]
-pub struct RowSet {
+pub(crate) struct RowSet {
     words: Vec<u64>,
     len: u64,
 }
 
 impl RowSet {
     /// Add `row`.
-    pub fn insert(&mut self, row: u64) {
+    pub(crate) fn insert(&mut self, row: u64) {
         let (w, b) = ((row / 64) as usize, row % 64);
         if w >= self.words.len() {
             self.words.resize(w + 1, 0);
@@ -23,18 +23,19 @@ impl RowSet {
     }
 
     /// Whether `row` is in the set.
-    pub fn contains(&self, row: u64) -> bool {
+    pub(crate) fn contains(&self, row: u64) -> bool {
         let (w, b) = ((row / 64) as usize, row % 64);
         self.words.get(w).is_some_and(|x| x & (1 << b) != 0)
     }
 
     /// Rows in the set.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
     /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 }

@@ -18,9 +18,9 @@ use crate::input::{ColumnMap, Field};
 #[derive(Clone, Debug)]
 pub struct ValidateOptions {
     /// Region for numbers written without `+country`.
-    pub phone_region: Region,
+    pub(crate) phone_region: Region,
     /// Canonical tag sent when a row's locale is blank.
-    pub default_locale: Option<String>,
+    pub(crate) default_locale: Option<String>,
 }
 
 impl Default for ValidateOptions {
@@ -68,9 +68,9 @@ impl ValidateOptions {
 
 /// Why a row was not sent: the field (if one is to blame) and the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Invalid {
-    pub field: Option<Field>,
-    pub reason: Cow<'static, str>,
+pub(crate) struct Invalid {
+    pub(crate) field: Option<Field>,
+    pub(crate) reason: Cow<'static, str>,
 }
 
 impl Invalid {
@@ -82,7 +82,7 @@ impl Invalid {
     }
 
     /// The last row of a file that ends inside a quoted field.
-    pub fn unterminated() -> Self {
+    pub(crate) fn unterminated() -> Self {
         Invalid::row("unterminated quote: the file ends inside a quoted field (check the quoting)")
     }
 
@@ -105,10 +105,10 @@ impl std::fmt::Display for Invalid {
 
 /// The result of validating one record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Validated {
+pub(crate) struct Validated {
     /// The trimmed user_id (lossy for bytes that are not UTF-8), for reports.
-    pub user_id: String,
-    pub result: Result<CreateUser, Invalid>,
+    pub(crate) user_id: String,
+    pub(crate) result: Result<CreateUser, Invalid>,
 }
 
 /// Validates records of one input: options plus the resolved columns.
@@ -130,7 +130,7 @@ impl Validator {
     }
 
     /// Validate and map one record.
-    pub fn validate(&self, rec: &ByteRecord) -> Validated {
+    pub(crate) fn validate(&self, rec: &ByteRecord) -> Validated {
         let user_id = match self.columns.index(Field::UserId).and_then(|i| rec.get(i)) {
             Some(b) => String::from_utf8_lossy(b).trim().to_string(),
             None => String::new(),

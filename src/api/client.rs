@@ -23,7 +23,7 @@ use crate::api::model::{ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, U
 
 /// Longest Retry-After we honour. A server asking for more is treated as asking
 /// for this much, so one odd header cannot park the whole pool for hours.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// How much of an unparseable error body is kept for messages.
 const SNIPPET_LEN: usize = 200;
@@ -66,7 +66,7 @@ pub enum TransportKind {
 
 impl TransportKind {
     /// Short word for reasons and logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TransportKind::Timeout => "timeout",
             TransportKind::Connect => "connection error",
@@ -107,7 +107,7 @@ pub enum Attempt {
 pub struct Token {
     pub access_token: SecretString,
     /// Lifetime from the moment it was received (`expires_in`).
-    pub expires_in: Duration,
+    pub(crate) expires_in: Duration,
 }
 
 /// Why no token could be fetched.
@@ -152,7 +152,7 @@ impl TokenError {
     }
 
     /// Retry-After sent with the error, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             TokenError::Unavailable { retry_after, .. } => *retry_after,
             _ => None,
@@ -233,11 +233,6 @@ impl ConnectClient {
             users_url,
             credentials: std::sync::Arc::new(credentials),
         })
-    }
-
-    /// The base URL requests go to.
-    pub fn base_url(&self) -> &Url {
-        &self.base
     }
 
     /// `POST /v2/oauth/token` with the credentials in a JSON body (as query
@@ -355,19 +350,19 @@ impl ConnectClient {
 }
 
 /// True for `localhost` and loopback IP hosts (`127.0.0.0/8`, `[::1]`).
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     url.host_str().is_some_and(is_loopback_host)
 }
 
 /// True for `localhost` and loopback IP literals, bracketed IPv6 included.
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parse a `Retry-After` value: delta-seconds or an HTTP-date relative to `now`.
 /// A date in the past means "now" (zero). Capped at [`MAX_RETRY_AFTER`].
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)

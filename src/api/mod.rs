@@ -10,8 +10,8 @@ use client::Credentials;
 
 /// Where a live run sends its requests.
 pub struct Remote {
-    pub base_url: String,
-    pub credentials: Credentials,
+    pub(crate) base_url: String,
+    pub(crate) credentials: Credentials,
     /// Named in summary.json.
-    pub label: String,
+    pub(crate) label: String,
 }

@@ -8,22 +8,22 @@ use serde::{Deserialize, Serialize};
 /// `POST /v2/oauth/token` request body, as the client sends it (borrowed, so the
 /// secret is exposed only for the instant of serialisation).
 #[derive(Serialize)]
-pub struct TokenRequestRef<'a> {
-    pub client_id: &'a str,
-    pub client_secret: &'a str,
-    pub grant_type: &'a str,
+pub(crate) struct TokenRequestRef<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) client_secret: &'a str,
+    pub(crate) grant_type: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<&'a str>,
+    pub(crate) scope: Option<&'a str>,
 }
 
 /// `POST /v2/oauth/token` request body, as the sandbox receives it.
 #[derive(Deserialize)]
-pub struct TokenRequest {
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub grant_type: Option<String>,
+pub(crate) struct TokenRequest {
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<String>,
+    pub(crate) grant_type: Option<String>,
     #[serde(default)]
-    pub scope: Option<String>,
+    pub(crate) scope: Option<String>,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -106,14 +106,14 @@ pub struct ApiError {
 
 impl ApiError {
     /// The `meta.key`, if the error names a field.
-    pub fn key(&self) -> Option<&str> {
+    pub(crate) fn key(&self) -> Option<&str> {
         self.meta.as_ref().map(|m| m.key.as_str())
     }
 
     /// True when this error says the `user_id` is already taken (SPEC, assumed
     /// answer): `meta.key` is `user_id` and the message says so. The code alone
     /// cannot tell: a blank `user_id` is the same 1001 "invalid parameter".
-    pub fn is_user_id_taken(&self) -> bool {
+    pub(crate) fn is_user_id_taken(&self) -> bool {
         if self.key() != Some("user_id") {
             return false;
         }
@@ -142,17 +142,17 @@ impl fmt::Display for ApiError {
 pub struct ApiErrors {
     /// The wrapper's own `error` (code [`codes::MULTIPLE`]); `None` when the
     /// body came in the legacy top-level shape.
-    pub wrapper: Option<ErrorDetail>,
+    pub(crate) wrapper: Option<ErrorDetail>,
     /// The individual errors, in the order the server listed them.
     pub errors: Vec<ApiError>,
 }
 
 /// The wrapper message of the documented multiple-errors example.
-pub const MULTIPLE_MESSAGE: &str = "There were issues with your request";
+pub(crate) const MULTIPLE_MESSAGE: &str = "There were issues with your request";
 
 impl ApiErrors {
     /// Several errors under the documented 9999 wrapper.
-    pub fn new(errors: Vec<ApiError>) -> ApiErrors {
+    pub(crate) fn new(errors: Vec<ApiError>) -> ApiErrors {
         ApiErrors {
             wrapper: Some(ErrorDetail {
                 message: MULTIPLE_MESSAGE.to_owned(),
@@ -289,7 +289,7 @@ impl ErrorBody {
 
     /// The individual errors: the single one, or the multiple shape's list
     /// (not its 9999 wrapper).
-    pub fn errors(&self) -> &[ApiError] {
+    pub(crate) fn errors(&self) -> &[ApiError] {
         match self {
             ErrorBody::Single(e) => std::slice::from_ref(e),
             ErrorBody::Multiple(m) => &m.errors,
@@ -319,7 +319,7 @@ impl ErrorBody {
     /// True when every error is one that goes away by itself: 2003 "retry
     /// later" or a 500x internal error. One field error among them makes the
     /// body final, since retrying cannot fix the data.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         let mut any = false;
         self.codes().all(|c| {
             any = true;
@@ -365,14 +365,19 @@ mod meta_field {
         key: Option<&'a str>,
     }
 
-    pub fn serialize<S: Serializer>(meta: &Option<ErrorMeta>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        meta: &Option<ErrorMeta>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         WireRef {
             key: meta.as_ref().map(|m| m.key.as_str()),
         }
         .serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrorMeta>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<ErrorMeta>, D::Error> {
         let wire = Option::<Wire>::deserialize(d)?;
         Ok(wire
             .and_then(|w| w.key)
@@ -385,25 +390,26 @@ mod meta_field {
 /// identify an error by its code together with `meta.key`.
 pub mod codes {
     /// A request parameter is invalid or missing; `meta.key` names it.
-    pub const INVALID_PARAMETER: u32 = 1001;
+    pub(crate) const INVALID_PARAMETER: u32 = 1001;
     /// Transient: try the same request again later.
-    pub const RETRY_LATER: u32 = 2003;
+    pub(crate) const RETRY_LATER: u32 = 2003;
     /// The record (or endpoint) was not found.
-    pub const RECORD_NOT_FOUND: u32 = 4000;
+    pub(crate) const RECORD_NOT_FOUND: u32 = 4000;
     /// The request as a whole is invalid (malformed body, bad credentials).
-    pub const INVALID_REQUEST: u32 = 4001;
+    pub(crate) const INVALID_REQUEST: u32 = 4001;
     /// The request's context (e.g. store, retailer) could not be resolved.
-    pub const CONTEXT_NOT_RESOLVED: u32 = 4002;
+    #[cfg(test)]
+    pub(crate) const CONTEXT_NOT_RESOLVED: u32 = 4002;
     /// Internal error (the docs' "500x"; 5000 is the generic 500 answer).
-    pub const INTERNAL: u32 = 5000;
+    pub(crate) const INTERNAL: u32 = 5000;
     /// What the sandbox answers with its injected 503: an internal 500x code.
-    pub const SERVICE_UNAVAILABLE: u32 = 5001;
+    pub(crate) const SERVICE_UNAVAILABLE: u32 = 5001;
     /// The wrapper of the multiple-errors shape.
-    pub const MULTIPLE: u32 = 9999;
+    pub(crate) const MULTIPLE: u32 = 9999;
 
     /// True for codes that name a server-side, passing condition: 2003 and
     /// the 5000 range.
-    pub fn is_transient(code: u32) -> bool {
+    pub(crate) fn is_transient(code: u32) -> bool {
         code == RETRY_LATER || (5000..=5999).contains(&code)
     }
 

@@ -98,9 +98,8 @@ impl fmt::Debug for AccessToken {
 pub struct TokenRef {
     pub generation: u64,
     pub token: AccessToken,
-    pub expires_at: Instant,
     /// When the refresher published it.
-    pub issued_at: Instant,
+    pub(crate) issued_at: Instant,
 }
 
 /// What the refresher publishes.
@@ -217,7 +216,6 @@ impl TokenManager {
         TokenRef {
             generation: cur.generation,
             token: cur.token.clone(),
-            expires_at: cur.expires_at,
             issued_at: cur.issued_at,
         }
     }
@@ -226,7 +224,7 @@ impl TokenManager {
     /// newer one is published. Concurrent callers with the same generation share
     /// one refresh. Errors are fatal for the run (credentials refused, endpoint
     /// unreachable past the retry budget, or fresh tokens refused repeatedly).
-    pub async fn invalidate(&self, generation: u64) -> Result<(), TokenError> {
+    pub(crate) async fn invalidate(&self, generation: u64) -> Result<(), TokenError> {
         self.refused(Refusal {
             generation,
             after_pause: false,
@@ -237,7 +235,7 @@ impl TokenManager {
     /// [`TokenManager::invalidate`] for a token that sat through a pool-wide
     /// pause between its issue and the refused request: it does not count
     /// towards `max_unusable_tokens`.
-    pub async fn invalidate_after_pause(&self, generation: u64) -> Result<(), TokenError> {
+    pub(crate) async fn invalidate_after_pause(&self, generation: u64) -> Result<(), TokenError> {
         self.refused(Refusal {
             generation,
             after_pause: true,
@@ -273,7 +271,7 @@ impl TokenManager {
 
     /// Record that the token of `generation` was accepted by the API. Used to
     /// tell a revoked/expired token from one that never worked.
-    pub fn mark_good(&self, generation: u64) {
+    pub(crate) fn mark_good(&self, generation: u64) {
         // Load first: the common case (already marked) stays a shared read.
         if self.last_good.load(Ordering::Relaxed) < generation {
             self.last_good.fetch_max(generation, Ordering::Relaxed);
@@ -286,7 +284,7 @@ impl TokenManager {
     }
 
     /// The fatal error, once the refresher has given up.
-    pub fn failure(&self) -> Option<TokenError> {
+    pub(crate) fn failure(&self) -> Option<TokenError> {
         self.rx.borrow().failure.clone()
     }
 }
@@ -620,7 +618,7 @@ mod tests {
         // Every ~100 ms (half of a short TTL): at least 2 refreshes in 550 ms
         // even on a loaded machine.
         assert!(m.refreshes() >= 2, "{}", m.refreshes());
-        assert!(m.current().expires_at > Instant::now());
+        assert!(m.rx.borrow().expires_at > Instant::now());
     }
 
     #[tokio::test]

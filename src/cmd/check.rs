@@ -6,7 +6,7 @@ use crate::exit::Exit;
 use crate::settings::CheckSettings;
 
 /// Returns the exit code: 0 when a token was issued, 3 when refused or unreachable.
-pub async fn check(settings: &CheckSettings) -> Result<Exit, Error> {
+pub(crate) async fn check(settings: &CheckSettings) -> Result<Exit, Error> {
     let (remote, sandbox) =
         crate::cmd::target::remote(&settings.target, settings.credentials.as_ref()).await?;
     let client = ConnectClient::new(&remote.base_url, remote.credentials, settings.timeout)

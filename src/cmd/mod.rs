@@ -1,8 +1,8 @@
 //! One module per command: the glue between settings and the library stages.
 
-pub mod check;
-pub mod run;
-pub mod sandbox;
-pub mod signals;
-pub mod state;
-pub mod target;
+pub(crate) mod check;
+pub(crate) mod run;
+pub(crate) mod sandbox;
+pub(crate) mod signals;
+pub(crate) mod state;
+pub(crate) mod target;

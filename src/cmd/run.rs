@@ -8,7 +8,7 @@ use crate::report::Summary;
 use crate::settings::{Mode, RunSettings};
 
 /// The lines printed on stdout when a run ends.
-pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
+pub(crate) fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
     let counts = crate::report::brief(summary.counts.iter().map(|(k, n)| (k.as_str(), *n)));
     let what = if summary.dry_run { "dry run" } else { "run" };
     let mut s = format!(
@@ -34,7 +34,7 @@ pub fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
 
 /// `run`: resolve the target (starting the embedded sandbox if asked), then a
 /// dry run or a live run. Returns the exit code.
-pub async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<Exit, Error> {
+pub(crate) async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<Exit, Error> {
     let (target, credentials) = match &settings.mode {
         Mode::DryRun { .. } => {
             let summary = pipeline::run(settings, Sender::DryRun, Stop::new(), ui).await?;

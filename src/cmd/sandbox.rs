@@ -7,7 +7,7 @@ use crate::exit::Exit;
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// Serve until a signal; prints the URL, the credentials and a first call.
-pub async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
+pub(crate) async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
     let cfg = SandboxConfig {
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),

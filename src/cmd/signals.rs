@@ -22,7 +22,7 @@ use crate::exec::stop::{Stop, StopKind};
 static ABORT: Notify = Notify::const_new();
 
 /// Watch for signals until the returned task is aborted.
-pub fn watch(stop: Stop) -> JoinHandle<()> {
+pub(crate) fn watch(stop: Stop) -> JoinHandle<()> {
     let mut signals = Signals::install();
     tokio::spawn(async move {
         let first = signals.next().await;
@@ -46,7 +46,7 @@ pub fn watch(stop: Stop) -> JoinHandle<()> {
 /// as the abort found it, resumable). The caller must leave the runtime as
 /// it is too, since dropping it would wait for the recorder thread to finish,
 /// and exit.
-pub async fn unless_aborted<T>(command: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn unless_aborted<T>(command: impl Future<Output = T>) -> Option<T> {
     unless(&ABORT, command).await
 }
 

@@ -11,7 +11,7 @@ use crate::settings::{self, Target};
 
 /// The remote for `target`; for `--sandbox` also the running sandbox, which
 /// the caller shuts down when done.
-pub async fn remote(
+pub(crate) async fn remote(
     target: &Target,
     credentials: Option<&Credentials>,
 ) -> Result<(Remote, Option<Sandbox>), Error> {

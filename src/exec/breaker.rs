@@ -18,7 +18,7 @@ use crate::rowset::RowSet;
 use crate::settings::Breaker;
 
 /// The sliding window over finished rows.
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     cfg: Breaker,
     /// One entry per finished row: the error of a rejected/invalid row.
     ring: VecDeque<Option<String>>,
@@ -30,7 +30,7 @@ pub struct CircuitBreaker {
 
 impl CircuitBreaker {
     /// A breaker with `cfg`'s threshold and window.
-    pub fn new(cfg: Breaker) -> CircuitBreaker {
+    pub(crate) fn new(cfg: Breaker) -> CircuitBreaker {
         CircuitBreaker {
             cfg,
             ring: VecDeque::with_capacity(cfg.window as usize),
@@ -41,14 +41,14 @@ impl CircuitBreaker {
     }
 
     /// Pass over the outcomes of `rows`: an earlier part of the run counted them.
-    pub fn passing_over(mut self, rows: RowSet) -> CircuitBreaker {
+    pub(crate) fn passing_over(mut self, rows: RowSet) -> CircuitBreaker {
         self.judged = rows;
         self
     }
 
     /// Count one finished row; returns the trip message the first time the
     /// error share of a full window exceeds the threshold.
-    pub fn observe(&mut self, o: &Outcome) -> Option<String> {
+    pub(crate) fn observe(&mut self, o: &Outcome) -> Option<String> {
         if self.judged.contains(o.row) {
             return None;
         }

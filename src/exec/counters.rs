@@ -11,20 +11,20 @@ use crate::report::EngineFigures;
 #[derive(Debug, Default)]
 pub struct EngineCounters {
     /// `create_user` requests sent, retries included.
-    pub requests_sent: AtomicU64,
+    pub(crate) requests_sent: AtomicU64,
     /// Backoff delays taken (retries after a transient failure).
-    pub retries: AtomicU64,
+    pub(crate) retries: AtomicU64,
     /// 429 answers.
-    pub throttled_429: AtomicU64,
+    pub(crate) throttled_429: AtomicU64,
     /// 401 answers.
     pub unauthorized: AtomicU64,
     /// Attempts that got no HTTP answer (timeouts, connect errors, resets).
     pub transport_errors: AtomicU64,
     /// 503 answers and timeouts: the partner straining (the auto rate backs off).
-    pub overloaded: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
     /// Sum of the time each request took on the wire (µs), limiter waits
     /// excluded: the pipeline sizes its concurrency from the mean.
-    pub request_micros: AtomicU64,
+    pub(crate) request_micros: AtomicU64,
 }
 
 impl EngineCounters {

@@ -31,10 +31,10 @@ pub(crate) fn local(outcome: Outcome, raw: Option<ByteRecord>) -> Done {
 
 /// A row for the workers.
 pub(crate) struct Queued {
-    pub job: Job,
+    pub(crate) job: Job,
     /// The input record, for failures.csv if the row fails.
-    pub raw: ByteRecord,
-    pub hash: Option<PayloadHash>,
+    pub(crate) raw: ByteRecord,
+    pub(crate) hash: Option<PayloadHash>,
 }
 
 /// Where the valid rows go.

@@ -12,7 +12,7 @@
 //! * [`breaker`] — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod counters;
 mod dispatch;
 mod feed;
@@ -22,6 +22,3 @@ pub mod stop;
 pub mod throttle;
 mod watch;
 pub mod worker;
-
-pub use counters::EngineCounters;
-pub use worker::{FatalError, Job, WorkerCtx, fetch_first_token, provision};

@@ -55,9 +55,6 @@ use crate::rowset::RowSet;
 use crate::settings::{Rate, RunSettings};
 use crate::state::{StateReader, StateStore};
 
-pub use crate::exec::dispatch::{MAX_AUTO_CONCURRENCY, needed_concurrency};
-pub use crate::report::recorder::CHECKPOINT_EVERY;
-
 /// Where the valid rows go: nowhere (a dry run), or to a remote.
 pub enum Sender {
     /// Validate and write the reports; no network at all.
@@ -157,8 +154,9 @@ fn progress_of(
     }
 }
 
-/// The recorder's watch: the breaker (passing over rows an earlier part
-/// judged), the state, and the bar of a live run.
+/// The recorder's watch. A live run has the breaker (passing over rows an
+/// earlier part judged), the state and the bar; a dry run none of them: it
+/// sends nothing to guard, and it is where a bad file is meant to be found.
 fn watch_of<P>(
     settings: &RunSettings,
     opened: &mut Opened,
@@ -168,8 +166,10 @@ fn watch_of<P>(
     progress: P,
 ) -> RunWatch<P> {
     RunWatch {
-        breaker: CircuitBreaker::new(settings.exec.breaker)
-            .passing_over(std::mem::take(&mut opened.prior.judged)),
+        breaker: engine.map(|_| {
+            CircuitBreaker::new(settings.exec.breaker)
+                .passing_over(std::mem::take(&mut opened.prior.judged))
+        }),
         state: opened.state_sink.take(),
         bar: match engine {
             Some(_) => ui.run_bar(bar_total(settings)),

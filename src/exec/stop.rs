@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Why a run stopped early. The first reason recorded wins.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StopKind {
+pub(crate) enum StopKind {
     /// SIGINT/SIGTERM or the time budget: exit 130, resumable.
     Interrupted,
     /// Credentials refused, target unreachable, reports unwritable: exit 3.
@@ -29,7 +29,7 @@ impl Stop {
     }
 
     /// Trip the switch (the first caller's reason is kept).
-    pub fn trip(&self, kind: StopKind, reason: impl Into<String>) {
+    pub(crate) fn trip(&self, kind: StopKind, reason: impl Into<String>) {
         if let Ok(mut r) = self.reason.lock()
             && r.is_none()
         {
@@ -39,17 +39,17 @@ impl Stop {
     }
 
     /// The cancellation token workers watch.
-    pub fn token(&self) -> CancellationToken {
+    pub(crate) fn token(&self) -> CancellationToken {
         self.cancel.clone()
     }
 
     /// Whether the switch has been tripped.
-    pub fn is_tripped(&self) -> bool {
+    pub(crate) fn is_tripped(&self) -> bool {
         self.cancel.is_cancelled()
     }
 
     /// The reason it was tripped, if it was.
-    pub fn reason(&self) -> Option<(StopKind, String)> {
+    pub(crate) fn reason(&self) -> Option<(StopKind, String)> {
         self.reason.lock().ok().and_then(|r| r.clone())
     }
 

@@ -46,7 +46,7 @@ impl Throttle {
     }
 
     /// Keep everyone waiting until at least `now + d`. Never pulls the deadline in.
-    pub fn hold_for(&self, d: Duration) {
+    pub(crate) fn hold_for(&self, d: Duration) {
         let target = self
             .nanos_since_base(Instant::now())
             .saturating_add(nanos(d));
@@ -55,7 +55,8 @@ impl Throttle {
     }
 
     /// Time left until the gate opens (zero when open).
-    pub fn remaining(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn remaining(&self) -> Duration {
         let until = self.inner.until.load(Ordering::Acquire);
         if until == 0 {
             return Duration::ZERO;
@@ -66,13 +67,13 @@ impl Throttle {
 
     /// Whether a hold was in force at some moment after `t` (its deadline is
     /// later than `t`): a token issued at `t` then sat through a pause.
-    pub fn held_after(&self, t: Instant) -> bool {
+    pub(crate) fn held_after(&self, t: Instant) -> bool {
         let until = self.inner.until.load(Ordering::Acquire);
         until != 0 && until > self.nanos_since_base(t)
     }
 
     /// Sleep until the gate is open. Returns at once when no hold is active.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             let until = self.inner.until.load(Ordering::Acquire);
             if until == 0 {

@@ -15,14 +15,15 @@ use crate::state::{PayloadHash, Recorded, StateStore, StoredStatus};
 
 /// The run's [`Watch`].
 pub(crate) struct RunWatch<P> {
-    pub breaker: CircuitBreaker,
-    pub state: Option<StateSink>,
-    pub bar: RunBar,
-    pub stop: Stop,
+    /// `None` in a dry run.
+    pub(crate) breaker: Option<CircuitBreaker>,
+    pub(crate) state: Option<StateSink>,
+    pub(crate) bar: RunBar,
+    pub(crate) stop: Stop,
     /// Shown on the bar with `--rate auto`.
-    pub pace: Option<Arc<Pace>>,
+    pub(crate) pace: Option<Arc<Pace>>,
     /// The request figures and active time so far.
-    pub progress: P,
+    pub(crate) progress: P,
 }
 
 impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
@@ -32,7 +33,7 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
         if let Some(sink) = &mut self.state {
             sink.note(outcome, hash);
         }
-        if let Some(message) = self.breaker.observe(outcome) {
+        if let Some(message) = self.breaker.as_mut().and_then(|b| b.observe(outcome)) {
             tracing::error!("{message}");
             self.stop.trip(StopKind::Fatal, message);
         }
@@ -62,14 +63,14 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
 /// The state store's side of the recorder: successes of sent rows wait in
 /// `pending` and are written in one transaction per journal checkpoint.
 pub(crate) struct StateSink {
-    pub store: StateStore,
-    pub run_id: i64,
+    pub(crate) store: StateStore,
+    pub(crate) run_id: i64,
     pending: Vec<Recorded>,
     failed: bool,
 }
 
 impl StateSink {
-    pub fn new(store: StateStore, run_id: i64) -> StateSink {
+    pub(crate) fn new(store: StateStore, run_id: i64) -> StateSink {
         StateSink {
             store,
             run_id,

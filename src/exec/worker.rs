@@ -36,7 +36,7 @@ use crate::retry::{Backoff, RetryPolicy};
 const FREE_UNAUTHORIZED_PER_ROW: u32 = 3;
 
 /// The error message of rows cut short by cancellation.
-pub const INTERRUPTED: &str = "interrupted";
+pub(crate) const INTERRUPTED: &str = "interrupted";
 
 /// Everything a worker needs, built once before the run (`Arc`-shared).
 pub struct WorkerCtx {
@@ -79,12 +79,6 @@ pub enum FatalError {
         #[source]
         source: TokenError,
     },
-}
-
-/// Fetch the first token and start the refresher (before any row is sent, so
-/// refused credentials end the run before the first user request).
-pub async fn fetch_first_token(client: ConnectClient) -> Result<Arc<TokenManager>, TokenError> {
-    TokenManager::start(client).await
 }
 
 /// Provision one row: retry until it is created, exists, is rejected, runs out

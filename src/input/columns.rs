@@ -17,7 +17,7 @@ pub enum Field {
 
 impl Field {
     /// All fields, in payload order.
-    pub const ALL: [Field; 5] = [
+    pub(crate) const ALL: [Field; 5] = [
         Field::UserId,
         Field::FirstName,
         Field::LastName,
@@ -26,17 +26,17 @@ impl Field {
     ];
 
     /// The payload (and default column) name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         FIELDS[self as usize]
     }
 
     /// Look a field up by its payload name.
-    pub fn from_name(name: &str) -> Option<Field> {
+    pub(crate) fn from_name(name: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// user_id and first_name must have a column.
-    pub fn is_required(self) -> bool {
+    pub(crate) fn is_required(self) -> bool {
         matches!(self, Field::UserId | Field::FirstName)
     }
 }
@@ -72,7 +72,7 @@ impl ColumnSpec {
     }
 
     /// The header name expected for `field`.
-    pub fn header_for(&self, field: Field) -> &str {
+    pub(crate) fn header_for(&self, field: Field) -> &str {
         self.names.get(&field).map_or(field.name(), String::as_str)
     }
 }
@@ -106,7 +106,7 @@ fn norm(s: &str) -> String {
 
 impl ColumnMap {
     /// Match header cells (trimmed, case-insensitive) to the spec's names.
-    pub fn resolve(headers: &[String], spec: &ColumnSpec) -> Result<ColumnMap, ColumnError> {
+    pub(crate) fn resolve(headers: &[String], spec: &ColumnSpec) -> Result<ColumnMap, ColumnError> {
         let mut idx = [None; 5];
         for field in Field::ALL {
             let want = norm(spec.header_for(field));
@@ -140,7 +140,7 @@ impl ColumnMap {
     }
 
     /// Column index of `field`, if the input has it.
-    pub fn index(&self, field: Field) -> Option<usize> {
+    pub(crate) fn index(&self, field: Field) -> Option<usize> {
         self.idx[field as usize]
     }
 }

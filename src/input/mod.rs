@@ -4,13 +4,13 @@
 mod columns;
 mod reader;
 
-pub use columns::{ColumnMap, ColumnSpec, Field};
-pub use reader::{
-    InputDigest, InputError, InputReader, InputSource, ReadOptions, encoding_for_label,
-};
+pub(crate) use columns::ColumnMap;
+pub use columns::{ColumnSpec, Field};
+pub(crate) use reader::{InputDigest, InputError};
+pub use reader::{InputReader, InputSource, ReadOptions, encoding_for_label};
 
 /// Payload fields, in the order of SPEC "Input and mapping".
-pub const FIELDS: [&str; 5] = [
+pub(crate) const FIELDS: [&str; 5] = [
     "user_id",
     "first_name",
     "last_name",
@@ -19,12 +19,12 @@ pub const FIELDS: [&str; 5] = [
 ];
 
 /// Extra columns that a failures.csv carries after the input's own columns.
-pub const ERROR_COLUMNS: [&str; 2] = ["error_status", "error_message"];
+pub(crate) const ERROR_COLUMNS: [&str; 2] = ["error_status", "error_message"];
 
 /// `s` with control characters escaped (`\u{1b}`), for echoing cells of an
 /// untrusted file in messages: an ESC sequence must not reach a terminal, and
 /// a line break must not split a one-line error.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(s);
     }

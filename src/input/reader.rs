@@ -28,7 +28,7 @@ pub enum InputSource {
 
 impl InputSource {
     /// `-` is stdin.
-    pub fn from_arg(p: &Path) -> InputSource {
+    pub(crate) fn from_arg(p: &Path) -> InputSource {
         if p.as_os_str() == "-" {
             InputSource::Stdin
         } else {
@@ -37,7 +37,7 @@ impl InputSource {
     }
 
     /// How the source is named in messages and summary.json.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             InputSource::Path(p) => p.display().to_string(),
             InputSource::Stdin => "<stdin>".to_string(),
@@ -149,7 +149,7 @@ fn peek_prefix<R: Read>(mut r: R) -> io::Result<(Vec<u8>, R)> {
 
 /// Handle on the input's SHA-256 and bytes read, usable from another thread.
 #[derive(Clone)]
-pub struct InputDigest {
+pub(crate) struct InputDigest {
     hasher: Arc<Mutex<Sha256>>,
     bytes: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -172,7 +172,7 @@ impl InputDigest {
     }
 
     /// Hex SHA-256 of the bytes read so far (all of them once at EOF).
-    pub fn sha256_hex(&self) -> String {
+    pub(crate) fn sha256_hex(&self) -> String {
         match self.hasher.lock() {
             Ok(h) => hex::encode(h.clone().finalize()),
             Err(_) => String::new(),
@@ -180,7 +180,8 @@ impl InputDigest {
     }
 
     /// Raw bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn bytes_read(&self) -> u64 {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
@@ -197,7 +198,6 @@ pub struct InputReader {
     rows: u64,
     limit: Option<u64>,
     digest: InputDigest,
-    size: Option<u64>,
     /// Set at EOF when the file ended inside a quoted field.
     open_quote: Arc<std::sync::atomic::AtomicBool>,
     /// The row just read is the last, cut short by an unterminated quote.
@@ -270,15 +270,11 @@ impl<R: Read> Read for QuoteTracker<R> {
     }
 }
 
-/// The raw bytes of `source`, and their size when it is a file.
-fn open_raw(source: &InputSource) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
+/// The raw bytes of `source`.
+fn open_raw(source: &InputSource) -> io::Result<Box<dyn Read + Send>> {
     Ok(match source {
-        InputSource::Path(p) => {
-            let f = File::open(p)?;
-            let size = f.metadata().ok().map(|m| m.len());
-            (Box::new(f), size)
-        }
-        InputSource::Stdin => (Box::new(io::stdin()), None),
+        InputSource::Path(p) => Box::new(File::open(p)?),
+        InputSource::Stdin => Box::new(io::stdin()),
     })
 }
 
@@ -366,7 +362,7 @@ impl InputReader {
             path: name.clone(),
             source: e,
         };
-        let (raw, size) = open_raw(&source).map_err(open_error)?;
+        let raw = open_raw(&source).map_err(open_error)?;
         let digest = InputDigest::new();
         let hashing = digest.reader(raw);
         let (prefix, hashing) = peek_prefix(hashing).map_err(open_error)?;
@@ -389,7 +385,6 @@ impl InputReader {
             rows: 0,
             limit: opts.limit,
             digest,
-            size,
             open_quote,
             unterminated: false,
         })
@@ -398,7 +393,7 @@ impl InputReader {
     /// Read the next data row into `rec`; returns its 1-based row number.
     /// Rows with the wrong field count are returned as they are: validation
     /// turns them into `invalid` rows.
-    pub fn read_row(&mut self, rec: &mut ByteRecord) -> Result<Option<u64>, InputError> {
+    pub(crate) fn read_row(&mut self, rec: &mut ByteRecord) -> Result<Option<u64>, InputError> {
         if self.limit.is_some_and(|l| self.rows >= l) {
             return Ok(None);
         }
@@ -433,7 +428,7 @@ impl InputReader {
 
     /// Whether the row just read ended the file inside a quoted field (an
     /// unterminated quote): it must be `invalid`, however it parsed.
-    pub fn row_unterminated(&self) -> bool {
+    pub(crate) fn row_unterminated(&self) -> bool {
         self.unterminated
     }
 
@@ -443,7 +438,7 @@ impl InputReader {
     }
 
     /// The header row as bytes (without a failures file's error columns).
-    pub fn header_record(&self) -> &ByteRecord {
+    pub(crate) fn header_record(&self) -> &ByteRecord {
         &self.header_record
     }
 
@@ -453,7 +448,7 @@ impl InputReader {
     }
 
     /// The source, for messages.
-    pub fn source(&self) -> &InputSource {
+    pub(crate) fn source(&self) -> &InputSource {
         &self.source
     }
 
@@ -463,13 +458,8 @@ impl InputReader {
     }
 
     /// Handle on the SHA-256 and byte count of the raw input.
-    pub fn digest(&self) -> InputDigest {
+    pub(crate) fn digest(&self) -> InputDigest {
         self.digest.clone()
-    }
-
-    /// Size of the input file in bytes, when it is a regular file.
-    pub fn size(&self) -> Option<u64> {
-        self.size
     }
 }
 

@@ -37,14 +37,14 @@ pub struct RunMeta {
 
 /// `progress.json`: request figures and active time so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    pub requests_sent: u64,
-    pub retries: u64,
-    pub throttled_429: u64,
-    pub token_refreshes: u64,
+pub(crate) struct Progress {
+    pub(crate) requests_sent: u64,
+    pub(crate) retries: u64,
+    pub(crate) throttled_429: u64,
+    pub(crate) token_refreshes: u64,
     /// Time spent running, over all parts of the run.
     #[serde(default)]
-    pub elapsed_ms: u64,
+    pub(crate) elapsed_ms: u64,
 }
 
 impl From<Progress> for EngineFigures {
@@ -105,23 +105,23 @@ pub enum ResumeError {
 
 /// What the earlier part of a run left behind.
 #[derive(Debug, Default)]
-pub struct ResumeState {
+pub(crate) struct ResumeState {
     /// The rows intake skips (successes) or replays (rejections); the
     /// successes' results.csv lines are kept as they are.
-    pub earlier: Earlier,
+    pub(crate) earlier: Earlier,
     /// Rows the earlier part recorded `rejected` or `invalid`. Their outcomes
     /// come back in this part (replayed, or validated again), but the earlier
     /// part's circuit breaker already judged them: counting them again would
     /// fill its window with old errors while the successes are skipped.
-    pub judged: RowSet,
+    pub(crate) judged: RowSet,
     /// Counts of the kept lines.
-    pub kept_counts: Counts,
+    pub(crate) kept_counts: Counts,
     /// Request figures of the earlier part.
-    pub prior: EngineFigures,
+    pub(crate) prior: EngineFigures,
     /// Active time of the earlier part.
-    pub prior_elapsed: std::time::Duration,
+    pub(crate) prior_elapsed: std::time::Duration,
     /// When the run first started (run.json).
-    pub started: Option<jiff::Timestamp>,
+    pub(crate) started: Option<jiff::Timestamp>,
 }
 
 /// Hex SHA-256 of a file.

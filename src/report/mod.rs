@@ -3,8 +3,8 @@
 //! run) and summary.json. The [`Recorder`] is their only writer.
 
 pub mod journal;
-pub mod recorder;
-pub mod results;
+pub(crate) mod recorder;
+pub(crate) mod results;
 mod sanitize;
 mod summary;
 
@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
 
-pub use sanitize::{append_private, create_private, neutralize};
-pub use summary::{
-    Counts, Ending, EngineFigures, InputInfo, RateSummary, Summary, SummaryParts, brief, exit_code,
+pub(crate) use sanitize::{create_private, neutralize};
+pub use summary::Summary;
+pub(crate) use summary::{
+    Counts, Ending, EngineFigures, InputInfo, RateSummary, SummaryParts, brief,
 };
 
 use crate::input::ERROR_COLUMNS;
@@ -64,7 +65,7 @@ fn csv_err(e: csv::Error) -> io::Error {
 }
 
 /// Writes results.csv and failures.csv row by row, and summary.json at the end.
-pub struct Recorder {
+pub(crate) struct Recorder {
     dir: PathBuf,
     results: csv::Writer<BufWriter<File>>,
     failures: csv::Writer<BufWriter<File>>,
@@ -77,7 +78,7 @@ impl Recorder {
     /// header rows. `input_header` is the input's header row, which
     /// failures.csv repeats before its two error columns; failures.csv uses
     /// the input's `delimiter` so it reads back with the same options.
-    pub fn create(
+    pub(crate) fn create(
         dir: &Path,
         input_header: &ByteRecord,
         delimiter: u8,
@@ -89,7 +90,7 @@ impl Recorder {
     /// is rebuilt as its header plus the kept lines of the earlier part
     /// (written aside, fsynced, then renamed over the old file), and the
     /// counts start from those lines.
-    pub fn resume(
+    pub(crate) fn resume(
         dir: &Path,
         input_header: &ByteRecord,
         delimiter: u8,
@@ -202,7 +203,11 @@ impl Recorder {
 
     /// Write one row's outcome; `raw` is the input record, needed when the
     /// row goes to failures.csv.
-    pub fn record(&mut self, o: &Outcome, raw: Option<&ByteRecord>) -> Result<(), ReportError> {
+    pub(crate) fn record(
+        &mut self,
+        o: &Outcome,
+        raw: Option<&ByteRecord>,
+    ) -> Result<(), ReportError> {
         self.counts.add(o.status);
         self.write_result(o)
             .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
@@ -246,17 +251,12 @@ impl Recorder {
     }
 
     /// Rows recorded so far, per status.
-    pub fn counts(&self) -> &Counts {
+    pub(crate) fn counts(&self) -> &Counts {
         &self.counts
     }
 
-    /// The report directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Push buffered rows to the OS.
-    pub fn flush(&mut self) -> Result<(), ReportError> {
+    pub(crate) fn flush(&mut self) -> Result<(), ReportError> {
         self.results
             .flush()
             .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
@@ -269,7 +269,7 @@ impl Recorder {
     /// save the request figures to progress.json: the journal's batch point.
     /// progress.json goes first: a crash between the two then over-counts
     /// requests (they were sent) rather than keeping rows none counted.
-    pub fn checkpoint(&mut self, progress: journal::Progress) -> Result<(), ReportError> {
+    pub(crate) fn checkpoint(&mut self, progress: journal::Progress) -> Result<(), ReportError> {
         journal::write_progress(&self.dir, progress)?;
         self.flush()?;
         self.results
@@ -286,20 +286,23 @@ impl Recorder {
 
     /// Flush the CSVs and write summary.json atomically (temp file + rename),
     /// so a crash never leaves a half-written summary.
-    pub fn finish(mut self, summary: &Summary) -> Result<(), ReportError> {
+    pub(crate) fn finish(mut self, summary: &Summary) -> Result<(), ReportError> {
         self.flush()?;
         write_summary(&self.dir, summary)
     }
 }
 
 /// Write `summary.json` in `dir` via a 0600 temporary file and a rename.
-pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
+pub(crate) fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
     write_json_atomic(&dir.join("summary.json"), summary)
 }
 
 /// Write `value` as JSON to `path` via a 0600 temporary file in the same
 /// directory, fsync and rename: readers see the old file or the new, never half.
-pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<(), ReportError> {
+pub(crate) fn write_json_atomic(
+    path: &Path,
+    value: &impl serde::Serialize,
+) -> Result<(), ReportError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp.")

@@ -17,17 +17,17 @@ use super::{Counts, Recorder, ReportError};
 use crate::outcome::Outcome;
 
 /// A finished row for the recorder, with the caller's `extra` for its watch.
-pub struct Done<X> {
+pub(crate) struct Done<X> {
     /// The row's outcome.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// The input record, when the row goes to failures.csv.
-    pub raw: Option<ByteRecord>,
+    pub(crate) raw: Option<ByteRecord>,
     /// Passed to [`Watch::recorded`] (the payload's hash with `--state`).
-    pub extra: X,
+    pub(crate) extra: X,
 }
 
 /// What the run does beside writing: told of each row and each checkpoint.
-pub trait Watch: Send + 'static {
+pub(crate) trait Watch: Send + 'static {
     /// What each [`Done`] carries for the watch.
     type Extra: Send + 'static;
 
@@ -48,15 +48,15 @@ pub trait Watch: Send + 'static {
 const RECORDER_NAP: Duration = Duration::from_millis(1);
 
 /// Most time a recorded row waits before it is fsynced.
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// The recorder thread's end: the reports (or why they could not be
 /// written) and the watch, handed back.
-pub type Recorded<W> = (Result<Recorder, ReportError>, W);
+pub(crate) type Recorded<W> = (Result<Recorder, ReportError>, W);
 
 /// Start the recorder thread on tokio's blocking pool. `journal` off only
 /// flushes at each checkpoint (benchmarks and dry runs).
-pub fn spawn<W: Watch>(
+pub(crate) fn spawn<W: Watch>(
     recorder: Recorder,
     rx: mpsc::Receiver<Vec<Done<W::Extra>>>,
     watch: W,

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Prefix a cell we write with `'` when a spreadsheet would read it as a
 /// formula (starts with `= + - @`, tab or CR). Only for cells the tool
 /// writes; the input's own cells in failures.csv stay verbatim.
-pub fn neutralize(cell: &str) -> Cow<'_, str> {
+pub(crate) fn neutralize(cell: &str) -> Cow<'_, str> {
     match cell.as_bytes().first() {
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{cell}")),
         _ => Cow::Borrowed(cell),
@@ -18,23 +18,9 @@ pub fn neutralize(cell: &str) -> Cow<'_, str> {
 
 /// Create (or truncate) `path` for writing with mode 0600, also when it
 /// already existed with wider permissions.
-pub fn create_private(path: &Path) -> io::Result<File> {
-    open_private(path, false)
-}
-
-/// Open `path` for appending with mode 0600, creating it if needed.
-pub fn append_private(path: &Path) -> io::Result<File> {
-    open_private(path, true)
-}
-
-fn open_private(path: &Path, append: bool) -> io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
     let mut opts = OpenOptions::new();
-    opts.create(true);
-    if append {
-        opts.append(true);
-    } else {
-        opts.write(true).truncate(true);
-    }
+    opts.create(true).write(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -8,26 +8,26 @@ use crate::outcome::Status;
 
 /// Rows per status.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts([u64; Status::ALL.len()]);
+pub(crate) struct Counts([u64; Status::ALL.len()]);
 
 impl Counts {
     /// Count one row.
-    pub fn add(&mut self, status: Status) {
+    pub(crate) fn add(&mut self, status: Status) {
         self.0[status.index()] += 1;
     }
 
     /// Rows with `status`.
-    pub fn get(&self, status: Status) -> u64 {
+    pub(crate) fn get(&self, status: Status) -> u64 {
         self.0[status.index()]
     }
 
     /// All rows counted.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.iter().sum()
     }
 
     /// `created=3 exists=1 ...` for non-zero counts.
-    pub fn brief(&self) -> String {
+    pub(crate) fn brief(&self) -> String {
         brief(Status::ALL.map(|st| (st.as_str(), self.get(st))))
     }
 
@@ -41,7 +41,7 @@ impl Counts {
 
 /// `k=n` for each non-zero `n`, space-separated, in the order given: the one
 /// way the bar, the logs and the end-of-run line print figures.
-pub fn brief<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+pub(crate) fn brief<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
     let mut out = String::new();
     for (k, n) in pairs.into_iter().filter(|(_, n)| *n > 0) {
         if !out.is_empty() {
@@ -56,7 +56,7 @@ pub fn brief<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
 
 /// How a run ended, beyond its per-row counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Every row reached a final status.
     Finished,
     /// A signal or the time budget stopped intake (exit 130).
@@ -66,12 +66,12 @@ pub enum Ending {
 }
 
 /// SPEC exit code for a run's counts and ending.
-pub fn exit_code(counts: &Counts, ending: Ending) -> u8 {
+pub(crate) fn exit_code(counts: &Counts, ending: Ending) -> u8 {
     exit(counts, ending).code()
 }
 
 /// How a run with these counts that ended so exits.
-pub fn exit(counts: &Counts, ending: Ending) -> Exit {
+pub(crate) fn exit(counts: &Counts, ending: Ending) -> Exit {
     match ending {
         Ending::Interrupted => Exit::Interrupted,
         Ending::Fatal => Exit::Fatal,
@@ -98,7 +98,7 @@ pub struct EngineFigures {
 
 impl EngineFigures {
     /// Figures of two parts of one run, added.
-    pub fn plus(&self, o: &EngineFigures) -> EngineFigures {
+    pub(crate) fn plus(&self, o: &EngineFigures) -> EngineFigures {
         EngineFigures {
             requests_sent: self.requests_sent + o.requests_sent,
             retries: self.retries + o.retries,
@@ -156,24 +156,24 @@ pub struct Summary {
 }
 
 /// What `Summary::build` needs.
-pub struct SummaryParts<'a> {
-    pub input: InputInfo,
-    pub dry_run: bool,
-    pub target: Option<String>,
-    pub started: jiff::Timestamp,
-    pub finished: jiff::Timestamp,
-    pub elapsed: std::time::Duration,
-    pub rows_read: u64,
-    pub counts: &'a Counts,
-    pub engine: EngineFigures,
-    pub rate: Option<RateSummary>,
-    pub ending: Ending,
-    pub fatal_error: Option<String>,
+pub(crate) struct SummaryParts<'a> {
+    pub(crate) input: InputInfo,
+    pub(crate) dry_run: bool,
+    pub(crate) target: Option<String>,
+    pub(crate) started: jiff::Timestamp,
+    pub(crate) finished: jiff::Timestamp,
+    pub(crate) elapsed: std::time::Duration,
+    pub(crate) rows_read: u64,
+    pub(crate) counts: &'a Counts,
+    pub(crate) engine: EngineFigures,
+    pub(crate) rate: Option<RateSummary>,
+    pub(crate) ending: Ending,
+    pub(crate) fatal_error: Option<String>,
 }
 
 impl Summary {
     /// Assemble the summary and its exit code.
-    pub fn build(p: SummaryParts<'_>) -> Summary {
+    pub(crate) fn build(p: SummaryParts<'_>) -> Summary {
         let secs = p.elapsed.as_secs_f64();
         let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         Summary {

@@ -43,17 +43,17 @@ pub enum LimitAlgorithm {
 
 impl LimitAlgorithm {
     /// Every algorithm, in the order of [`LimitAlgorithm::NAMES`].
-    pub const ALL: [LimitAlgorithm; 3] = [
+    pub(crate) const ALL: [LimitAlgorithm; 3] = [
         LimitAlgorithm::SlidingWindow,
         LimitAlgorithm::FixedWindow,
         LimitAlgorithm::TokenBucket,
     ];
 
     /// The names used on the command line and in `/_sandbox/config`.
-    pub const NAMES: [&'static str; 3] = ["sliding-window", "fixed-window", "token-bucket"];
+    pub(crate) const NAMES: [&'static str; 3] = ["sliding-window", "fixed-window", "token-bucket"];
 
     /// The name used on the command line and in `/_sandbox/config`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LimitAlgorithm::SlidingWindow => "sliding-window",
             LimitAlgorithm::FixedWindow => "fixed-window",
@@ -73,7 +73,7 @@ impl fmt::Display for LimitAlgorithm {
 #[error(
     "unknown rate-limit algorithm '{0}' (expected sliding-window, fixed-window or token-bucket)"
 )]
-pub struct UnknownAlgorithm(pub String);
+pub struct UnknownAlgorithm(pub(crate) String);
 
 impl FromStr for LimitAlgorithm {
     type Err = UnknownAlgorithm;

@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::model::CreateUser;
 
-pub use limit::{LimitAlgorithm, UnknownAlgorithm};
+pub use limit::LimitAlgorithm;
 pub use state::{ConfigPatch, LiveConfig, Stats};
 
 /// How long `shutdown` lets in-flight requests finish before dropping them.
@@ -138,7 +138,7 @@ fn check_probability(name: &'static str, value: f64) -> Result<(), SandboxError>
 
 impl SandboxConfig {
     /// Checks the settings; `Sandbox::start` refuses a config that fails this.
-    pub fn validate(&self) -> Result<(), SandboxError> {
+    pub(crate) fn validate(&self) -> Result<(), SandboxError> {
         check_probability("throttle rate", self.throttle_rate)?;
         check_probability("fail rate", self.fail_rate)?;
         check_probability("reset rate", self.reset_rate)?;
@@ -155,7 +155,7 @@ impl SandboxConfig {
 
 impl ConfigPatch {
     /// Checks the values a patch would set.
-    pub fn check(&self) -> Result<(), SandboxError> {
+    pub(crate) fn check(&self) -> Result<(), SandboxError> {
         for (name, value) in [
             ("throttle_rate", self.throttle_rate),
             ("fail_rate", self.fail_rate),
@@ -279,11 +279,6 @@ impl Sandbox {
     /// Invalidates every issued token (`POST /_sandbox/revoke-tokens`).
     pub fn revoke_tokens(&self) {
         self.shared.revoke_tokens();
-    }
-
-    /// Forgets users, tokens and stats (`POST /_sandbox/reset`).
-    pub fn reset(&self) {
-        self.shared.reset();
     }
 
     /// Stops accepting, lets in-flight requests finish (up to 5 s), then closes

@@ -266,11 +266,11 @@ pub struct LiveConfig {
     pub retry_after: bool,
     pub throttle_rate: f64,
     pub fail_rate: f64,
-    pub reset_rate: f64,
-    pub commit_drop_rate: f64,
+    pub(crate) reset_rate: f64,
+    pub(crate) commit_drop_rate: f64,
     pub latency_ms: u64,
-    pub token_ttl_ms: u64,
-    pub seed: Option<u64>,
+    pub(crate) token_ttl_ms: u64,
+    pub(crate) seed: Option<u64>,
 }
 
 /// Everything the handlers share.

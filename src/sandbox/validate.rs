@@ -13,15 +13,15 @@ use crate::api::model::{
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct UserInput {
     #[serde(default)]
-    pub user_id: Option<String>,
+    pub(crate) user_id: Option<String>,
     #[serde(default)]
-    pub first_name: Option<String>,
+    pub(crate) first_name: Option<String>,
     #[serde(default)]
-    pub last_name: Option<String>,
+    pub(crate) last_name: Option<String>,
     #[serde(default)]
-    pub phone_number: Option<String>,
+    pub(crate) phone_number: Option<String>,
     #[serde(default)]
-    pub locale: Option<String>,
+    pub(crate) locale: Option<String>,
 }
 
 /// One field error in the documented shape: code 1001 "invalid parameter",

@@ -81,7 +81,7 @@ pub(crate) enum RateValue {
 
 impl ConfigFile {
     /// Read and parse `path`.
-    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError::Read {
             path: path.to_path_buf(),
             source: e,

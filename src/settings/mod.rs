@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use crate::api::client::Credentials;
+pub(crate) use crate::api::client::Credentials;
 use crate::api::client::is_loopback_host;
 use crate::cli::{
     CheckArgs, CredentialArgs, EnvName, LogFormat, RateArg, ReadArgs, RunArgs, TargetArgs,
@@ -21,7 +21,7 @@ use crate::validate::ValidateOptions;
 
 mod config_file;
 
-pub use config_file::{ConfigFile, ConfigFileError};
+pub(crate) use config_file::{ConfigFile, ConfigFileError};
 
 /// Development API host.
 pub(crate) const DEVELOPMENT_URL: &str = "https://connect.dev.instacart.tools";
@@ -108,7 +108,7 @@ fn pick_checked<'a, T>(
 /// The rate of a live run, from the `--rate` flag (or the file's `rate`)
 /// to the limiter.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Rate {
+pub(crate) enum Rate {
     /// `--rate N`.
     Fixed(u32),
     /// `--rate auto`: find the partner's limit between 1 and `max`.
@@ -136,11 +136,11 @@ impl std::fmt::Display for Rate {
 
 /// The circuit breaker's settings (`exec::breaker` runs it).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     /// Trip when more than this fraction of the window is rejected or invalid.
-    pub max_error_rate: f64,
+    pub(crate) max_error_rate: f64,
     /// Finished rows looked at.
-    pub window: u32,
+    pub(crate) window: u32,
 }
 
 impl Default for Breaker {
@@ -154,7 +154,7 @@ impl Default for Breaker {
 
 /// Where requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The embedded sandbox, started in-process.
     Sandbox,
     /// A remote (or loopback) base URL.
@@ -173,17 +173,17 @@ impl Target {
 
 /// Execution options of a live run.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ExecSettings {
-    pub rate: Rate,
-    pub breaker: Breaker,
+pub(crate) struct ExecSettings {
+    pub(crate) rate: Rate,
+    pub(crate) breaker: Breaker,
     /// `--burst`: the partner allows bursts of this many (GCRA, no window
     /// guard). `None`: at most R requests in any sliding second (exec::pace).
-    pub burst: Option<u32>,
+    pub(crate) burst: Option<u32>,
     /// `None`: sized from the rate and the observed latency.
-    pub concurrency: Option<u32>,
-    pub max_attempts: u32,
-    pub timeout: Duration,
-    pub time_budget: Option<Duration>,
+    pub(crate) concurrency: Option<u32>,
+    pub(crate) max_attempts: u32,
+    pub(crate) timeout: Duration,
+    pub(crate) time_budget: Option<Duration>,
 }
 
 impl Default for ExecSettings {
@@ -219,7 +219,7 @@ pub(crate) struct InputSettings {
 
 /// A dry run or a live one, with what each needs.
 #[derive(Clone, Debug)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `--dry-run`: no network; a target given is only named in summary.json.
     DryRun { target: Option<Target> },
     /// Send to `target`. `credentials` is `None` for the embedded sandbox
@@ -232,7 +232,7 @@ pub enum Mode {
 
 impl Mode {
     /// Where requests go (a dry run's is only named).
-    pub fn target(&self) -> Option<&Target> {
+    pub(crate) fn target(&self) -> Option<&Target> {
         match self {
             Mode::DryRun { target } => target.as_ref(),
             Mode::Live { target, .. } => Some(target),
@@ -240,7 +240,8 @@ impl Mode {
     }
 
     /// The credentials of a live run against a URL.
-    pub fn credentials(&self) -> Option<&Credentials> {
+    #[cfg(test)]
+    pub(crate) fn credentials(&self) -> Option<&Credentials> {
         match self {
             Mode::Live { credentials, .. } => credentials.as_ref(),
             Mode::DryRun { .. } => None,
@@ -251,25 +252,25 @@ impl Mode {
 /// Everything `run` needs.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
-    pub input: InputSource,
-    pub read: ReadOptions,
-    pub validate: ValidateOptions,
-    pub mode: Mode,
-    pub exec: ExecSettings,
-    pub resume: bool,
-    pub out: PathBuf,
+    pub(crate) input: InputSource,
+    pub(crate) read: ReadOptions,
+    pub(crate) validate: ValidateOptions,
+    pub(crate) mode: Mode,
+    pub(crate) exec: ExecSettings,
+    pub(crate) resume: bool,
+    pub(crate) out: PathBuf,
     /// Flush + fsync results.csv in batches (off only for benchmarks).
-    pub journal: bool,
+    pub(crate) journal: bool,
     /// `--state`: the incremental-run state file.
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
 }
 
 /// Everything `check` needs.
 #[derive(Clone, Debug)]
-pub struct CheckSettings {
-    pub target: Target,
-    pub credentials: Option<Credentials>,
-    pub timeout: Duration,
+pub(crate) struct CheckSettings {
+    pub(crate) target: Target,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) timeout: Duration,
 }
 
 /// Reads environment variables; a trait so tests don't touch the process env.

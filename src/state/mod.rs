@@ -51,7 +51,8 @@ mod store;
 
 pub use sql::LOOKUP_BATCH;
 use sql::SCHEMA_VERSION;
-pub use store::{StateReader, StateStore, lock_path};
+pub(crate) use store::StateReader;
+pub use store::{StateStore, lock_path};
 
 // ---------------------------------------------------------------------------
 // Payload hash
@@ -191,7 +192,7 @@ pub struct RunInfo {
     /// `run` or `import`.
     pub kind: String,
     #[serde(serialize_with = "ser_ts")]
-    pub started: jiff::Timestamp,
+    pub(crate) started: jiff::Timestamp,
     /// `None`: the run has not finished (still going, or it crashed).
     #[serde(serialize_with = "ser_opt_ts")]
     pub finished: Option<jiff::Timestamp>,
@@ -204,7 +205,7 @@ pub struct RunInfo {
 /// `connect-provision state stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StateStats {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub users: u64,
     /// Users per stored status (`created`, `exists`); both always present.
     pub users_by_status: BTreeMap<String, u64>,
@@ -267,7 +268,7 @@ pub struct ImportSummary {
     /// run that itself used a state).
     pub exists: u64,
     /// `changed` rows: provisioned with a payload the results do not tell; not recorded.
-    pub skipped_changed: u64,
+    pub(crate) skipped_changed: u64,
     /// Rows results.csv calls a success that the input did not produce as a
     /// valid row to send (a different input, or different read options).
     pub not_in_input: u64,
