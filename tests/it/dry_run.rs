@@ -225,6 +225,40 @@ fn sample_export_reads_with_its_mapping_config() {
     );
 }
 
+// A dry run is where a bad file is meant to be found: however many rows are
+// invalid, it judges every one and exits 1. The circuit breaker guards a
+// live run's partner, not a dry run.
+#[test]
+fn a_dry_run_of_a_mostly_invalid_file_is_not_cut_short() {
+    let t = TestDir::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for i in 0..1000 {
+        // Every row but each tenth has no first_name.
+        let name = if i % 10 == 0 { "Ann" } else { "" };
+        rows.push(vec![
+            format!("u{i}"),
+            name.into(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    let mut all: Vec<&[&str]> = vec![HEADER];
+    let refs: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    all.extend(refs.iter().map(Vec::as_slice));
+    let input = t.write_csv("in.csv", &all);
+    let (out, dir) = dry_run(&t, &input, "out", &[]);
+    out.expect_code(1).expect_stdout("invalid=900 valid=100");
+    let results = read_results(&dir);
+    assert_each_row_once(&results, 1000);
+    let summary = read_summary(&dir);
+    assert_eq!(summary.exit_code, 1);
+    assert_eq!(summary.fatal_error, None);
+}
+
 // SPEC: Exit codes (0 when every row is valid in a dry run).
 #[test]
 fn clean_file_is_all_valid_and_exits_0() {
