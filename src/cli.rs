@@ -23,6 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   unreachable), 130 interrupted (resumable)."
 )]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 

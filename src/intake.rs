@@ -84,8 +84,11 @@ pub enum Step<'a> {
     Local(Outcome, &'a ByteRecord),
     /// Valid and first of its user_id: to be sent.
     Send {
+        /// 1-based data-row number.
         row: u64,
+        /// The payload to send.
         user: CreateUser,
+        /// The row as read.
         raw: &'a ByteRecord,
     },
 }

@@ -87,6 +87,7 @@ pub struct Outcome {
     pub row: u64,
     /// The trimmed user_id, or the raw cell when it could not be read.
     pub user_id: String,
+    /// The row's final status.
     pub status: Status,
     /// HTTP status of the last answer, if any.
     pub http_status: Option<u16>,

@@ -1,6 +1,6 @@
 //! The progress bar: rows done/total, rate, ETA and counts by status, drawn on
 //! stderr only when it is a terminal (and not with `--no-progress`). Log lines
-//! go through [`Ui::log_writer`], which suspends the bar around each line so
+//! go through `Ui::log_writer`, which suspends the bar around each line so
 //! they never tear it.
 
 use std::io::IsTerminal;

@@ -1,7 +1,7 @@
 //! Retry delays: exponential backoff with *full* jitter, as an iterator.
 //!
 //! The worker's retry loop (`exec::worker`) and the token manager
-//! (`api::token`) pull one delay per retry from [`Backoff`]; when it runs dry the
+//! (`api::token`) pull one delay per retry from `Backoff`; when it runs dry the
 //! retry budget is spent. backon's `ExponentialBuilder` supplies the envelope
 //! `min(cap, base·2ⁿ)`, but its own jitter is *additive* (`d + rand·d`, i.e. in
 //! `[d, 2d)`), not full jitter, so the jitter is applied here:

@@ -35,8 +35,10 @@ impl Default for ValidateOptions {
 /// Why `--phone-region` or `--default-locale` is unusable.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OptionError {
+    /// `--phone-region`, as given.
     #[error("--phone-region '{0}' is not a two-letter region code (e.g. US, GB, CA)")]
     Region(String),
+    /// `--default-locale`, as given.
     #[error("--default-locale '{0}' is not a well-formed language tag (e.g. en-US)")]
     Locale(String),
 }

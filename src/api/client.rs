@@ -33,7 +33,9 @@ const SNIPPET_LEN: usize = 200;
 /// `Debug` shows the secret as `[REDACTED]` (secrecy's `SecretString`).
 #[derive(Clone, Debug)]
 pub struct Credentials {
+    /// OAuth `client_id`.
     pub client_id: String,
+    /// OAuth `client_secret`.
     pub client_secret: SecretString,
     /// OAuth scope, e.g. `connect:fulfillment`; left out of the request when `None`.
     pub scope: Option<String>,
@@ -44,7 +46,12 @@ pub struct Credentials {
 pub enum ClientBuildError {
     /// The base URL does not parse or is not http(s).
     #[error("invalid base URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// reqwest refused the configuration (e.g. no TLS backend).
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
@@ -87,8 +94,9 @@ impl fmt::Display for TransportKind {
 pub enum Attempt {
     /// The server answered with a status line.
     Answered {
+        /// The HTTP status code.
         status: u16,
-        /// Parsed `Retry-After` (delta-seconds or HTTP-date), capped at [`MAX_RETRY_AFTER`].
+        /// Parsed `Retry-After` (delta-seconds or HTTP-date), capped at `MAX_RETRY_AFTER`.
         retry_after: Option<Duration>,
         /// The documented 4xx body, when it parsed.
         error: Option<ErrorBody>,
@@ -97,7 +105,9 @@ pub enum Attempt {
     },
     /// No answer: the request failed in transport.
     Transport {
+        /// How it failed.
         kind: TransportKind,
+        /// The error and its causes, as text.
         message: String,
     },
 }
@@ -105,6 +115,7 @@ pub enum Attempt {
 /// An access token as issued by `POST /v2/oauth/token`.
 #[derive(Debug)]
 pub struct Token {
+    /// The bearer token for `Authorization` headers.
     pub access_token: SecretString,
     /// Lifetime from the moment it was received (`expires_in`).
     pub(crate) expires_in: Duration,
@@ -115,22 +126,36 @@ pub struct Token {
 pub enum TokenError {
     /// 400/401/403: the credentials (or scope) were refused. Fatal: exit 3.
     #[error("credentials refused by the token endpoint (HTTP {status}): {message}")]
-    Refused { status: u16, message: String },
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// What the answer's body said (or the status text).
+        message: String,
+    },
     /// 408/429/5xx: the endpoint is temporarily unavailable. Retryable.
     #[error("token endpoint unavailable (HTTP {status})")]
     Unavailable {
+        /// The HTTP status code.
         status: u16,
+        /// The answer's `Retry-After`, if any.
         retry_after: Option<Duration>,
     },
     /// No answer (connect error, timeout, reset). Retryable.
     #[error("cannot reach the token endpoint ({kind}): {message}")]
     Transport {
+        /// How it failed.
         kind: TransportKind,
+        /// The error and its causes, as text.
         message: String,
     },
     /// Any other answer (3xx, 404, …): wrong base URL or API. Fatal.
     #[error("unexpected answer from the token endpoint (HTTP {status}): {message}")]
-    Unexpected { status: u16, message: String },
+    Unexpected {
+        /// The HTTP status code.
+        status: u16,
+        /// What the answer's body said (or the status text).
+        message: String,
+    },
     /// A 2xx whose body is not a token. Fatal.
     #[error("malformed token response: {0}")]
     Malformed(String),

@@ -40,7 +40,9 @@ impl std::fmt::Debug for TokenRequest {
 /// `POST /v2/oauth/token` success body.
 #[derive(Serialize, Deserialize)]
 pub struct TokenResponse {
+    /// The bearer token.
     pub access_token: String,
+    /// The token type, `Bearer`.
     pub token_type: String,
     /// Lifetime in seconds (86400 in production).
     pub expires_in: u64,
@@ -63,12 +65,17 @@ impl std::fmt::Debug for TokenResponse {
 /// Blank optional fields are `None` and left out of the JSON, never sent as "".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateUser {
+    /// The retailer's id for the user.
     pub user_id: String,
+    /// Required first name.
     pub first_name: String,
+    /// Optional last name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
+    /// Optional phone number, in E.164 form (`+15555550123`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
+    /// Optional language tag, e.g. `en-US`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
 }
@@ -77,7 +84,9 @@ pub struct CreateUser {
 /// (see [`codes`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
+    /// Human-readable description.
     pub message: String,
+    /// Numeric error code (see [`codes`]).
     pub code: u32,
 }
 
@@ -88,6 +97,7 @@ pub struct ErrorDetail {
 /// key is optional without a second level of `Option`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorMeta {
+    /// The request field the error is about, e.g. `user_id`.
     pub key: String,
 }
 
@@ -97,6 +107,7 @@ pub struct ErrorMeta {
 /// Displays as `key: message (code)`, without `key: ` when no field is named.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
+    /// What went wrong.
     pub error: ErrorDetail,
     /// The field the error is about. Serialised as `{}` when `None`: the
     /// documented bodies always carry `meta`.
@@ -218,7 +229,9 @@ impl TryFrom<ErrorBody> for ApiErrors {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "WireBody")]
 pub enum ErrorBody {
+    /// One error.
     Single(ApiError),
+    /// A list of errors, with or without its wrapper.
     Multiple(ApiErrors),
 }
 

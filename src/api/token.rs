@@ -15,7 +15,7 @@
 //!   80 % of the lifetime and `expires_at − 60 s`, but never before half the
 //!   lifetime (so 1-second test TTLs do not spin).
 //! * **Single flight on 401.** Each published token carries a generation. A
-//!   worker that got a 401 calls [`TokenManager::invalidate`] with the
+//!   worker that got a 401 calls `TokenManager::invalidate` with the
 //!   generation it used; the task refreshes only if that generation is still
 //!   current and ignores the rest, so N simultaneous 401s cost one request.
 //!   Every caller waits until a newer generation (or a failure) is published.
@@ -27,7 +27,7 @@
 //!   accepted (no `mark_good`), the task stops with
 //!   [`TokenError::RejectedAfterRefresh`] instead of refreshing forever. A
 //!   token that sat through a pool-wide 429 pause before the refused request
-//!   ([`TokenManager::invalidate_after_pause`]) does not count: it was more
+//!   (`TokenManager::invalidate_after_pause`) does not count: it was more
 //!   likely revoked or expired while nobody could use it.
 
 use std::fmt;
@@ -93,10 +93,12 @@ impl fmt::Debug for AccessToken {
 }
 
 /// A snapshot of the current token, with the generation to pass to
-/// [`TokenManager::invalidate`] when it is refused.
+/// `TokenManager::invalidate` when it is refused.
 #[derive(Clone, Debug)]
 pub struct TokenRef {
+    /// Counts the tokens published, from 1; a refresh publishes the next.
     pub generation: u64,
+    /// The token itself.
     pub token: AccessToken,
     /// When the refresher published it.
     pub(crate) issued_at: Instant,

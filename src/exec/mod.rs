@@ -9,7 +9,7 @@
 //! * [`throttle`] — the pool-wide pause after a 429.
 //! * [`pace`] — the shared limiter, its window guard and `--rate auto`.
 //! * [`counters`] — the run-wide request counters.
-//! * [`breaker`] — the circuit breaker over finished rows.
+//! * `breaker` — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
 
 pub(crate) mod breaker;

@@ -8,9 +8,9 @@
 //! with a burst of 1 a timer that wakes late loses its slot for good (the run
 //! falls below R), and with a burst of 2 the catch-up lets R + 1 requests into
 //! one window. So [`Pacing::Window`] keeps governor at burst 2 (late wake-ups
-//! catch up) and puts a [`Window`] guard behind it: a ring of the last
+//! catch up) and puts a `Window` guard behind it: a ring of the last
 //! ⌊R⌋ send instants, and a request goes only once the oldest of them is
-//! [`SPAN`] old. `SPAN` is one second plus a margin for the jitter between
+//! `SPAN` old. `SPAN` is one second plus a margin for the jitter between
 //! our send and the partner's arrival clock; it caps the run at R / 1.005.
 //! [`Pacing::Burst`] (`--burst N`) is plain GCRA with that burst, for a
 //! partner known to run a token bucket.
@@ -20,19 +20,19 @@
 //! waiting on the old limiter take one slot from the new one too, so a
 //! change drops, duplicates and stalls nothing.
 //!
-//! The auto controller ([`Controller`]), ticking every [`TICK`]:
+//! The auto controller (`Controller`), ticking every `TICK`:
 //! - *slow start*: ×1.25 a tick while nothing pushes back, until the first
 //!   429, which falls back to the last rate that saw none;
 //! - after a 429 at rate r, r is the *ceiling*: the rate climbs back fast
-//!   (half the gap a tick) to just under it ([`BELOW_CEILING`]) and holds
-//!   there; after [`PROBE_AFTER`] without a 429 it probes above (+2 %/s), so a
+//!   (half the gap a tick) to just under it (`BELOW_CEILING`) and holds
+//!   there; after `PROBE_AFTER` without a 429 it probes above (+2 %/s), so a
 //!   limit that rose is found again;
 //! - a 429 cuts ×0.9, and deeper (×0.7, ×0.5) when the pushes come in quick
 //!   succession (the limit fell under us); a rise of 503s/timeouts (more than
 //!   10 % of a tick's requests) cuts the same way; a short cool-down follows;
 //! - never above `--rate-max`, never below 1/s.
 //!
-//! [`Controller::safe_rate`] is the highest rate held without a 429 over the
+//! `Controller::safe_rate` is the highest rate held without a 429 over the
 //! last minute: what `rate.final_per_second` reports, a rate the next night
 //! can start from (not the trough after the last cut).
 
@@ -57,7 +57,7 @@ pub(crate) const SPAN: Duration = Duration::from_millis(1005);
 /// How the limiter may line requests up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pacing {
-    /// At most ⌊R⌋ requests in any sliding [`SPAN`] (the default).
+    /// At most ⌊R⌋ requests in any sliding `SPAN` (the default).
     Window,
     /// GCRA with this burst and no window guard (`--burst N`).
     Burst(NonZeroU32),

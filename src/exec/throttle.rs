@@ -2,8 +2,8 @@
 //!
 //! A 429 means the *partner's* per-second threshold was exceeded, not one
 //! worker's, so one worker backing off alone would let the others keep hitting
-//! the wall. The worker that gets a 429 calls [`Throttle::hold_for`]; every
-//! worker calls [`Throttle::wait`] before each attempt and so pauses too.
+//! the wall. The worker that gets a 429 calls `Throttle::hold_for`; every
+//! worker calls `Throttle::wait` before each attempt and so pauses too.
 //!
 //! The deadline is one `AtomicU64` (nanoseconds since a base instant, 0 = no
 //! hold): the hot path with no hold active is a single relaxed load.

@@ -40,17 +40,22 @@ pub(crate) const INTERRUPTED: &str = "interrupted";
 
 /// Everything a worker needs, built once before the run (`Arc`-shared).
 pub struct WorkerCtx {
+    /// Sends the create requests.
     pub client: ConnectClient,
+    /// Hands out the current access token and refreshes it.
     pub tokens: Arc<TokenManager>,
     /// One limiter for the whole pool (`--rate`, `--burst`), whose rate the
     /// auto controller may change.
     pub pace: Arc<Pace>,
     /// Spreads workers released by the limiter at the same instant.
     pub jitter: Jitter,
+    /// The pool-wide pause after a 429.
     pub throttle: Throttle,
+    /// Attempts and backoff per row.
     pub retry: RetryPolicy,
     /// Tripped on SIGINT/SIGTERM or when the time budget runs out.
     pub cancel: CancellationToken,
+    /// The run's request, retry and 429 counts.
     pub counters: Arc<EngineCounters>,
 }
 
@@ -59,6 +64,7 @@ pub struct WorkerCtx {
 pub struct Job {
     /// 1-based data-row number.
     pub row: u64,
+    /// The payload's user_id.
     pub user_id: String,
     /// The CreateUser JSON, serialised once; retries clone the `Bytes`.
     pub body: Bytes,
@@ -75,7 +81,9 @@ pub enum FatalError {
     /// unreachable past the retry budget, or fresh tokens refused at once.
     #[error("row {row}: cannot refresh the access token")]
     Token {
+        /// The row that needed the token.
         row: u64,
+        /// Why no token came.
         #[source]
         source: TokenError,
     },

@@ -8,10 +8,15 @@ use super::FIELDS;
 /// A payload field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Field {
+    /// `user_id`.
     UserId,
+    /// `first_name`.
     FirstName,
+    /// `last_name`.
     LastName,
+    /// `phone_number`.
     PhoneNumber,
+    /// `locale`.
     Locale,
 }
 

@@ -22,7 +22,9 @@ use super::columns::{ColumnError, ColumnMap, ColumnSpec};
 /// Where the CSV comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputSource {
+    /// A file.
     Path(PathBuf),
+    /// Standard input (`-` on the command line).
     Stdin,
 }
 
@@ -50,7 +52,9 @@ impl InputSource {
 pub struct ReadOptions {
     /// `None` is UTF-8 (with or without BOM, invalid bytes reported per row).
     pub encoding: Option<&'static Encoding>,
+    /// Field separator (default `,`).
     pub delimiter: u8,
+    /// Which column holds which payload field.
     pub columns: ColumnSpec,
     /// Read at most this many data rows.
     pub limit: Option<u64>,

@@ -29,9 +29,13 @@ use crate::rowset::RowSet;
 /// `run.json`: what a resume must match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// Version of the tool that started the run.
     pub tool_version: String,
+    /// The input as given.
     pub input_path: String,
+    /// SHA-256 of the input's bytes, in hex.
     pub input_sha256: String,
+    /// When the run started (RFC 3339).
     pub started: String,
 }
 
@@ -74,33 +78,55 @@ impl Progress {
 /// Why a resume is refused (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
+    /// The directory has no run.json.
     #[error(
         "nothing to resume in {dir}: it has no run.json (was the run started there, and not as a dry run?)"
     )]
-    NoRun { dir: PathBuf },
+    NoRun {
+        /// The report directory.
+        dir: PathBuf,
+    },
+    /// A file of the earlier run could not be read.
     #[error("cannot read {path}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A file of the earlier run does not parse.
     #[error("{path} is not a run record of this tool: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        message: String,
+    },
+    /// The input's SHA-256 is not the one the run started with.
     #[error(
         "the input changed since the run in {dir} started (SHA-256 was {was}, is {now}); \
          resume with the same file, or start a new run with another --out"
     )]
     InputChanged {
+        /// The report directory.
         dir: PathBuf,
+        /// The SHA-256 in run.json.
         was: String,
+        /// The input's SHA-256 now.
         now: String,
     },
+    /// The input is stdin, which cannot be read again.
     #[error("cannot resume a run that reads stdin: give the input as a file")]
     Stdin,
+    /// A new run was pointed at a directory that already holds one.
     #[error(
         "{dir} already holds a run's reports; add --resume to continue it, or choose another --out"
     )]
-    Exists { dir: PathBuf },
+    Exists {
+        /// The report directory.
+        dir: PathBuf,
+    },
 }
 
 /// What the earlier part of a run left behind.

@@ -1,6 +1,6 @@
 //! The reports of a run (SPEC "Reports"): results.csv (every data row exactly
 //! once), failures.csv (the failing rows verbatim, valid input for another
-//! run) and summary.json. The [`Recorder`] is their only writer.
+//! run) and summary.json. The `Recorder` is their only writer.
 
 pub mod journal;
 pub(crate) mod recorder;
@@ -37,15 +37,21 @@ pub const RESULTS_HEADER: [&str; 7] = [
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
+    /// The report directory could not be created.
     #[error("cannot create report directory {path}")]
     CreateDir {
+        /// The directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A report file could not be created or written.
     #[error("cannot write report {path}")]
     Write {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },

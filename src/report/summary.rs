@@ -90,9 +90,13 @@ pub(crate) fn exit(counts: &Counts, ending: Ending) -> Exit {
 /// Figures gathered by the engine (all zero in a dry run).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineFigures {
+    /// Create requests sent, retries included.
     pub requests_sent: u64,
+    /// Backoff delays taken (retries after a transient failure).
     pub retries: u64,
+    /// Answers 429.
     pub throttled_429: u64,
+    /// Access tokens fetched after the first.
     pub token_refreshes: u64,
 }
 
@@ -124,25 +128,40 @@ pub struct RateSummary {
 /// The input, as summary.json names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputInfo {
+    /// The input as given (`<stdin>` for stdin).
     pub path: String,
+    /// SHA-256 of its bytes, in hex.
     pub sha256: String,
 }
 
 /// summary.json, field for field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// Version of the tool that wrote it.
     pub tool_version: String,
+    /// The input read.
     pub input: InputInfo,
+    /// Whether nothing was sent.
     pub dry_run: bool,
+    /// The target, as named in messages.
     pub target: Option<String>,
+    /// When the run started (RFC 3339).
     pub started: String,
+    /// When it finished (RFC 3339).
     pub finished: String,
+    /// Seconds the run was active.
     pub elapsed_seconds: f64,
+    /// Data rows read.
     pub rows_read: u64,
+    /// Rows per final status.
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// Create requests sent, retries included.
     pub requests_sent: u64,
+    /// Backoff delays taken (retries after a transient failure).
     pub retries: u64,
+    /// Answers 429.
     pub throttled_429: u64,
+    /// Access tokens fetched after the first.
     pub token_refreshes: u64,
     /// Requests sent per second of the run's elapsed time.
     pub achieved_rps: f64,
@@ -150,8 +169,11 @@ pub struct Summary {
     pub rows_per_second: f64,
     /// The rate of a live run (absent in a dry run).
     pub rate: Option<RateSummary>,
+    /// Whether the run was cut short (signal or time budget).
     pub interrupted: bool,
+    /// The error that ended the run, if one did.
     pub fatal_error: Option<String>,
+    /// The process's exit code.
     pub exit_code: u8,
 }
 

@@ -120,10 +120,18 @@ impl fmt::Debug for SandboxConfig {
 /// A sandbox setting that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SandboxError {
+    /// A fault rate outside 0..=1.
     #[error("{name} must be a probability between 0 and 1, got {value}")]
-    Probability { name: &'static str, value: f64 },
+    Probability {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A rate limit of 0.
     #[error("rate limit must be at least 1 request per second")]
     ZeroRateLimit,
+    /// A token lifetime of 0.
     #[error("token ttl must be greater than zero")]
     ZeroTokenTtl,
 }
@@ -186,7 +194,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Binds `listen` (port 0 picks a free port) and starts serving on the
-    /// current tokio runtime. A config that fails [`SandboxConfig::validate`] is
+    /// current tokio runtime. A config that fails `SandboxConfig::validate` is
     /// refused with `InvalidInput`.
     pub async fn start(cfg: SandboxConfig, listen: SocketAddr) -> std::io::Result<Sandbox> {
         cfg.validate()

@@ -241,9 +241,13 @@ pub struct ConfigPatch {
     /// `Some(None)` (JSON `null`) removes the limit; absent leaves it.
     #[serde(default, deserialize_with = "present")]
     pub rate_limit: Option<Option<u32>>,
+    /// Probability of a random 500 or 503.
     pub fail_rate: Option<f64>,
+    /// Probability of dropping the connection unanswered.
     pub reset_rate: Option<f64>,
+    /// Probability of storing the user and then dropping the connection.
     pub commit_drop_rate: Option<f64>,
+    /// Delay before answering a users request, in milliseconds.
     pub latency_ms: Option<u64>,
     /// `"sliding-window"`, `"fixed-window"` or `"token-bucket"`; restarts the limit.
     pub rate_limit_algorithm: Option<LimitAlgorithm>,
@@ -261,13 +265,19 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Er
 /// The live settings, as `GET /_sandbox/config` reports them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveConfig {
+    /// Users requests per second before 429 (`None`: unlimited).
     pub rate_limit: Option<u32>,
+    /// How `rate_limit` is counted.
     pub rate_limit_algorithm: LimitAlgorithm,
+    /// Whether a 429 carries `Retry-After: 1`.
     pub retry_after: bool,
+    /// Probability of a spurious 429 on a request the limiter admitted.
     pub throttle_rate: f64,
+    /// Probability of a random 500 or 503.
     pub fail_rate: f64,
     pub(crate) reset_rate: f64,
     pub(crate) commit_drop_rate: f64,
+    /// Delay before answering a users request, in milliseconds.
     pub latency_ms: u64,
     pub(crate) token_ttl_ms: u64,
     pub(crate) seed: Option<u64>,

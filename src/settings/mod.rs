@@ -42,40 +42,66 @@ pub enum ConfigError {
     /// The config file, or one of its values.
     #[error(transparent)]
     File(#[from] ConfigFileError),
+    /// A live run or `check` without a target.
     #[error(
         "no target: give exactly one of --sandbox, --env development|production or --base-url URL \
          (there is no default, so nothing goes to production by accident)"
     )]
     NoTarget,
+    /// More than one target; the text names them.
     #[error("more than one target: {0} (give exactly one)")]
     TwoTargets(String),
+    /// An unusable `--base-url`.
     #[error("--base-url '{url}': {reason}")]
-    BaseUrl { url: String, reason: String },
+    BaseUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A URL target without a client id.
     #[error("no client id: set CONNECT_CLIENT_ID, --client-id or client_id in the config file")]
     NoClientId,
+    /// A URL target without a client secret.
     #[error(
         "no client secret: set CONNECT_CLIENT_SECRET or --client-secret-file PATH \
          (a secret is never taken on the command line)"
     )]
     NoSecret,
+    /// The client secret file could not be read.
     #[error("cannot read client secret file {path}")]
     SecretFile {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The client secret file is empty.
     #[error("client secret file {path} is empty")]
-    EmptySecret { path: PathBuf },
+    EmptySecret {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An unusable input option (e.g. an unknown encoding).
     #[error(transparent)]
     Input(#[from] crate::input::InputError),
+    /// An unusable `--phone-region` or `--default-locale`.
     #[error(transparent)]
     Validate(#[from] crate::validate::OptionError),
+    /// An option this version does not implement.
     #[error("{option} is not available yet in this version")]
-    NotAvailable { option: &'static str },
+    NotAvailable {
+        /// The option.
+        option: &'static str,
+    },
+    /// `--resume` without `--out`.
     #[error("--resume needs --out DIR: the report directory of the run to continue")]
     ResumeWithoutOut,
+    /// `--resume` with `--dry-run`.
     #[error("--resume continues a live run; a --dry-run has nothing to resume")]
     ResumeDryRun,
+    /// `--state` with `--dry-run`.
     #[error("--state records what live runs provisioned; leave it out of a --dry-run")]
     StateDryRun,
 }

@@ -5,7 +5,7 @@
 //!
 //! - **One run at a time.** [`StateStore::open`] takes an exclusive lock on a
 //!   sidecar file `PATH.lock` (std `File::try_lock`, an `flock` on Unix) and
-//!   holds it until the store and every [`StateReader`] made from it are
+//!   holds it until the store and every `StateReader` made from it are
 //!   dropped. A second open of the same path, from this process or another,
 //!   fails with [`StateError::Locked`]. `stats` and `export` may use
 //!   [`StateStore::open_read_only`], which takes no lock and so also works
@@ -15,7 +15,7 @@
 //!   the fsync that FULL adds to every commit costs at most a few fsyncs a
 //!   second, and in exchange a committed batch survives a power loss, like
 //!   the results.csv lines the journal fsyncs (NORMAL would only survive a
-//!   process crash). WAL lets a [`StateReader`] look rows up in one thread
+//!   process crash). WAL lets a `StateReader` look rows up in one thread
 //!   while the recorder commits in another.
 //! - **Bounded memory.** Each connection's page cache is capped
 //!   (`READER_CACHE_KIB`, `WRITER_CACHE_KIB`) and nothing is memory
@@ -31,7 +31,7 @@
 //! The state holds user_ids and hashes only: no names, phones or locales.
 //!
 //! Layout: this module holds the values and the error; `store` the
-//! connections, the lock and [`StateStore`] / [`StateReader`]; `sql` the
+//! connections, the lock and [`StateStore`] / `StateReader`; `sql` the
 //! schema and the queries they share; `import` [`StateStore::import`].
 
 use std::collections::BTreeMap;
@@ -109,7 +109,9 @@ pub fn payload_hash(user: &CreateUser) -> PayloadHash {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoredStatus {
+    /// The run created the user.
     Created,
+    /// Connect answered that the user already exists.
     Exists,
 }
 
@@ -150,7 +152,9 @@ impl std::fmt::Display for StoredStatus {
 /// What the state knows of a user_id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Known {
+    /// Hash of the payload that was provisioned.
     pub payload_hash: PayloadHash,
+    /// How it was provisioned.
     pub status: StoredStatus,
     /// When a run last recorded it.
     pub last_seen: jiff::Timestamp,
@@ -179,15 +183,20 @@ impl Known {
 /// One success to remember.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
+    /// The user provisioned.
     pub user_id: String,
+    /// Hash of the payload sent.
     pub payload_hash: PayloadHash,
+    /// How it was provisioned.
     pub status: StoredStatus,
+    /// When.
     pub at: jiff::Timestamp,
 }
 
 /// One run (or import) as the `runs` table keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunInfo {
+    /// Row id in the `runs` table.
     pub id: i64,
     /// `run` or `import`.
     pub kind: String,
@@ -196,9 +205,11 @@ pub struct RunInfo {
     /// `None`: the run has not finished (still going, or it crashed).
     #[serde(serialize_with = "ser_opt_ts")]
     pub finished: Option<jiff::Timestamp>,
+    /// SHA-256 of the input CSV, in hex.
     pub input_sha256: String,
     /// Reports directory (a run) or results.csv (an import).
     pub reports: Option<String>,
+    /// Counts per status, once finished.
     pub counts: Option<BTreeMap<String, u64>>,
 }
 
@@ -206,6 +217,7 @@ pub struct RunInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StateStats {
     pub(crate) path: PathBuf,
+    /// Users recorded.
     pub users: u64,
     /// Users per stored status (`created`, `exists`); both always present.
     pub users_by_status: BTreeMap<String, u64>,
@@ -213,9 +225,11 @@ pub struct StateStats {
     pub db_bytes: u64,
     /// Size of its write-ahead log (`PATH-wal`; 0 when absent).
     pub wal_bytes: u64,
+    /// Runs and imports recorded.
     pub runs: u64,
     /// Runs started and never finished (crashed or still going).
     pub unfinished_runs: u64,
+    /// The latest run or import.
     pub last_run: Option<RunInfo>,
 }
 
@@ -297,53 +311,95 @@ fn ser_opt_ts<S: serde::Serializer>(t: &Option<jiff::Timestamp>, s: S) -> Result
 /// Why the state store failed. Every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// Another process holds the state's lock.
     #[error(
         "state file {} is in use by another run (lock held on {}); wait for it or use another --state",
         .path.display(), .lock.display()
     )]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked {
+        /// The state file.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
+    /// The lock file could not be created or locked.
     #[error("cannot lock state file {}: cannot use {}", .path.display(), .lock.display())]
     Lock {
+        /// The state file.
         path: PathBuf,
+        /// Its lock file.
         lock: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// The state file does not exist.
     #[error("state file {} does not exist", .path.display())]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// SQLite could not open the file.
     #[error("cannot open state file {}", .path.display())]
     Open {
+        /// The state file.
         path: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// The file is not a state file.
     #[error("{} is not a connect-provision state file ({reason})", .path.display())]
-    NotState { path: PathBuf, reason: String },
+    NotState {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The file's schema is newer than this version knows.
     #[error(
         "state file {} was written by a newer connect-provision (schema {found}; this version knows up to {SCHEMA_VERSION})",
         .path.display()
     )]
-    TooNew { path: PathBuf, found: i64 },
+    TooNew {
+        /// The state file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
+    /// An SQLite statement failed.
     #[error("state file {}: cannot {op}", .path.display())]
     Sql {
+        /// The state file.
         path: PathBuf,
+        /// What was being done.
         op: &'static str,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// A file operation failed.
     #[error("{}: cannot {op}", .path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What was being done.
         op: &'static str,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
+    /// A results.csv could not be imported.
     #[error("cannot import {} into state file {}: {message}", .results.display(), .path.display())]
     Import {
+        /// The state file.
         path: PathBuf,
+        /// The results.csv.
         results: PathBuf,
+        /// What is wrong.
         message: String,
     },
+    /// The import's input CSV could not be read.
     #[error(transparent)]
     Input(#[from] InputError),
 }

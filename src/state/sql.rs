@@ -14,7 +14,7 @@ use crate::report::neutralize;
 pub(super) const SCHEMA_VERSION: i64 = 1;
 /// `PRAGMA application_id` of a state file: "CPST".
 pub(super) const APPLICATION_ID: i64 = 0x4350_5354;
-/// Ids per query in [`StateReader::lookup_many`](super::StateReader::lookup_many).
+/// Ids per query in `StateReader::lookup_many`.
 pub const LOOKUP_BATCH: usize = 500;
 
 /// The tables, created by `StateStore::open` in a new file.

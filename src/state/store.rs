@@ -158,7 +158,7 @@ impl std::fmt::Debug for StateStore {
 impl StateStore {
     /// Open the state file for a run (or an import), creating it if missing
     /// (mode 0600), in WAL mode, and take the run lock on `PATH.lock` for as
-    /// long as the store (and any [`StateReader`] of it) lives.
+    /// long as the store (and any `StateReader` of it) lives.
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
         let lock = take_lock(path)?;
         // Create it ourselves so it is private; SQLite gives -wal/-shm the
