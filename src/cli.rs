@@ -410,7 +410,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `FIELD=HEADER` for `--map`.
-pub(crate) fn parse_mapping(s: &str) -> Result<(String, String), String> {
+fn parse_mapping(s: &str) -> Result<(String, String), String> {
     let (field, header) = s
         .split_once('=')
         .ok_or_else(|| format!("expected FIELD=HEADER, got '{s}'"))?;
@@ -441,7 +441,7 @@ pub(crate) fn parse_delimiter(s: &str) -> Result<u8, String> {
 }
 
 /// A probability in 0..=1.
-pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
+fn parse_probability(s: &str) -> Result<f64, String> {
     let p: f64 = s
         .trim()
         .parse()

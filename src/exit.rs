@@ -25,7 +25,7 @@ pub enum Exit {
 
 impl Exit {
     /// Every exit, for tables and tests.
-    pub(crate) const ALL: [Exit; 6] = [
+    const ALL: [Exit; 6] = [
         Exit::Success,
         Exit::FixData,
         Exit::RetryLater,

@@ -46,19 +46,19 @@ const SHARDS: usize = 16;
 
 /// The in-file duplicate filter: fingerprints of the user_ids accepted so far.
 #[derive(Default)]
-pub(crate) struct Dedup {
+struct Dedup {
     shards: [HashSet<u64, BuildHasherDefault<Passthrough>>; SHARDS],
 }
 
 impl Dedup {
     /// Record `user_id`; false when an earlier row had it.
-    pub(crate) fn claim(&mut self, user_id: &str) -> bool {
+    fn claim(&mut self, user_id: &str) -> bool {
         let f = fingerprint(user_id);
         self.shards[(f >> 60) as usize % SHARDS].insert(f)
     }
 
     /// Turn a validated row into its step: invalid, duplicate, or to send.
-    pub(crate) fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, CreateUser), Outcome> {
+    fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, CreateUser), Outcome> {
         match v.result {
             Err(invalid) => Err(Outcome::local(
                 row,

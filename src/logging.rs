@@ -8,7 +8,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::cli::LogFormat;
 
 /// Level from the -v / -q counts: info by default.
-pub(crate) fn level(verbose: u8, quiet: u8) -> &'static str {
+fn level(verbose: u8, quiet: u8) -> &'static str {
     match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",

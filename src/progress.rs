@@ -91,7 +91,7 @@ impl RunBar {
 }
 
 /// The text after the bar: counts by status, then engine figures.
-pub(crate) fn progress_message(counts: &Counts, extra: &str) -> String {
+fn progress_message(counts: &Counts, extra: &str) -> String {
     let brief = counts.brief();
     match (brief.is_empty(), extra.is_empty()) {
         (true, _) => extra.to_string(),

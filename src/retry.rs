@@ -66,7 +66,7 @@ impl Iterator for Backoff {
 }
 
 /// A uniformly random duration in `[0, ceiling]`.
-pub(crate) fn full_jitter(ceiling: Duration) -> Duration {
+fn full_jitter(ceiling: Duration) -> Duration {
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
     // The thread-local RNG is created and dropped here, never held across an
     // `.await`, so the futures that use a `Backoff` stay `Send`.

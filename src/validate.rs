@@ -18,9 +18,9 @@ use crate::input::{ColumnMap, Field};
 #[derive(Clone, Debug)]
 pub struct ValidateOptions {
     /// Region for numbers written without `+country`.
-    pub(crate) phone_region: Region,
+    phone_region: Region,
     /// Canonical tag sent when a row's locale is blank.
-    pub(crate) default_locale: Option<String>,
+    default_locale: Option<String>,
 }
 
 impl Default for ValidateOptions {
@@ -71,8 +71,8 @@ impl ValidateOptions {
 /// Why a row was not sent: the field (if one is to blame) and the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Invalid {
-    pub(crate) field: Option<Field>,
-    pub(crate) reason: Cow<'static, str>,
+    field: Option<Field>,
+    reason: Cow<'static, str>,
 }
 
 impl Invalid {

@@ -23,7 +23,7 @@ use crate::api::model::{ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, U
 
 /// Longest Retry-After we honour. A server asking for more is treated as asking
 /// for this much, so one odd header cannot park the whole pool for hours.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// How much of an unparseable error body is kept for messages.
 const SNIPPET_LEN: usize = 200;
@@ -375,7 +375,7 @@ impl ConnectClient {
 }
 
 /// True for `localhost` and loopback IP hosts (`127.0.0.0/8`, `[::1]`).
-pub(crate) fn is_loopback(url: &Url) -> bool {
+fn is_loopback(url: &Url) -> bool {
     url.host_str().is_some_and(is_loopback_host)
 }
 
@@ -387,7 +387,7 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 
 /// Parse a `Retry-After` value: delta-seconds or an HTTP-date relative to `now`.
 /// A date in the past means "now" (zero). Capped at [`MAX_RETRY_AFTER`].
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)

@@ -23,7 +23,7 @@ pub(crate) struct TokenRequest {
     pub(crate) client_secret: Option<String>,
     pub(crate) grant_type: Option<String>,
     #[serde(default)]
-    pub(crate) scope: Option<String>,
+    scope: Option<String>,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -117,14 +117,14 @@ pub struct ApiError {
 
 impl ApiError {
     /// The `meta.key`, if the error names a field.
-    pub(crate) fn key(&self) -> Option<&str> {
+    fn key(&self) -> Option<&str> {
         self.meta.as_ref().map(|m| m.key.as_str())
     }
 
     /// True when this error says the `user_id` is already taken (SPEC, assumed
     /// answer): `meta.key` is `user_id` and the message says so. The code alone
     /// cannot tell: a blank `user_id` is the same 1001 "invalid parameter".
-    pub(crate) fn is_user_id_taken(&self) -> bool {
+    fn is_user_id_taken(&self) -> bool {
         if self.key() != Some("user_id") {
             return false;
         }
@@ -153,13 +153,13 @@ impl fmt::Display for ApiError {
 pub struct ApiErrors {
     /// The wrapper's own `error` (code [`codes::MULTIPLE`]); `None` when the
     /// body came in the legacy top-level shape.
-    pub(crate) wrapper: Option<ErrorDetail>,
+    wrapper: Option<ErrorDetail>,
     /// The individual errors, in the order the server listed them.
     pub errors: Vec<ApiError>,
 }
 
 /// The wrapper message of the documented multiple-errors example.
-pub(crate) const MULTIPLE_MESSAGE: &str = "There were issues with your request";
+const MULTIPLE_MESSAGE: &str = "There were issues with your request";
 
 impl ApiErrors {
     /// Several errors under the documented 9999 wrapper.
@@ -302,7 +302,7 @@ impl ErrorBody {
 
     /// The individual errors: the single one, or the multiple shape's list
     /// (not its 9999 wrapper).
-    pub(crate) fn errors(&self) -> &[ApiError] {
+    fn errors(&self) -> &[ApiError] {
         match self {
             ErrorBody::Single(e) => std::slice::from_ref(e),
             ErrorBody::Multiple(m) => &m.errors,

@@ -124,7 +124,7 @@ struct Refusal {
 }
 
 /// Where tokens come from: the real client, or a fake in unit tests.
-pub(crate) trait FetchToken: Send + Sync + 'static {
+trait FetchToken: Send + Sync + 'static {
     fn fetch(&self) -> impl Future<Output = Result<Token, TokenError>> + Send;
 }
 
@@ -175,7 +175,7 @@ impl TokenManager {
         Self::start_with_source(client, opts).await
     }
 
-    pub(crate) async fn start_with_source<S: FetchToken>(
+    async fn start_with_source<S: FetchToken>(
         source: S,
         opts: TokenOptions,
     ) -> Result<Arc<TokenManager>, TokenError> {
@@ -286,7 +286,7 @@ impl TokenManager {
     }
 
     /// The fatal error, once the refresher has given up.
-    pub(crate) fn failure(&self) -> Option<TokenError> {
+    fn failure(&self) -> Option<TokenError> {
         self.rx.borrow().failure.clone()
     }
 }

@@ -5,4 +5,4 @@ pub(crate) mod run;
 pub(crate) mod sandbox;
 pub(crate) mod signals;
 pub(crate) mod state;
-pub(crate) mod target;
+mod target;

@@ -8,7 +8,7 @@ use crate::report::Summary;
 use crate::settings::{Mode, RunSettings};
 
 /// The lines printed on stdout when a run ends.
-pub(crate) fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
+fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
     let counts = crate::report::brief(summary.counts.iter().map(|(k, n)| (k.as_str(), *n)));
     let what = if summary.dry_run { "dry run" } else { "run" };
     let mut s = format!(

@@ -96,15 +96,15 @@ impl Signals {
 }
 
 #[cfg(not(unix))]
-pub(crate) struct Signals;
+struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    pub(crate) fn install() -> Signals {
+    fn install() -> Signals {
         Signals
     }
 
-    pub(crate) async fn next(&mut self) -> &'static str {
+    async fn next(&mut self) -> &'static str {
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
     }

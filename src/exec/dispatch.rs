@@ -17,7 +17,7 @@ use crate::outcome::{Outcome, Status};
 use crate::settings::ExecSettings;
 
 /// Most requests in flight when concurrency is sized automatically.
-pub(crate) const MAX_AUTO_CONCURRENCY: u32 = 2048;
+const MAX_AUTO_CONCURRENCY: u32 = 2048;
 
 /// Concurrency to start with: enough for `rate` at 100 ms, at least 4.
 pub(crate) fn initial_concurrency(exec: &ExecSettings) -> u32 {
@@ -26,7 +26,7 @@ pub(crate) fn initial_concurrency(exec: &ExecSettings) -> u32 {
 }
 
 /// In-flight requests needed to sustain `rate` at `latency`, with headroom.
-pub(crate) fn needed_concurrency(rate: u32, latency: Duration) -> u32 {
+fn needed_concurrency(rate: u32, latency: Duration) -> u32 {
     let n = (f64::from(rate) * latency.as_secs_f64() * 1.5).ceil() as u32 + 2;
     n.clamp(4, MAX_AUTO_CONCURRENCY)
 }

@@ -21,7 +21,7 @@ use crate::state::{PayloadHash, StateReader, payload_hash};
 pub(crate) type Done = recorder::Done<Option<PayloadHash>>;
 
 /// A row decided without a request; `raw` only when it is a failure.
-pub(crate) fn local(outcome: Outcome, raw: Option<ByteRecord>) -> Done {
+fn local(outcome: Outcome, raw: Option<ByteRecord>) -> Done {
     Done {
         outcome,
         raw,

@@ -12,7 +12,7 @@
 //! * `breaker` — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
 
-pub(crate) mod breaker;
+mod breaker;
 pub mod counters;
 mod dispatch;
 mod feed;

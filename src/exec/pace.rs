@@ -48,11 +48,11 @@ use tokio::time::Instant;
 use crate::exec::counters::EngineCounters;
 
 /// How often the auto controller looks at the counters.
-pub(crate) const TICK: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(500);
 
 /// The sliding window the guard keeps at most ⌊R⌋ requests in: the partner's
 /// one second, plus 5 ms for the jitter between our clock and its.
-pub(crate) const SPAN: Duration = Duration::from_millis(1005);
+const SPAN: Duration = Duration::from_millis(1005);
 
 /// How the limiter may line requests up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Pace {
     }
 
     /// Change the rate; takes effect for the next request to wait.
-    pub(crate) fn set_rate(&self, rate: f64) {
+    fn set_rate(&self, rate: f64) {
         let rate = rate.max(0.001);
         let next = Arc::new(limiter(rate, self.pacing.gcra_burst()));
         if let Ok(mut l) = self.limiter.write() {
@@ -195,7 +195,7 @@ fn limiter(rate: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
 ///
 /// Above [`GUARD_MAX`] requests per second the guard stands aside: no partner
 /// limit is that high, and a ring that size would cost more than it guards.
-pub(crate) struct Window {
+struct Window {
     inner: Mutex<WindowState>,
     /// The rate is above `GUARD_MAX`: admit without taking the lock.
     open: std::sync::atomic::AtomicBool,
@@ -210,7 +210,7 @@ pub(crate) struct Slot {
 }
 
 /// Rates above which the window guard is not kept.
-pub(crate) const GUARD_MAX: f64 = 10_000.0;
+const GUARD_MAX: f64 = 10_000.0;
 
 struct WindowState {
     cap: usize,
@@ -224,7 +224,7 @@ struct WindowState {
 
 impl Window {
     /// A guard for `rate` requests per second.
-    pub(crate) fn new(rate: f64) -> Window {
+    fn new(rate: f64) -> Window {
         let cap = window_cap(rate);
         Window {
             inner: Mutex::new(WindowState {
@@ -239,13 +239,13 @@ impl Window {
 
     /// A new rate: a lower cap holds from the next send on (the sends
     /// already in the window must age out first).
-    pub(crate) fn set_rate(&self, rate: f64) {
+    fn set_rate(&self, rate: f64) {
         self.lock().cap = window_cap(rate);
         self.open.store(rate > GUARD_MAX, Ordering::Relaxed);
     }
 
     /// Wait until one more request fits in the window, and book it.
-    pub(crate) async fn admit(&self) -> Option<Slot> {
+    async fn admit(&self) -> Option<Slot> {
         if self.open.load(Ordering::Relaxed) {
             return None;
         }
@@ -277,7 +277,7 @@ impl Window {
 
     /// The request of `slot` was answered after `rtt`: its arrival is
     /// estimated as its send plus `rtt` minus the fastest recent round trip.
-    pub(crate) fn settle(&self, slot: Slot, rtt: Duration) {
+    fn settle(&self, slot: Slot, rtt: Duration) {
         let mut w = self.lock();
         let now = Instant::now();
         w.floor.observe(rtt, now);
@@ -334,16 +334,16 @@ fn window_cap(rate: f64) -> usize {
 
 /// What one tick saw.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct Tick {
-    pub(crate) requests: u64,
-    pub(crate) throttled: u64,
+struct Tick {
+    requests: u64,
+    throttled: u64,
     /// 503s and timeouts.
-    pub(crate) overloaded: u64,
+    overloaded: u64,
 }
 
 /// The controller of `--rate auto`, separate from the clock so it can be tested.
 #[derive(Clone, Debug)]
-pub(crate) struct Controller {
+struct Controller {
     /// `--rate-max`: the rate never goes above it.
     max: f64,
     rate: f64,
@@ -373,10 +373,10 @@ const DECREASE: [f64; 3] = [0.9, 0.7, 0.5];
 const COOLDOWN_TICKS: u32 = 2;
 
 /// Where the rate settles under the last ceiling.
-pub(crate) const BELOW_CEILING: f64 = 0.98;
+const BELOW_CEILING: f64 = 0.98;
 
 /// How long the rate holds under the ceiling before it probes above.
-pub(crate) const PROBE_AFTER: Duration = Duration::from_secs(10);
+const PROBE_AFTER: Duration = Duration::from_secs(10);
 
 /// How far back [`Controller::safe_rate`] looks.
 const SAFE_LOOKBACK: Duration = Duration::from_secs(60);
@@ -384,7 +384,7 @@ const SAFE_LOOKBACK: Duration = Duration::from_secs(60);
 impl Controller {
     /// A controller starting at `start` (capped at `max`, at least 1/s)
     /// that never goes above `max`: `settings::Rate::Auto`'s bounds.
-    pub(crate) fn new(start: f64, max: f64) -> Controller {
+    fn new(start: f64, max: f64) -> Controller {
         let rate = start.min(max).max(1.0);
         Controller {
             max,
@@ -401,7 +401,7 @@ impl Controller {
     }
 
     /// The rate now.
-    pub(crate) fn rate(&self) -> f64 {
+    fn rate(&self) -> f64 {
         self.rate
     }
 
@@ -412,7 +412,7 @@ impl Controller {
     /// the limit fell is no longer safe, even once a probe has since held
     /// above that push-back and forgotten the ceiling. The rate now when no
     /// tick qualifies.
-    pub(crate) fn safe_rate(&self) -> f64 {
+    fn safe_rate(&self) -> f64 {
         let last_push = self.history.iter().rposition(|&(_, pushed)| pushed);
         let below = |i: usize| match last_push {
             Some(p) if i < p => self.history[p].0,
@@ -431,7 +431,7 @@ impl Controller {
     }
 
     /// Feed one tick; returns the new rate.
-    pub(crate) fn tick(&mut self, t: Tick, tick: Duration) -> f64 {
+    fn tick(&mut self, t: Tick, tick: Duration) -> f64 {
         let overloaded = t.requests >= 10 && t.overloaded * 10 > t.requests;
         let pushed = t.throttled > 0 || overloaded;
         self.history.push_back((self.rate, pushed));

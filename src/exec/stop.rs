@@ -53,7 +53,7 @@ impl Stop {
         self.reason.lock().ok().and_then(|r| r.clone())
     }
 
-    pub(crate) fn message(&self) -> String {
+    fn message(&self) -> String {
         self.reason()
             .map_or_else(|| "run stopped".to_string(), |(_, m)| m)
     }

@@ -56,7 +56,7 @@ impl Throttle {
 
     /// Time left until the gate opens (zero when open).
     #[cfg(test)]
-    pub(crate) fn remaining(&self) -> Duration {
+    fn remaining(&self) -> Duration {
         let until = self.inner.until.load(Ordering::Acquire);
         if until == 0 {
             return Duration::ZERO;

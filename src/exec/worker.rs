@@ -36,7 +36,7 @@ use crate::retry::{Backoff, RetryPolicy};
 const FREE_UNAUTHORIZED_PER_ROW: u32 = 3;
 
 /// The error message of rows cut short by cancellation.
-pub(crate) const INTERRUPTED: &str = "interrupted";
+const INTERRUPTED: &str = "interrupted";
 
 /// Everything a worker needs, built once before the run (`Arc`-shared).
 pub struct WorkerCtx {

@@ -22,7 +22,7 @@ pub enum Field {
 
 impl Field {
     /// All fields, in payload order.
-    pub(crate) const ALL: [Field; 5] = [
+    const ALL: [Field; 5] = [
         Field::UserId,
         Field::FirstName,
         Field::LastName,
@@ -31,7 +31,7 @@ impl Field {
     ];
 
     /// The payload (and default column) name.
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         FIELDS[self as usize]
     }
 
@@ -41,7 +41,7 @@ impl Field {
     }
 
     /// user_id and first_name must have a column.
-    pub(crate) fn is_required(self) -> bool {
+    fn is_required(self) -> bool {
         matches!(self, Field::UserId | Field::FirstName)
     }
 }

@@ -185,7 +185,7 @@ impl InputDigest {
 
     /// Raw bytes read so far.
     #[cfg(test)]
-    pub(crate) fn bytes_read(&self) -> u64 {
+    fn bytes_read(&self) -> u64 {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

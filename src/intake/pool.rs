@@ -78,9 +78,9 @@ impl Batch {
 
 /// One validated row, taken from the current batch.
 pub(super) struct PoolRow {
-    pub(crate) row: u64,
-    pub(crate) validated: Validated,
-    pub(crate) unterminated: bool,
+    pub(super) row: u64,
+    pub(super) validated: Validated,
+    pub(super) unterminated: bool,
 }
 
 /// The validator threads and the batches in flight.

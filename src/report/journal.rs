@@ -42,13 +42,13 @@ pub struct RunMeta {
 /// `progress.json`: request figures and active time so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Progress {
-    pub(crate) requests_sent: u64,
-    pub(crate) retries: u64,
-    pub(crate) throttled_429: u64,
-    pub(crate) token_refreshes: u64,
+    requests_sent: u64,
+    retries: u64,
+    throttled_429: u64,
+    token_refreshes: u64,
     /// Time spent running, over all parts of the run.
     #[serde(default)]
-    pub(crate) elapsed_ms: u64,
+    elapsed_ms: u64,
 }
 
 impl From<Progress> for EngineFigures {

@@ -209,11 +209,7 @@ impl Recorder {
 
     /// Write one row's outcome; `raw` is the input record, needed when the
     /// row goes to failures.csv.
-    pub(crate) fn record(
-        &mut self,
-        o: &Outcome,
-        raw: Option<&ByteRecord>,
-    ) -> Result<(), ReportError> {
+    fn record(&mut self, o: &Outcome, raw: Option<&ByteRecord>) -> Result<(), ReportError> {
         self.counts.add(o.status);
         self.write_result(o)
             .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
@@ -262,7 +258,7 @@ impl Recorder {
     }
 
     /// Push buffered rows to the OS.
-    pub(crate) fn flush(&mut self) -> Result<(), ReportError> {
+    fn flush(&mut self) -> Result<(), ReportError> {
         self.results
             .flush()
             .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
@@ -299,16 +295,13 @@ impl Recorder {
 }
 
 /// Write `summary.json` in `dir` via a 0600 temporary file and a rename.
-pub(crate) fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
+fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
     write_json_atomic(&dir.join("summary.json"), summary)
 }
 
 /// Write `value` as JSON to `path` via a 0600 temporary file in the same
 /// directory, fsync and rename: readers see the old file or the new, never half.
-pub(crate) fn write_json_atomic(
-    path: &Path,
-    value: &impl serde::Serialize,
-) -> Result<(), ReportError> {
+fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<(), ReportError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp.")

@@ -48,11 +48,11 @@ pub(crate) trait Watch: Send + 'static {
 const RECORDER_NAP: Duration = Duration::from_millis(1);
 
 /// Most time a recorded row waits before it is fsynced.
-pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// The recorder thread's end: the reports (or why they could not be
 /// written) and the watch, handed back.
-pub(crate) type Recorded<W> = (Result<Recorder, ReportError>, W);
+type Recorded<W> = (Result<Recorder, ReportError>, W);
 
 /// Start the recorder thread on tokio's blocking pool. `journal` off only
 /// flushes at each checkpoint (benchmarks and dry runs).

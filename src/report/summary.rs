@@ -66,12 +66,12 @@ pub(crate) enum Ending {
 }
 
 /// SPEC exit code for a run's counts and ending.
-pub(crate) fn exit_code(counts: &Counts, ending: Ending) -> u8 {
+fn exit_code(counts: &Counts, ending: Ending) -> u8 {
     exit(counts, ending).code()
 }
 
 /// How a run with these counts that ended so exits.
-pub(crate) fn exit(counts: &Counts, ending: Ending) -> Exit {
+fn exit(counts: &Counts, ending: Ending) -> Exit {
     match ending {
         Ending::Interrupted => Exit::Interrupted,
         Ending::Fatal => Exit::Fatal,

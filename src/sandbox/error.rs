@@ -17,10 +17,9 @@ use axum::response::{IntoResponse, Response};
 use crate::api::model::{ApiError, ApiErrors, ErrorDetail, ErrorMeta, codes};
 
 /// The message of Connect's documented 500 answer.
-pub(crate) const INTERNAL_MESSAGE: &str =
-    "Sorry, an unexpected error occurred. Please try again later.";
+const INTERNAL_MESSAGE: &str = "Sorry, an unexpected error occurred. Please try again later.";
 /// The sandbox's message for its injected 503, in the same style.
-pub(crate) const UNAVAILABLE_MESSAGE: &str =
+const UNAVAILABLE_MESSAGE: &str =
     "Sorry, the service is temporarily unavailable. Please try again later.";
 
 /// A refused request, with the status and body the sandbox answers it with.

@@ -43,7 +43,7 @@ pub enum LimitAlgorithm {
 
 impl LimitAlgorithm {
     /// Every algorithm, in the order of [`LimitAlgorithm::NAMES`].
-    pub(crate) const ALL: [LimitAlgorithm; 3] = [
+    const ALL: [LimitAlgorithm; 3] = [
         LimitAlgorithm::SlidingWindow,
         LimitAlgorithm::FixedWindow,
         LimitAlgorithm::TokenBucket,
@@ -73,7 +73,7 @@ impl fmt::Display for LimitAlgorithm {
 #[error(
     "unknown rate-limit algorithm '{0}' (expected sliding-window, fixed-window or token-bucket)"
 )]
-pub struct UnknownAlgorithm(pub(crate) String);
+pub struct UnknownAlgorithm(String);
 
 impl FromStr for LimitAlgorithm {
     type Err = UnknownAlgorithm;
@@ -131,7 +131,7 @@ pub(crate) struct SlidingWindow {
 }
 
 impl SlidingWindow {
-    pub(crate) fn new(per_second: u32) -> SlidingWindow {
+    fn new(per_second: u32) -> SlidingWindow {
         SlidingWindow {
             limit: usize::try_from(per_second.max(1)).unwrap_or(usize::MAX),
             // Grows on demand: a huge limit on a quiet sandbox costs nothing.
@@ -139,7 +139,7 @@ impl SlidingWindow {
         }
     }
 
-    pub(crate) fn check(&mut self, now: Instant) -> bool {
+    fn check(&mut self, now: Instant) -> bool {
         // An instant exactly 1 s old is outside (now - 1 s, now].
         while let Some(&oldest) = self.admitted.front() {
             if now.saturating_duration_since(oldest) >= WINDOW {
@@ -167,7 +167,7 @@ pub(crate) struct FixedWindow {
 }
 
 impl FixedWindow {
-    pub(crate) fn new(per_second: u32, now: Instant) -> FixedWindow {
+    fn new(per_second: u32, now: Instant) -> FixedWindow {
         FixedWindow {
             limit: per_second.max(1),
             start: now,
@@ -176,7 +176,7 @@ impl FixedWindow {
         }
     }
 
-    pub(crate) fn check(&mut self, now: Instant) -> bool {
+    fn check(&mut self, now: Instant) -> bool {
         let window = now.saturating_duration_since(self.start).as_secs();
         if window != self.window {
             self.window = window;
@@ -204,7 +204,7 @@ pub(crate) struct Gcra {
 
 impl Gcra {
     /// A limiter for `per_second` requests per second (`per_second` ≥ 1).
-    pub(crate) fn new(per_second: u32, now: Instant) -> Gcra {
+    fn new(per_second: u32, now: Instant) -> Gcra {
         let n = per_second.max(1);
         let interval = WINDOW / n;
         Gcra {
@@ -216,7 +216,7 @@ impl Gcra {
 
     /// Admits the request arriving at `now` (and books its slot), or refuses it
     /// without booking anything, so throttled requests do not push later ones out.
-    pub(crate) fn check(&mut self, now: Instant) -> bool {
+    fn check(&mut self, now: Instant) -> bool {
         let tat = self.tat.max(now);
         if tat.duration_since(now) > self.tolerance {
             return false;

@@ -146,7 +146,7 @@ fn check_probability(name: &'static str, value: f64) -> Result<(), SandboxError>
 
 impl SandboxConfig {
     /// Checks the settings; `Sandbox::start` refuses a config that fails this.
-    pub(crate) fn validate(&self) -> Result<(), SandboxError> {
+    fn validate(&self) -> Result<(), SandboxError> {
         check_probability("throttle rate", self.throttle_rate)?;
         check_probability("fail rate", self.fail_rate)?;
         check_probability("reset rate", self.reset_rate)?;
@@ -163,7 +163,7 @@ impl SandboxConfig {
 
 impl ConfigPatch {
     /// Checks the values a patch would set.
-    pub(crate) fn check(&self) -> Result<(), SandboxError> {
+    fn check(&self) -> Result<(), SandboxError> {
         for (name, value) in [
             ("throttle_rate", self.throttle_rate),
             ("fail_rate", self.fail_rate),

@@ -28,7 +28,7 @@ use super::routes::DropConnection;
 /// The service error that makes hyper close a connection without answering.
 #[derive(Debug, thiserror::Error)]
 #[error("connection dropped by sandbox fault injection")]
-pub(crate) struct ConnectionDropped;
+struct ConnectionDropped;
 
 /// Accepts connections until `graceful` fires; each runs as a tracked task.
 pub(crate) async fn accept_loop(

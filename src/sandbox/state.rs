@@ -275,17 +275,17 @@ pub struct LiveConfig {
     pub throttle_rate: f64,
     /// Probability of a random 500 or 503.
     pub fail_rate: f64,
-    pub(crate) reset_rate: f64,
-    pub(crate) commit_drop_rate: f64,
+    reset_rate: f64,
+    commit_drop_rate: f64,
     /// Delay before answering a users request, in milliseconds.
     pub latency_ms: u64,
-    pub(crate) token_ttl_ms: u64,
-    pub(crate) seed: Option<u64>,
+    token_ttl_ms: u64,
+    seed: Option<u64>,
 }
 
 /// Everything the handlers share.
 pub(crate) struct Shared {
-    pub(crate) client_id: String,
+    client_id: String,
     client_secret: String,
     pub(crate) token_ttl: Duration,
     tokens: RwLock<HashMap<String, Instant>>,

@@ -13,15 +13,15 @@ use crate::api::model::{
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct UserInput {
     #[serde(default)]
-    pub(crate) user_id: Option<String>,
+    user_id: Option<String>,
     #[serde(default)]
-    pub(crate) first_name: Option<String>,
+    first_name: Option<String>,
     #[serde(default)]
-    pub(crate) last_name: Option<String>,
+    last_name: Option<String>,
     #[serde(default)]
-    pub(crate) phone_number: Option<String>,
+    phone_number: Option<String>,
     #[serde(default)]
-    pub(crate) locale: Option<String>,
+    locale: Option<String>,
 }
 
 /// One field error in the documented shape: code 1001 "invalid parameter",
@@ -150,7 +150,7 @@ fn forbidden_chars(key: &str, value: &str) -> Option<ApiError> {
 /// A light E.164 check: `+`, then 8–15 digits, the first not zero. Deliberately
 /// not a numbering-plan check: the sandbox only has to reject what Connect
 /// rejects for format, and the client does the thorough validation.
-pub(crate) fn is_e164(s: &str) -> bool {
+fn is_e164(s: &str) -> bool {
     let Some(digits) = s.strip_prefix('+') else {
         return false;
     };
@@ -163,7 +163,7 @@ pub(crate) fn is_e164(s: &str) -> bool {
 /// letter of each word is upper-cased, where words are separated by whitespace,
 /// `-` or `'` (`mary-ann o'neil` → `Mary-Ann O'Neil`). Other letters are kept
 /// as given, so `McDonald` is not flattened to `Mcdonald`.
-pub(crate) fn title_case(s: &str) -> String {
+fn title_case(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut at_word_start = true;
     for c in s.chars() {

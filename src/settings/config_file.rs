@@ -44,13 +44,13 @@ pub struct ConfigFile {
     pub(crate) client_secret_file: Option<PathBuf>,
     pub(crate) scope: Option<String>,
     pub(crate) encoding: Option<String>,
-    pub(crate) delimiter: Option<String>,
+    delimiter: Option<String>,
     pub(crate) phone_region: Option<String>,
     pub(crate) default_locale: Option<String>,
-    pub(crate) rate: Option<RateValue>,
+    rate: Option<RateValue>,
     pub(crate) rate_max: Option<u32>,
     pub(crate) rate_start: Option<u32>,
-    pub(crate) max_error_rate: Option<f64>,
+    max_error_rate: Option<f64>,
     pub(crate) error_window: Option<u32>,
     pub(crate) burst: Option<u32>,
     pub(crate) concurrency: Option<u32>,
@@ -62,7 +62,7 @@ pub struct ConfigFile {
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) no_progress: Option<bool>,
     #[serde(default)]
-    pub(crate) columns: BTreeMap<String, String>,
+    columns: BTreeMap<String, String>,
     /// Where relative paths in the file are resolved from.
     #[serde(skip)]
     base_dir: PathBuf,
@@ -74,7 +74,7 @@ pub struct ConfigFile {
 /// reads it as the `--rate` flag is read.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum RateValue {
+enum RateValue {
     Number(u32),
     Word(String),
 }
@@ -99,7 +99,7 @@ impl ConfigFile {
     }
 
     /// A path the file gives, relative to the file's directory.
-    pub(crate) fn resolve_path(&self, p: &Path) -> PathBuf {
+    fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {

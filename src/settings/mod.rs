@@ -24,11 +24,11 @@ mod config_file;
 pub(crate) use config_file::{ConfigFile, ConfigFileError};
 
 /// Development API host.
-pub(crate) const DEVELOPMENT_URL: &str = "https://connect.dev.instacart.tools";
+const DEVELOPMENT_URL: &str = "https://connect.dev.instacart.tools";
 /// Production API host.
-pub(crate) const PRODUCTION_URL: &str = "https://connect.instacart.com";
+const PRODUCTION_URL: &str = "https://connect.instacart.com";
 /// Environment variable holding the client secret.
-pub(crate) const SECRET_ENV: &str = "CONNECT_CLIENT_SECRET";
+const SECRET_ENV: &str = "CONNECT_CLIENT_SECRET";
 
 /// `--rate-start` and `--rate-max` when neither flag nor file gives them.
 const DEFAULT_RATE_START: u32 = 10;
@@ -267,7 +267,7 @@ impl Mode {
 
     /// The credentials of a live run against a URL.
     #[cfg(test)]
-    pub(crate) fn credentials(&self) -> Option<&Credentials> {
+    fn credentials(&self) -> Option<&Credentials> {
         match self {
             Mode::Live { credentials, .. } => credentials.as_ref(),
             Mode::DryRun { .. } => None,

@@ -117,7 +117,7 @@ pub enum StoredStatus {
 
 impl StoredStatus {
     /// The word stored and exported.
-    pub(crate) fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             StoredStatus::Created => "created",
             StoredStatus::Exists => "exists",
@@ -125,7 +125,7 @@ impl StoredStatus {
     }
 
     /// Parse the stored word.
-    pub(crate) fn parse(s: &str) -> Option<StoredStatus> {
+    fn parse(s: &str) -> Option<StoredStatus> {
         match s {
             "created" => Some(StoredStatus::Created),
             "exists" => Some(StoredStatus::Exists),
@@ -201,7 +201,7 @@ pub struct RunInfo {
     /// `run` or `import`.
     pub kind: String,
     #[serde(serialize_with = "ser_ts")]
-    pub(crate) started: jiff::Timestamp,
+    started: jiff::Timestamp,
     /// `None`: the run has not finished (still going, or it crashed).
     #[serde(serialize_with = "ser_opt_ts")]
     pub finished: Option<jiff::Timestamp>,
@@ -216,7 +216,7 @@ pub struct RunInfo {
 /// `connect-provision state stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StateStats {
-    pub(crate) path: PathBuf,
+    path: PathBuf,
     /// Users recorded.
     pub users: u64,
     /// Users per stored status (`created`, `exists`); both always present.
