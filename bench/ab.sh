@@ -10,7 +10,8 @@
 #   throughput: `run FILE --rate 1000000 --concurrency 50 --no-progress` against
 #               one sandbox (`sandbox`, no limit, from build B, reset before each
 #               run) over ROWS_TPUT rows: summary.json rows_per_second.
-# Prints the medians of each build and the ratio B / A (rows/s; RSS).
+# Prints the medians of each build and the median of the per-pair ratios
+# B / A (rows/s; RSS).
 #
 # Usage: bench/ab.sh BIN_A BIN_B      (env: PAIRS ROWS_DRY ROWS_TPUT PORT)
 #   bench/ab.sh /tmp/bin-before target/release/connect-provision
@@ -83,14 +84,20 @@ for round in $(seq 1 "${PAIRS}"); do
     echo "round ${round}/${PAIRS} done" >&2
 done
 
+# Per-round ratios B / A (each round ran A and B back to back, so a
+# drifting load on the shared machine cancels out), then their median.
+ratio() { paste "$1" "$2" | awk -v inv="$3" '{ print (inv ? $1 / $2 : $2 / $1) }' | median; }
 da=$(median <"${WORK}/dry-secs-A"); db=$(median <"${WORK}/dry-secs-B")
 ra=$(median <"${WORK}/dry-rss-A"); rb=$(median <"${WORK}/dry-rss-B")
 ta=$(median <"${WORK}/tput-A"); tb=$(median <"${WORK}/tput-B")
+dr=$(ratio "${WORK}/dry-secs-A" "${WORK}/dry-secs-B" 1)
+rr=$(ratio "${WORK}/dry-rss-A" "${WORK}/dry-rss-B" 0)
+tr=$(ratio "${WORK}/tput-A" "${WORK}/tput-B" 0)
 awk -v da="${da}" -v db="${db}" -v ra="${ra}" -v rb="${rb}" -v ta="${ta}" -v tb="${tb}" \
-    -v n="${ROWS_DRY}" -v pairs="${PAIRS}" 'BEGIN {
-    printf "| measure (median of %d alternated pairs) | A | B | B / A |\n", pairs
+    -v dr="${dr}" -v rr="${rr}" -v tr="${tr}" -v n="${ROWS_DRY}" -v pairs="${PAIRS}" 'BEGIN {
+    printf "| measure (%d alternated pairs) | A (median) | B (median) | B / A (median of the pairs) |\n", pairs
     printf "|---|---:|---:|---:|\n"
-    printf "| dry run, %d rows: rows/s | %.0f | %.0f | %.3f |\n", n, n / da, n / db, da / db
-    printf "| dry run: peak RSS MiB | %.1f | %.1f | %.3f |\n", ra / 1024, rb / 1024, rb / ra
-    printf "| throughput, rows/s | %.0f | %.0f | %.3f |\n", ta, tb, tb / ta
+    printf "| dry run, %d rows: rows/s | %.0f | %.0f | %.3f |\n", n, n / da, n / db, dr
+    printf "| dry run: peak RSS MiB | %.1f | %.1f | %.3f |\n", ra / 1024, rb / 1024, rr
+    printf "| throughput, rows/s | %.0f | %.0f | %.3f |\n", ta, tb, tr
 }'
