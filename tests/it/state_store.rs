@@ -15,7 +15,7 @@ use connect_provision::state::{
 };
 use connect_provision::validate::{ValidateOptions, Validator};
 
-use crate::util::TestDir;
+use crate::util::{TestDir, run_cli};
 
 fn t(secs: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(secs).unwrap()
@@ -499,4 +499,55 @@ fn read_only_open_works_on_a_closed_state_and_refuses_writes() {
     assert!(err.to_string().contains("state.db"), "{err}");
     // It took no lock: a run can start meanwhile.
     StateStore::open(&path).unwrap();
+}
+
+// `state import` reads its input as `run` does, with the config file's input
+// options, and takes the nightly run's own config file as it is: its `state`
+// key and run-only values (rate, burst) do not concern an import. (It used to
+// resolve a whole dry run and refused such a file: "--state records what live
+// runs provisioned; leave it out of a --dry-run".) A bad input option is still
+// a usage error.
+#[test]
+fn import_takes_the_nightly_config_file_as_it_is() {
+    let dir = TestDir::new();
+    // The export names its columns its own way; the config maps them.
+    let input = dir.write("in.csv", "Customer,First\nu1,Ann\nu2,Bob\n");
+    let run = dir.join("reports");
+    std::fs::create_dir(&run).unwrap();
+    let results = run.join("results.csv");
+    std::fs::write(
+        &results,
+        "row,user_id,status,http_status,attempts,error,duration_ms\n\
+         1,u1,created,200,1,,5\n\
+         2,u2,exists,400,1,,7\n",
+    )
+    .unwrap();
+    let state = dir.join("state.db");
+    let config = dir.write(
+        "provision.toml",
+        format!(
+            "state = \"{}\"\nrate = 50\nburst = 0\n[columns]\nuser_id = \"Customer\"\nfirst_name = \"First\"\n",
+            state.display()
+        ),
+    );
+    let args = |config: &Path| {
+        vec![
+            "state".to_string(),
+            "import".into(),
+            "--state".into(),
+            state.display().to_string(),
+            "--results".into(),
+            results.display().to_string(),
+            input.display().to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ]
+    };
+    run_cli(args(&config))
+        .expect_code(0)
+        .expect_stdout("created=1 exists=1");
+    let bad = dir.write("bad.toml", "encoding = \"no-such-encoding\"\n");
+    run_cli(args(&bad))
+        .expect_code(2)
+        .expect_stderr("no-such-encoding");
 }
