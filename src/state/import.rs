@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use super::sql::{UPSERT_SQL, upsert};
 use super::{ImportSummary, PayloadHash, StateError, StateStore, StoredStatus, payload_hash};
 use crate::input::{InputError, InputSource};
 use crate::intake::{Intake, Step};
@@ -138,21 +137,10 @@ impl StateStore {
             return Ok(());
         }
         pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let path = &self.path;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StateError::sql(path, "import users"))?;
-        {
-            let mut stmt = tx
-                .prepare_cached(UPSERT_SQL)
-                .map_err(StateError::sql(path, "import users"))?;
-            for (id, hash, status) in pending.iter() {
-                upsert(&mut stmt, id, hash, *status, at)
-                    .map_err(StateError::sql(path, "import users"))?;
-            }
-        }
-        tx.commit().map_err(StateError::sql(path, "import users"))?;
+        let rows = pending
+            .iter()
+            .map(|(id, hash, status)| (id.as_str(), hash, *status, at));
+        self.upsert_all("import users", rows)?;
         pending.clear();
         Ok(())
     }

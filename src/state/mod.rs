@@ -419,10 +419,11 @@ impl StateError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn user(id: &str) -> CreateUser {
+    /// A payload with every field set, for the state's unit tests.
+    pub(crate) fn user(id: &str) -> CreateUser {
         CreateUser {
             user_id: id.into(),
             first_name: "Ann".into(),

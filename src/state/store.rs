@@ -14,7 +14,7 @@ use super::sql::{
     APPLICATION_ID, LOOKUP_BATCH, SCHEMA, SCHEMA_VERSION, UPSERT_SQL, export_from, lookup_in,
     lookup_many_in, run_from_row, stats_in, upsert,
 };
-use super::{Known, Recorded, RunInfo, StateError, StateStats};
+use super::{Known, PayloadHash, Recorded, RunInfo, StateError, StateStats, StoredStatus};
 
 /// Page cache of a [`StateReader`] (and of the store's own lookups), KiB.
 pub(super) const READER_CACHE_KIB: i64 = 32 * 1024;
@@ -251,24 +251,36 @@ impl StateStore {
     /// Remember a batch of successes, in one transaction (durable when this
     /// returns). Upsert: `first_seen` is kept, see `UPSERT_SQL`.
     pub fn record(&mut self, batch: &[Recorded]) -> Result<(), StateError> {
-        if batch.is_empty() {
+        let rows = batch
+            .iter()
+            .map(|r| (r.user_id.as_str(), &r.payload_hash, r.status, r.at));
+        self.upsert_all("record users", rows)
+    }
+
+    /// Upsert `rows` in one transaction, durable when this returns (none: no
+    /// transaction). `op` names the work in an error.
+    pub(super) fn upsert_all<'a>(
+        &mut self,
+        op: &'static str,
+        rows: impl ExactSizeIterator<Item = (&'a str, &'a PayloadHash, StoredStatus, jiff::Timestamp)>,
+    ) -> Result<(), StateError> {
+        if rows.len() == 0 {
             return Ok(());
         }
         let path = &self.path;
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StateError::sql(path, "record users"))?;
+            .map_err(StateError::sql(path, op))?;
         {
             let mut stmt = tx
                 .prepare_cached(UPSERT_SQL)
-                .map_err(StateError::sql(path, "record users"))?;
-            for r in batch {
-                upsert(&mut stmt, &r.user_id, &r.payload_hash, r.status, r.at)
-                    .map_err(StateError::sql(path, "record users"))?;
+                .map_err(StateError::sql(path, op))?;
+            for (user_id, hash, status, at) in rows {
+                upsert(&mut stmt, user_id, hash, status, at).map_err(StateError::sql(path, op))?;
             }
         }
-        tx.commit().map_err(StateError::sql(path, "record users"))
+        tx.commit().map_err(StateError::sql(path, op))
     }
 
     /// Note the start of a run; returns its id for [`finish_run`](Self::finish_run).
@@ -440,18 +452,8 @@ impl StateReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::model::CreateUser;
+    use crate::state::tests::user;
     use crate::state::{StoredStatus, payload_hash};
-
-    fn user(id: &str) -> CreateUser {
-        CreateUser {
-            user_id: id.into(),
-            first_name: "Ann".into(),
-            last_name: Some("Lee".into()),
-            phone_number: Some("+18005550100".into()),
-            locale: Some("en-US".into()),
-        }
-    }
 
     #[test]
     fn batch_lookup_matches_point_lookups_with_repeats_and_misses() {
