@@ -102,42 +102,68 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
         };
         let token = cx.tokens.current();
         let verdict = send(&mut row, &token, slot, cx).await;
-        match row.decide(verdict) {
+        let ended = match row.decide(verdict) {
             Next::Finish(status, http, error) => return Ok(row.finish(status, http, error)),
-            Next::RefreshToken => {
-                let Some(refreshed) = until_cancelled(cx, refresh(&token, cx)).await else {
-                    return Ok(row.interrupted());
-                };
-                let row_no = row.job.row;
-                refreshed.map_err(|source| FatalError::Token {
-                    row: row_no,
-                    source,
-                })?;
-                // A refreshed token is not a retry: no backoff, no budget spent.
-            }
+            Next::RefreshToken => refresh_for(&row, &token, cx).await?,
             Next::Retry {
                 retry_after,
                 throttled,
-            } => {
-                let Some(delay) = row.backoff.next() else {
-                    return Ok(row.failed());
-                };
-                let delay = retry_after.map_or(delay, |ra| ra.max(delay));
-                if throttled {
-                    // The partner's threshold is shared: pause every worker.
-                    cx.throttle.hold_for(delay);
-                }
-                bump(&cx.counters.retries);
-                tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
-                if until_cancelled(cx, tokio::time::sleep(delay))
-                    .await
-                    .is_none()
-                {
-                    return Ok(row.interrupted());
-                }
-            }
+            } => back_off(&mut row, retry_after, throttled, cx).await,
+        };
+        match ended {
+            None => {}
+            Some(Ended::Interrupted) => return Ok(row.interrupted()),
+            Some(Ended::OutOfAttempts) => return Ok(row.failed()),
         }
     }
+}
+
+/// Why a row stops between attempts.
+enum Ended {
+    /// The run was stopped.
+    Interrupted,
+    /// The retry budget is spent.
+    OutOfAttempts,
+}
+
+/// A 401: refresh the token once for every worker that saw it. A refreshed
+/// token is not a retry: no backoff, no budget spent.
+async fn refresh_for(
+    row: &RowRun,
+    token: &TokenRef,
+    cx: &WorkerCtx,
+) -> Result<Option<Ended>, FatalError> {
+    let Some(refreshed) = until_cancelled(cx, refresh(token, cx)).await else {
+        return Ok(Some(Ended::Interrupted));
+    };
+    refreshed.map_err(|source| FatalError::Token {
+        row: row.job.row,
+        source,
+    })?;
+    Ok(None)
+}
+
+/// Wait out the next backoff delay (at least `retry_after`); a 429 pauses
+/// the whole pool for it, since the partner's threshold is shared.
+async fn back_off(
+    row: &mut RowRun,
+    retry_after: Option<Duration>,
+    throttled: bool,
+    cx: &WorkerCtx,
+) -> Option<Ended> {
+    let Some(delay) = row.backoff.next() else {
+        return Some(Ended::OutOfAttempts);
+    };
+    let delay = retry_after.map_or(delay, |ra| ra.max(delay));
+    if throttled {
+        cx.throttle.hold_for(delay);
+    }
+    bump(&cx.counters.retries);
+    tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
+    until_cancelled(cx, tokio::time::sleep(delay))
+        .await
+        .is_none()
+        .then_some(Ended::Interrupted)
 }
 
 /// What a row does after an attempt.
