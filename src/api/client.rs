@@ -41,6 +41,49 @@ pub struct Credentials {
     pub scope: Option<String>,
 }
 
+/// A base URL, parsed once: http or https, with a host. It shows without a
+/// trailing slash, as messages and summary.json name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseUrl(Url);
+
+impl BaseUrl {
+    /// Parse `s`; an error names the URL and what is wrong with it.
+    pub fn parse(s: &str) -> Result<BaseUrl, ClientBuildError> {
+        let url = Url::parse(s.trim()).map_err(|e| invalid_url(s, &e.to_string()))?;
+        BaseUrl::new(url).map_err(|reason| invalid_url(s, reason))
+    }
+
+    /// Check an already parsed URL.
+    pub(crate) fn new(url: Url) -> Result<BaseUrl, &'static str> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("scheme must be http or https");
+        }
+        if url.host_str().is_none() {
+            return Err("no host");
+        }
+        Ok(BaseUrl(url))
+    }
+
+    /// The endpoint at `path` below this base.
+    fn join(&self, path: &str) -> Result<Url, ClientBuildError> {
+        let s = format!("{self}{path}");
+        Url::parse(&s).map_err(|e| invalid_url(&s, &e.to_string()))
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str().trim_end_matches('/'))
+    }
+}
+
+fn invalid_url(url: &str, reason: &str) -> ClientBuildError {
+    ClientBuildError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
 /// Why a [`ConnectClient`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
@@ -212,26 +255,11 @@ impl ConnectClient {
     /// GET or leak the bearer token), and loopback targets bypass any
     /// `HTTP_PROXY` from the environment.
     pub fn new(
-        base_url: &str,
+        base: &BaseUrl,
         credentials: Credentials,
         timeout: Duration,
     ) -> Result<ConnectClient, ClientBuildError> {
-        let invalid = |reason: &str| ClientBuildError::InvalidUrl {
-            url: base_url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid("scheme must be http or https"));
-        }
-        if base.host_str().is_none() {
-            return Err(invalid("no host"));
-        }
-        let join = |path: &str| {
-            let s = format!("{}{path}", base.as_str().trim_end_matches('/'));
-            Url::parse(&s).map_err(|e| invalid(&e.to_string()))
-        };
-        let (token_url, users_url) = (join(TOKEN_PATH)?, join(USERS_PATH)?);
+        let (token_url, users_url) = (base.join(TOKEN_PATH)?, base.join(USERS_PATH)?);
 
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -247,13 +275,13 @@ impl ConnectClient {
             // headers made in case of such a retry.
             .retry(reqwest::retry::never().max_retries_per_request(0))
             .user_agent(concat!("connect-provision/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(&base) {
+        if is_loopback(&base.0) {
             builder = builder.no_proxy();
         }
         let http = builder.build().map_err(ClientBuildError::Http)?;
         Ok(ConnectClient {
             http,
-            base,
+            base: base.0.clone(),
             token_url,
             users_url,
             credentials: std::sync::Arc::new(credentials),
@@ -498,8 +526,12 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(shown.contains("cid"));
-        let client =
-            ConnectClient::new("http://127.0.0.1:1", c, Duration::from_secs(1)).expect("client");
+        let client = ConnectClient::new(
+            &BaseUrl::parse("http://127.0.0.1:1").unwrap(),
+            c,
+            Duration::from_secs(1),
+        )
+        .expect("client");
         let shown = format!("{client:?}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
     }
@@ -556,15 +588,25 @@ mod tests {
 
     #[test]
     fn endpoint_urls_join_the_base() {
-        let c = ConnectClient::new("http://127.0.0.1:9/", creds(), Duration::from_secs(1))
-            .expect("client");
+        let c = ConnectClient::new(
+            &BaseUrl::parse("http://127.0.0.1:9/").unwrap(),
+            creds(),
+            Duration::from_secs(1),
+        )
+        .expect("client");
         assert_eq!(c.token_url.as_str(), "http://127.0.0.1:9/v2/oauth/token");
         assert_eq!(
             c.users_url.as_str(),
             "http://127.0.0.1:9/v2/fulfillment/users"
         );
-        assert!(ConnectClient::new("ftp://x", creds(), Duration::from_secs(1)).is_err());
-        assert!(ConnectClient::new("not a url", creds(), Duration::from_secs(1)).is_err());
+        assert!(BaseUrl::parse("ftp://x").is_err());
+        assert!(BaseUrl::parse("not a url").is_err());
+        assert_eq!(
+            BaseUrl::parse("https://connect.example.com/")
+                .unwrap()
+                .to_string(),
+            "https://connect.example.com"
+        );
     }
 
     #[test]

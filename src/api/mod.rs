@@ -6,11 +6,11 @@ pub mod client;
 pub mod model;
 pub mod token;
 
-use client::Credentials;
+use client::{BaseUrl, Credentials};
 
 /// Where a live run sends its requests.
 pub struct Remote {
-    pub(crate) base_url: String,
+    pub(crate) base_url: BaseUrl,
     pub(crate) credentials: Credentials,
     /// Named in summary.json.
     pub(crate) label: String,

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::api::Remote;
-use crate::api::client::Credentials;
+use crate::api::client::{BaseUrl, Credentials};
 use crate::error::Error;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::settings::{self, Target};
@@ -22,8 +22,10 @@ pub(crate) async fn remote(
             let sandbox = Sandbox::start(cfg.clone(), addr)
                 .await
                 .map_err(|source| Error::Sandbox { addr, source })?;
+            let base_url =
+                BaseUrl::parse(&sandbox.url()).map_err(|e| Error::Fatal(e.to_string()))?;
             let remote = Remote {
-                base_url: sandbox.url(),
+                base_url,
                 credentials: Credentials {
                     client_id: cfg.client_id.clone(),
                     client_secret: cfg.client_secret.clone().into(),
@@ -40,7 +42,7 @@ pub(crate) async fn remote(
                 Remote {
                     base_url: url.clone(),
                     credentials: c.clone(),
-                    label: url.clone(),
+                    label: url.to_string(),
                 },
                 None,
             ))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub(crate) use crate::api::client::Credentials;
-use crate::api::client::is_loopback_host;
+use crate::api::client::{BaseUrl, is_loopback_host};
 use crate::cli::{
     CheckArgs, CredentialArgs, EnvName, LogFormat, RateArg, ReadArgs, RunArgs, TargetArgs,
 };
@@ -183,8 +183,8 @@ impl Default for Breaker {
 pub(crate) enum Target {
     /// The embedded sandbox, started in-process.
     Sandbox,
-    /// A remote (or loopback) base URL.
-    Url(String),
+    /// A remote (or loopback) base URL, parsed once here.
+    Url(BaseUrl),
 }
 
 impl Target {
@@ -192,7 +192,7 @@ impl Target {
     pub(crate) fn describe(&self) -> String {
         match self {
             Target::Sandbox => "embedded sandbox".to_string(),
-            Target::Url(u) => u.clone(),
+            Target::Url(u) => u.to_string(),
         }
     }
 }
@@ -365,13 +365,10 @@ fn target_from(
     Ok(if sandbox {
         Some(Target::Sandbox)
     } else if let Some(env) = env {
-        Some(Target::Url(
-            match env {
-                EnvName::Development => DEVELOPMENT_URL,
-                EnvName::Production => PRODUCTION_URL,
-            }
-            .to_string(),
-        ))
+        Some(Target::Url(check_base_url(match env {
+            EnvName::Development => DEVELOPMENT_URL,
+            EnvName::Production => PRODUCTION_URL,
+        })?))
     } else if let Some(url) = base_url {
         Some(Target::Url(check_base_url(url)?))
     } else {
@@ -381,7 +378,7 @@ fn target_from(
 
 /// HTTPS, or plain HTTP to a loopback host only. Returns the URL without a
 /// trailing slash.
-fn check_base_url(url: &str) -> Result<String, ConfigError> {
+fn check_base_url(url: &str) -> Result<BaseUrl, ConfigError> {
     let bad = |reason: &str| ConfigError::BaseUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -401,7 +398,7 @@ fn check_base_url(url: &str) -> Result<String, ConfigError> {
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(bad("must not have a query or fragment"));
     }
-    Ok(parsed.as_str().trim_end_matches('/').to_string())
+    BaseUrl::new(parsed).map_err(bad)
 }
 
 /// Client id and scope: flag > config file. The secret: `--client-secret-file`
@@ -749,11 +746,13 @@ mod tests {
     #[test]
     fn base_url_rules() {
         assert_eq!(
-            check_base_url("https://connect.example.com/").unwrap(),
+            check_base_url("https://connect.example.com/")
+                .unwrap()
+                .to_string(),
             "https://connect.example.com"
         );
         assert_eq!(
-            check_base_url("http://127.0.0.1:8787").unwrap(),
+            check_base_url("http://127.0.0.1:8787").unwrap().to_string(),
             "http://127.0.0.1:8787"
         );
         assert!(check_base_url("http://localhost:1").is_ok());

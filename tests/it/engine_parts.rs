@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use connect_provision::api::client::{
-    Attempt, ConnectClient, Credentials, TokenError, TransportKind,
+    Attempt, BaseUrl, ConnectClient, Credentials, TokenError, TransportKind,
 };
 use connect_provision::api::model::CreateUser;
 use connect_provision::api::token::{TokenManager, TokenOptions};
@@ -32,7 +32,8 @@ fn client_for(url: &str, secret: &str) -> ConnectClient {
         client_secret: SecretString::from(secret.to_owned()),
         scope: Some("connect:fulfillment".into()),
     };
-    ConnectClient::new(url, creds, Duration::from_secs(5)).expect("client")
+    let base = BaseUrl::parse(url).expect("the sandbox's URL");
+    ConnectClient::new(&base, creds, Duration::from_secs(5)).expect("client")
 }
 
 fn client(sb: &Sandbox) -> ConnectClient {
