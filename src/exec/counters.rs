@@ -3,7 +3,10 @@
 //! worker and the pace both depend on it rather than on each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use crate::api::classify::Verdict;
+use crate::api::client::{Attempt, TransportKind};
 use crate::api::token::TokenManager;
 use crate::report::EngineFigures;
 
@@ -27,7 +30,50 @@ pub struct EngineCounters {
     pub(crate) request_micros: AtomicU64,
 }
 
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 impl EngineCounters {
+    /// A request is on its way (counted when sent, so the auto rate sees it
+    /// in the tick it went out).
+    pub(crate) fn sending(&self) {
+        bump(&self.requests_sent);
+    }
+
+    /// What one attempt adds once it is over: its time on the wire, and a
+    /// 429, a 401, a transport error or the partner straining (503, timeout).
+    pub(crate) fn observe(&self, attempt: &Attempt, verdict: &Verdict, rtt: Duration) {
+        self.request_micros
+            .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
+        if matches!(
+            attempt,
+            Attempt::Answered { status: 503, .. }
+                | Attempt::Transport {
+                    kind: TransportKind::Timeout,
+                    ..
+                }
+        ) {
+            bump(&self.overloaded);
+        }
+        match (attempt, verdict) {
+            (Attempt::Transport { .. }, _) => bump(&self.transport_errors),
+            (_, Verdict::Unauthorized) => bump(&self.unauthorized),
+            (
+                _,
+                Verdict::Retry {
+                    throttled: true, ..
+                },
+            ) => bump(&self.throttled_429),
+            _ => {}
+        }
+    }
+
+    /// A retry's backoff delay was taken.
+    pub(crate) fn retried(&self) {
+        bump(&self.retries);
+    }
+
     /// The figures the reports and the bar show; `token_refreshes` comes
     /// from the token manager (none before the first token).
     pub fn snapshot(&self, tokens: Option<&TokenManager>) -> EngineFigures {

@@ -82,12 +82,6 @@ async fn run_row(
     // A panicking row must still produce its one outcome.
     let joined = CatchUnwind(Box::pin(provision(job, &cx))).await;
     let outcome = match joined {
-        // Cut short before its first request: say why, like the rows the
-        // reader never queued.
-        Ok(Ok(mut o)) if o.status == Status::Failed && o.attempts == 0 => {
-            o.error = Some(stop.not_sent_reason());
-            o
-        }
         Ok(Ok(o)) => o,
         Ok(Err(fatal)) => {
             let msg = crate::error::chain(&fatal);

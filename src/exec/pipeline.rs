@@ -321,7 +321,7 @@ impl Engine {
                     max_attempts: exec.max_attempts,
                     ..RetryPolicy::default()
                 },
-                cancel: stop.token(),
+                stop: stop.clone(),
                 counters: self.counters.clone(),
             });
             tokio::spawn(dispatch(cx, exec.clone(), job_rx, outcome_tx, stop.clone()))
@@ -374,13 +374,10 @@ impl Stages {
 fn spawn_time_budget(budget: Duration, stop: Stop) {
     tokio::spawn(async move {
         tokio::time::sleep(budget).await;
-        stop.trip(
-            StopKind::Interrupted,
-            format!(
-                "time budget of {} spent",
-                humantime::format_duration(budget)
-            ),
-        );
+        stop.interrupt(format!(
+            "time budget of {} spent",
+            humantime::format_duration(budget)
+        ));
     });
 }
 

@@ -43,9 +43,19 @@ impl Stop {
         self.cancel.clone()
     }
 
+    /// Resolves once the switch is tripped.
+    pub(crate) async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
     /// Whether the switch has been tripped.
     pub(crate) fn is_tripped(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Stop the run as interrupted (a signal, a spent time budget).
+    pub fn interrupt(&self, reason: impl Into<String>) {
+        self.trip(StopKind::Interrupted, reason);
     }
 
     /// The reason it was tripped, if it was.

@@ -14,18 +14,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use governor::Jitter;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::classify::{Verdict, classify};
-use crate::api::client::{Attempt, ConnectClient, TokenError, TransportKind};
+use crate::api::client::{Attempt, ConnectClient, TokenError};
 use crate::api::token::{TokenManager, TokenRef};
 use crate::exec::counters::EngineCounters;
 use crate::exec::pace::{Pace, Slot};
+use crate::exec::stop::Stop;
 use crate::exec::throttle::Throttle;
 use crate::outcome::{Outcome, Status};
 use crate::retry::{Backoff, RetryPolicy};
@@ -53,8 +52,9 @@ pub struct WorkerCtx {
     pub throttle: Throttle,
     /// Attempts and backoff per row.
     pub retry: RetryPolicy,
-    /// Tripped on SIGINT/SIGTERM or when the time budget runs out.
-    pub cancel: CancellationToken,
+    /// Tripped on SIGINT/SIGTERM, when the time budget runs out or on a
+    /// fatal error; a row it keeps from its first attempt says why.
+    pub stop: Stop,
     /// The run's request, retry and 429 counts.
     pub counters: Arc<EngineCounters>,
 }
@@ -68,10 +68,6 @@ pub struct Job {
     pub user_id: String,
     /// The CreateUser JSON, serialised once; retries clone the `Bytes`.
     pub body: Bytes,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A problem that ends the whole run (exit 3), not just one row.
@@ -98,7 +94,7 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
     let mut row = RowRun::new(job, cx.retry.backoff());
     loop {
         let Some(slot) = until_cancelled(cx, wait_for_slot(cx)).await else {
-            return Ok(row.interrupted());
+            return Ok(row.interrupted(&cx.stop));
         };
         let token = cx.tokens.current();
         let verdict = send(&mut row, &token, slot, cx).await;
@@ -112,7 +108,7 @@ pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> 
         };
         match ended {
             None => {}
-            Some(Ended::Interrupted) => return Ok(row.interrupted()),
+            Some(Ended::Interrupted) => return Ok(row.interrupted(&cx.stop)),
             Some(Ended::OutOfAttempts) => return Ok(row.failed()),
         }
     }
@@ -158,7 +154,7 @@ async fn back_off(
     if throttled {
         cx.throttle.hold_for(delay);
     }
-    bump(&cx.counters.retries);
+    cx.counters.retried();
     tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
     until_cancelled(cx, tokio::time::sleep(delay))
         .await
@@ -181,7 +177,7 @@ enum Next {
 async fn until_cancelled<T>(cx: &WorkerCtx, fut: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
         biased;
-        () = cx.cancel.cancelled() => None,
+        () = cx.stop.cancelled() => None,
         v = fut => Some(v),
     }
 }
@@ -195,18 +191,15 @@ async fn wait_for_slot(cx: &WorkerCtx) -> Option<Slot> {
 /// Exactly one request with `token`, counted, and classified.
 async fn send(row: &mut RowRun, token: &TokenRef, slot: Option<Slot>, cx: &WorkerCtx) -> Verdict {
     row.attempts += 1;
-    bump(&cx.counters.requests_sent);
+    cx.counters.sending();
     let sent = Instant::now();
     let attempt = cx
         .client
         .create_user(token.token.expose(), row.job.body.clone())
         .await;
     let rtt = sent.elapsed();
-    cx.counters
-        .request_micros
-        .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
     let verdict = classify(&attempt);
-    count(&attempt, &verdict, cx);
+    cx.counters.observe(&attempt, &verdict, rtt);
     if matches!(attempt, Attempt::Answered { .. }) {
         // When the partner saw it is only known for an answered request.
         cx.pace.settle(slot, rtt);
@@ -227,30 +220,6 @@ async fn refresh(token: &TokenRef, cx: &WorkerCtx) -> Result<(), TokenError> {
         cx.tokens.invalidate_after_pause(token.generation).await
     } else {
         cx.tokens.invalidate(token.generation).await
-    }
-}
-
-fn count(attempt: &Attempt, verdict: &Verdict, cx: &WorkerCtx) {
-    if matches!(
-        attempt,
-        Attempt::Answered { status: 503, .. }
-            | Attempt::Transport {
-                kind: TransportKind::Timeout,
-                ..
-            }
-    ) {
-        bump(&cx.counters.overloaded);
-    }
-    match (attempt, verdict) {
-        (Attempt::Transport { .. }, _) => bump(&cx.counters.transport_errors),
-        (_, Verdict::Unauthorized) => bump(&cx.counters.unauthorized),
-        (
-            _,
-            Verdict::Retry {
-                throttled: true, ..
-            },
-        ) => bump(&cx.counters.throttled_429),
-        _ => {}
     }
 }
 
@@ -334,9 +303,13 @@ impl RowRun {
         }
     }
 
-    fn interrupted(mut self) -> Outcome {
+    /// Cut short by a stop: "not sent" before its first attempt, like the
+    /// rows the feed never queued; "interrupted" after one.
+    fn interrupted(mut self, stop: &Stop) -> Outcome {
         let (http, reason) = std::mem::take(&mut self.last);
-        let error = if reason.is_empty() {
+        let error = if self.attempts == 0 {
+            stop.not_sent_reason()
+        } else if reason.is_empty() {
             INTERRUPTED.to_owned()
         } else {
             format!("{INTERRUPTED} (last error: {reason})")

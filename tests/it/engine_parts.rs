@@ -15,6 +15,7 @@ use connect_provision::api::model::CreateUser;
 use connect_provision::api::token::{TokenManager, TokenOptions};
 use connect_provision::exec::counters::EngineCounters;
 use connect_provision::exec::pace::{Pace, Pacing};
+use connect_provision::exec::stop::Stop;
 use connect_provision::exec::throttle::Throttle;
 use connect_provision::exec::worker::{Job, WorkerCtx, provision};
 use connect_provision::outcome::{Outcome, Status};
@@ -22,7 +23,6 @@ use connect_provision::retry::RetryPolicy;
 use connect_provision::sandbox::{ConfigPatch, Sandbox, SandboxConfig};
 use governor::Jitter;
 use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 use crate::util::sandbox;
 
@@ -76,7 +76,7 @@ async fn ctx(sb: &Sandbox, rate: u32, burst: u32, retry: RetryPolicy) -> Arc<Wor
         jitter: Jitter::up_to(Duration::from_millis(5)),
         throttle: Throttle::new(),
         retry,
-        cancel: CancellationToken::new(),
+        stop: Stop::new(),
         counters: Arc::new(EngineCounters::default()),
     })
 }
@@ -209,13 +209,14 @@ async fn created_exists_and_rejected() {
 }
 
 #[tokio::test]
-async fn cancelled_before_sending_is_failed_interrupted() {
+async fn cancelled_before_sending_is_failed_not_sent() {
     let sb = sandbox(SandboxConfig::default()).await;
     let cx = ctx(&sb, 100, 10, retry(3, 10, 100)).await;
-    cx.cancel.cancel();
+    cx.stop.interrupt("interrupted by SIGINT");
     let o = provision(job(1), &cx).await.expect("ok");
     assert_eq!(o.status, Status::Failed);
-    assert_eq!(o.error.as_deref(), Some("interrupted"));
+    // The worker says why itself, as the feed does for the rows it never queued.
+    assert_eq!(o.error.as_deref(), Some("not sent: interrupted by SIGINT"));
     assert_eq!(o.attempts, 0);
     assert_eq!(sb.stats().users_requests, 0);
     sb.shutdown().await;
