@@ -117,7 +117,8 @@ pub async fn run(
     finish(settings, recorder, watch.state, &stop, ended)
 }
 
-/// Feed every row on a blocking thread; a read error stops the run.
+/// Feed every row on a blocking thread (a read error has already stopped
+/// the run when it returns: the feed trips the stop itself).
 async fn run_feed(
     intake: Intake,
     sink: Sink,
@@ -125,17 +126,10 @@ async fn run_feed(
     stop: &Stop,
     state: Option<StateReader>,
 ) -> Result<Result<u64, crate::input::InputError>, Error> {
-    let feeding = {
-        let stop = stop.clone();
-        tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state))
-    };
-    let read_result = feeding
+    let stop = stop.clone();
+    tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state))
         .await
-        .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))?;
-    if let Err(e) = &read_result {
-        stop.trip(StopKind::Fatal, crate::error::chain(e));
-    }
-    Ok(read_result)
+        .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))
 }
 
 /// The request figures and active time so far, over every part of a
@@ -263,10 +257,9 @@ impl Engine {
             out = %settings.out.display(),
             "starting run"
         );
-        let cancel = stop.token();
         let tokens = match tokio::select! {
             r = TokenManager::start(client.clone()) => Some(r),
-            () = cancel.cancelled() => None,
+            () = stop.cancelled() => None,
         } {
             Some(Ok(t)) => Some(t),
             Some(Err(e)) => {

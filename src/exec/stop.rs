@@ -38,11 +38,6 @@ impl Stop {
         self.cancel.cancel();
     }
 
-    /// The cancellation token workers watch.
-    pub(crate) fn token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
     /// Resolves once the switch is tripped.
     pub(crate) async fn cancelled(&self) {
         self.cancel.cancelled().await;
