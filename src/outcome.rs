@@ -68,6 +68,18 @@ impl Status {
         matches!(self, Status::Invalid | Status::Rejected | Status::Failed)
     }
 
+    /// A final success a resumed run keeps and does not do again.
+    pub(crate) fn is_done(self) -> bool {
+        matches!(
+            self,
+            Status::Created
+                | Status::Exists
+                | Status::Duplicate
+                | Status::Unchanged
+                | Status::Changed
+        )
+    }
+
     /// Index into per-status counter arrays.
     pub(crate) fn index(self) -> usize {
         self as usize

@@ -40,13 +40,14 @@ use crate::exec::feed::{Done, Queued, Sink, feed, job_queue_batches};
 use crate::exec::pace::{self, Pace, Pacing};
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::throttle::Throttle;
-use crate::exec::watch::{RunWatch, StateSink};
+use crate::exec::watch::{Gauges, RunWatch, StateSink};
 use crate::exec::worker::WorkerCtx;
 use crate::input::{InputDigest, InputSource};
 use crate::intake::Intake;
 use crate::progress::{RunBar, Ui};
 use crate::report::journal::{self, ResumeError};
-use crate::report::recorder;
+use crate::report::recorder::{self, Watch};
+use crate::report::timeline::Sample;
 use crate::report::{
     Ending, EngineFigures, InputInfo, RateSummary, Recorder, Summary, SummaryParts,
 };
@@ -94,11 +95,11 @@ pub async fn run(
     let state = opened.state_reader.take();
     let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state).await?;
     stages.wait(&stop).await;
-    let (recorder, watch) = recorder_thread
+    let (recorder, mut watch) = recorder_thread
         .await
         .map_err(|e| Error::Fatal(format!("report writer failed: {e}")))?;
     watch.bar.finish();
-    let recorder = recorder?;
+    let mut recorder = recorder?;
     let rows_read = match read_result {
         Ok(n) => n,
         // A dry run ends at an unreadable input, as any command would.
@@ -114,6 +115,13 @@ pub async fn run(
         target,
         digest: opened.digest,
     };
+    // The timeline's last (partial) second, with the figures summary.json
+    // gives: its columns then sum to them exactly.
+    let last = Sample {
+        figures: ended.engine,
+        ..watch.sample()
+    };
+    recorder.timeline.close(Instant::now(), &last);
     finish(settings, recorder, watch.state, &stop, ended)
 }
 
@@ -174,6 +182,10 @@ fn watch_of<P>(
             .filter(|_| matches!(settings.exec.rate, Rate::Auto { .. }))
             .map(|e| e.pace.clone()),
         progress,
+        gauges: engine.map(|e| Gauges {
+            pace: e.pace.clone(),
+            counters: e.counters.clone(),
+        }),
     }
 }
 

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use crate::exec::breaker::CircuitBreaker;
+use crate::exec::counters::EngineCounters;
 use crate::exec::pace::Pace;
 use crate::exec::stop::{Stop, StopKind};
 use crate::outcome::Outcome;
 use crate::progress::RunBar;
 use crate::report::journal::Progress;
 use crate::report::recorder::Watch;
+use crate::report::timeline::{Sample, Second};
 use crate::report::{Counts, EngineFigures, ReportError};
 use crate::state::{PayloadHash, Recorded, StateStore, StoredStatus};
 
@@ -24,6 +26,26 @@ pub(crate) struct RunWatch<P> {
     pub(crate) pace: Option<Arc<Pace>>,
     /// The request figures and active time so far.
     pub(crate) progress: P,
+    /// The live run's limiter and counters, sampled for the timeline.
+    pub(crate) gauges: Option<Gauges>,
+}
+
+/// What the timeline samples of a live run each second.
+pub(crate) struct Gauges {
+    pub(crate) pace: Arc<Pace>,
+    pub(crate) counters: Arc<EngineCounters>,
+}
+
+impl Gauges {
+    /// The rate, in-flight requests and latency now, with `figures`.
+    pub(crate) fn sample(&self, figures: crate::report::EngineFigures) -> Sample {
+        Sample {
+            figures,
+            rate: Some(self.pace.rate()),
+            in_flight: self.counters.in_flight(),
+            latency_ms: self.counters.take_latency(),
+        }
+    }
 }
 
 impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
@@ -58,6 +80,19 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
     fn failed(&mut self, e: &ReportError) {
         self.stop.trip(StopKind::Fatal, crate::error::chain(e));
     }
+
+    fn sample(&mut self) -> Sample {
+        let figures = EngineFigures::from((self.progress)());
+        match &self.gauges {
+            Some(g) => g.sample(figures),
+            None => Sample {
+                figures,
+                ..Sample::default()
+            },
+        }
+    }
+
+    fn ticked(&mut self, _counts: &Counts, _line: &Second) {}
 }
 
 /// The state store's side of the recorder: successes of sent rows wait in

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::results::{Lines, ResultsReader};
+use super::timeline;
 use super::{Counts, EngineFigures, ReportError, write_json_atomic};
 use crate::intake::{Earlier, Rejected};
 use crate::outcome::Status;
@@ -148,6 +149,9 @@ pub(crate) struct ResumeState {
     pub(crate) prior_elapsed: std::time::Duration,
     /// When the run first started (run.json).
     pub(crate) started: Option<jiff::Timestamp>,
+    /// The earlier parts' timeline, agreeing with the kept lines
+    /// ([`timeline::Rebase`]).
+    pub(crate) timeline: Vec<timeline::Second>,
 }
 
 /// Hex SHA-256 of a file.
@@ -197,9 +201,16 @@ pub(crate) fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, Resume
         });
     }
     let progress = read_progress(dir);
-    let mut state = read_results(&dir.join("results.csv"))?;
+    let prior_elapsed = std::time::Duration::from_millis(progress.elapsed_ms);
+    let old = timeline::read(dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the earlier timeline; it starts again");
+        Vec::new()
+    });
+    let mut rebase = timeline::Rebase::new(old, prior_elapsed);
+    let mut state = read_results(&dir.join("results.csv"), &mut rebase)?;
     state.prior = EngineFigures::from(progress);
-    state.prior_elapsed = std::time::Duration::from_millis(progress.elapsed_ms);
+    state.prior_elapsed = prior_elapsed;
+    state.timeline = rebase.finish(&state.prior);
     state.started = meta.started.parse::<jiff::Timestamp>().ok();
     Ok(state)
 }
@@ -231,30 +242,35 @@ fn read_progress(dir: &Path) -> Progress {
 }
 
 /// What the results.csv at `path` says was done; nothing when it is missing.
-fn read_results(path: &Path) -> Result<ResumeState, ResumeError> {
+fn read_results(path: &Path, rebase: &mut timeline::Rebase) -> Result<ResumeState, ResumeError> {
     let read_err = |source| ResumeError::Read {
         path: path.to_path_buf(),
         source,
     };
     match File::open(path) {
-        Ok(f) => scan_results(BufReader::new(f)).map_err(read_err),
+        Ok(f) => scan_results(BufReader::new(f), rebase).map_err(read_err),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ResumeState::default()),
         Err(e) => Err(read_err(e)),
     }
 }
 
 /// Read results.csv records; a torn last line (a crash mid-write) is
-/// dropped, and a row keeps its first final line.
-fn scan_results<R: BufRead>(rdr: R) -> io::Result<ResumeState> {
+/// dropped, and a row keeps its first final line. `rebase` is told of each
+/// line, in order, and whether it is kept.
+fn scan_results<R: BufRead>(rdr: R, rebase: &mut timeline::Rebase) -> io::Result<ResumeState> {
     let mut state = ResumeState::default();
     let mut results = ResultsReader::own(rdr)?;
     while let Some(rec) = results.next_record()? {
         let (Some(row), Some(status)) = (rec.row(), rec.status()) else {
+            rebase.line(None);
             continue;
         };
         if state.earlier.done.contains(row) || state.earlier.rejected.contains_key(&row) {
+            rebase.line(None);
             continue;
         }
+        let kept = status.is_done();
+        rebase.line(kept.then_some(status));
         match status {
             Status::Created
             | Status::Exists
@@ -320,7 +336,7 @@ mod tests {
                     4,u4,invalid,,0,user_id: required,0\n\
                     5,u5,exists,400,2,,7\n\
                     6,u6,crea";
-        let s = scan_results(text.as_bytes()).unwrap();
+        let s = scan_results(text.as_bytes(), &mut timeline::Rebase::default()).unwrap();
         assert!(s.earlier.done.contains(1) && s.earlier.done.contains(5));
         assert!(
             !s.earlier.done.contains(2)

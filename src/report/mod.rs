@@ -2,11 +2,13 @@
 //! once), failures.csv (the failing rows verbatim, valid input for another
 //! run) and summary.json. The `Recorder` is their only writer.
 
+pub(crate) mod errors;
 pub mod journal;
 pub(crate) mod recorder;
 pub(crate) mod results;
 mod sanitize;
 mod summary;
+pub(crate) mod timeline;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -77,6 +79,10 @@ pub(crate) struct Recorder {
     failures: csv::Writer<BufWriter<File>>,
     counts: Counts,
     itoa: itoa::Buffer,
+    /// timeline.csv: one line per second.
+    pub(crate) timeline: timeline::Timeline,
+    /// The failing rows' error messages, for report.html.
+    pub(crate) errors: errors::ErrorTally,
 }
 
 impl Recorder {
@@ -115,6 +121,10 @@ impl Recorder {
             path: dir.to_path_buf(),
             source: e,
         })?;
+        let timeline = match resume {
+            Some(s) => timeline::Timeline::resume(dir, &s.timeline, s.prior, s.prior_elapsed)?,
+            None => timeline::Timeline::create(dir)?,
+        };
         let (results, counts) = Recorder::open_results(dir, resume)?;
         let failures = Recorder::open_failures(dir, input_header, delimiter)?;
         Ok(Recorder {
@@ -123,6 +133,8 @@ impl Recorder {
             failures,
             counts,
             itoa: itoa::Buffer::new(),
+            timeline,
+            errors: errors::ErrorTally::default(),
         })
     }
 
@@ -211,6 +223,11 @@ impl Recorder {
     /// row goes to failures.csv.
     fn record(&mut self, o: &Outcome, raw: Option<&ByteRecord>) -> Result<(), ReportError> {
         self.counts.add(o.status);
+        self.timeline.note(o.status);
+        if o.status.is_failure() {
+            self.errors
+                .add(&neutralize(o.error.as_deref().unwrap_or("")), o.row);
+        }
         self.write_result(o)
             .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
         if o.status.is_failure() {
@@ -264,13 +281,16 @@ impl Recorder {
             .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
         self.failures
             .flush()
-            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))
+            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+        self.timeline.write_pending(false);
+        Ok(())
     }
 
-    /// Make every row recorded so far durable (flush + fsync both CSVs) and
-    /// save the request figures to progress.json: the journal's batch point.
-    /// progress.json goes first: a crash between the two then over-counts
-    /// requests (they were sent) rather than keeping rows none counted.
+    /// Make every row recorded so far durable (flush + fsync both CSVs and
+    /// the timeline) and save the request figures to progress.json: the
+    /// journal's batch point. progress.json goes first: a crash between the
+    /// two then over-counts requests (they were sent) rather than keeping
+    /// rows none counted, and the timeline never counts more than it.
     pub(crate) fn checkpoint(&mut self, progress: journal::Progress) -> Result<(), ReportError> {
         journal::write_progress(&self.dir, progress)?;
         self.flush()?;
@@ -283,7 +303,9 @@ impl Recorder {
             .get_ref()
             .get_ref()
             .sync_data()
-            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))
+            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+        self.timeline.write_pending(true);
+        Ok(())
     }
 
     /// Flush the CSVs and write summary.json atomically (temp file + rename),

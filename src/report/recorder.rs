@@ -13,6 +13,7 @@ use csv::ByteRecord;
 use tokio::sync::mpsc;
 
 use super::journal::Progress;
+use super::timeline::{Sample, Second};
 use super::{Counts, Recorder, ReportError};
 use crate::outcome::Outcome;
 
@@ -42,6 +43,12 @@ pub(crate) trait Watch: Send + 'static {
 
     /// The reports cannot be written: the run must stop.
     fn failed(&mut self, e: &ReportError);
+
+    /// The figures for the timeline's second that is closing.
+    fn sample(&mut self) -> Sample;
+
+    /// A second of the timeline closed; `counts` are the rows so far.
+    fn ticked(&mut self, counts: &Counts, line: &Second);
 }
 
 /// The recorder's pause between drains while rows keep coming.
@@ -101,6 +108,7 @@ impl<W: Watch> Thread<W> {
             // queue without waking this thread for every row.
             let (drained, still_open) = self.drain()?;
             open = still_open;
+            self.tick();
             let due = CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed());
             if self.dirty && due.is_zero() {
                 self.checkpoint()?;
@@ -124,6 +132,7 @@ impl<W: Watch> Thread<W> {
         loop {
             match self.rx.try_recv() {
                 Ok(batch) => {
+                    self.tick();
                     self.record(batch)?;
                     drained += 1;
                 }
@@ -133,24 +142,35 @@ impl<W: Watch> Thread<W> {
         }
     }
 
+    /// Close the timeline's second once it is over, with the watch's
+    /// figures; its line is written at the next checkpoint.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if self.recorder.timeline.due(now) {
+            let sample = self.watch.sample();
+            let line = self.recorder.timeline.close(now, &sample);
+            self.watch.ticked(self.recorder.counts(), &line);
+            self.dirty = true;
+        }
+    }
+
     /// Quiet: wait for the next rows, but no longer than the next checkpoint
-    /// is due, so what is recorded becomes durable on time. Returns whether
-    /// the channel is still open.
+    /// is due (so what is recorded becomes durable on time) or the
+    /// timeline's second is over. Returns whether the channel is still open.
     fn wait(&mut self, due: Duration) -> Result<bool, ReportError> {
-        let next = if self.dirty {
-            match self
-                .runtime
-                .block_on(tokio::time::timeout(due, self.rx.recv()))
-            {
-                Ok(next) => next,
-                Err(_) => return Ok(true),
-            }
-        } else {
-            self.rx.blocking_recv()
+        let tick = self.recorder.timeline.until_due(Instant::now());
+        let wait = if self.dirty { due.min(tick) } else { tick };
+        let next = match self
+            .runtime
+            .block_on(tokio::time::timeout(wait, self.rx.recv()))
+        {
+            Ok(next) => next,
+            Err(_) => return Ok(true),
         };
         let Some(batch) = next else {
             return Ok(false);
         };
+        self.tick();
         self.record(batch)?;
         // Rows are coming again: nap before the next drain, or every row
         // would wake this thread (a futex pair each).

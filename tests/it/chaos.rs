@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use connect_provision::sandbox::SandboxConfig;
 
 use crate::util::{
-    ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, read_results, read_summary,
-    run_blocking, sandbox,
+    ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_timeline_sums, read_results,
+    read_summary, run_blocking, sandbox,
 };
 
 /// Varied but valid rows: distinct ids, names with accents and spaces,
@@ -267,6 +267,9 @@ async fn chaos_run(c: Chaos) {
         summary.requests_sent, st.users_requests,
         "{summary:#?}\n{st:?}"
     );
+    // timeline.csv adds up to summary.json, 429s and refreshes included.
+    let timeline = assert_timeline_sums(&out_dir);
+    assert!(timeline.len() as f64 >= summary.elapsed_seconds.floor());
     // results.csv left no temporary file behind (summary.json is renamed in).
     for e in std::fs::read_dir(&out_dir).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();

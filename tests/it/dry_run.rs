@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::util::{
-    CliOutput, ResultRow, TestDir, assert_each_row_once, csv_bytes, read_failures, read_results,
-    read_summary, read_summary_json, result_row, run_cli, sample, status_counts,
+    CliOutput, ResultRow, TestDir, assert_each_row_once, assert_timeline_sums, csv_bytes,
+    read_failures, read_results, read_summary, read_summary_json, result_row, run_cli, sample,
+    status_counts,
 };
 
 const HEADER: &[&str] = &[
@@ -79,6 +80,12 @@ fn sample_customers_dry_run_reports_every_row_once() {
         assert_eq!(r.attempts, 0, "{r:?}");
         assert_eq!(r.http_status, None, "{r:?}");
         assert_eq!(r.error.is_empty(), r.status == "valid", "{r:?}");
+    }
+
+    // timeline.csv adds up to summary.json's counts; a dry run samples no
+    // rate and no latency.
+    for line in assert_timeline_sums(&dir) {
+        assert_eq!((line["rate"].as_str(), line["p50_ms"].as_str()), ("", ""));
     }
 
     // summary.json's field names: its shape, read untyped.

@@ -19,7 +19,8 @@ use connect_provision::sandbox::{ConfigPatch, SandboxConfig};
 
 use crate::util::{
     Fixture, ResultRow, SANDBOX_SECRET as SECRET, TOOL_ENV, TestDir, assert_each_row_once,
-    assert_sandbox_matches, bin, read_results, read_summary, run_blocking, sandbox,
+    assert_sandbox_matches, assert_timeline_sums, bin, read_results, read_summary, run_blocking,
+    sandbox,
 };
 
 /// The binary running in the background; stdout/stderr go to files so a
@@ -277,6 +278,7 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
 
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
+    assert_timeline_sums(&out);
     assert_eq!(summary.exit_code, 0);
     assert!(!summary.interrupted);
     assert_eq!(
@@ -347,6 +349,7 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     assert_sandbox_matches(&sb, &rows);
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
+    assert_timeline_sums(&out);
     assert_eq!(summary.exit_code, 130);
     assert!(summary.interrupted);
     assert_eq!(summary.requests_sent, sb.stats().users_requests);
@@ -379,6 +382,7 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
+    assert_timeline_sums(&out);
     assert_eq!(summary.exit_code, 0);
     assert!(!summary.interrupted);
     assert_eq!(summary.requests_sent, st.users_requests);
@@ -425,6 +429,7 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
         assert_sandbox_matches(&sb, &rows);
         let summary = read_summary(&out);
         assert_summary_counts(&summary, &rows, fx.rows);
+        assert_timeline_sums(&out);
         assert_eq!(i32::from(summary.exit_code), o.code());
         let now = success_lines(&out);
         assert!(
@@ -601,6 +606,7 @@ async fn a_used_out_is_refused_and_a_finished_run_resumes_to_nothing() {
     assert_sandbox_matches(&sb, &rows);
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
+    assert_timeline_sums(&out);
     assert_eq!(summary.exit_code, 0);
     assert_eq!(summary.requests_sent, sent);
     sb.shutdown().await;
@@ -744,6 +750,7 @@ async fn failures_round_trip_after_an_outage() {
     assert_sandbox_matches(&sb, &rows3);
     let summary = read_summary(&out3);
     assert_summary_counts(&summary, &rows3, fx.rows);
+    assert_timeline_sums(&out3);
     assert_eq!(summary.exit_code, 0);
     assert_eq!(sb.stats().created, fx.rows);
     sb.shutdown().await;
@@ -827,6 +834,7 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
     assert!(count(&rows, "exists") <= st.taken, "{st:?}");
     let summary = read_summary(&out);
     assert_summary_counts(&summary, &rows, fx.rows);
+    assert_timeline_sums(&out);
     assert_eq!(summary.exit_code, 0);
     sb.shutdown().await;
 }
@@ -1029,5 +1037,9 @@ async fn resume_after_kill_9_does_not_change_breaker_decisions() {
     assert_each_row_once(&rows, ROWS);
     assert_eq!(statuses(&out), expected, "final statuses differ");
     assert_eq!(sb.stats().created, ROWS - ROWS / 10);
+    // Four parts, invalid rows validated again in each: the timeline still
+    // adds up to the final counts.
+    let timeline = assert_timeline_sums(&out);
+    assert_eq!(timeline.last().map(|l| l["part"].as_str()), Some("4"));
     sb.shutdown().await;
 }

@@ -648,3 +648,45 @@ pub async fn fault_sequence(sb: &Sandbox) -> Vec<String> {
     }
     seq
 }
+
+/// timeline.csv of `dir` parsed back: its per-second columns must sum to
+/// summary.json's counts and request figures exactly, its seconds must
+/// increase, and its parts must count up from 1 without a gap.
+#[track_caller]
+pub fn assert_timeline_sums(dir: impl AsRef<Path>) -> Vec<BTreeMap<String, String>> {
+    let dir = dir.as_ref();
+    let summary = read_summary(dir);
+    let path = dir.join("timeline.csv");
+    let mut rdr =
+        csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let lines: Vec<BTreeMap<String, String>> = rdr
+        .deserialize()
+        .map(|r| r.unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect();
+    let sum = |col: &str| -> u64 {
+        lines
+            .iter()
+            .map(|l| {
+                l[col]
+                    .parse::<u64>()
+                    .unwrap_or_else(|e| panic!("{col}: {e}"))
+            })
+            .sum()
+    };
+    for (status, n) in &summary.counts {
+        assert_eq!(sum(status), *n, "timeline sum of {status}");
+    }
+    assert_eq!(sum("sent"), summary.requests_sent, "timeline sum of sent");
+    assert_eq!(sum("throttled_429"), summary.throttled_429, "429s");
+    assert_eq!(sum("retries"), summary.retries, "retries");
+    assert_eq!(sum("token_refreshes"), summary.token_refreshes, "refreshes");
+    let seconds: Vec<u64> = lines.iter().map(|l| l["second"].parse().unwrap()).collect();
+    assert!(
+        seconds.windows(2).all(|w| w[0] < w[1]),
+        "seconds must increase: {seconds:?}"
+    );
+    let mut parts: Vec<u32> = lines.iter().map(|l| l["part"].parse().unwrap()).collect();
+    parts.dedup();
+    assert_eq!(parts, (1..=parts.len() as u32).collect::<Vec<_>>(), "parts");
+    lines
+}
