@@ -53,7 +53,7 @@ pub struct Cli {
     pub(crate) no_progress: bool,
 }
 
-/// The three commands.
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Provision users from a CSV file (or - for stdin).
@@ -77,6 +77,47 @@ pub enum Command {
         connect-provision sandbox\n  \
         connect-provision sandbox --listen 127.0.0.1:9000 --rate-limit 50 --fail-rate 0.05 --seed 7")]
     Sandbox(SandboxArgs),
+    /// Draw report.html again from a run's report directory.
+    #[command(after_help = "Examples:\n  \
+        connect-provision report reports/2026-11-30T02:00:00Z")]
+    Report(ReportArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = "Examples:\n  \
+        connect-provision completions bash > ~/.local/share/bash-completion/completions/connect-provision\n  \
+        connect-provision completions zsh > ~/.zfunc/_connect-provision\n  \
+        connect-provision completions fish > ~/.config/fish/completions/connect-provision.fish")]
+    Completions(CompletionsArgs),
+    /// Print the man page on stdout, or write one page per command.
+    #[command(after_help = "Examples:\n  \
+        connect-provision man | man -l -\n  \
+        connect-provision man --out-dir ~/.local/share/man/man1")]
+    Man(ManArgs),
+}
+
+/// `report DIR`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run's report directory (its --out): summary.json, timeline.csv
+    /// and results.csv are read, report.html is written.
+    #[arg(value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+}
+
+/// `completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// `man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write connect-provision.1 and a page per command (connect-provision-run.1,
+    /// ...) into this directory instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out_dir: Option<PathBuf>,
 }
 
 /// Log line format.
@@ -233,6 +274,11 @@ pub struct RunArgs {
     /// are not sent again (`unchanged` / `changed`). Created on first use.
     #[arg(long, value_name = "PATH")]
     pub(crate) state: Option<PathBuf>,
+
+    /// Write the run's figures for Prometheus (node_exporter's textfile
+    /// collector) to this file: every 10 s and at the end, atomically.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics_file: Option<PathBuf>,
 
     /// Benchmarking only: skip the journal's fsync batches (a crash may then
     /// lose recorded rows; they are resent and end `exists`).

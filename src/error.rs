@@ -33,6 +33,16 @@ pub enum Error {
     },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    /// `report DIR` could not draw the page.
+    #[error(transparent)]
+    View(#[from] crate::report::view::ViewError),
+    /// Generated output (completions, man pages) could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -44,7 +54,9 @@ impl Error {
             | Error::Resume(_)
             | Error::State(_)
             | Error::Sandbox { .. }
-            | Error::Runtime(_) => Exit::Usage,
+            | Error::Runtime(_)
+            | Error::View(_)
+            | Error::Write { .. } => Exit::Usage,
             // Unwritable reports at start are a usage problem; the engine maps
             // mid-run report failures to Fatal itself.
             Error::Report(_) => Exit::Usage,

@@ -58,5 +58,8 @@ pub fn run(cli: Cli) -> Result<exit::Exit, Error> {
         }
         Command::State(cmd) => cmd::state::state(&cmd, &ProcessEnv, cfg.as_ref()),
         Command::Sandbox(args) => rt.block_on(cmd::sandbox::serve(&args)),
+        Command::Report(args) => cmd::docs::report(&args),
+        Command::Completions(args) => cmd::docs::completions(&args),
+        Command::Man(args) => cmd::docs::man(&args),
     }
 }

@@ -22,7 +22,7 @@ fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         }
     );
     s.push_str(&format!(
-        "reports: {}/ (results.csv, failures.csv, summary.json)\n",
+        "reports: {}/ (report.html, results.csv, failures.csv, summary.json, timeline.csv)\n",
         out.display()
     ));
     if let Some(h) = exit_of(summary).hint() {

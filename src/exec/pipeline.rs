@@ -40,7 +40,7 @@ use crate::exec::feed::{Done, Queued, Sink, feed, job_queue_batches};
 use crate::exec::pace::{self, Pace, Pacing};
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::throttle::Throttle;
-use crate::exec::watch::{Gauges, RunWatch, StateSink};
+use crate::exec::watch::{Gauges, MetricsSink, RunWatch, StateSink};
 use crate::exec::worker::WorkerCtx;
 use crate::input::{InputDigest, InputSource};
 use crate::intake::Intake;
@@ -48,6 +48,7 @@ use crate::progress::{RunBar, Ui};
 use crate::report::journal::{self, ResumeError};
 use crate::report::recorder::{self, Watch};
 use crate::report::timeline::Sample;
+use crate::report::view;
 use crate::report::{
     Ending, EngineFigures, InputInfo, RateSummary, Recorder, Summary, SummaryParts,
 };
@@ -85,7 +86,14 @@ pub async fn run(
     let progress = progress_of(&opened.prior, engine.as_ref(), clock);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
     let (live, p) = (engine.as_ref(), progress.clone());
-    let watch = watch_of(settings, &mut opened, live, ui, &stop, p);
+    let mut watch = watch_of(settings, &mut opened, live, ui, &stop, p);
+    watch.metrics = settings.metrics_file.clone().map(|path| {
+        MetricsSink::new(
+            path,
+            opened.prior.started.unwrap_or(started),
+            live.is_none(),
+        )
+    });
     let journaled = settings.journal && engine.is_some();
     let recorder_thread = recorder::spawn(opened.recorder, outcome_rx, watch, journaled);
     let (sink, stages) = match &engine {
@@ -122,7 +130,11 @@ pub async fn run(
         ..watch.sample()
     };
     recorder.timeline.close(Instant::now(), &last);
-    finish(settings, recorder, watch.state, &stop, ended)
+    let summary = finish(settings, recorder, watch.state, &stop, ended)?;
+    if let Some(m) = &mut watch.metrics {
+        m.at_end(&summary);
+    }
+    Ok(summary)
 }
 
 /// Feed every row on a blocking thread (a read error has already stopped
@@ -182,6 +194,7 @@ fn watch_of<P>(
             .filter(|_| matches!(settings.exec.rate, Rate::Auto { .. }))
             .map(|e| e.pace.clone()),
         progress,
+        metrics: None,
         gauges: engine.map(|e| Gauges {
             pace: e.pace.clone(),
             counters: e.counters.clone(),
@@ -439,7 +452,13 @@ fn finish(
         ending,
         fatal_error,
     });
+    let errors = recorder.errors.top(view::TOP_ERRORS);
     recorder.finish(&summary)?;
+    // The page is for people: if it cannot be written, the run's result
+    // (and exit code) stands.
+    if let Err(e) = view::write(&settings.out, &summary, &errors) {
+        tracing::warn!(error = %crate::error::chain(&e), "cannot write report.html; the run's result stands");
+    }
     if let Some(mut sink) = state
         && let Err(e) = sink.store.finish_run(sink.run_id, &summary.counts)
     {

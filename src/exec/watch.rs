@@ -1,18 +1,21 @@
 //! What a run does beside writing each row, on the recorder's thread: the
 //! circuit breaker, the `--state` file and the progress bar.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::exec::breaker::CircuitBreaker;
 use crate::exec::counters::EngineCounters;
 use crate::exec::pace::Pace;
 use crate::exec::stop::{Stop, StopKind};
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, Status};
 use crate::progress::RunBar;
 use crate::report::journal::Progress;
+use crate::report::metrics::{self, Snapshot};
 use crate::report::recorder::Watch;
 use crate::report::timeline::{Sample, Second};
-use crate::report::{Counts, EngineFigures, ReportError};
+use crate::report::{Counts, EngineFigures, ReportError, Summary};
 use crate::state::{PayloadHash, Recorded, StateStore, StoredStatus};
 
 /// The run's [`Watch`].
@@ -28,6 +31,8 @@ pub(crate) struct RunWatch<P> {
     pub(crate) progress: P,
     /// The live run's limiter and counters, sampled for the timeline.
     pub(crate) gauges: Option<Gauges>,
+    /// `--metrics-file`.
+    pub(crate) metrics: Option<MetricsSink>,
 }
 
 /// What the timeline samples of a live run each second.
@@ -92,7 +97,95 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
         }
     }
 
-    fn ticked(&mut self, _counts: &Counts, _line: &Second) {}
+    fn ticked(&mut self, counts: &Counts, line: &Second) {
+        if let Some(m) = &mut self.metrics {
+            m.during(counts, line, (self.progress)());
+        }
+    }
+}
+
+/// How often `--metrics-file` is rewritten while the run goes on.
+const METRICS_EVERY: Duration = Duration::from_secs(10);
+
+/// `--metrics-file`: the run's figures for Prometheus, written at the first
+/// second, every [`METRICS_EVERY`] after it and at the end. A failed write
+/// is a warning (once): monitoring never stops or fails the run.
+pub(crate) struct MetricsSink {
+    path: PathBuf,
+    started_unix: f64,
+    dry_run: bool,
+    last: Option<Instant>,
+    warned: bool,
+}
+
+impl MetricsSink {
+    /// Metrics of a run that started at `started`.
+    pub(crate) fn new(path: PathBuf, started: jiff::Timestamp, dry_run: bool) -> MetricsSink {
+        MetricsSink {
+            path,
+            started_unix: started.as_millisecond() as f64 / 1000.0,
+            dry_run,
+            last: None,
+            warned: false,
+        }
+    }
+
+    /// A second closed: rewrite the file if it is due.
+    fn during(&mut self, counts: &Counts, line: &Second, progress: Progress) {
+        if self.last.is_some_and(|t| t.elapsed() < METRICS_EVERY) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let rows = Status::ALL.map(|st| (st.as_str(), counts.get(st)));
+        let f = EngineFigures::from(progress);
+        self.write(&Snapshot {
+            rows: &rows,
+            requests_sent: f.requests_sent,
+            throttled_429: f.throttled_429,
+            retries: f.retries,
+            token_refreshes: f.token_refreshes,
+            rate_per_second: line.rate,
+            duration_seconds: progress.elapsed().as_secs_f64(),
+            started_unix: self.started_unix,
+            exit_code: None,
+            dry_run: self.dry_run,
+            now_unix: now_unix(),
+        });
+    }
+
+    /// The run ended as `summary` says.
+    pub(crate) fn at_end(&mut self, summary: &Summary) {
+        let rows = Status::ALL.map(|st| {
+            let n = summary.counts.get(st.as_str()).copied().unwrap_or(0);
+            (st.as_str(), n)
+        });
+        self.write(&Snapshot {
+            rows: &rows,
+            requests_sent: summary.requests_sent,
+            throttled_429: summary.throttled_429,
+            retries: summary.retries,
+            token_refreshes: summary.token_refreshes,
+            rate_per_second: summary.rate.as_ref().map(|r| r.final_per_second),
+            duration_seconds: summary.elapsed_seconds,
+            started_unix: self.started_unix,
+            exit_code: Some(summary.exit_code),
+            dry_run: self.dry_run,
+            now_unix: now_unix(),
+        });
+    }
+
+    fn write(&mut self, snapshot: &Snapshot<'_>) {
+        if let Err(e) = metrics::write(&self.path, snapshot)
+            && !self.warned
+        {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot write the metrics file; the run goes on");
+            self.warned = true;
+        }
+    }
+}
+
+fn now_unix() -> f64 {
+    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
 }
 
 /// The state store's side of the recorder: successes of sent rows wait in

@@ -65,7 +65,6 @@ impl ErrorTally {
 
     /// The `n` most frequent messages, most frequent first (ties: the one
     /// seen first).
-    #[allow(dead_code)] // report.html, next commit
     pub(crate) fn top(&self, n: usize) -> Vec<ErrorGroup> {
         let mut order: Vec<&ErrorGroup> = self.groups.iter().collect();
         order.sort_by_key(|g| std::cmp::Reverse(g.count));

@@ -64,6 +64,11 @@ impl From<Progress> for EngineFigures {
 }
 
 impl Progress {
+    /// Time spent running, over all parts of the run.
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.elapsed_ms)
+    }
+
     /// Figures of a run that has been active for `elapsed`.
     pub(crate) fn new(e: EngineFigures, elapsed: std::time::Duration) -> Self {
         Progress {

@@ -3,12 +3,15 @@
 //! run) and summary.json. The `Recorder` is their only writer.
 
 pub(crate) mod errors;
+pub(crate) mod html;
 pub mod journal;
+pub(crate) mod metrics;
 pub(crate) mod recorder;
 pub(crate) mod results;
 mod sanitize;
 mod summary;
 pub(crate) mod timeline;
+pub mod view;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

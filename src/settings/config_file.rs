@@ -59,6 +59,7 @@ pub struct ConfigFile {
     pub(crate) time_budget: Option<String>,
     pub(crate) out: Option<PathBuf>,
     pub(crate) state: Option<PathBuf>,
+    pub(crate) metrics_file: Option<PathBuf>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) no_progress: Option<bool>,
     #[serde(default)]

@@ -289,6 +289,8 @@ pub struct RunSettings {
     pub(crate) journal: bool,
     /// `--state`: the incremental-run state file.
     pub(crate) state: Option<PathBuf>,
+    /// `--metrics-file`: the Prometheus text file.
+    pub(crate) metrics_file: Option<PathBuf>,
 }
 
 /// Everything `check` needs.
@@ -495,6 +497,9 @@ pub fn resolve_run(
     }
     let out = pick(args.out.clone(), cfg, |c| Ok(c.path_of(&c.out)))?
         .unwrap_or_else(|| default_out_dir(now));
+    let metrics_file = pick(args.metrics_file.clone(), cfg, |c| {
+        Ok(c.path_of(&c.metrics_file))
+    })?;
     Ok(RunSettings {
         input,
         read: ReadOptions {
@@ -508,6 +513,7 @@ pub fn resolve_run(
         out,
         journal: !args.no_journal,
         state,
+        metrics_file,
     })
 }
 
