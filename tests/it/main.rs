@@ -7,6 +7,7 @@ mod engine_parts;
 mod error_bodies;
 mod hostile;
 mod nightly;
+mod operator;
 mod pacing;
 mod props;
 mod resume;

@@ -173,6 +173,18 @@ impl Cli {
         self
     }
 
+    /// Start in the background, its output discarded (for tests that look
+    /// at files while it runs).
+    pub fn spawn(mut self) -> std::process::Child {
+        let shown = self.describe();
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {shown}: {e}"))
+    }
+
     /// Run to completion.
     pub fn run(mut self) -> CliOutput {
         let shown = self.describe();
