@@ -914,6 +914,24 @@ mod tests {
         assert_eq!(s.exec.breaker.window, 10);
     }
 
+    /// `--metrics-file` over `metrics_file`, which is relative to the config
+    /// file; neither means no metrics file.
+    #[test]
+    fn the_metrics_file_comes_from_the_flag_or_the_config_file() {
+        let c = cfg("metrics_file = \"m/acme.prom\"\n");
+        let from_file = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now()).unwrap();
+        let path = from_file.metrics_file.unwrap();
+        assert!(
+            path.ends_with("m/acme.prom") && path.is_absolute(),
+            "{path:?}"
+        );
+        let args = run_args(&["--dry-run", "--metrics-file", "x.prom"]);
+        let flag = resolve_run(&args, &no_env(), Some(&c), now()).unwrap();
+        assert_eq!(flag.metrics_file, Some(PathBuf::from("x.prom")));
+        let none = resolve_run(&run_args(&["--dry-run"]), &no_env(), None, now()).unwrap();
+        assert_eq!(none.metrics_file, None);
+    }
+
     /// `state import` reads its input as `run` does, without `--limit`, and
     /// is not held up by what only a run uses (its state file, its rate).
     #[test]
