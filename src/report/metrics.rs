@@ -367,17 +367,7 @@ mod tests {
     use super::*;
     use prometheus_parse::{Sample, Scrape, Value};
 
-    const STATUSES: [&str; 9] = [
-        "created",
-        "exists",
-        "invalid",
-        "duplicate",
-        "rejected",
-        "failed",
-        "valid",
-        "unchanged",
-        "changed",
-    ];
+    use crate::report::timeline::STATUS_NAMES as STATUSES;
 
     /// Rows 10, 11, 12… per status, in `STATUSES` order.
     fn rows() -> Vec<(&'static str, u64)> {
