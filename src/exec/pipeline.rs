@@ -86,14 +86,7 @@ pub async fn run(
     let progress = progress_of(&opened.prior, engine.as_ref(), clock);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
     let (live, p) = (engine.as_ref(), progress.clone());
-    let mut watch = watch_of(settings, &mut opened, live, ui, &stop, p);
-    watch.metrics = settings.metrics_file.clone().map(|path| {
-        MetricsSink::new(
-            path,
-            opened.prior.started.unwrap_or(started),
-            live.is_none(),
-        )
-    });
+    let watch = watch_of(settings, &mut opened, live, ui, &stop, p);
     let journaled = settings.journal && engine.is_some();
     let recorder_thread = recorder::spawn(opened.recorder, outcome_rx, watch, journaled);
     let (sink, stages) = match &engine {
@@ -103,11 +96,11 @@ pub async fn run(
     let state = opened.state_reader.take();
     let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state).await?;
     stages.wait(&stop).await;
-    let (recorder, mut watch) = recorder_thread
+    let (recorder, watch) = recorder_thread
         .await
         .map_err(|e| Error::Fatal(format!("report writer failed: {e}")))?;
     watch.bar.finish();
-    let mut recorder = recorder?;
+    let recorder = recorder?;
     let rows_read = match read_result {
         Ok(n) => n,
         // A dry run ends at an unreadable input, as any command would.
@@ -115,7 +108,7 @@ pub async fn run(
         Err(_) => recorder.counts().total(),
     };
     let ended = Ended {
-        started: opened.prior.started.unwrap_or(started),
+        started: opened.started,
         elapsed: opened.prior.elapsed + clock.elapsed(),
         rows_read,
         engine: EngineFigures::from(progress()),
@@ -123,14 +116,25 @@ pub async fn run(
         target,
         digest: opened.digest,
     };
-    // The timeline's last (partial) second, with the figures summary.json
-    // gives: its columns then sum to them exactly.
+    conclude(settings, recorder, watch, &stop, ended)
+}
+
+/// Close the timeline's last (partial) second with the figures summary.json
+/// gives (its columns then sum to them exactly), write the summary and
+/// report.html, then the metrics file's final figures.
+fn conclude<P: Fn() -> journal::Progress + Send + 'static>(
+    settings: &RunSettings,
+    mut recorder: Recorder,
+    mut watch: RunWatch<P>,
+    stop: &Stop,
+    ended: Ended,
+) -> Result<Summary, Error> {
     let last = Sample {
         figures: ended.engine,
         ..watch.sample()
     };
     recorder.timeline.close(Instant::now(), &last);
-    let summary = finish(settings, recorder, watch.state, &stop, ended)?;
+    let summary = finish(settings, recorder, watch.state, stop, ended)?;
     if let Some(m) = &mut watch.metrics {
         m.at_end(&summary);
     }
@@ -194,7 +198,10 @@ fn watch_of<P>(
             .filter(|_| matches!(settings.exec.rate, Rate::Auto { .. }))
             .map(|e| e.pace.clone()),
         progress,
-        metrics: None,
+        metrics: settings
+            .metrics_file
+            .clone()
+            .map(|path| MetricsSink::new(path, opened.started, engine.is_none())),
         gauges: engine.map(|e| Gauges {
             pace: e.pace.clone(),
             counters: e.counters.clone(),
@@ -204,6 +211,8 @@ fn watch_of<P>(
 
 /// What [`open`] prepares before the first row.
 struct Opened {
+    /// When the run first started (its first part's start, on `--resume`).
+    started: jiff::Timestamp,
     intake: Intake,
     recorder: Recorder,
     prior: Prior,
@@ -221,7 +230,8 @@ fn open(
 ) -> Result<Opened, Error> {
     let mut intake = Intake::open(settings)?;
     let digest = intake.reader().digest();
-    let opened = |intake, recorder, prior, (state_sink, state_reader)| Opened {
+    let opened = |intake, recorder, prior: Prior, (state_sink, state_reader)| Opened {
+        started: prior.started.unwrap_or(started),
         intake,
         recorder,
         prior,
