@@ -209,8 +209,11 @@ async fn a_run_with_429s_and_faults_draws_them() {
     sb.shutdown().await;
 }
 
-/// A metrics file parsed by prometheus-parse: sample name → (labels, value).
-fn parse_metrics(path: &Path) -> BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>> {
+/// Sample name → each series' (labels, value).
+type Metrics = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
+
+/// A metrics file parsed by prometheus-parse.
+fn parse_metrics(path: &Path) -> Metrics {
     let text = std::fs::read_to_string(path).expect("metrics file");
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("exposition format");
@@ -237,7 +240,7 @@ fn parse_metrics(path: &Path) -> BTreeMap<String, Vec<(BTreeMap<String, String>,
     out
 }
 
-fn one(m: &BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>, name: &str) -> Option<f64> {
+fn one(m: &Metrics, name: &str) -> Option<f64> {
     m.get(name).map(|v| v[0].1)
 }
 
