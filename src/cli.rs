@@ -275,6 +275,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) state: Option<PathBuf>,
 
+    /// Handle only shard K of N: the rows whose user_id hashes to K
+    /// (xxh3, stable across versions). Give each shard its own --out and
+    /// --state.
+    #[arg(long, value_name = "K/N", value_parser = clap::value_parser!(crate::shard::Shard))]
+    pub(crate) shard: Option<crate::shard::Shard>,
+
     /// Write the run's figures for Prometheus (node_exporter's textfile
     /// collector) to this file: every 10 s and at the end, atomically.
     #[arg(long, value_name = "PATH")]

@@ -18,6 +18,7 @@ use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
 use crate::rowset::RowSet;
 use crate::settings::{InputSettings, RunSettings};
+use crate::shard::Shard;
 use crate::validate::{Validated, Validator};
 
 mod pool;
@@ -121,6 +122,10 @@ pub struct Intake {
     resume: Option<Earlier>,
     /// Validation on one thread per core (see [`Intake::validate_in_parallel`]).
     pool: Option<pool::Pool>,
+    /// `--shard`: rows of other shards are passed over.
+    shard: Option<Shard>,
+    /// Rows passed over as another shard's.
+    other_shards: u64,
 }
 
 /// What becomes of a validated row that is not skipped.
@@ -132,11 +137,18 @@ enum Decision {
 impl Intake {
     /// Open the run's input and build the intake stage for its columns.
     pub(crate) fn open(settings: &RunSettings) -> Result<Intake, InputError> {
-        Intake::open_input(&InputSettings {
+        let mut intake = Intake::open_input(&InputSettings {
             input: settings.input.clone(),
             read: settings.read.clone(),
             validate: settings.validate.clone(),
-        })
+        })?;
+        intake.shard = settings.shard;
+        Ok(intake)
+    }
+
+    /// Data rows read that are this run's: all of them, or its shard's.
+    pub(crate) fn rows_read(&self) -> u64 {
+        self.reader.rows_read() - self.other_shards
     }
 
     /// Open an input as `run` reads it (`state import` reads its input so)
@@ -160,6 +172,8 @@ impl Intake {
             rec: ByteRecord::new(),
             resume: None,
             pool: None,
+            shard: None,
+            other_shards: 0,
         }
     }
 
@@ -208,9 +222,15 @@ impl Intake {
         }))
     }
 
-    /// Resume's skips, the unterminated-quote override and the duplicate
-    /// filter, in input order.
+    /// The shard's filter, resume's skips, the unterminated-quote override
+    /// and the duplicate filter, in input order.
     fn decide(&mut self, row: u64, mut v: Validated, unterminated: bool) -> Option<Decision> {
+        if let Some(shard) = self.shard
+            && !shard.owns(&v.user_id)
+        {
+            self.other_shards += 1;
+            return None;
+        }
         if let Some(resume) = &mut self.resume {
             if resume.done.contains(row) {
                 // A success of the earlier part still claims its user_id.

@@ -22,6 +22,7 @@ pub mod retry;
 pub(crate) mod rowset;
 pub mod sandbox;
 pub mod settings;
+pub mod shard;
 pub mod state;
 pub mod validate;
 

@@ -10,7 +10,10 @@ use crate::settings::{Mode, RunSettings};
 /// The lines printed on stdout when a run ends.
 fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
     let counts = crate::report::brief(summary.counts.iter().map(|(k, n)| (k.as_str(), *n)));
-    let what = if summary.dry_run { "dry run" } else { "run" };
+    let mut what = if summary.dry_run { "dry run" } else { "run" }.to_string();
+    if let Some(s) = &summary.shard {
+        what.push_str(&format!(" (shard {}/{})", s.index, s.count));
+    }
     let mut s = format!(
         "{what}: {} rows in {:.1}s: {}\n",
         summary.rows_read,
@@ -38,8 +41,7 @@ pub(crate) async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Res
     let (target, credentials) = match &settings.mode {
         Mode::DryRun { .. } => {
             let summary = pipeline::run(settings, Sender::DryRun, Stop::new(), ui).await?;
-            print!("{}", render_summary(&summary, &settings.out));
-            return Ok(exit_of(&summary));
+            return Ok(report_end(&summary, settings));
         }
         Mode::Live {
             target,
@@ -54,12 +56,16 @@ pub(crate) async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Res
     if let Some(sb) = sandbox {
         sb.shutdown().await;
     }
-    let summary = result?;
-    print!("{}", render_summary(&summary, &settings.out));
+    Ok(report_end(&result?, settings))
+}
+
+/// Print how the run ended (and the error that ended it); its exit.
+fn report_end(summary: &Summary, settings: &RunSettings) -> Exit {
+    print!("{}", render_summary(summary, &settings.out));
     if let Some(err) = &summary.fatal_error {
         eprintln!("error: {err}");
     }
-    Ok(exit_of(&summary))
+    exit_of(summary)
 }
 
 /// The exit a summary records (its code is always one of ours).

@@ -69,8 +69,7 @@ pub(crate) fn feed(
             Ok(None) => break,
             Err(e) => {
                 // Stop sending; rows after an unreadable part cannot be known.
-                out.stop
-                    .trip(StopKind::Fatal, format!("cannot read input: {e}"));
+                out.stop.trip(StopKind::Fatal, crate::error::chain(&e));
                 failure = Some(e);
                 break;
             }
@@ -99,7 +98,7 @@ pub(crate) fn feed(
     out.finish();
     match failure {
         Some(e) => Err(e),
-        None => Ok(intake.reader().rows_read()),
+        None => Ok(intake.rows_read()),
     }
 }
 

@@ -50,7 +50,7 @@ use crate::report::recorder::{self, Watch};
 use crate::report::timeline::Sample;
 use crate::report::view;
 use crate::report::{
-    Ending, EngineFigures, InputInfo, RateSummary, Recorder, Summary, SummaryParts,
+    Ending, EngineFigures, InputInfo, RateSummary, Recorder, ShardSummary, Summary, SummaryParts,
 };
 use crate::retry::RetryPolicy;
 use crate::rowset::RowSet;
@@ -103,8 +103,9 @@ pub async fn run(
     let recorder = recorder?;
     let rows_read = match read_result {
         Ok(n) => n,
-        // A dry run ends at an unreadable input, as any command would.
-        Err(e) if engine.is_none() => return Err(e.into()),
+        // Nothing could be read: a usage error (exit 2), as for any command.
+        Err(e) if recorder.counts().total() == 0 => return Err(e.into()),
+        // The rows before the damage stand; the run ends fatal (exit 3).
         Err(_) => recorder.counts().total(),
     };
     let ended = Ended {
@@ -456,6 +457,10 @@ fn finish(
         finished: jiff::Timestamp::now(),
         elapsed: ended.elapsed,
         rows_read: ended.rows_read,
+        shard: settings.shard.map(|s| ShardSummary {
+            index: s.index(),
+            count: s.count(),
+        }),
         counts: recorder.counts(),
         engine: ended.engine,
         rate: ended.rate,
@@ -511,7 +516,8 @@ fn open_journal(
         InputSource::Stdin => "stdin".to_string(),
     };
     if settings.resume {
-        let state = journal::load(out, &sha)?;
+        let shard = settings.shard.map(|s| s.to_string());
+        let state = journal::load(out, &sha, shard.as_deref())?;
         tracing::info!(
             done = state.earlier.done.len(),
             rejected = state.earlier.rejected.len(),
@@ -537,6 +543,7 @@ fn open_journal(
                 input_path: settings.input.display(),
                 input_sha256: sha.clone(),
                 started: started.to_string(),
+                shard: settings.shard.map(|s| s.to_string()),
             },
         )?;
         Ok((recorder, Prior::default(), sha))

@@ -134,10 +134,9 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Read up to 3 bytes (a UTF-8 BOM's length) to sniff, returning them and
-/// the rest of the stream.
-fn peek_prefix<R: Read>(mut r: R) -> io::Result<(Vec<u8>, R)> {
-    let mut prefix = vec![0u8; 3];
+/// Read up to `n` bytes to sniff, returning them and the rest of the stream.
+fn peek_prefix<R: Read>(mut r: R, n: usize) -> io::Result<(Vec<u8>, R)> {
+    let mut prefix = vec![0u8; n];
     let mut n = 0;
     while n < prefix.len() {
         match r.read(&mut prefix[n..]) {
@@ -282,6 +281,96 @@ fn open_raw(source: &InputSource) -> io::Result<Box<dyn Read + Send>> {
     })
 }
 
+/// How an input is compressed, told by its first bytes (not its name, so
+/// stdin and a misnamed file are read right).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// Plain text.
+    None,
+    /// gzip (RFC 1952), one member or several concatenated.
+    Gzip,
+    /// Zstandard (RFC 8878).
+    Zstd,
+}
+
+impl Compression {
+    /// The format whose magic number starts `magic`.
+    pub(crate) fn sniff(magic: &[u8]) -> Compression {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "plain",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// The decompressed bytes of the stream whose first bytes are `magic`. The
+/// raw stream below is what the SHA-256 covers: the file as given.
+fn decompress(
+    magic: Vec<u8>,
+    rest: impl Read + Send + 'static,
+) -> io::Result<Box<dyn Read + Send>> {
+    let kind = Compression::sniff(&magic);
+    let raw = io::BufReader::with_capacity(64 * 1024, io::Cursor::new(magic).chain(rest));
+    Ok(match kind {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(Damage::new(kind, flate2::bufread::MultiGzDecoder::new(raw))),
+        Compression::Zstd => Box::new(Damage::new(
+            kind,
+            zstd::stream::read::Decoder::with_buffer(raw)?,
+        )),
+    })
+}
+
+/// Names a decompressor's error: a truncated or corrupt archive reads as
+/// "the gzip input is damaged or truncated after N bytes of text", and ends
+/// the rows there (the rows before it stand).
+struct Damage<R> {
+    kind: Compression,
+    inner: R,
+    out: u64,
+}
+
+impl<R> Damage<R> {
+    fn new(kind: Compression, inner: R) -> Self {
+        Damage {
+            kind,
+            inner,
+            out: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Damage<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.out += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the {} input is damaged or truncated after {} bytes of text: {e}",
+                    self.kind.name(),
+                    self.out
+                ),
+            )),
+        }
+    }
+}
+
 /// The text of the stream whose first bytes are `prefix`, as UTF-8.
 ///
 /// A BOM wins over --encoding: failures.csv is written as UTF-8 with a
@@ -369,9 +458,11 @@ impl InputReader {
         let raw = open_raw(&source).map_err(open_error)?;
         let digest = InputDigest::new();
         let hashing = digest.reader(raw);
-        let (prefix, hashing) = peek_prefix(hashing).map_err(open_error)?;
+        let (magic, hashing) = peek_prefix(hashing, 4).map_err(open_error)?;
+        let text = decompress(magic, hashing).map_err(open_error)?;
+        let (prefix, text) = peek_prefix(text, 3).map_err(open_error)?;
         let open_quote = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let decoded = decode(prefix, hashing, opts.encoding);
+        let decoded = decode(prefix, text, opts.encoding);
         let mut rdr = csv_reader(decoded, opts.delimiter, open_quote.clone());
         let (header_record, headers, strip_error_columns) = read_header(&mut rdr, &name)?;
         let columns =
@@ -609,6 +700,75 @@ mod tests {
             }
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(bytes));
         }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    const TEXT: &[u8] = b"\xEF\xBB\xBFuser_id,first_name\nu1,A\nu2,B\nu3,C\n";
+
+    #[test]
+    fn gzip_and_zstd_are_told_by_their_first_bytes() {
+        let zst = zstd::encode_all(TEXT, 3).unwrap();
+        // Two gzip members, as `cat a.gz b.gz` makes.
+        let mut two = gzip(&TEXT[..TEXT.len() - 5]);
+        two.extend(gzip(&TEXT[TEXT.len() - 5..]));
+        for (name, bytes) in [("gzip", gzip(TEXT)), ("zstd", zst), ("two members", two)] {
+            let (mut r, _f) = open_bytes(&bytes, &ReadOptions::default()).unwrap();
+            assert_eq!(r.headers(), ["user_id", "first_name"], "{name}");
+            assert_eq!(all_rows(&mut r).len(), 3, "{name}");
+            // The hash is the file's as given, not the text's.
+            assert_eq!(
+                r.digest().sha256_hex(),
+                hex::encode(Sha256::digest(&bytes)),
+                "{name}"
+            );
+        }
+        assert_eq!(Compression::sniff(b"\x1f\x8b\x08"), Compression::Gzip);
+        assert_eq!(Compression::sniff(b"\x28\xb5\x2f\xfd"), Compression::Zstd);
+        assert_eq!(Compression::sniff(b"\x1f"), Compression::None);
+        assert_eq!(Compression::sniff(b"user"), Compression::None);
+    }
+
+    #[test]
+    fn a_truncated_archive_keeps_the_rows_before_the_damage() {
+        let mut text = b"user_id,first_name\n".to_vec();
+        // Zstandard decodes a block (up to 128 KiB of text) at a time:
+        // enough rows for several.
+        for i in 0..40_000 {
+            text.extend(format!("u{i},Name{i}\n").as_bytes());
+        }
+        for (name, mut bytes) in [
+            ("gzip", gzip(&text)),
+            ("zstd", zstd::encode_all(&text[..], 3).unwrap()),
+        ] {
+            bytes.truncate(bytes.len() * 2 / 3);
+            let (mut r, _f) = open_bytes(&bytes, &ReadOptions::default()).unwrap();
+            let mut rec = ByteRecord::new();
+            let mut rows = 0;
+            let err = loop {
+                match r.read_row(&mut rec) {
+                    Ok(Some(_)) => rows += 1,
+                    Ok(None) => panic!("{name}: a truncated archive read to its end"),
+                    Err(e) => break crate::error::chain(&e),
+                }
+            };
+            assert!(rows > 1000 && rows < 40_000, "{name}: {rows} rows");
+            assert!(err.contains("damaged or truncated"), "{name}: {err}");
+            assert!(
+                err.contains(&format!("after data row {rows}")),
+                "{name}: {err}"
+            );
+        }
+        // Damaged before the header: nothing to read.
+        let bytes = gzip(&text);
+        assert!(matches!(
+            open_bytes(&bytes[..20], &ReadOptions::default()).err(),
+            Some(InputError::Open { .. })
+        ));
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn facts(s: &Summary) -> String {
         ("Started", escape(&s.started), ""),
         ("Finished", escape(&s.finished), ""),
         ("Elapsed", elapsed(s.elapsed_seconds), ""),
-        ("Rows read", int(s.rows_read), ""),
+        ("Rows read", rows_read(s), ""),
         (
             "Rows finished",
             format!("{} ({}/s)", int(finished), dec(s.rows_per_second)),
@@ -272,6 +272,14 @@ fn facts(s: &Summary) -> String {
         })
         .collect();
     format!("<dl id=\"facts\">\n{items}</dl>\n")
+}
+
+/// The rows read, and with `--shard` whose they are.
+fn rows_read(s: &Summary) -> String {
+    match &s.shard {
+        Some(sh) => format!("{} (shard {} of {})", int(s.rows_read), sh.index, sh.count),
+        None => int(s.rows_read),
+    }
 }
 
 /// `<p id="next-step">`: what the exit code asks of the operator.
@@ -396,6 +404,7 @@ mod tests {
                 sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
             },
             dry_run: false,
+            shard: None,
             target: Some("connect.example (production)".into()),
             started: "2025-06-18T01:00:00Z".into(),
             finished: "2025-06-18T01:20:00Z".into(),

@@ -38,6 +38,9 @@ pub struct RunMeta {
     pub input_sha256: String,
     /// When the run started (RFC 3339).
     pub started: String,
+    /// `--shard K/N` of the run, if it was one shard's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// `progress.json`: request figures and active time so far.
@@ -122,6 +125,19 @@ pub enum ResumeError {
         /// The input's SHA-256 now.
         now: String,
     },
+    /// The run handled another shard (or none, or all).
+    #[error(
+        "the run in {dir} handled {was}, not {now}: resume it with the same --shard, \
+         or start this shard with its own --out"
+    )]
+    ShardChanged {
+        /// The report directory.
+        dir: PathBuf,
+        /// The earlier part's shard (`all rows` when none).
+        was: String,
+        /// This part's.
+        now: String,
+    },
     /// The input is stdin, which cannot be read again.
     #[error("cannot resume a run that reads stdin: give the input as a file")]
     Stdin,
@@ -195,14 +211,27 @@ pub(crate) fn check_fresh(dir: &Path) -> Result<(), ResumeError> {
     Ok(())
 }
 
-/// Load what a resume needs from `dir`, checking the input's hash.
-pub(crate) fn load(dir: &Path, input_sha256: &str) -> Result<ResumeState, ResumeError> {
+/// Load what a resume needs from `dir`, checking the input's hash and the
+/// shard (`None`: all rows).
+pub(crate) fn load(
+    dir: &Path,
+    input_sha256: &str,
+    shard: Option<&str>,
+) -> Result<ResumeState, ResumeError> {
     let meta = read_meta(dir)?;
     if meta.input_sha256 != input_sha256 {
         return Err(ResumeError::InputChanged {
             dir: dir.to_path_buf(),
             was: meta.input_sha256,
             now: input_sha256.to_string(),
+        });
+    }
+    if meta.shard.as_deref() != shard {
+        let name = |s: Option<&str>| s.map_or("all rows".to_string(), |s| format!("shard {s}"));
+        return Err(ResumeError::ShardChanged {
+            dir: dir.to_path_buf(),
+            was: name(meta.shard.as_deref()),
+            now: name(shard),
         });
     }
     let progress = read_progress(dir);
@@ -365,7 +394,7 @@ mod tests {
     fn load_refuses_a_changed_input_and_a_missing_run() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            load(dir.path(), "abc"),
+            load(dir.path(), "abc", None),
             Err(ResumeError::NoRun { .. })
         ));
         write_meta(
@@ -375,14 +404,19 @@ mod tests {
                 input_path: "in.csv".into(),
                 input_sha256: "abc".into(),
                 started: "t".into(),
+                shard: Some("2/4".into()),
             },
         )
         .unwrap();
         assert!(matches!(
-            load(dir.path(), "def"),
+            load(dir.path(), "def", Some("2/4")),
             Err(ResumeError::InputChanged { .. })
         ));
-        let s = load(dir.path(), "abc").unwrap();
+        for other in [None, Some("1/4"), Some("2/3")] {
+            let err = load(dir.path(), "abc", other).unwrap_err();
+            assert!(matches!(err, ResumeError::ShardChanged { .. }), "{other:?}");
+        }
+        let s = load(dir.path(), "abc", Some("2/4")).unwrap();
         assert!(s.earlier.done.is_empty());
         assert!(matches!(
             check_fresh(dir.path()),

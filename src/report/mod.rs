@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 
 pub(crate) use sanitize::{create_private, neutralize};
-pub use summary::Summary;
 pub(crate) use summary::{
     Counts, Ending, EngineFigures, InputInfo, RateSummary, SummaryParts, brief,
 };
+pub use summary::{ShardSummary, Summary};
 
 use crate::input::ERROR_COLUMNS;
 use crate::outcome::Outcome;

@@ -134,6 +134,15 @@ pub struct InputInfo {
     pub sha256: String,
 }
 
+/// `--shard`, as summary.json names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSummary {
+    /// This run's shard, 1-based.
+    pub index: u32,
+    /// How many shards the input is split into.
+    pub count: u32,
+}
+
 /// summary.json, field for field.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -151,8 +160,12 @@ pub struct Summary {
     pub finished: String,
     /// Seconds the run was active.
     pub elapsed_seconds: f64,
-    /// Data rows read.
+    /// Data rows read (with `--shard`: this shard's).
     pub rows_read: u64,
+    /// With `--shard`: which shard this run handled; its counts cover only
+    /// that shard's rows.
+    #[serde(default)]
+    pub shard: Option<ShardSummary>,
     /// Rows per final status.
     pub counts: std::collections::BTreeMap<String, u64>,
     /// Create requests sent, retries included.
@@ -186,6 +199,7 @@ pub(crate) struct SummaryParts<'a> {
     pub(crate) finished: jiff::Timestamp,
     pub(crate) elapsed: std::time::Duration,
     pub(crate) rows_read: u64,
+    pub(crate) shard: Option<ShardSummary>,
     pub(crate) counts: &'a Counts,
     pub(crate) engine: EngineFigures,
     pub(crate) rate: Option<RateSummary>,
@@ -207,6 +221,7 @@ impl Summary {
             finished: p.finished.to_string(),
             elapsed_seconds: (secs * 1000.0).round() / 1000.0,
             rows_read: p.rows_read,
+            shard: p.shard,
             counts: p.counts.to_map(),
             requests_sent: p.engine.requests_sent,
             retries: p.engine.retries,

@@ -60,6 +60,7 @@ pub struct ConfigFile {
     pub(crate) out: Option<PathBuf>,
     pub(crate) state: Option<PathBuf>,
     pub(crate) metrics_file: Option<PathBuf>,
+    shard: Option<String>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) no_progress: Option<bool>,
     #[serde(default)]
@@ -122,6 +123,14 @@ impl ConfigFile {
     }
 
     /// A duration such as `30s`, read as the flags read one.
+    /// `shard = "K/N"`.
+    pub(crate) fn shard(&self) -> Result<Option<crate::shard::Shard>, ConfigFileError> {
+        self.shard
+            .as_deref()
+            .map(|s| s.parse().map_err(|m| self.value_error("shard", m)))
+            .transpose()
+    }
+
     pub(crate) fn duration(
         &self,
         key: &'static str,

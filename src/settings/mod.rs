@@ -291,6 +291,8 @@ pub struct RunSettings {
     pub(crate) state: Option<PathBuf>,
     /// `--metrics-file`: the Prometheus text file.
     pub(crate) metrics_file: Option<PathBuf>,
+    /// `--shard K/N`: only this shard's rows.
+    pub(crate) shard: Option<crate::shard::Shard>,
 }
 
 /// Everything `check` needs.
@@ -500,6 +502,7 @@ pub fn resolve_run(
     let metrics_file = pick(args.metrics_file.clone(), cfg, |c| {
         Ok(c.path_of(&c.metrics_file))
     })?;
+    let shard = pick(args.shard, cfg, |c| c.shard())?;
     Ok(RunSettings {
         input,
         read: ReadOptions {
@@ -514,6 +517,7 @@ pub fn resolve_run(
         journal: !args.no_journal,
         state,
         metrics_file,
+        shard,
     })
 }
 

@@ -13,6 +13,7 @@ mod props;
 mod resume;
 mod sandbox;
 mod sandbox_limit;
+mod scale;
 mod secrets;
 mod state_store;
 mod transport;

@@ -389,6 +389,7 @@ fn import_seeds_the_state_from_results_and_the_input() {
             input_path: input.display().to_string(),
             input_sha256: sha256_file(&input).unwrap(),
             started: "2026-01-02T03:04:05Z".into(),
+            shard: None,
         },
     )
     .unwrap();
@@ -453,6 +454,7 @@ fn import_refuses_an_input_that_is_not_the_runs() {
             input_path: "in.csv".into(),
             input_sha256: sha256_file(&input).unwrap(),
             started: "2026-01-02T03:04:05Z".into(),
+            shard: None,
         },
     )
     .unwrap();
