@@ -446,14 +446,30 @@ fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::MetadataExt;
+        let own_gid = rustix::process::getegid().as_raw();
         if let Ok(m) = std::fs::metadata(path)
-            && m.permissions().mode() & 0o077 != 0
+            && let Some(who) = secret_exposure(m.mode(), m.gid(), own_gid)
         {
-            tracing::warn!(path = %path.display(), "client secret file is readable by other users; chmod 600 it");
+            tracing::warn!(path = %path.display(), "client secret file is readable by {who}; chmod 600 it");
         }
     }
     Ok(SecretString::from(trimmed.to_string()))
+}
+
+/// Who beyond its owner can read a secret file of this `mode` and group:
+/// anyone when others may; its group's members when the group may and the
+/// group is not this process's own. (A Kubernetes Secret mounted with
+/// `fsGroup` is group-readable by the pod's own group: no one else.)
+#[cfg(unix)]
+fn secret_exposure(mode: u32, file_gid: u32, own_gid: u32) -> Option<&'static str> {
+    if mode & 0o007 != 0 {
+        Some("other users")
+    } else if mode & 0o070 != 0 && file_gid != own_gid {
+        Some("its group")
+    } else {
+        None
+    }
 }
 
 /// The default report directory: `reports/<UTC timestamp>/`.
@@ -916,6 +932,17 @@ mod tests {
         let c = cfg("error_window = 5\n");
         let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now()).unwrap();
         assert_eq!(s.exec.breaker.window, 10);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_readable_beyond_this_process_is_flagged() {
+        assert_eq!(secret_exposure(0o100600, 5, 7), None);
+        assert_eq!(secret_exposure(0o100644, 7, 7), Some("other users"));
+        assert_eq!(secret_exposure(0o100604, 7, 7), Some("other users"));
+        assert_eq!(secret_exposure(0o100640, 5, 7), Some("its group"));
+        // Kubernetes: defaultMode 0400 plus fsGroup = the pod's group.
+        assert_eq!(secret_exposure(0o100440, 7, 7), None);
     }
 
     /// `--metrics-file` over `metrics_file`, which is relative to the config
