@@ -392,6 +392,21 @@ fn decode(prefix: Vec<u8>, rest: impl Read, encoding: Option<&'static Encoding>)
         .build(io::Cursor::new(prefix).chain(rest))
 }
 
+/// The decoded text without the BOMs left at its start: decoding strips
+/// one, and an export saved twice by a BOM-writing editor has another,
+/// which would otherwise glue itself to the first header. (The csv crate
+/// strips one too, but only when its first read holds all of it.)
+fn skip_boms<R: Read>(text: R) -> io::Result<io::Chain<io::Cursor<Vec<u8>>, R>> {
+    let mut text = text;
+    loop {
+        let (head, rest) = peek_prefix(text, 3)?;
+        if head != b"\xEF\xBB\xBF" {
+            return Ok(io::Cursor::new(head).chain(rest));
+        }
+        text = rest;
+    }
+}
+
 /// The CSV reader over the decoded text; `open_quote` is set at EOF when the
 /// text ended inside a quoted field.
 fn csv_reader(
@@ -462,7 +477,7 @@ impl InputReader {
         let text = decompress(magic, hashing).map_err(open_error)?;
         let (prefix, text) = peek_prefix(text, 3).map_err(open_error)?;
         let open_quote = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let decoded = decode(prefix, text, opts.encoding);
+        let decoded = skip_boms(decode(prefix, text, opts.encoding)).map_err(open_error)?;
         let mut rdr = csv_reader(decoded, opts.delimiter, open_quote.clone());
         let (header_record, headers, strip_error_columns) = read_header(&mut rdr, &name)?;
         let columns =
