@@ -240,39 +240,15 @@ fn a_resume_with_another_shard_is_refused() {
     let t = TestDir::new();
     let fx = Fixture::users(50);
     let out = t.join("out");
-    let o = crate::util::live_run(
-        "http://127.0.0.1:9",
-        SECRET,
-        [
-            fx.input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--shard",
-            "1/2",
-            "--timeout",
-            "1s",
-            "--max-attempts",
-            "1",
-        ],
-    )
-    .run();
     // Nothing listens on port 9: the token cannot be had (exit 3), but the
     // run is recorded, as shard 1/2.
-    o.expect_code(3);
-    let again = crate::util::live_run(
-        "http://127.0.0.1:9",
-        SECRET,
-        [
-            fx.input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--shard",
-            "2/2",
-            "--resume",
-        ],
-    )
-    .run();
-    again
+    let run = |extra: &[&str]| {
+        let mut args = live_args(&fx.input, &out, &["--timeout", "1s", "--max-attempts", "1"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        crate::util::live_run("http://127.0.0.1:9", SECRET, args).run()
+    };
+    run(&["--shard", "1/2"]).expect_code(3);
+    run(&["--shard", "2/2", "--resume"])
         .expect_code(2)
         .expect_stderr("handled shard 1/2, not shard 2/2");
 }
