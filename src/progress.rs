@@ -108,10 +108,18 @@ pub(crate) fn estimate_rows(path: &std::path::Path) -> Option<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut lines = 0u64;
     let mut last = b'\n';
+    let mut first = true;
     loop {
         let n = f.read(&mut buf).ok()?;
         if n == 0 {
             break;
+        }
+        // A compressed file's lines are not countable without unpacking
+        // it: the bar then shows a count without a total.
+        if std::mem::take(&mut first)
+            && crate::input::Compression::sniff(&buf[..n]) != crate::input::Compression::None
+        {
+            return None;
         }
         lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
         last = buf[n - 1];
@@ -145,5 +153,8 @@ mod tests {
         assert_eq!(estimate_rows(&p), Some(3));
         std::fs::write(&p, "h\n1\n").unwrap();
         assert_eq!(estimate_rows(&p), Some(1));
+        // gzip: no total rather than a count of newline bytes.
+        std::fs::write(&p, b"\x1f\x8b\x08\x00\n\n\n").unwrap();
+        assert_eq!(estimate_rows(&p), None);
     }
 }

@@ -6,7 +6,7 @@ mod reader;
 
 pub(crate) use columns::ColumnMap;
 pub use columns::{ColumnSpec, Field};
-pub(crate) use reader::{InputDigest, InputError};
+pub(crate) use reader::{Compression, InputDigest, InputError};
 pub use reader::{InputReader, InputSource, ReadOptions, encoding_for_label};
 
 /// Payload fields, in the order of SPEC "Input and mapping".
