@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Supply-chain checks with cargo-deny, configured by deny.toml:
-#   licenses, bans (duplicates warn; wildcards denied), sources (crates.io only)
+#   licenses, bans (duplicates warn; wildcards denied), sources (the crate registry only)
 #     offline, and must pass;
 #   advisories (RustSec) needs the advisory database from GitHub. When it
 #     cannot be fetched the check is skipped with a clear note (exit 0 for

@@ -3,11 +3,11 @@
 # machine that can reach a Debian package mirror but no container registry:
 #
 #   localhost/connect-provision-runtime-base:bookworm
-#       stand-in for docker.io/library/debian:bookworm-slim: Debian bookworm
+#       stand-in for debian:bookworm-slim: Debian bookworm
 #       "minbase" (essential + required packages: sh, coreutils, passwd...), with
 #       docs/man pages/locales left out the way the -slim images do.
 #   localhost/connect-provision-build-base:bookworm
-#       stand-in for docker.io/library/rust:1.89-slim-bookworm: bookworm minbase
+#       stand-in for rust:1.89-slim-bookworm: bookworm minbase
 #       + gcc, libc6-dev, make, pkg-config, ca-certificates, plus a Rust
 #       toolchain COPIED FROM THIS HOST (no toolchain can be downloaded here).
 #       Whatever version the host's toolchain is (>= 1.89 required), that is
