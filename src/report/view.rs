@@ -1,5 +1,5 @@
 //! report.html of a report directory: the run's summary, its timeline and
-//! its top error messages, drawn by [`html`](super::html) and written
+//! its top error messages, drawn by `report::html` and written
 //! atomically. At the end of a run the recorder's tally gives the errors;
 //! `connect-provision report DIR` tallies results.csv instead, so an old or
 //! resumed run can be redrawn.
