@@ -324,20 +324,21 @@ fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
     write_json_atomic(&dir.join("summary.json"), summary)
 }
 
-/// Write `value` as JSON to `path` via a 0600 temporary file in the same
-/// directory, fsync and rename: readers see the old file or the new, never half.
+/// Write `value` as JSON to `path` atomically ([`write_atomic`]).
 fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> Result<(), ReportError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| ReportError::write(path, e))?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes).map_err(|e| ReportError::write(path, e))
+}
+
+/// Write `bytes` to `path` via a 0600 temporary file in the same directory,
+/// fsync and rename: readers see the old file or the new, never half.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp.")
-        .tempfile_in(dir)
-        .map_err(|e| ReportError::write(path, e))?;
-    serde_json::to_writer_pretty(&mut tmp, value).map_err(|e| ReportError::write(path, e))?;
-    tmp.write_all(b"\n")
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| ReportError::write(path, e))?;
-    tmp.persist(path)
-        .map_err(|e| ReportError::write(path, e.error))?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp.").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 

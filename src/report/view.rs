@@ -4,7 +4,7 @@
 //! `connect-provision report DIR` tallies results.csv instead, so an old or
 //! resumed run can be redrawn.
 
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::errors::{ErrorGroup, ErrorTally};
@@ -87,7 +87,9 @@ pub(crate) fn write(
         errors,
     })?;
     let path = dir.join(FILE);
-    write_atomic(&path, page.as_bytes()).map_err(|source| ViewError::Write {
+    // Private (0600) like the other reports: the page holds error messages
+    // with customer data.
+    super::write_atomic(&path, page.as_bytes()).map_err(|source| ViewError::Write {
         path: path.clone(),
         source,
     })?;
@@ -139,16 +141,4 @@ fn tally_results(path: &Path) -> Result<ErrorTally, ViewError> {
         }
     }
     Ok(tally)
-}
-
-/// Write `bytes` to `path` through a private temporary file and a rename:
-/// a reader never sees half a page. The page holds error messages with
-/// customer data, so it is 0600 like the other reports.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp.").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

@@ -109,19 +109,24 @@ fn assert_report(dir: &Path, live: bool) -> String {
     html
 }
 
+/// `run samples/customers.csv --dry-run --out OUT`.
+fn dry_run_sample(out: &Path) -> crate::util::CliOutput {
+    run_cli([
+        "run",
+        sample("customers.csv").to_str().unwrap(),
+        "--dry-run",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 // A dry run of the sample: the page is written, its errors are the
 // sample's, and `report DIR` draws the same page again from the files.
 #[test]
 fn a_dry_run_writes_report_html_and_report_dir_redraws_it() {
     let t = TestDir::new();
     let out = t.join("out");
-    let o = run_cli([
-        "run",
-        sample("customers.csv").to_str().unwrap(),
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = dry_run_sample(&out);
     o.expect_code(1).expect_stdout("report.html");
     let first = assert_report(&out, false);
     assert_eq!(top_errors(&first).iter().map(|e| e.1).sum::<u64>(), 8);
@@ -151,13 +156,7 @@ fn an_unwritable_report_html_is_a_warning_not_a_new_exit_code() {
     let t = TestDir::new();
     let out = t.join("out");
     std::fs::create_dir_all(out.join("report.html")).unwrap();
-    let o = run_cli([
-        "run",
-        sample("customers.csv").to_str().unwrap(),
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = dry_run_sample(&out);
     o.expect_code(1).expect_stderr("cannot write report.html");
     assert_eq!(read_summary(&out).exit_code, 1);
 }

@@ -135,17 +135,8 @@ async fn a_gzip_input_resumes_and_a_recompressed_one_is_refused() {
     let text = users_csv(300);
     let input = t.write("in.csv.gz", gzip(&text));
     let out = t.join("out");
-    let argv = |extra: &[&str]| {
-        let mut v = vec![
-            input.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-            "--rate".into(),
-            "100".into(),
-        ];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
+    // 100/s: 300 rows outlast a 1 s budget.
+    let argv = |extra: &[&str]| live_args(&input, &out, "100", extra);
     let first = run_blocking(sb.url(), SECRET, argv(&["--time-budget", "1s"])).await;
     first.expect_code(130);
     let done = run_blocking(sb.url(), SECRET, argv(&["--resume"])).await;
@@ -178,7 +169,12 @@ async fn shards_together_do_what_one_unsharded_run_does() {
 
     let whole_sb = sandbox(SandboxConfig::default()).await;
     let whole = t.join("whole");
-    let o = run_blocking(whole_sb.url(), SECRET, live_args(&input, &whole, &[])).await;
+    let o = run_blocking(
+        whole_sb.url(),
+        SECRET,
+        live_args(&input, &whole, "500", &[]),
+    )
+    .await;
     o.expect_code(1);
     let want = by_row(&whole);
     let sent: BTreeSet<String> = whole_sb.users().into_iter().map(|u| u.user_id).collect();
@@ -194,7 +190,7 @@ async fn shards_together_do_what_one_unsharded_run_does() {
         let o = run_blocking(
             sb.url(),
             SECRET,
-            live_args(&input, &out, &["--shard", &shard]),
+            live_args(&input, &out, "500", &["--shard", &shard]),
         )
         .await;
         o.expect_stdout(&format!("run (shard {shard})"));
@@ -222,13 +218,13 @@ async fn shards_together_do_what_one_unsharded_run_does() {
     sb.shutdown().await;
 }
 
-fn live_args(input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+fn live_args(input: &Path, out: &Path, rate: &str, extra: &[&str]) -> Vec<String> {
     let mut v = vec![
         input.display().to_string(),
         "--out".into(),
         out.display().to_string(),
         "--rate".into(),
-        "500".into(),
+        rate.into(),
     ];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
@@ -243,7 +239,12 @@ fn a_resume_with_another_shard_is_refused() {
     // Nothing listens on port 9: the token cannot be had (exit 3), but the
     // run is recorded, as shard 1/2.
     let run = |extra: &[&str]| {
-        let mut args = live_args(&fx.input, &out, &["--timeout", "1s", "--max-attempts", "1"]);
+        let mut args = live_args(
+            &fx.input,
+            &out,
+            "500",
+            &["--timeout", "1s", "--max-attempts", "1"],
+        );
         args.extend(extra.iter().map(|s| s.to_string()));
         crate::util::live_run("http://127.0.0.1:9", SECRET, args).run()
     };
