@@ -84,6 +84,11 @@ impl EngineCounters {
         bump(&self.retries);
     }
 
+    /// Requests over (answered or failed on the wire).
+    pub(crate) fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
     /// Requests sent and not yet over.
     pub(crate) fn in_flight(&self) -> u64 {
         let sent = self.requests_sent.load(Ordering::Relaxed);

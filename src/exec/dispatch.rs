@@ -1,8 +1,14 @@
-//! Dispatch: one task per queued row, at most `concurrency` at once (a
-//! semaphore that grows with the observed latency when concurrency is
-//! sized automatically). A row task keeps its permit until its outcome is
-//! queued for the recorder.
+//! Dispatch: one task per queued row, at most `concurrency` at once. A row
+//! task keeps its permit until its outcome is queued for the recorder.
+//!
+//! Sized automatically (no `--concurrency`), the permits follow the latency
+//! both ways ([`Permits`]): every 250 ms they are set to what the rate needs
+//! at a robust latency (the median of the last 5 s of 250 ms means, so one
+//! slow burst does not size the pool), and never to more than the rate
+//! times [`MAX_COVERED_LATENCY`]: a partner that slows down or stops
+//! answering gets at most that many requests waiting on it, not thousands.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,10 +31,76 @@ pub(crate) fn initial_concurrency(exec: &ExecSettings) -> u32 {
         .unwrap_or_else(|| (exec.rate.initial().div_ceil(10) + 4).clamp(4, MAX_AUTO_CONCURRENCY))
 }
 
-/// In-flight requests needed to sustain `rate` at `latency`, with headroom.
+/// The slowest round trip the automatic concurrency keeps the full rate
+/// for: permits never exceed the rate times this (plus a few).
+pub(crate) const MAX_COVERED_LATENCY: Duration = Duration::from_secs(2);
+
+/// In-flight requests needed to sustain `rate` at `latency`, with headroom
+/// (Little's law, ×1.5), within [4, rate × `MAX_COVERED_LATENCY` + 4].
 fn needed_concurrency(rate: u32, latency: Duration) -> u32 {
+    let cap = (f64::from(rate) * MAX_COVERED_LATENCY.as_secs_f64()).ceil() as u32 + 4;
     let n = (f64::from(rate) * latency.as_secs_f64() * 1.5).ceil() as u32 + 2;
-    n.clamp(4, MAX_AUTO_CONCURRENCY)
+    n.min(cap).clamp(4, MAX_AUTO_CONCURRENCY)
+}
+
+/// The dispatcher's semaphore, resizable both ways. Growing adds permits;
+/// shrinking forgets the idle ones at once and the busy ones as their row
+/// tasks release them (`debt`).
+pub(crate) struct Permits {
+    sem: Arc<Semaphore>,
+    /// Permits the pool is meant to have.
+    target: AtomicU64,
+    /// Busy permits to forget when released.
+    debt: AtomicU64,
+}
+
+impl Permits {
+    fn new(n: u32) -> Permits {
+        Permits {
+            sem: Arc::new(Semaphore::new(n as usize)),
+            target: AtomicU64::new(u64::from(n)),
+            debt: AtomicU64::new(0),
+        }
+    }
+
+    /// Permits the pool is meant to have.
+    pub(crate) fn target(&self) -> u64 {
+        self.target.load(Ordering::Relaxed)
+    }
+
+    /// Make the pool `want` permits (one caller at a time: the sizer).
+    fn resize(&self, want: u64) {
+        let have = self.target.swap(want, Ordering::Relaxed);
+        if want > have {
+            let mut grow = want - have;
+            // Busy permits still owed are simply kept.
+            let kept = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    Some(d.saturating_sub(grow))
+                })
+                .unwrap_or(0)
+                .min(grow);
+            grow -= kept;
+            self.sem.add_permits(grow as usize);
+        } else if want < have {
+            let shrink = have - want;
+            let idle = self.sem.forget_permits(shrink as usize) as u64;
+            self.debt.fetch_add(shrink - idle, Ordering::AcqRel);
+        }
+    }
+
+    /// A row task is done with `permit`: back to the pool, or forgotten
+    /// while the pool is above its target.
+    fn release(&self, permit: OwnedSemaphorePermit) {
+        let owed = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if owed {
+            permit.forget();
+        }
+    }
 }
 
 /// Start one task per job, at most `concurrency` at once; grow the limit when
@@ -40,23 +112,21 @@ pub(crate) async fn dispatch(
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
 ) {
-    let initial = initial_concurrency(&exec);
-    let sem = Arc::new(Semaphore::new(initial as usize));
-    let current = Arc::new(AtomicU64::new(u64::from(initial)));
+    let permits = Arc::new(Permits::new(initial_concurrency(&exec)));
     let tracker = TaskTracker::new();
-    let grower = exec
+    let sizer = exec
         .concurrency
         .is_none()
-        .then(|| tokio::spawn(grow_concurrency(cx.clone(), sem.clone(), current.clone())));
+        .then(|| tokio::spawn(size_concurrency(cx.clone(), permits.clone())));
     'batches: while let Some(batch) = job_rx.recv().await {
         for queued in batch {
-            let Ok(permit) = sem.clone().acquire_owned().await else {
+            let Ok(permit) = permits.sem.clone().acquire_owned().await else {
                 break 'batches;
             };
             tracker.spawn(run_row(
                 cx.clone(),
                 queued,
-                permit,
+                (permit, permits.clone()),
                 outcome_tx.clone(),
                 stop.clone(),
             ));
@@ -64,8 +134,8 @@ pub(crate) async fn dispatch(
     }
     tracker.close();
     tracker.wait().await;
-    if let Some(g) = grower {
-        g.abort();
+    if let Some(s) = sizer {
+        s.abort();
     }
 }
 
@@ -73,8 +143,8 @@ pub(crate) async fn dispatch(
 /// outcome, and queue that for the recorder.
 async fn run_row(
     cx: Arc<WorkerCtx>,
-    Queued { job, raw, hash }: Queued,
-    permit: OwnedSemaphorePermit,
+    Queued { job, raw, tag }: Queued,
+    (permit, permits): (OwnedSemaphorePermit, Arc<Permits>),
     tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
 ) {
@@ -100,7 +170,7 @@ async fn run_row(
         .send(vec![Done {
             outcome,
             raw,
-            extra: hash,
+            extra: tag,
         }])
         .await
         .is_err()
@@ -109,7 +179,7 @@ async fn run_row(
     }
     // Held until the outcome is queued: a stalled recorder stops new
     // requests instead of piling up finished rows in memory.
-    drop(permit);
+    permits.release(permit);
 }
 
 /// Turns a panic inside the wrapped future into `Err(())`, so the row still
@@ -136,33 +206,59 @@ fn failed(row: u64, user_id: String, msg: String) -> Outcome {
     Outcome::local(row, user_id, Status::Failed, Some(msg))
 }
 
-/// Every 250 ms, compare the permits with what the mean request latency needs
-/// to keep the current rate busy, and add the difference. Never shrinks: idle
-/// permits cost nothing.
-async fn grow_concurrency(cx: Arc<WorkerCtx>, sem: Arc<Semaphore>, current: Arc<AtomicU64>) {
+/// How often the automatic concurrency is resized.
+const SIZE_EVERY: Duration = Duration::from_millis(250);
+
+/// How many `SIZE_EVERY` means the latency estimate looks back over (5 s).
+const LATENCY_BUCKETS: usize = 20;
+
+/// Every [`SIZE_EVERY`], set the permits to what the current rate needs at
+/// the median of the last 5 s of mean round trips: it grows when the
+/// latency rises for good and shrinks when it falls back, while a single
+/// slow burst (one bucket) moves it little.
+async fn size_concurrency(cx: Arc<WorkerCtx>, permits: Arc<Permits>) {
+    let mut latency = LatencyWindow::default();
     let mut last = (0u64, 0u64);
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let sent = cx.counters.requests_sent.load(Ordering::Relaxed);
+        tokio::time::sleep(SIZE_EVERY).await;
+        let finished = cx.counters.finished();
         let micros = cx.counters.request_micros.load(Ordering::Relaxed);
-        let (d_sent, d_micros) = (sent - last.0, micros.saturating_sub(last.1));
-        last = (sent, micros);
-        if d_sent == 0 {
+        let (d_done, d_micros) = (finished - last.0, micros.saturating_sub(last.1));
+        last = (finished, micros);
+        if d_done == 0 {
             continue;
         }
-        let mean = Duration::from_micros(d_micros / d_sent);
+        let Some(estimate) = latency.push(Duration::from_micros(d_micros / d_done)) else {
+            continue;
+        };
         let rate = cx.pace.rate().ceil() as u32;
-        let want = u64::from(needed_concurrency(rate, mean));
-        let have = current.load(Ordering::Relaxed);
-        if want > have {
-            sem.add_permits((want - have) as usize);
-            current.store(want, Ordering::Relaxed);
+        let want = u64::from(needed_concurrency(rate, estimate));
+        if want != permits.target() {
+            permits.resize(want);
             tracing::debug!(
                 concurrency = want,
-                latency_ms = mean.as_millis() as u64,
-                "raised concurrency"
+                latency_ms = estimate.as_millis() as u64,
+                "resized concurrency"
             );
         }
+    }
+}
+
+/// The mean round trips of the last [`LATENCY_BUCKETS`] intervals that saw
+/// requests finish.
+#[derive(Debug, Default)]
+struct LatencyWindow(VecDeque<Duration>);
+
+impl LatencyWindow {
+    /// Add one interval's mean; returns the median of the window.
+    fn push(&mut self, mean: Duration) -> Option<Duration> {
+        if self.0.len() == LATENCY_BUCKETS {
+            self.0.pop_front();
+        }
+        self.0.push_back(mean);
+        let mut sorted: Vec<Duration> = self.0.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied()
     }
 }
 
@@ -178,6 +274,9 @@ mod tests {
             needed_concurrency(100_000, Duration::from_secs(1)),
             MAX_AUTO_CONCURRENCY
         );
+        // A partner that takes 8 s, or stops answering: two seconds' worth.
+        assert_eq!(needed_concurrency(200, Duration::from_secs(8)), 404);
+        assert_eq!(needed_concurrency(200, Duration::from_secs(30)), 404);
         let exec = ExecSettings::default();
         assert_eq!(initial_concurrency(&exec), 5);
         let fixed = ExecSettings {
@@ -185,5 +284,52 @@ mod tests {
             ..ExecSettings::default()
         };
         assert_eq!(initial_concurrency(&fixed), 7);
+    }
+
+    #[test]
+    fn one_slow_burst_does_not_size_the_pool() {
+        let mut w = LatencyWindow::default();
+        let ms = Duration::from_millis;
+        for _ in 0..10 {
+            w.push(ms(50));
+        }
+        assert_eq!(w.push(ms(8000)), Some(ms(50)));
+        // A latency that rose for good takes over within the window…
+        let mut last = None;
+        for _ in 0..LATENCY_BUCKETS {
+            last = w.push(ms(300));
+        }
+        assert_eq!(last, Some(ms(300)));
+        // …and one that fell back is followed down.
+        for _ in 0..LATENCY_BUCKETS / 2 + 1 {
+            last = w.push(ms(20));
+        }
+        assert_eq!(last, Some(ms(20)));
+    }
+
+    #[tokio::test]
+    async fn permits_shrink_idle_at_once_and_busy_ones_as_they_come_back() {
+        let p = Permits::new(10);
+        let busy: Vec<_> = (0..6)
+            .map(|_| p.sem.clone().try_acquire_owned().expect("a permit"))
+            .collect();
+        p.resize(3);
+        // The 4 idle permits are gone; 3 of the 6 busy ones are owed.
+        assert_eq!(p.sem.available_permits(), 0);
+        assert_eq!(p.target(), 3);
+        for permit in busy {
+            p.release(permit);
+        }
+        assert_eq!(p.sem.available_permits(), 3);
+        // Growing back while permits are owed keeps them instead of adding.
+        let busy: Vec<_> = (0..3)
+            .map(|_| p.sem.clone().try_acquire_owned().expect("a permit"))
+            .collect();
+        p.resize(1);
+        p.resize(5);
+        for permit in busy {
+            p.release(permit);
+        }
+        assert_eq!(p.sem.available_permits(), 5);
     }
 }

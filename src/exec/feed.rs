@@ -3,11 +3,14 @@
 //! duplicate, known to the state, not sent after a stop, or `valid` in a dry
 //! run). Both queues are filled in batches.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use csv::ByteRecord;
 use tokio::sync::mpsc;
 
 use crate::api::model::CreateUser;
+use crate::exec::breaker::Lookahead;
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::worker::Job;
 use crate::input::InputError;
@@ -16,16 +19,25 @@ use crate::outcome::{Outcome, Status};
 use crate::report::recorder;
 use crate::state::{PayloadHash, StateReader, payload_hash};
 
-/// A finished row for the recorder: with `--state`, the hash of the payload
-/// that was sent.
-pub(crate) type Done = recorder::Done<Option<PayloadHash>>;
+/// A finished row for the recorder.
+pub(crate) type Done = recorder::Done<Tag>;
+
+/// What the watch learns of a row beside its outcome.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tag {
+    /// The row's place among the rows the feed handed on (0, 1, 2, … in
+    /// input order): the circuit breaker judges rows in this order.
+    pub(crate) seq: u64,
+    /// With `--state`, the hash of the payload that was sent.
+    pub(crate) hash: Option<PayloadHash>,
+}
 
 /// A row decided without a request; `raw` only when it is a failure.
-fn local(outcome: Outcome, raw: Option<ByteRecord>) -> Done {
+fn local(seq: u64, outcome: Outcome, raw: Option<ByteRecord>) -> Done {
     Done {
         outcome,
         raw,
-        extra: None,
+        extra: Tag { seq, hash: None },
     }
 }
 
@@ -34,7 +46,7 @@ pub(crate) struct Queued {
     pub(crate) job: Job,
     /// The input record, for failures.csv if the row fails.
     pub(crate) raw: ByteRecord,
-    pub(crate) hash: Option<PayloadHash>,
+    pub(crate) tag: Tag,
 }
 
 /// Where the valid rows go.
@@ -47,13 +59,16 @@ pub(crate) enum Sink {
 
 /// The feed's thread: read every data row and hand it on. Returns the
 /// number of data rows read, or the read error that ended the input early
-/// (the rows before it are handed on, and the run is stopped).
+/// (the rows before it are handed on, and the run is stopped). With
+/// `lookahead` (a live run's breaker), a row is handed on only within
+/// [`Lookahead::MAX`] rows of the last one the breaker judged.
 pub(crate) fn feed(
     mut intake: Intake,
     sink: Sink,
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
     mut state: Option<StateReader>,
+    lookahead: Option<Arc<Lookahead>>,
 ) -> Result<u64, InputError> {
     let mut out = Handoff {
         sink,
@@ -61,8 +76,10 @@ pub(crate) fn feed(
         jobs: Vec::with_capacity(JOB_BATCH),
         local: Vec::with_capacity(LOCAL_BATCH),
         stop,
+        lookahead,
     };
     let mut failure = None;
+    let mut seq = 0u64;
     loop {
         let step = match intake.next_step() {
             Ok(Some(step)) => step,
@@ -74,22 +91,27 @@ pub(crate) fn feed(
                 break;
             }
         };
+        if out.hold_for(seq).is_err() {
+            break;
+        }
         let handed = match step {
             Step::Local(o, raw) => {
                 let raw = o.status.is_failure().then(|| raw.clone());
-                out.local(local(o, raw))
+                out.local(local(seq, o, raw))
             }
             Step::Send { row, user, raw } => match out.sink {
                 Sink::Valid => out.local(local(
+                    seq,
                     Outcome::local(row, user.user_id, Status::Valid, None),
                     None,
                 )),
-                Sink::Send(_) => match prepare(row, user, raw, &mut state, &out.stop) {
+                Sink::Send(_) => match prepare(seq, row, user, raw, &mut state, &out.stop) {
                     Prepared::Local(done) => out.local(done),
                     Prepared::Job(queued) => out.job(queued, &mut state),
                 },
             },
         };
+        seq += 1;
         if handed.is_err() {
             // The recorder is gone (it could not write): nothing more to do.
             break;
@@ -111,6 +133,7 @@ enum Prepared {
 }
 
 fn prepare(
+    seq: u64,
     row: u64,
     user: CreateUser,
     raw: &ByteRecord,
@@ -125,6 +148,7 @@ fn prepare(
                 let status = k.classify(h);
                 let error = (status == Status::Changed).then(|| k.changed_message());
                 return Prepared::Local(local(
+                    seq,
                     Outcome::local(row, user.user_id, status, error),
                     None,
                 ));
@@ -134,7 +158,7 @@ fn prepare(
         }
     }
     if stop.is_tripped() {
-        return Prepared::Local(not_sent(row, user.user_id, raw.clone(), stop));
+        return Prepared::Local(not_sent(seq, row, user.user_id, raw.clone(), stop));
     }
     match serde_json::to_vec(&user) {
         Ok(body) => Prepared::Job(Queued {
@@ -144,7 +168,7 @@ fn prepare(
                 body: Bytes::from(body),
             },
             raw: raw.clone(),
-            hash,
+            tag: Tag { seq, hash },
         }),
         Err(e) => {
             let o = Outcome::local(
@@ -153,15 +177,15 @@ fn prepare(
                 Status::Invalid,
                 Some(format!("cannot encode the payload: {e}")),
             );
-            Prepared::Local(local(o, Some(raw.clone())))
+            Prepared::Local(local(seq, o, Some(raw.clone())))
         }
     }
 }
 
 /// A row recorded `failed` because the run stopped before it was sent.
-fn not_sent(row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -> Done {
+fn not_sent(seq: u64, row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -> Done {
     let o = Outcome::local(row, user_id, Status::Failed, Some(stop.not_sent_reason()));
-    local(o, Some(raw))
+    local(seq, o, Some(raw))
 }
 
 /// The feed's two outgoing queues, each filled in batches: a channel send
@@ -173,12 +197,30 @@ struct Handoff {
     jobs: Vec<Queued>,
     local: Vec<Done>,
     stop: Stop,
+    lookahead: Option<Arc<Lookahead>>,
 }
 
 /// The recorder is gone.
 struct Gone;
 
 impl Handoff {
+    /// Wait until row `seq` is within the breaker's lookahead. Before
+    /// waiting, hand over every row held in a batch: the breaker may be
+    /// waiting for one of them.
+    fn hold_for(&mut self, seq: u64) -> Result<(), Gone> {
+        let gate = match &self.lookahead {
+            Some(gate) if !gate.open_for(seq) => gate.clone(),
+            _ => return Ok(()),
+        };
+        self.flush_jobs()?;
+        self.flush_local()?;
+        gate.wait_for(seq, || self.outcome_tx.is_closed());
+        if self.outcome_tx.is_closed() {
+            return Err(Gone);
+        }
+        Ok(())
+    }
+
     fn local(&mut self, done: Done) -> Result<(), Gone> {
         self.local.push(done);
         if self.local.len() >= LOCAL_BATCH {
@@ -228,8 +270,8 @@ impl Handoff {
         let batch = std::mem::replace(&mut self.jobs, Vec::with_capacity(JOB_BATCH));
         if let Err(mpsc::error::SendError(batch)) = job_tx.blocking_send(batch) {
             // No dispatcher (no token): record them as not sent.
-            for Queued { job, raw, .. } in batch {
-                self.local(not_sent(job.row, job.user_id, raw, &self.stop))?;
+            for Queued { job, raw, tag } in batch {
+                self.local(not_sent(tag.seq, job.row, job.user_id, raw, &self.stop))?;
             }
         }
         Ok(())

@@ -7,11 +7,13 @@
 //! * `watch` — the breaker, the state file and the bar, on the recorder's thread.
 //! * [`worker`] — the per-row retry loop (`provision`).
 //! * [`throttle`] — the pool-wide pause after a 429.
-//! * [`pace`] — the shared limiter, its window guard and `--rate auto`.
+//! * [`pace`] — the shared limiter and its window guard.
+//! * `adapt` — `--rate auto`: the controller that sets the pace's rate.
 //! * [`counters`] — the run-wide request counters.
 //! * `breaker` — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
 
+mod adapt;
 mod breaker;
 pub mod counters;
 mod dispatch;

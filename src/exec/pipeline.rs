@@ -33,11 +33,12 @@ use crate::api::Remote;
 use crate::api::client::ConnectClient;
 use crate::api::token::TokenManager;
 use crate::error::Error;
-use crate::exec::breaker::CircuitBreaker;
+use crate::exec::adapt;
+use crate::exec::breaker::{CircuitBreaker, Lookahead};
 use crate::exec::counters::EngineCounters;
 use crate::exec::dispatch::{dispatch, initial_concurrency};
 use crate::exec::feed::{Done, Queued, Sink, feed, job_queue_batches};
-use crate::exec::pace::{self, Pace, Pacing};
+use crate::exec::pace::{Pace, Pacing};
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::throttle::Throttle;
 use crate::exec::watch::{Gauges, MetricsSink, RunWatch, StateSink};
@@ -86,7 +87,8 @@ pub async fn run(
     let progress = progress_of(&opened.prior, engine.as_ref(), clock);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
     let (live, p) = (engine.as_ref(), progress.clone());
-    let watch = watch_of(settings, &mut opened, live, ui, &stop, p);
+    let lookahead = engine.as_ref().map(|_| Arc::new(Lookahead::default()));
+    let watch = watch_of(settings, &mut opened, live, ui, &stop, p, lookahead.clone());
     let journaled = settings.journal && engine.is_some();
     let recorder_thread = recorder::spawn(opened.recorder, outcome_rx, watch, journaled);
     let (sink, stages) = match &engine {
@@ -94,7 +96,7 @@ pub async fn run(
         None => (Sink::Valid, Stages::default()),
     };
     let state = opened.state_reader.take();
-    let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state).await?;
+    let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state, lookahead).await?;
     stages.wait(&stop).await;
     let (recorder, watch) = recorder_thread
         .await
@@ -150,9 +152,10 @@ async fn run_feed(
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: &Stop,
     state: Option<StateReader>,
+    lookahead: Option<Arc<Lookahead>>,
 ) -> Result<Result<u64, crate::input::InputError>, Error> {
     let stop = stop.clone();
-    tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state))
+    tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state, lookahead))
         .await
         .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))
 }
@@ -183,11 +186,13 @@ fn watch_of<P>(
     ui: &Ui,
     stop: &Stop,
     progress: P,
+    lookahead: Option<Arc<Lookahead>>,
 ) -> RunWatch<P> {
     RunWatch {
-        breaker: engine.map(|_| {
-            CircuitBreaker::new(settings.exec.breaker)
-                .passing_over(std::mem::take(&mut opened.prior.judged))
+        breaker: lookahead.map(|gate| {
+            let breaker = CircuitBreaker::new(settings.exec.breaker)
+                .passing_over(std::mem::take(&mut opened.prior.judged));
+            (breaker, gate)
         }),
         state: opened.state_sink.take(),
         bar: match engine {
@@ -206,6 +211,7 @@ fn watch_of<P>(
         gauges: engine.map(|e| Gauges {
             pace: e.pace.clone(),
             counters: e.counters.clone(),
+            noise_seen: 0,
         }),
     }
 }
@@ -331,7 +337,7 @@ impl Engine {
         let (job_tx, job_rx) =
             mpsc::channel::<Vec<Queued>>(job_queue_batches(initial_concurrency(exec)));
         let adapter = match (exec.rate, &self.tokens) {
-            (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(pace::adapt(
+            (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(adapt::adapt(
                 self.pace.clone(),
                 self.counters.clone(),
                 start,

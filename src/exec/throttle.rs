@@ -1,9 +1,15 @@
 //! A pool-wide "not before" gate.
 //!
-//! A 429 means the *partner's* per-second threshold was exceeded, not one
-//! worker's, so one worker backing off alone would let the others keep hitting
-//! the wall. The worker that gets a 429 calls `Throttle::hold_for`; every
-//! worker calls `Throttle::wait` before each attempt and so pauses too.
+//! A cluster of 429s means the *partner's* per-second threshold was
+//! exceeded, not one worker's, so one worker backing off alone would let the
+//! others keep hitting the wall. A worker that gets a 429 calls
+//! `Throttle::throttled`; when another 429 came less than [`CLUSTER`]
+//! before it, the whole pool is held for the delay. Every worker calls
+//! `Throttle::wait` before each attempt and so pauses too. A lone 429 holds
+//! only its own row: partners answer 429 for reasons other than this
+//! client's rate (a quota shared with other integrations, a lock timeout),
+//! and pausing every worker for each of those would cost far more than the
+//! row's retry.
 //!
 //! The deadline is one `AtomicU64` (nanoseconds since a base instant, 0 = no
 //! hold): the hot path with no hold active is a single relaxed load.
@@ -26,7 +32,12 @@ struct Inner {
     base: Instant,
     /// Deadline as nanos since `base`; 0 means "never held".
     until: AtomicU64,
+    /// The last 429, as nanos since `base` (0: none yet).
+    last_429: AtomicU64,
 }
+
+/// Two 429s less than this apart hold the whole pool.
+pub(crate) const CLUSTER: Duration = Duration::from_millis(500);
 
 impl Default for Throttle {
     fn default() -> Self {
@@ -41,8 +52,22 @@ impl Throttle {
             inner: Arc::new(Inner {
                 base: Instant::now(),
                 until: AtomicU64::new(0),
+                last_429: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// A row got a 429 and waits `d` before its retry: when another 429
+    /// came within [`CLUSTER`], everyone waits with it. Returns whether the
+    /// pool is held.
+    pub(crate) fn throttled(&self, d: Duration) -> bool {
+        let now = self.nanos_since_base(Instant::now()).max(1);
+        let previous = self.inner.last_429.swap(now, Ordering::AcqRel);
+        let clustered = previous != 0 && now.saturating_sub(previous) < nanos(CLUSTER);
+        if clustered {
+            self.hold_for(d);
+        }
+        clustered
     }
 
     /// Keep everyone waiting until at least `now + d`. Never pulls the deadline in.
@@ -134,6 +159,19 @@ mod tests {
         t.wait().await;
         // Issued after the pause ended: it sat through none.
         assert!(!t.held_after(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn a_lone_429_holds_only_its_row_and_a_cluster_the_pool() {
+        let t = Throttle::new();
+        assert!(!t.throttled(Duration::from_millis(200)));
+        assert_eq!(t.remaining(), Duration::ZERO, "a lone 429");
+        assert!(t.throttled(Duration::from_millis(200)));
+        assert!(t.remaining() > Duration::from_millis(100), "two in a row");
+        t.wait().await;
+        // Long after, a 429 is a lone one again.
+        tokio::time::sleep(CLUSTER).await;
+        assert!(!t.throttled(Duration::from_millis(200)));
     }
 
     #[tokio::test]

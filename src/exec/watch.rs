@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::exec::breaker::CircuitBreaker;
+use crate::exec::breaker::{CircuitBreaker, Lookahead};
 use crate::exec::counters::EngineCounters;
+use crate::exec::feed::Tag;
 use crate::exec::pace::Pace;
 use crate::exec::stop::{Stop, StopKind};
 use crate::outcome::{Outcome, Status};
@@ -20,8 +21,8 @@ use crate::state::{PayloadHash, Recorded, StateStore, StoredStatus};
 
 /// The run's [`Watch`].
 pub(crate) struct RunWatch<P> {
-    /// `None` in a dry run.
-    pub(crate) breaker: Option<CircuitBreaker>,
+    /// The breaker and the feed's lookahead it sets; `None` in a dry run.
+    pub(crate) breaker: Option<(CircuitBreaker, Arc<Lookahead>)>,
     pub(crate) state: Option<StateSink>,
     pub(crate) bar: RunBar,
     pub(crate) stop: Stop,
@@ -39,30 +40,42 @@ pub(crate) struct RunWatch<P> {
 pub(crate) struct Gauges {
     pub(crate) pace: Arc<Pace>,
     pub(crate) counters: Arc<EngineCounters>,
+    /// The controller's noise count at the last sample.
+    pub(crate) noise_seen: u64,
 }
 
 impl Gauges {
-    /// The rate, in-flight requests and latency now, with `figures`.
-    pub(crate) fn sample(&self, figures: crate::report::EngineFigures) -> Sample {
+    /// The rate, in-flight requests, latency and `--rate auto`'s ceiling
+    /// now, and the 429s it took for noise since the last sample, with `figures`.
+    pub(crate) fn sample(&mut self, figures: crate::report::EngineFigures) -> Sample {
+        let noise = self.pace.noise_429();
+        let noise_429 = noise.saturating_sub(self.noise_seen);
+        self.noise_seen = noise;
         Sample {
             figures,
             rate: Some(self.pace.rate()),
             in_flight: self.counters.in_flight(),
             latency_ms: self.counters.take_latency(),
+            ceiling: self.pace.ceiling(),
+            noise_429,
         }
     }
 }
 
 impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
-    type Extra = Option<PayloadHash>;
+    type Extra = Tag;
 
-    fn recorded(&mut self, outcome: &Outcome, hash: Option<PayloadHash>) {
+    fn recorded(&mut self, outcome: &Outcome, tag: Tag) {
         if let Some(sink) = &mut self.state {
-            sink.note(outcome, hash);
+            sink.note(outcome, tag.hash);
         }
-        if let Some(message) = self.breaker.as_mut().and_then(|b| b.observe(outcome)) {
-            tracing::error!("{message}");
-            self.stop.trip(StopKind::Fatal, message);
+        if let Some((breaker, gate)) = &mut self.breaker {
+            let tripped = breaker.observe(tag.seq, outcome);
+            gate.judged(breaker.judged_up_to());
+            if let Some(message) = tripped {
+                tracing::error!("{message}");
+                self.stop.trip(StopKind::Fatal, message);
+            }
         }
     }
 
@@ -88,7 +101,7 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
 
     fn sample(&mut self) -> Sample {
         let figures = EngineFigures::from((self.progress)());
-        match &self.gauges {
+        match &mut self.gauges {
             Some(g) => g.sample(figures),
             None => Sample {
                 figures,

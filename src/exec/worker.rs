@@ -4,8 +4,8 @@
 //! attempt, retries included, so the partner never sees more than `--rate`) →
 //! current token → exactly one `create_user` → [`classify`]. A 401 refreshes the
 //! token and retries without spending the retry budget; transient failures wait
-//! a full-jitter backoff delay (at least the server's Retry-After, and a 429
-//! holds the whole pool). Cancellation is honoured only *between* attempts: a
+//! a full-jitter backoff delay (at least the server's Retry-After, and 429s
+//! in a cluster hold the whole pool). Cancellation is honoured only *between* attempts: a
 //! request already sent is allowed to finish (bounded by `--timeout`), so its
 //! answer is never lost.
 //!
@@ -139,8 +139,9 @@ async fn refresh_for(
     Ok(None)
 }
 
-/// Wait out the next backoff delay (at least `retry_after`); a 429 pauses
-/// the whole pool for it, since the partner's threshold is shared.
+/// Wait out the next backoff delay (at least `retry_after`); a 429 that
+/// follows another closely pauses the whole pool for it, since the
+/// partner's threshold is shared (`Throttle::throttled`).
 async fn back_off(
     row: &mut RowRun,
     retry_after: Option<Duration>,
@@ -152,7 +153,7 @@ async fn back_off(
     };
     let delay = retry_after.map_or(delay, |ra| ra.max(delay));
     if throttled {
-        cx.throttle.hold_for(delay);
+        cx.throttle.throttled(delay);
     }
     cx.counters.retried();
     tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
@@ -202,7 +203,14 @@ async fn send(row: &mut RowRun, token: &TokenRef, slot: Option<Slot>, cx: &Worke
     cx.counters.observe(&attempt, &verdict, rtt);
     if matches!(attempt, Attempt::Answered { .. }) {
         // When the partner saw it is only known for an answered request.
-        cx.pace.settle(slot, rtt);
+        let refused = matches!(
+            verdict,
+            Verdict::Retry {
+                throttled: true,
+                ..
+            }
+        );
+        cx.pace.settle(slot, rtt, refused);
         // Any answer but 401 means the token was accepted (the sandbox, like
         // Connect, authenticates before rate limiting); a transport error
         // says nothing about it.

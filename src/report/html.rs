@@ -384,6 +384,8 @@ mod tests {
                         260.0 + 8.0 * rate + if throttled > 0 { 300.0 } else { 0.0 },
                     ]
                 }),
+                ceiling: (i > 60).then_some(41.0),
+                noise_429: u64::from(i % 41 == 7),
             });
         }
         out

@@ -44,7 +44,7 @@ pub(crate) const STATUS_NAMES: [&str; 9] = [
 /// The columns before the statuses.
 const LEAD: [&str; 4] = ["second", "unix_time", "part", "sent"];
 /// The columns after the statuses.
-const TAIL: [&str; 8] = [
+const TAIL: [&str; 10] = [
     "throttled_429",
     "retries",
     "token_refreshes",
@@ -53,7 +53,13 @@ const TAIL: [&str; 8] = [
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    "ceiling",
+    "noise_429",
 ];
+
+/// A line written before `ceiling` and `noise_429` (an older build's run,
+/// resumed by this one) lacks them.
+const OLD_TAIL: usize = 8;
 
 /// One second of the run: a line of timeline.csv.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -82,6 +88,11 @@ pub(crate) struct Second {
     /// p50, p95, p99 of the latency of requests answered this second (ms);
     /// `None` when none was.
     pub(crate) latency_ms: Option<[f64; 3]>,
+    /// `--rate auto`: the rate last pushed back, which the rate holds under.
+    pub(crate) ceiling: Option<f64>,
+    /// `--rate auto`: 429s this second the controller took for noise (no
+    /// cut, no ceiling).
+    pub(crate) noise_429: u64,
 }
 
 /// What the run reports when a second closes.
@@ -95,6 +106,10 @@ pub(crate) struct Sample {
     pub(crate) in_flight: u64,
     /// Latency percentiles since the last sample (ms).
     pub(crate) latency_ms: Option<[f64; 3]>,
+    /// `--rate auto`'s ceiling.
+    pub(crate) ceiling: Option<f64>,
+    /// 429s taken for noise since the last sample.
+    pub(crate) noise_429: u64,
 }
 
 impl Second {
@@ -137,16 +152,22 @@ impl Second {
         let _ = write!(out, ",{}", self.in_flight);
         match self.latency_ms {
             Some([a, b, c]) => {
-                let _ = writeln!(out, ",{a:.2},{b:.2},{c:.2}");
+                let _ = write!(out, ",{a:.2},{b:.2},{c:.2},");
             }
-            None => out.push_str(",,,\n"),
+            None => out.push_str(",,,,"),
         }
+        if let Some(c) = self.ceiling {
+            let _ = write!(out, "{c:.1}");
+        }
+        let _ = writeln!(out, ",{}", self.noise_429);
     }
 
     /// A line read back; `None` when it is not one (a torn last line).
     fn parse(line: &str) -> Option<Second> {
         let cells: Vec<&str> = line.trim_end().split(',').collect();
-        if cells.len() != LEAD.len() + STATUS_NAMES.len() + TAIL.len() {
+        let head = LEAD.len() + STATUS_NAMES.len();
+        let old = cells.len() == head + OLD_TAIL;
+        if cells.len() != head + TAIL.len() && !old {
             return None;
         }
         let int = |i: usize| cells[i].parse::<u64>().ok();
@@ -175,6 +196,8 @@ impl Second {
             rate: float(t + 3)?,
             in_flight: int(t + 4)?,
             latency_ms: latency,
+            ceiling: if old { None } else { float(t + 8)? },
+            noise_429: if old { 0 } else { int(t + 9)? },
         })
     }
 }
@@ -402,6 +425,8 @@ impl Timeline {
         line.rate = sample.rate;
         line.in_flight = sample.in_flight;
         line.latency_ms = sample.latency_ms;
+        line.ceiling = sample.ceiling;
+        line.noise_429 = sample.noise_429;
         line.write_line(&mut self.pending);
         let elapsed = now.saturating_duration_since(self.start).as_secs();
         self.open += 1;
@@ -490,6 +515,8 @@ mod tests {
             rate: Some(39.5),
             in_flight: 12,
             latency_ms: Some([1.5, 20.25, 80.0]),
+            ceiling: Some(41.0),
+            noise_429: 1,
             ..Second::default()
         };
         s.outcomes[Status::Created.index()] = 35;
@@ -498,11 +525,16 @@ mod tests {
         assert_eq!(Second::parse(&text), Some(s.clone()));
         s.rate = None;
         s.latency_ms = None;
+        s.ceiling = None;
         text.clear();
         s.write_line(&mut text);
-        assert_eq!(Second::parse(&text), Some(s));
+        assert_eq!(Second::parse(&text), Some(s.clone()));
         assert_eq!(Second::parse("1,2,3"), None);
         assert_eq!(Second::parse(&header_line()), None);
+        // A line of an older build, without ceiling and noise_429, resumes.
+        let old = text.trim_end().rsplitn(3, ',').last().unwrap().to_string() + "\n";
+        s.noise_429 = 0;
+        assert_eq!(Second::parse(&old), Some(s));
     }
 
     #[test]
@@ -517,6 +549,8 @@ mod tests {
             rate: Some(10.0),
             in_flight: 3,
             latency_ms: Some([1.0, 2.0, 3.0]),
+            ceiling: Some(12.0),
+            noise_429: 1,
         };
         let first = t.close(t0 + Duration::from_millis(3500), &s);
         assert_eq!((first.second, first.sent, first.throttled_429), (0, 5, 1));

@@ -12,7 +12,7 @@ use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
 use crate::util::{
     CliOutput, Fixture, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_sandbox_matches,
-    read_results, read_summary, run_against, run_blocking, sandbox,
+    assert_timeline_sums, read_results, read_summary, run_against, run_blocking, sandbox,
 };
 
 /// Run the binary in a thread, calling `at` with the sandbox every 100 ms
@@ -27,11 +27,23 @@ async fn run_watching(sb: &Sandbox, args: Vec<String>, mut at: impl FnMut(&Sandb
     handle.join().expect("the run's thread")
 }
 
-// Issue #7: a sandbox limited to 40/s and `--rate auto --rate-max 200`: the
-// rate climbs until the partner pushes back, then holds under the limit:
-// 429s stay under 2% of requests, the rate it settles on is not above the
-// limit by more than the controller's last step, and every row is accounted
-// for.
+/// The timeline's lines after `from` seconds: (requests sent, 429s).
+fn steady(lines: &[std::collections::BTreeMap<String, String>], from: u64) -> (u64, u64) {
+    let n = |l: &std::collections::BTreeMap<String, String>, c: &str| -> u64 {
+        l[c].parse().unwrap_or(0)
+    };
+    lines
+        .iter()
+        .filter(|l| n(l, "second") >= from)
+        .fold((0, 0), |(s, t), l| {
+            (s + n(l, "sent"), t + n(l, "throttled_429"))
+        })
+}
+
+// Issues #7, #19: a sandbox limited to 40/s and `--rate auto --rate-max 200`:
+// the rate climbs until the partner pushes back, then holds at the limit:
+// past the start, 429s stay under 2% of requests (a probe now and then), the
+// rate it reports is below the limit + 1, and every row is accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_rate_converges_on_the_partner_limit() {
     let sb = sandbox(SandboxConfig {
@@ -39,7 +51,7 @@ async fn auto_rate_converges_on_the_partner_limit() {
         ..Default::default()
     })
     .await;
-    let fx = Fixture::users(900);
+    let fx = Fixture::users(1500);
     let out = run_blocking(
         sb.url(),
         SANDBOX_SECRET,
@@ -60,21 +72,67 @@ async fn auto_rate_converges_on_the_partner_limit() {
     // It found the limit (40/s is far below what any machine sends over
     // loopback)...
     assert!(summary.throttled_429 > 0, "never pushed back: {st:?}");
-    // ...and did not keep running into it.
+    // ...and, past the slow start, did not keep running into it.
+    let timeline = assert_timeline_sums(fx.out());
+    let (sent, throttled) = steady(&timeline, 15);
     assert!(
-        summary.throttled_429 * 50 < summary.requests_sent,
-        "429s {} of {} requests",
-        summary.throttled_429,
-        summary.requests_sent
+        throttled * 50 <= sent,
+        "429s {throttled} of {sent} requests after 15 s"
     );
     let rate = summary.rate.expect("a live run reports its rate");
     assert_eq!(rate.mode, "auto");
     assert_eq!(rate.max_per_second, Some(200));
-    // Settled near the limit, never far above it (a slow machine settles lower).
+    // Never above the limit + 1 (the pacer sends ⌊R⌋ a second); a slow
+    // machine settles lower.
     let settled = rate.final_per_second;
     assert!(
-        (1.0..=60.0).contains(&settled),
+        (1.0..41.0).contains(&settled),
         "settled at {settled}/s for a 40/s limit"
+    );
+    sb.shutdown().await;
+}
+
+// Issue #19: a partner that answers 1 % of requests 429 and 3 % 500/503 for
+// reasons of its own, under a 40/s limit. Those spurious 429s are taken for
+// noise (timeline.csv counts them), so the rate rises from its start
+// instead of taking each for a new ceiling; nothing is lost or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rate_rises_through_spurious_429s_and_5xx() {
+    let sb = sandbox(SandboxConfig {
+        rate_limit: Some(40),
+        throttle_rate: 0.01,
+        fail_rate: 0.03,
+        seed: Some(19),
+        ..Default::default()
+    })
+    .await;
+    let fx = Fixture::users(1500);
+    let out = run_blocking(
+        sb.url(),
+        SANDBOX_SECRET,
+        fx.args(&["--rate", "auto", "--rate-start", "10", "--rate-max", "200"]),
+    )
+    .await;
+    out.expect_code(0);
+    let rows = read_results(fx.out());
+    assert_each_row_once(&rows, fx.rows);
+    assert_sandbox_matches(&sb, &rows);
+    let st = sb.stats();
+    assert_eq!(st.duplicate_creations, 0, "{st:?}");
+    assert!(st.spurious_429 > 0, "the test would be vacuous: {st:?}");
+    let timeline = assert_timeline_sums(fx.out());
+    let noise: u64 = timeline
+        .iter()
+        .map(|l| l["noise_429"].parse::<u64>().unwrap())
+        .sum();
+    assert!(noise > 0, "no 429 was taken for noise: {st:?}");
+    let rate = read_summary(fx.out())
+        .rate
+        .expect("a live run reports its rate");
+    assert!(
+        rate.final_per_second > 10.0,
+        "the rate ended at {} from a start of 10",
+        rate.final_per_second
     );
     sb.shutdown().await;
 }
@@ -178,10 +236,12 @@ async fn a_broken_mapping_trips_the_breaker() {
     // Tripped within the default 200-row window, plus what was already on
     // its way when it tripped: the 50 requests in flight, and outcomes queued
     // for the recorder but not yet judged (a row task frees its permit once
-    // its outcome is queued; the queue holds 256).
+    // its outcome is queued; the queue holds 256). It trips as soon as more
+    // than half of a window's rows are known to be rejected, even while
+    // some rows of that window are still in flight: at least 101.
     let on_the_way = 50 + 256;
     assert!(
-        (200..=200 + on_the_way).contains(&rejected),
+        (101..=200 + on_the_way).contains(&rejected),
         "rejected {rejected}"
     );
     let not_sent = rows

@@ -41,6 +41,8 @@ const P99: RGBColor = RGBColor(0xc6, 0x28, 0x28);
 const IN_FLIGHT: RGBColor = RGBColor(0x00, 0x89, 0x7b);
 const REFRESH: RGBColor = RGBColor(0x8e, 0x24, 0xaa);
 const RESUME: RGBColor = RGBColor(0x61, 0x61, 0x61);
+const CEILING: RGBColor = RGBColor(0xad, 0x14, 0x57);
+const NOISE: RGBColor = RGBColor(0xf9, 0xa8, 0x25);
 const GRID: RGBColor = RGBColor(0xe6, 0xe8, 0xeb);
 const AXIS: RGBColor = RGBColor(0x9a, 0xa0, 0xa6);
 const LABEL: RGBColor = RGBColor(0x44, 0x4c, 0x56);
@@ -250,6 +252,10 @@ pub(super) struct Bucket {
     pub(super) rate: Option<f64>,
     /// Requests in flight (max).
     pub(super) in_flight: u64,
+    /// `--rate auto`'s ceiling (the lowest in the bucket).
+    pub(super) ceiling: Option<f64>,
+    /// 429s the controller took for noise (sum).
+    pub(super) noise: u64,
     /// p50, p95, p99 latency in ms (max of each; `None` if no second had one).
     pub(super) latency: Option<[f64; 3]>,
 }
@@ -271,6 +277,10 @@ impl Bucket {
             b.throttled = b.throttled.saturating_add(s.throttled_429);
             b.refreshes = b.refreshes.saturating_add(s.token_refreshes);
             b.in_flight = b.in_flight.max(s.in_flight);
+            b.noise = b.noise.saturating_add(s.noise_429);
+            if let Some(c) = s.ceiling.filter(|c| c.is_finite() && *c >= 0.0) {
+                b.ceiling = Some(b.ceiling.map_or(c, |m: f64| m.min(c)));
+            }
             if let Some(r) = s.rate.filter(|r| r.is_finite() && *r >= 0.0) {
                 rate_sum += r;
                 rate_n += 1;
@@ -467,6 +477,7 @@ fn draw_throughput(root: &Area<'_>, d: &Data) -> DrawResult<()> {
             k.per_second(k.finished),
             k.per_second(k.throttled),
             rate,
+            k.ceiling.unwrap_or(0.0),
         ]
     }));
     let mut chart = frame(root, d, y_max, "per second")?;
@@ -480,15 +491,51 @@ fn draw_throughput(root: &Area<'_>, d: &Data) -> DrawResult<()> {
         FINISHED,
     )?;
     draw_line(&mut chart, d.points(|k| k.rate), RATE)?;
+    draw_ceiling(&mut chart, d)?;
+    let dot = if d.width > 1 { 2 } else { 3 };
     let throttled = b.iter().filter(|k| k.throttled > 0);
-    chart.draw_series(throttled.map(|k| {
+    chart.draw_series(
+        throttled
+            .map(|k| Circle::new((d.x(k), k.per_second(k.throttled)), dot, THROTTLED.filled())),
+    )?;
+    // 429s the controller ignored as noise: a ring around the 429 dot.
+    let noise = b.iter().filter(|k| k.noise > 0);
+    chart.draw_series(noise.map(|k| {
         Circle::new(
-            (d.x(k), k.per_second(k.throttled)),
-            if d.width > 1 { 2 } else { 3 },
-            THROTTLED.filled(),
+            (d.x(k), k.per_second(k.noise)),
+            dot + 2,
+            NOISE.stroke_width(2),
         )
     }))?;
     draw_resumes(&mut chart, d, y_max)
+}
+
+/// `--rate auto`'s ceiling: a dashed step line where one was in force.
+fn draw_ceiling(chart: &mut Chart<'_, '_>, d: &Data) -> DrawResult<()> {
+    let mut run: Vec<(f64, f64)> = Vec::new();
+    let mut runs = Vec::new();
+    for k in &d.buckets {
+        match k.ceiling.filter(|c| c.is_finite()) {
+            Some(c) => run.push((d.x(k), c)),
+            None if !run.is_empty() => runs.push(std::mem::take(&mut run)),
+            None => {}
+        }
+    }
+    runs.push(run);
+    for run in runs.into_iter().filter(|r| !r.is_empty()) {
+        let path = if let [p] = run[..] {
+            vec![p, (p.0 + 0.5, p.1)]
+        } else {
+            run
+        };
+        chart.draw_series(std::iter::once(DashedPathElement::new(
+            path,
+            4,
+            3,
+            CEILING.stroke_width(2),
+        )))?;
+    }
+    Ok(())
 }
 
 /// p50, p95 and p99 latency lines.
@@ -604,6 +651,13 @@ fn throughput_figure(d: &Data) -> Result<String, HtmlError> {
     if d.buckets.iter().any(|b| b.rate.is_some()) {
         keys.push(Key::new(Shape::Line, RATE, "limiter rate"));
     }
+    if d.buckets.iter().any(|b| b.ceiling.is_some()) {
+        keys.push(Key::new(
+            Shape::Dash,
+            CEILING,
+            "ceiling (--rate auto: the rate last pushed back)",
+        ));
+    }
     let throttled = d
         .buckets
         .iter()
@@ -613,6 +667,17 @@ fn throughput_figure(d: &Data) -> Result<String, HtmlError> {
             Shape::Dot,
             THROTTLED,
             format!("429 answers/s ({} in all)", int(throttled)),
+        ));
+    }
+    let noise = d
+        .buckets
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(b.noise));
+    if noise > 0 {
+        keys.push(Key::new(
+            Shape::Dot,
+            NOISE,
+            format!("429s taken for noise/s ({} in all, no cut)", int(noise)),
         ));
     }
     if !d.resumes.is_empty() {

@@ -1,0 +1,350 @@
+//! The controller against a simulated partner on a virtual clock: a strict
+//! sliding-window limit counted per tick, spurious 429s and 5xx drawn from a
+//! seeded generator. No wall clock is involved, so these are outcomes of
+//! the algorithm, not of the machine; the real figures are bench/limits.py's.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+/// A partner that admits at most `limit` requests in any four consecutive
+/// ticks (a sliding second at tick resolution), and answers a share of the
+/// admitted ones 429 (`spurious`) or 503 (`overloaded`) anyway.
+struct Partner {
+    limit: u64,
+    spurious: f64,
+    overloaded: f64,
+    admitted: VecDeque<u64>,
+    rng: SmallRng,
+    /// Requests a tick (fractional rates add up across ticks).
+    carry: f64,
+    /// Totals: requests, genuine 429s.
+    requests: u64,
+    genuine: u64,
+}
+
+impl Partner {
+    fn new(limit: u64) -> Partner {
+        Partner {
+            limit,
+            spurious: 0.0,
+            overloaded: 0.0,
+            admitted: VecDeque::from(vec![0; 3]),
+            rng: SmallRng::seed_from_u64(7),
+            carry: 0.0,
+            requests: 0,
+            genuine: 0,
+        }
+    }
+
+    fn noisy(mut self, spurious: f64, overloaded: f64) -> Partner {
+        self.spurious = spurious;
+        self.overloaded = overloaded;
+        self
+    }
+
+    /// One tick of sending at `rate` (⌊rate⌋ a second, as the pacer does).
+    fn tick(&mut self, rate: f64) -> Tick {
+        self.carry += rate.floor() * TICK.as_secs_f64();
+        let sent = self.carry.floor() as u64;
+        self.carry -= sent as f64;
+        let room = self.limit.saturating_sub(self.admitted.iter().sum());
+        let admitted = sent.min(room);
+        self.admitted.push_back(admitted);
+        if self.admitted.len() > 3 {
+            self.admitted.pop_front();
+        }
+        let mut t = Tick {
+            requests: sent,
+            throttled: sent - admitted,
+            overloaded: 0,
+        };
+        self.genuine += sent - admitted;
+        self.requests += sent;
+        for _ in 0..admitted {
+            let u: f64 = self.rng.random();
+            if u < self.spurious {
+                t.throttled += 1;
+            } else if u < self.spurious + self.overloaded {
+                t.overloaded += 1;
+            }
+        }
+        t
+    }
+}
+
+/// Run `secs` seconds; returns the rate at each tick.
+fn run(c: &mut Controller, p: &mut Partner, secs: f64) -> Vec<f64> {
+    let ticks = (secs / TICK.as_secs_f64()).round() as usize;
+    (0..ticks)
+        .map(|_| {
+            let t = p.tick(c.rate());
+            c.tick(t, TICK);
+            c.rate()
+        })
+        .collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn a_clean_limit_is_found_and_held_with_few_429s() {
+    let mut c = Controller::new(10.0, 200.0);
+    let mut p = Partner::new(40);
+    let warmup = run(&mut c, &mut p, 15.0);
+    assert!(warmup.iter().all(|&r| r <= 200.0));
+    let (r0, g0) = (p.requests, p.genuine);
+    let rates = run(&mut c, &mut p, 120.0);
+    let floored: Vec<f64> = rates.iter().map(|r| r.floor()).collect();
+    // Held at the limit: ⌊R⌋ = 40 most of the time, probing at 41 now and then.
+    assert!(mean(&floored) >= 0.97 * 40.0, "mean {}", mean(&floored));
+    let genuine = (p.genuine - g0) as f64 / (p.requests - r0) as f64;
+    assert!(genuine <= 0.005, "genuine 429 share {genuine}");
+    let safe = c.safe_rate();
+    assert!((36.0..41.0).contains(&safe), "safe rate {safe}");
+}
+
+#[test]
+fn spurious_429s_and_5xx_do_not_drag_the_rate_down() {
+    // 1 % spurious 429s and 1.5 % 503s (the 500s the sandbox adds are
+    // retried and never reach the controller), over several draws.
+    for seed in 0..8 {
+        let mut c = Controller::new(10.0, 200.0);
+        let mut p = Partner::new(40).noisy(0.01, 0.015);
+        p.rng = SmallRng::seed_from_u64(seed);
+        run(&mut c, &mut p, 15.0);
+        let rates = run(&mut c, &mut p, 300.0);
+        let floored: Vec<f64> = rates.iter().map(|r| r.floor()).collect();
+        let m = mean(&floored);
+        assert!((0.92 * 40.0..42.0).contains(&m), "seed {seed}: mean {m}");
+        // Never a whole second below half the limit.
+        let low = floored
+            .windows(4)
+            .filter(|w| w.iter().all(|&r| r < 20.0))
+            .count();
+        assert_eq!(low, 0, "seed {seed}");
+        let safe = c.safe_rate();
+        assert!(
+            (36.0..41.0).contains(&safe),
+            "seed {seed}: safe rate {safe}"
+        );
+    }
+}
+
+#[test]
+fn a_limit_that_falls_is_followed_down_in_a_few_windows() {
+    let mut c = Controller::new(10.0, 200.0);
+    let mut p = Partner::new(40);
+    run(&mut c, &mut p, 30.0);
+    p.limit = 13;
+    let g0 = p.genuine;
+    let after = run(&mut c, &mut p, 10.0);
+    assert!(
+        p.genuine - g0 <= 40,
+        "{} 429s after the fall",
+        p.genuine - g0
+    );
+    let (r0, g0) = (p.requests, p.genuine);
+    let later = run(&mut c, &mut p, 60.0);
+    assert!(after.last().is_some_and(|&r| r < 15.0), "{after:?}");
+    let floored: Vec<f64> = later.iter().map(|r| r.floor()).collect();
+    assert!(mean(&floored) >= 0.95 * 13.0, "mean {}", mean(&floored));
+    // Probing costs about one 429 every few seconds: at 13/s, a few %.
+    assert!(
+        (p.genuine - g0) * 20 < p.requests - r0,
+        "429s went on: {} of {}",
+        p.genuine - g0,
+        p.requests - r0
+    );
+    assert!(c.safe_rate() < 14.0, "safe rate {}", c.safe_rate());
+}
+
+#[test]
+fn a_limit_that_rises_is_found_within_twenty_seconds() {
+    let mut c = Controller::new(10.0, 200.0);
+    let mut p = Partner::new(40);
+    run(&mut c, &mut p, 30.0);
+    p.limit = 80;
+    let rates = run(&mut c, &mut p, 20.0);
+    let trailing: Vec<f64> = rates.iter().rev().take(20).copied().collect();
+    assert!(mean(&trailing) >= 64.0, "{rates:?}");
+}
+
+#[test]
+fn probes_that_keep_failing_come_less_often_until_the_ceiling_expires() {
+    let mut c = Controller::new(40.0, 200.0);
+    let mut p = Partner::new(40);
+    let mut waits = Vec::new();
+    let mut expired = false;
+    for _ in 0..(90.0 / TICK.as_secs_f64()) as usize {
+        let t = p.tick(c.rate());
+        for d in c.tick(t, TICK) {
+            match d {
+                Decision::ProbeFailed { wait, ceiling, .. } => {
+                    assert!(ceiling > 40.0);
+                    waits.push(wait);
+                }
+                Decision::CeilingExpired { .. } => expired = true,
+                _ => {}
+            }
+        }
+    }
+    assert!(waits.len() >= 3, "{waits:?}");
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    assert_eq!(waits.last(), Some(&PROBE_WAIT_MAX), "{waits:?}");
+    // Every failed probe confirms the ceiling: it never expires here.
+    assert!(!expired);
+    assert_eq!(c.ceiling(), Some(41.0));
+}
+
+#[test]
+fn a_ceiling_not_confirmed_for_a_minute_expires() {
+    let mut c = Controller::new(40.0, 200.0);
+    c.phase = Phase::Hold {
+        since: Duration::ZERO,
+    };
+    c.ceiling = Some(Ceiling {
+        rate: 41.0,
+        at: Duration::ZERO,
+    });
+    c.probe_wait = PROBE_WAIT_MAX;
+    // An idle run (nothing sent) never probes, so nothing confirms it.
+    let mut expired = Vec::new();
+    for _ in 0..(61.0 / TICK.as_secs_f64()) as usize {
+        expired.extend(c.tick(Tick::default(), TICK));
+    }
+    assert_eq!(expired, vec![Decision::CeilingExpired { ceiling: 41.0 }]);
+    assert_eq!(c.ceiling(), None);
+    assert_eq!(c.probe_wait, PROBE_WAIT);
+}
+
+#[test]
+fn a_lone_429_is_noise_and_a_cluster_is_a_limit() {
+    let busy = Tick {
+        requests: 10,
+        throttled: 0,
+        overloaded: 0,
+    };
+    let mut c = Controller::new(40.0, 200.0);
+    c.phase = Phase::Hold {
+        since: Duration::ZERO,
+    };
+    // One 429 in a held second: noise, nothing cut, no ceiling.
+    let d: Vec<_> = (0..4)
+        .flat_map(|i| {
+            let throttled = u64::from(i == 2);
+            c.tick(Tick { throttled, ..busy }, TICK)
+        })
+        .collect();
+    assert_eq!(d, vec![Decision::NoiseIgnored]);
+    assert_eq!((c.rate(), c.ceiling()), (40.0, None));
+    // Eight of forty: cut to the 32 a second the partner admitted.
+    let d: Vec<_> = (0..4)
+        .flat_map(|_| {
+            c.tick(
+                Tick {
+                    throttled: 2,
+                    ..busy
+                },
+                TICK,
+            )
+        })
+        .collect();
+    assert_eq!(
+        d,
+        vec![Decision::Cut {
+            from: 40.0,
+            to: 32.0
+        }]
+    );
+    assert_eq!(c.ceiling(), Some(40.0));
+}
+
+#[test]
+fn a_rise_of_503s_lowers_the_rate_without_a_ceiling() {
+    let mut c = Controller::new(40.0, 200.0);
+    c.phase = Phase::Hold {
+        since: Duration::ZERO,
+    };
+    let hit = Tick {
+        requests: 10,
+        throttled: 0,
+        overloaded: 2,
+    };
+    let d: Vec<_> = (0..4).flat_map(|_| c.tick(hit, TICK)).collect();
+    assert_eq!(
+        d,
+        vec![Decision::Overloaded {
+            from: 40.0,
+            to: 36.0
+        }]
+    );
+    assert_eq!(c.ceiling(), None);
+    // A few scattered 503s are not a trend.
+    let mut c = Controller::new(40.0, 200.0);
+    let few = Tick {
+        overloaded: u64::from(true),
+        ..hit
+    };
+    let d: Vec<_> = (0..4)
+        .flat_map(|i| {
+            c.tick(
+                if i == 0 {
+                    few
+                } else {
+                    Tick {
+                        overloaded: 0,
+                        ..hit
+                    }
+                },
+                TICK,
+            )
+        })
+        .collect();
+    assert_eq!(
+        d,
+        vec![Decision::Raised {
+            from: 40.0,
+            to: 60.0
+        }]
+    );
+}
+
+#[test]
+fn never_above_max_nor_below_one_and_idle_does_not_raise() {
+    let mut c = Controller::new(50.0, 60.0);
+    let mut p = Partner::new(1000);
+    run(&mut c, &mut p, 30.0);
+    assert_eq!(c.rate(), 60.0);
+    let mut p = Partner::new(1);
+    run(&mut c, &mut p, 60.0);
+    assert_eq!(c.rate(), 1.0);
+    let mut c = Controller::new(20.0, 200.0);
+    for _ in 0..40 {
+        c.tick(Tick::default(), TICK);
+        c.tick(
+            Tick {
+                requests: 1,
+                ..Tick::default()
+            },
+            TICK,
+        );
+    }
+    assert_eq!(c.rate(), 20.0);
+}
+
+#[test]
+fn safe_rate_is_the_best_rate_held_in_the_last_minute_not_the_trough() {
+    let mut c = Controller::new(60.0, 200.0);
+    let mut p = Partner::new(60);
+    run(&mut c, &mut p, 30.0);
+    assert!((56.0..61.0).contains(&c.safe_rate()), "{}", c.safe_rate());
+    // The limit fell: what held before the fall is above the new ceiling.
+    p.limit = 20;
+    run(&mut c, &mut p, 20.0);
+    let safe = c.safe_rate();
+    assert!((18.0..21.0).contains(&safe), "{safe} after the fall to 20");
+}
