@@ -403,6 +403,12 @@ pub struct SandboxArgs {
     )]
     pub rate_limit_algorithm: crate::sandbox::LimitAlgorithm,
 
+    /// Change --rate-limit at offsets from the first users request (restarted by
+    /// POST /_sandbox/reset), e.g. 30s:13,90s:40. A change keeps the requests
+    /// already booked: after a drop a client waits out the window.
+    #[arg(long, value_name = "SPEC", requires = "rate_limit", value_parser = parse_schedule)]
+    pub rate_limit_schedule: Option<crate::sandbox::RateSchedule>,
+
     /// Send Retry-After: 1 with every 429 (Connect documents none, so by default
     /// the sandbox sends none either).
     #[arg(long)]
@@ -412,9 +418,30 @@ pub struct SandboxArgs {
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub throttle_rate: f64,
 
-    /// Delay added to every users request, e.g. 100ms.
+    /// Delay added to every users request, e.g. 100ms (the median with
+    /// --latency-jitter or --latency-p99).
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
     pub(crate) latency: Duration,
+
+    /// Spread the latency uniformly over latency x [1-F, 1+F] (0..1).
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_probability,
+          conflicts_with = "latency_p99")]
+    pub latency_jitter: f64,
+
+    /// Heavy tail: latency log-normal with median --latency and this 99th
+    /// percentile (at least --latency), e.g. 1s.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub latency_p99: Option<Duration>,
+
+    /// A cold backend: users requests arriving within WINDOW of the first one
+    /// take DELAY instead of their latency, e.g. 4s:8s.
+    #[arg(long, value_name = "WINDOW:DELAY", value_parser = parse_slow_start)]
+    pub slow_start: Option<crate::sandbox::SlowStart>,
+
+    /// Start at most N users requests per second, first come first served:
+    /// the rest queue (their latency grows), never a 429 [default: unlimited].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub capacity: Option<u32>,
 
     /// Probability (0..1) of a random 500 or 503.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
@@ -490,6 +517,18 @@ pub(crate) fn parse_delimiter(s: &str) -> Result<u8, String> {
             "delimiter must be one ASCII character other than a quote or newline, got '{s}'"
         )),
     }
+}
+
+/// `--rate-limit-schedule`: `30s:13,90s:40`.
+fn parse_schedule(s: &str) -> Result<crate::sandbox::RateSchedule, String> {
+    s.parse()
+        .map_err(|e: crate::sandbox::SandboxError| e.to_string())
+}
+
+/// `--slow-start`: `4s:8s`.
+fn parse_slow_start(s: &str) -> Result<crate::sandbox::SlowStart, String> {
+    s.parse()
+        .map_err(|e: crate::sandbox::SandboxError| e.to_string())
 }
 
 /// A probability in 0..=1.

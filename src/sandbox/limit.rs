@@ -118,6 +118,20 @@ impl RateLimiter {
             RateLimiter::TokenBucket(l) => l.check(now),
         }
     }
+
+    /// Changes the limit to `per_second` (0 is treated as 1) and keeps what is
+    /// booked, the strict reading of a partner lowering its limit: after a drop
+    /// the requests of the last second still count against the new, lower limit
+    /// (sliding window), the current window keeps its count (fixed window), and
+    /// the bucket keeps its debt, now repaid at the new rate (token bucket).
+    pub(crate) fn set_per_second(&mut self, per_second: u32) {
+        let n = per_second.max(1);
+        match self {
+            RateLimiter::SlidingWindow(l) => l.limit = usize::try_from(n).unwrap_or(usize::MAX),
+            RateLimiter::FixedWindow(l) => l.limit = n,
+            RateLimiter::TokenBucket(l) => l.set_per_second(n),
+        }
+    }
 }
 
 /// At most N admitted in any sliding 1 s window: a log of the instants of the
@@ -126,7 +140,8 @@ impl RateLimiter {
 #[derive(Debug)]
 pub(crate) struct SlidingWindow {
     limit: usize,
-    /// Admitted instants, oldest first; never longer than `limit`.
+    /// Admitted instants, oldest first; never longer than `limit`, except
+    /// after the limit was lowered, until the older arrivals leave the window.
     admitted: VecDeque<Instant>,
 }
 
@@ -212,6 +227,14 @@ impl Gcra {
             tolerance: interval * (n - 1),
             tat: now,
         }
+    }
+
+    /// Changes the rate (`per_second` ≥ 1) and keeps the theoretical arrival
+    /// time: slots booked ahead at the old rate stay booked.
+    fn set_per_second(&mut self, per_second: u32) {
+        let n = per_second.max(1);
+        self.interval = WINDOW / n;
+        self.tolerance = self.interval * (n - 1);
     }
 
     /// Admits the request arriving at `now` (and books its slot), or refuses it
@@ -461,6 +484,59 @@ mod tests {
             let ok = admitted(a, 0, &[Duration::ZERO; 2]);
             assert_eq!(ok, [true, false], "{a}");
         }
+    }
+
+    // --- limit changes (--rate-limit-schedule) -----------------------------
+
+    #[test]
+    fn a_lowered_sliding_window_keeps_its_bookings() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(LimitAlgorithm::SlidingWindow, 5, t0);
+        for i in 0..5 {
+            assert!(l.check(t0 + ms(10) * i));
+        }
+        l.set_per_second(2);
+        // Five booked in the last second: refused until only one is left in it.
+        assert!(!l.check(t0 + ms(600)));
+        assert!(!l.check(t0 + ms(1020)));
+        assert!(l.check(t0 + ms(1030)));
+        assert!(!l.check(t0 + ms(1030)));
+        // Raised again: the new room is there at once.
+        l.set_per_second(4);
+        assert!(l.check(t0 + ms(1031)));
+        assert!(l.check(t0 + ms(1032)));
+        assert!(!l.check(t0 + ms(1033)));
+    }
+
+    #[test]
+    fn a_lowered_fixed_window_keeps_its_count() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(LimitAlgorithm::FixedWindow, 5, t0);
+        for _ in 0..3 {
+            assert!(l.check(t0 + ms(100)));
+        }
+        l.set_per_second(2);
+        assert!(!l.check(t0 + ms(200)));
+        assert!(l.check(t0 + ms(1000)));
+        assert!(l.check(t0 + ms(1000)));
+        assert!(!l.check(t0 + ms(1000)));
+    }
+
+    #[test]
+    fn a_lowered_token_bucket_keeps_its_debt() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(LimitAlgorithm::TokenBucket, 10, t0);
+        for _ in 0..10 {
+            assert!(l.check(t0));
+        }
+        // tat is now t0 + 1 s; at 2/s the tolerance is 500 ms, so the next slot
+        // is free once tat - now <= 500 ms, i.e. at 500 ms.
+        l.set_per_second(2);
+        assert!(!l.check(t0 + ms(499)));
+        assert!(l.check(t0 + ms(500)));
+        // ...and then one per 500 ms.
+        assert!(!l.check(t0 + ms(999)));
+        assert!(l.check(t0 + ms(1000)));
     }
 
     // --- peak window -------------------------------------------------------

@@ -19,15 +19,43 @@
 //! answers a random share of admitted requests 429 anyway, and
 //! `max_window` in the stats reports the busiest sliding second a client produced.
 //!
+//! Scenarios for a client's rate controller and for slow partners (issues #19
+//! and #23), all counted from the first users request (authenticated, reaching
+//! the limiter) and restarted by `POST /_sandbox/reset`:
+//!
+//! - `--rate-limit-schedule 30s:13,90s:40` changes the limit at those offsets
+//!   (it needs `--rate-limit` to start from). A change keeps what the limiter
+//!   has booked: after a drop from 40 to 13 the last second's 40 still count,
+//!   so a client must wait out the window. `GET /_sandbox/config` reports the
+//!   limit in force;
+//! - `--capacity N` starts at most N users requests per second, FIFO, after the
+//!   rate limit: a burst queues and its latency grows, never a 429;
+//! - `--slow-start WINDOW:DELAY`: requests arriving within WINDOW take DELAY
+//!   instead of their latency;
+//! - `--latency-jitter F` spreads the latency uniformly over
+//!   `latency × [1 − F, 1 + F]`; `--latency-p99 DUR` makes it log-normal with
+//!   median `--latency` and that 99th percentile. Latencies come from their own
+//!   generator (seeded from `--seed`), so seeded fault sequences do not change;
+//! - `GET /_sandbox/seconds` counts, per second since the first users request
+//!   (the last hour of them), the requests reaching the limiter, those it
+//!   admitted, its 429s, the spurious 429s, the injected failures, and the
+//!   limit in force; `max_in_flight` in the stats is the most users requests
+//!   inside the server at once.
+//!
 //! Layout: `routes` (endpoints, in stage order) → `validate` (payload rules),
 //! `state` (tokens, users, limiter, dice, counters), `limit` (the three limit
-//! algorithms and the peak-window meter), `error` (documented error bodies),
-//! `server` (accept loop that can drop a connection).
+//! algorithms and the peak-window meter), `schedule` (limit changes),
+//! `service` (capacity queue, slow start, latency distributions), `seconds`
+//! (the per-second table), `error` (documented error bodies), `server` (accept
+//! loop that can drop a connection).
 
 mod error;
 mod limit;
 mod routes;
+mod schedule;
+mod seconds;
 mod server;
+mod service;
 mod state;
 mod validate;
 
@@ -44,6 +72,9 @@ use tokio_util::task::TaskTracker;
 use crate::api::model::CreateUser;
 
 pub use limit::LimitAlgorithm;
+pub use schedule::{RateSchedule, ScheduleStep};
+pub use seconds::SecondCounts;
+pub use service::SlowStart;
 pub use state::{ConfigPatch, LiveConfig, Stats};
 
 /// How long `shutdown` lets in-flight requests finish before dropping them.
@@ -62,13 +93,28 @@ pub struct SandboxConfig {
     pub rate_limit: Option<u32>,
     /// How `rate_limit` is counted (default: the strictest, a sliding 1 s window).
     pub rate_limit_algorithm: LimitAlgorithm,
+    /// Changes of `rate_limit` at offsets from the first users request (needs a
+    /// `rate_limit` to start from). A change keeps the arrivals already booked.
+    pub rate_limit_schedule: Option<RateSchedule>,
     /// Whether a 429 carries `Retry-After: 1` (default: no, as Connect documents none).
     pub retry_after: bool,
     /// Probability of a spurious 429 on a users request the limiter admitted
     /// (nothing stored); rolled on the same seeded dice as the other faults.
     pub throttle_rate: f64,
-    /// Delay added before answering a users request.
+    /// Delay added before answering a users request: the fixed latency, the
+    /// centre of the jitter band, or the median of the log-normal.
     pub latency: Duration,
+    /// Spread of the latency: uniform in `latency × [1 − F, 1 + F]` (0..=1; 0: none).
+    pub latency_jitter: f64,
+    /// Heavy tail: latency log-normal with median `latency` and this 99th
+    /// percentile (≥ `latency`); excludes `latency_jitter`.
+    pub latency_p99: Option<Duration>,
+    /// A cold backend: requests arriving within its window of the first users
+    /// request take its delay instead of their latency.
+    pub slow_start: Option<SlowStart>,
+    /// Users requests the server starts per second, FIFO; never a 429, the
+    /// queue's wait adds to the latency (`None`: unlimited).
+    pub capacity: Option<u32>,
     /// Probability of a random 500 or 503 on a users request (nothing stored).
     pub fail_rate: f64,
     /// Probability of dropping a users request's connection unanswered (nothing stored).
@@ -87,9 +133,14 @@ impl Default for SandboxConfig {
             token_ttl: Duration::from_secs(24 * 60 * 60),
             rate_limit: None,
             rate_limit_algorithm: LimitAlgorithm::SlidingWindow,
+            rate_limit_schedule: None,
             retry_after: false,
             throttle_rate: 0.0,
             latency: Duration::ZERO,
+            latency_jitter: 0.0,
+            latency_p99: None,
+            slow_start: None,
+            capacity: None,
             fail_rate: 0.0,
             reset_rate: 0.0,
             commit_drop_rate: 0.0,
@@ -106,9 +157,14 @@ impl fmt::Debug for SandboxConfig {
             .field("token_ttl", &self.token_ttl)
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_algorithm", &self.rate_limit_algorithm)
+            .field("rate_limit_schedule", &self.rate_limit_schedule)
             .field("retry_after", &self.retry_after)
             .field("throttle_rate", &self.throttle_rate)
             .field("latency", &self.latency)
+            .field("latency_jitter", &self.latency_jitter)
+            .field("latency_p99", &self.latency_p99)
+            .field("slow_start", &self.slow_start)
+            .field("capacity", &self.capacity)
             .field("fail_rate", &self.fail_rate)
             .field("reset_rate", &self.reset_rate)
             .field("commit_drop_rate", &self.commit_drop_rate)
@@ -134,6 +190,49 @@ pub enum SandboxError {
     /// A token lifetime of 0.
     #[error("token ttl must be greater than zero")]
     ZeroTokenTtl,
+    /// A `--rate-limit-schedule` that cannot be read or cannot work.
+    #[error("invalid rate-limit schedule '{spec}': {reason}")]
+    Schedule {
+        /// The schedule as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A schedule without a rate limit to start from.
+    #[error("a rate-limit schedule needs a rate limit to start from (--rate-limit)")]
+    ScheduleWithoutLimit,
+    /// A latency jitter outside 0..=1.
+    #[error("latency jitter must be between 0 and 1, got {0}")]
+    Jitter(f64),
+    /// Both latency models at once.
+    #[error("latency jitter and latency p99 are two latency models; choose one")]
+    JitterWithP99,
+    /// A p99 below the median latency.
+    #[error(
+        "latency p99 ({}) must be at least the latency, its median ({})",
+        humantime::format_duration(*.p99),
+        humantime::format_duration(*.latency)
+    )]
+    P99BelowLatency {
+        /// The latency (the median).
+        latency: Duration,
+        /// The p99 asked for.
+        p99: Duration,
+    },
+    /// A p99 with no latency to be its median.
+    #[error("latency p99 needs a latency above zero to be its median")]
+    P99WithoutLatency,
+    /// A `--slow-start` that cannot be read.
+    #[error("invalid slow start '{spec}': {reason}")]
+    SlowStart {
+        /// The setting as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A capacity of 0.
+    #[error("capacity must be at least 1 request per second")]
+    ZeroCapacity,
 }
 
 fn check_probability(name: &'static str, value: f64) -> Result<(), SandboxError> {
@@ -154,10 +253,25 @@ impl SandboxConfig {
         if self.rate_limit == Some(0) {
             return Err(SandboxError::ZeroRateLimit);
         }
+        if self.rate_limit_schedule.is_some() && self.rate_limit.is_none() {
+            return Err(SandboxError::ScheduleWithoutLimit);
+        }
         if self.token_ttl.is_zero() {
             return Err(SandboxError::ZeroTokenTtl);
         }
+        self.latency_settings().check()?;
+        if self.capacity == Some(0) {
+            return Err(SandboxError::ZeroCapacity);
+        }
         Ok(())
+    }
+
+    fn latency_settings(&self) -> service::Latency {
+        service::Latency {
+            latency: self.latency,
+            jitter: self.latency_jitter,
+            p99: self.latency_p99,
+        }
     }
 }
 
@@ -176,6 +290,14 @@ impl ConfigPatch {
         }
         if self.rate_limit == Some(Some(0)) {
             return Err(SandboxError::ZeroRateLimit);
+        }
+        if let Some(j) = self.latency_jitter
+            && !(0.0..=1.0).contains(&j)
+        {
+            return Err(SandboxError::Jitter(j));
+        }
+        if self.capacity == Some(Some(0)) {
+            return Err(SandboxError::ZeroCapacity);
         }
         Ok(())
     }
@@ -250,6 +372,12 @@ impl Sandbox {
         self.shared.users()
     }
 
+    /// Per-second counts since the first users request, the last hour of them
+    /// (`GET /_sandbox/seconds`).
+    pub fn seconds(&self) -> Vec<SecondCounts> {
+        self.shared.seconds()
+    }
+
     /// Changes the rate limit while running (`None`: unlimited; `Some(0)` is
     /// treated as 1/s). The limit restarts with nothing booked.
     pub fn set_rate_limit(&self, per_second: Option<u32>) {
@@ -277,10 +405,11 @@ impl Sandbox {
         .map(drop)
     }
 
-    /// Changes faults and limits while running (`POST /_sandbox/config`).
+    /// Changes faults and limits while running (`POST /_sandbox/config`). A
+    /// patch that fails, alone or with the settings it leaves, changes nothing.
     pub fn configure(&self, patch: &ConfigPatch) -> Result<LiveConfig, SandboxError> {
         patch.check()?;
-        self.shared.apply(patch);
+        self.shared.apply(patch)?;
         Ok(self.shared.live_config())
     }
 
@@ -395,5 +524,82 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(bad.validate(), Err(SandboxError::ZeroTokenTtl));
+    }
+
+    #[test]
+    fn validate_rejects_impossible_scenarios() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (
+                SandboxConfig {
+                    rate_limit_schedule: Some("30s:13".parse().unwrap()),
+                    ..Default::default()
+                },
+                SandboxError::ScheduleWithoutLimit,
+            ),
+            (
+                SandboxConfig {
+                    latency: ms(100),
+                    latency_jitter: 1.01,
+                    ..Default::default()
+                },
+                SandboxError::Jitter(1.01),
+            ),
+            (
+                SandboxConfig {
+                    latency: ms(100),
+                    latency_jitter: 0.2,
+                    latency_p99: Some(ms(500)),
+                    ..Default::default()
+                },
+                SandboxError::JitterWithP99,
+            ),
+            (
+                SandboxConfig {
+                    latency: ms(100),
+                    latency_p99: Some(ms(50)),
+                    ..Default::default()
+                },
+                SandboxError::P99BelowLatency {
+                    latency: ms(100),
+                    p99: ms(50),
+                },
+            ),
+            (
+                SandboxConfig {
+                    latency_p99: Some(ms(50)),
+                    ..Default::default()
+                },
+                SandboxError::P99WithoutLatency,
+            ),
+            (
+                SandboxConfig {
+                    capacity: Some(0),
+                    ..Default::default()
+                },
+                SandboxError::ZeroCapacity,
+            ),
+        ];
+        for (cfg, want) in cases {
+            assert_eq!(cfg.validate(), Err(want));
+        }
+        let good = SandboxConfig {
+            rate_limit: Some(40),
+            rate_limit_schedule: Some("30s:13".parse().unwrap()),
+            latency: ms(100),
+            latency_p99: Some(ms(1000)),
+            slow_start: Some("4s:8s".parse().unwrap()),
+            capacity: Some(50),
+            ..Default::default()
+        };
+        assert_eq!(good.validate(), Ok(()));
+        assert_eq!(
+            SandboxError::P99BelowLatency {
+                latency: ms(100),
+                p99: ms(50)
+            }
+            .to_string(),
+            "latency p99 (50ms) must be at least the latency, its median (100ms)"
+        );
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! A users request goes through the same stages in the same order every time:
 //! authenticate (401) → rate limit (429; every request reaching it counts in
-//! `max_window`) → fault dice (a spurious 429 is answered at once, like the
-//! limiter's) → latency → dice faults (500/503, reset) → parse and validate (400)
-//! → store (400 taken, or 200) → commit-drop. A 429 carries `Retry-After` only
+//! `max_window` and `/_sandbox/seconds`, and the first one starts the clock of
+//! the schedule and of slow start) → fault dice (a spurious 429 is answered at
+//! once, like the limiter's) → capacity queue → latency (or slow start's delay)
+//! → dice faults (500/503, reset) → parse and validate (400) → store (400
+//! taken, or 200) → commit-drop. A 429 carries `Retry-After` only
 //! when the sandbox is configured to send it. A handler
 //! that wants the connection dropped unanswered returns a response tagged with
 //! [`DropConnection`]; the connection layer (`server.rs`) turns that tag into a
@@ -13,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -25,7 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::error::HttpError;
-use super::state::{ConfigPatch, Fault, Shared, Store};
+use super::seconds::Tally;
+use super::state::{Admission, ConfigPatch, Fault, Shared, Store};
 use super::validate::{UserInput, field_error, validate};
 use crate::api::model::{
     ApiError, CreateUser, ErrorDetail, ErrorMeta, TOKEN_PATH, TokenRequest, TokenResponse,
@@ -44,6 +47,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(TOKEN_PATH, post(token))
         .route(USERS_PATH, post(create_user))
         .route("/_sandbox/stats", get(stats))
+        .route("/_sandbox/seconds", get(seconds))
         .route("/_sandbox/users", get(users))
         .route("/_sandbox/reset", post(reset))
         .route("/_sandbox/revoke-tokens", post(revoke_tokens))
@@ -198,13 +202,14 @@ async fn create_user(
     }
     let _in_flight = sh.enter();
 
-    if !sh.admit() {
+    let admission = sh.admit();
+    if !admission.admitted {
         bump(&c.throttled);
         return throttled(&sh);
     }
 
-    let (latency, fault) = sh.roll();
-    if let Some(resp) = inject_fault(&sh, latency, fault).await {
+    let fault = sh.roll();
+    if let Some(resp) = inject_fault(&sh, admission, fault).await {
         return resp;
     }
 
@@ -244,34 +249,40 @@ fn throttled(sh: &Shared) -> Response {
 }
 
 /// The rolled fault's answer, if it answers before the store: a spurious 429
-/// at once; else after `latency`, a 500, a 503 or a dropped connection.
-async fn inject_fault(sh: &Shared, latency: Duration, fault: Fault) -> Option<Response> {
+/// at once; else, after the capacity queue and the latency, a 500, a 503 or a
+/// dropped connection.
+async fn inject_fault(sh: &Shared, admission: Admission, fault: Fault) -> Option<Response> {
     let c = &sh.counters;
+    let second = admission.second();
     if fault == Fault::Throttle {
         // Admitted, and its slot stays booked: to the client it is just a 429.
         bump(&c.throttled);
         bump(&c.spurious_429);
+        sh.tally(second, Tally::Spurious);
         return Some(throttled(sh));
     }
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let answer_at = sh.answer_at(admission.since_first);
+    if answer_at > std::time::Instant::now() {
+        tokio::time::sleep_until(answer_at.into()).await;
     }
-    match fault {
+    let resp = match fault {
         Fault::Fail500 => {
             bump(&c.faults_500);
-            Some(HttpError::Internal.into_response())
+            HttpError::Internal.into_response()
         }
         Fault::Fail503 => {
             bump(&c.faults_503);
-            Some(HttpError::Unavailable.into_response())
+            HttpError::Unavailable.into_response()
         }
         Fault::Reset => {
             bump(&c.resets);
             tracing::debug!("sandbox: dropping connection (reset fault)");
-            Some(dropped())
+            dropped()
         }
-        Fault::None | Fault::CommitDrop | Fault::Throttle => None,
-    }
+        Fault::None | Fault::CommitDrop | Fault::Throttle => return None,
+    };
+    sh.tally(second, Tally::Failed);
+    Some(resp)
 }
 
 fn create(sh: &Shared, body: Result<Bytes, BytesRejection>) -> Result<CreateUser, HttpError> {
@@ -324,6 +335,11 @@ async fn stats(State(sh): Shr) -> Response {
     Json(sh.counters.snapshot()).into_response()
 }
 
+/// `GET /_sandbox/seconds`.
+async fn seconds(State(sh): Shr) -> Response {
+    Json(sh.seconds()).into_response()
+}
+
 /// `GET /_sandbox/users`.
 async fn users(State(sh): Shr) -> Response {
     Json(sh.users()).into_response()
@@ -359,11 +375,11 @@ async fn set_config(State(sh): Shr, body: Result<Bytes, BytesRejection>) -> Resp
                 .map(|()| p)
                 .map_err(|e| HttpError::malformed(e.to_string()))
         });
-    match patch {
-        Ok(p) => {
-            sh.apply(&p);
-            Json(sh.live_config()).into_response()
-        }
+    match patch.and_then(|p| {
+        sh.apply(&p)
+            .map_err(|e| HttpError::malformed(e.to_string()))
+    }) {
+        Ok(()) => Json(sh.live_config()).into_response(),
         Err(e) => e.into_response(),
     }
 }

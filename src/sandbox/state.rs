@@ -1,13 +1,16 @@
 //! The sandbox's shared state: issued tokens, stored users, the rate limiter, the
-//! fault dice and the counters behind `/_sandbox/stats`.
+//! fault dice, the service times and the counters behind `/_sandbox/stats` and
+//! `/_sandbox/seconds`.
 //!
 //! Locking: each concern has its own short-lived lock (tokens behind an `RwLock`
 //! because every users request reads it and only token issuance writes it; users
-//! in 16 `Mutex`-guarded shards; limiter and faults behind a `Mutex` each; the
-//! limiter's lock also covers the `max_window` meter, which sees the same
-//! requests at the same step), and no lock is ever held across an `.await` or
-//! while another is taken. Counters are relaxed atomics: they are statistics,
-//! read as a snapshot, and never used to make a decision.
+//! in 16 `Mutex`-guarded shards; limiter, faults and service behind a `Mutex`
+//! each; the limiter's lock also covers the `max_window` meter and the
+//! per-second table, which see the same requests at the same step, and the
+//! first request's instant that the schedule, slow start and the table count
+//! from), and no lock is ever held across an `.await` or while another is
+//! taken. Counters are relaxed atomics: they are statistics, read as a
+//! snapshot, and never used to make a decision.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -19,8 +22,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::SandboxConfig;
 use super::limit::{LimitAlgorithm, PeakWindow, RateLimiter};
+use super::schedule::RateSchedule;
+use super::seconds::{SecondCounts, Seconds, Tally};
+use super::service::Service;
+use super::{SandboxConfig, SandboxError};
 use crate::api::model::CreateUser;
 
 /// Declares [`Stats`] and its atomic twin `Counters` from one field list, so the
@@ -96,7 +102,9 @@ stats! {
     /// A `user_id` stored twice. Must stay 0: it is counted from the map's own
     /// `insert` result, so it would catch a broken check-then-insert.
     duplicate_creations,
-    /// Most create requests in progress at once (after authentication).
+    /// Most create requests inside the server at once (after authentication,
+    /// until answered: queued behind `--capacity` and sleeping their latency
+    /// included).
     max_in_flight,
     /// Most create requests that reached the rate limiter (after authentication,
     /// admitted or refused) in any sliding 1 s window.
@@ -121,7 +129,6 @@ struct Faults {
     fail_rate: f64,
     reset_rate: f64,
     commit_drop_rate: f64,
-    latency: Duration,
     seed: Option<u64>,
     rng: SmallRng,
 }
@@ -164,23 +171,59 @@ impl Faults {
     }
 }
 
-/// The rate limit as configured, its running state, and the `max_window` meter.
+/// The rate limit as configured, its running state, its schedule, and the
+/// meters that see every request reaching it (`max_window`, the per-second table).
 struct Limiter {
+    /// The limit set at start or by the last explicit change (config endpoint,
+    /// handle); a reset returns to it and replays the schedule from there.
+    base: Option<u32>,
+    /// The limit in force: `base`, or the last schedule step applied since.
     per_second: Option<u32>,
     algorithm: LimitAlgorithm,
     /// `None` when unlimited.
     active: Option<RateLimiter>,
+    schedule: Option<RateSchedule>,
+    /// How many steps of `schedule` have been applied.
+    applied: usize,
+    /// When the first users request reached the limiter (since start or reset):
+    /// the origin of the schedule, of slow start and of the per-second table.
+    first: Option<Instant>,
     /// Arrivals of the last second; outlives limit changes, cleared by a reset.
     peak: PeakWindow,
+    seconds: Seconds,
+}
+
+/// What the limiter decided for one users request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Admission {
+    pub(crate) admitted: bool,
+    /// How long after the first users request this one arrived.
+    pub(crate) since_first: Duration,
+}
+
+impl Admission {
+    /// The second of `/_sandbox/seconds` the request arrived in.
+    pub(crate) fn second(&self) -> u64 {
+        self.since_first.as_secs()
+    }
 }
 
 impl Limiter {
-    fn new(per_second: Option<u32>, algorithm: LimitAlgorithm) -> Limiter {
+    fn new(
+        per_second: Option<u32>,
+        algorithm: LimitAlgorithm,
+        schedule: Option<RateSchedule>,
+    ) -> Limiter {
         let mut l = Limiter {
+            base: per_second,
             per_second,
             algorithm,
             active: None,
+            schedule,
+            applied: 0,
+            first: None,
             peak: PeakWindow::default(),
+            seconds: Seconds::default(),
         };
         l.restart();
         l
@@ -192,6 +235,39 @@ impl Limiter {
         self.active = self
             .per_second
             .map(|n| RateLimiter::new(self.algorithm, n, now));
+    }
+
+    /// Brings the limiter up to `now`: applies the schedule's steps that are
+    /// due, in order, each keeping what is booked, and fills the per-second
+    /// table up to `now`, each second with the limit in force at its end.
+    /// Nothing happens before the first users request.
+    fn advance(&mut self, now: Instant) {
+        let Some(first) = self.first else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(first);
+        if let Some(schedule) = &self.schedule {
+            while let Some(step) = schedule.steps().get(self.applied)
+                && step.at <= elapsed
+            {
+                let second = step.at.as_secs();
+                self.seconds.fill_to(second, self.per_second);
+                self.per_second = Some(step.per_second);
+                match &mut self.active {
+                    Some(limit) => limit.set_per_second(step.per_second),
+                    None => {
+                        self.active = Some(RateLimiter::new(
+                            self.algorithm,
+                            step.per_second,
+                            first + step.at,
+                        ));
+                    }
+                }
+                self.seconds.set_limit(second, self.per_second);
+                self.applied += 1;
+            }
+        }
+        self.seconds.fill_to(elapsed.as_secs(), self.per_second);
     }
 }
 
@@ -247,8 +323,19 @@ pub struct ConfigPatch {
     pub reset_rate: Option<f64>,
     /// Probability of storing the user and then dropping the connection.
     pub commit_drop_rate: Option<f64>,
-    /// Delay before answering a users request, in milliseconds.
+    /// Delay before answering a users request, in milliseconds (the median
+    /// when a jitter or a p99 is set).
     pub latency_ms: Option<u64>,
+    /// Uniform spread of the latency, 0..=1 (0 removes it).
+    pub latency_jitter: Option<f64>,
+    /// 99th percentile of a log-normal latency, in milliseconds; `null`
+    /// removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub latency_p99_ms: Option<Option<u64>>,
+    /// Users requests started per second; `null` removes the cap. The queue
+    /// starts empty.
+    #[serde(default, deserialize_with = "present")]
+    pub capacity: Option<Option<u32>>,
     /// `"sliding-window"`, `"fixed-window"` or `"token-bucket"`; restarts the limit.
     pub rate_limit_algorithm: Option<LimitAlgorithm>,
     /// Whether a 429 carries `Retry-After: 1`.
@@ -258,14 +345,17 @@ pub struct ConfigPatch {
 }
 
 /// Distinguishes `"rate_limit": null` (Some(None)) from a missing field (None).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
-    Option::<u32>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The live settings, as `GET /_sandbox/config` reports them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveConfig {
-    /// Users requests per second before 429 (`None`: unlimited).
+    /// Users requests per second before 429 (`None`: unlimited): the limit in
+    /// force now, after the schedule's steps that are due.
     pub rate_limit: Option<u32>,
     /// How `rate_limit` is counted.
     pub rate_limit_algorithm: LimitAlgorithm,
@@ -279,6 +369,12 @@ pub struct LiveConfig {
     commit_drop_rate: f64,
     /// Delay before answering a users request, in milliseconds.
     pub latency_ms: u64,
+    /// Uniform spread of the latency (0: none).
+    pub latency_jitter: f64,
+    /// 99th percentile of a log-normal latency, in milliseconds.
+    pub latency_p99_ms: Option<u64>,
+    /// Users requests started per second (`None`: unlimited).
+    pub capacity: Option<u32>,
     token_ttl_ms: u64,
     seed: Option<u64>,
 }
@@ -294,6 +390,7 @@ pub(crate) struct Shared {
     /// `--retry-after`; a plain flag read by every 429, so an atomic rather than a lock.
     retry_after: AtomicBool,
     faults: Mutex<Faults>,
+    service: Mutex<Service>,
     pub(crate) counters: Counters,
     in_flight: AtomicU64,
 }
@@ -312,17 +409,26 @@ impl Shared {
             token_ttl: cfg.token_ttl,
             tokens: RwLock::default(),
             users: Users::new(),
-            limiter: Mutex::new(Limiter::new(cfg.rate_limit, cfg.rate_limit_algorithm)),
+            limiter: Mutex::new(Limiter::new(
+                cfg.rate_limit,
+                cfg.rate_limit_algorithm,
+                cfg.rate_limit_schedule.clone(),
+            )),
             retry_after: AtomicBool::new(cfg.retry_after),
             faults: Mutex::new(Faults {
                 throttle_rate: cfg.throttle_rate,
                 fail_rate: cfg.fail_rate,
                 reset_rate: cfg.reset_rate,
                 commit_drop_rate: cfg.commit_drop_rate,
-                latency: cfg.latency,
                 seed: cfg.seed,
                 rng: Faults::rng_for(cfg.seed),
             }),
+            service: Mutex::new(Service::new(
+                cfg.latency_settings(),
+                cfg.slow_start,
+                cfg.capacity,
+                cfg.seed,
+            )),
             counters: Counters::default(),
             in_flight: AtomicU64::new(0),
         }
@@ -358,17 +464,38 @@ impl Shared {
             .clear();
     }
 
-    /// Rate-limit admission for one users request, which also feeds `max_window`.
-    /// `now` is read under the lock, so both see arrivals in order.
-    pub(crate) fn admit(&self) -> bool {
+    /// Rate-limit admission for one users request, which also feeds
+    /// `max_window` and the per-second table; the first one starts the
+    /// schedule's clock. `now` is read under the lock, so all see arrivals in order.
+    pub(crate) fn admit(&self) -> Admission {
         let mut l = lock(&self.limiter);
         let now = Instant::now();
+        let first = *l.first.get_or_insert(now);
+        l.advance(now);
         let seen = l.peak.record(now);
         self.counters.max_window.fetch_max(seen, Relaxed);
-        match &mut l.active {
+        let admitted = match &mut l.active {
             Some(limit) => limit.check(now),
             None => true,
+        };
+        let since_first = now.saturating_duration_since(first);
+        l.seconds.arrival(since_first.as_secs(), admitted);
+        Admission {
+            admitted,
+            since_first,
         }
+    }
+
+    /// Counts what became of a request admitted in `second` in the per-second table.
+    pub(crate) fn tally(&self, second: u64, what: Tally) {
+        lock(&self.limiter).seconds.tally(second, what);
+    }
+
+    /// The per-second table up to now (`GET /_sandbox/seconds`).
+    pub(crate) fn seconds(&self) -> Vec<SecondCounts> {
+        let mut l = lock(&self.limiter);
+        l.advance(Instant::now());
+        l.seconds.to_vec()
     }
 
     /// Whether a 429 carries `Retry-After: 1`.
@@ -376,10 +503,17 @@ impl Shared {
         self.retry_after.load(Relaxed)
     }
 
-    /// The configured latency and the fault for this request.
-    pub(crate) fn roll(&self) -> (Duration, Fault) {
-        let mut f = lock(&self.faults);
-        (f.latency, f.roll())
+    /// The fault for this request.
+    pub(crate) fn roll(&self) -> Fault {
+        lock(&self.faults).roll()
+    }
+
+    /// When to answer the request admitted `since_first` after the first users
+    /// request: its turn in the capacity queue plus its latency (or slow start's
+    /// delay). Taken under the service lock, so the queue is FIFO.
+    pub(crate) fn answer_at(&self, since_first: Duration) -> Instant {
+        let mut s = lock(&self.service);
+        s.answer_at(Instant::now(), since_first)
     }
 
     /// Stores `user` unless its `user_id` exists. The existence check and the
@@ -411,9 +545,11 @@ impl Shared {
         list.into_iter().map(|(_, u)| u).collect()
     }
 
-    /// `POST /_sandbox/reset`: forget users, tokens and counters, refill the rate
-    /// limiter and restart the fault dice from the seed (so a seeded run can be
-    /// replayed). Fault and limit settings are kept.
+    /// `POST /_sandbox/reset`: forget users, tokens, counters and the
+    /// per-second table, refill the rate limiter (back to its limit before the
+    /// schedule, whose clock restarts at the next users request), empty the
+    /// capacity queue and restart the fault dice and the latency generator from
+    /// the seed (so a seeded run can be replayed). Fault and limit settings are kept.
     pub(crate) fn reset(&self) {
         for shard in &self.users.shards {
             *lock(shard) = HashMap::new();
@@ -422,38 +558,68 @@ impl Shared {
         self.revoke_tokens();
         {
             let mut l = lock(&self.limiter);
-            *l = Limiter::new(l.per_second, l.algorithm);
+            *l = Limiter::new(l.base, l.algorithm, l.schedule.clone());
         }
         {
             let mut f = lock(&self.faults);
             f.rng = Faults::rng_for(f.seed);
         }
+        lock(&self.service).reset();
         self.counters.clear();
     }
 
     /// Changes the limit and/or its algorithm and restarts it with nothing
-    /// booked; `max_window` keeps counting.
+    /// booked; `max_window` keeps counting. The schedule's later steps still
+    /// apply; a reset returns to this limit.
     pub(crate) fn set_limit(
         &self,
         per_second: Option<Option<u32>>,
         algorithm: Option<LimitAlgorithm>,
     ) {
         let mut l = lock(&self.limiter);
+        let now = Instant::now();
+        l.advance(now);
         if let Some(n) = per_second {
+            l.base = n;
             l.per_second = n;
         }
         if let Some(a) = algorithm {
             l.algorithm = a;
         }
         l.restart();
+        if let Some(first) = l.first {
+            let second = now.saturating_duration_since(first).as_secs();
+            let limit = l.per_second;
+            l.seconds.set_limit(second, limit);
+        }
     }
 
     pub(crate) fn set_retry_after(&self, on: bool) {
         self.retry_after.store(on, Relaxed);
     }
 
-    /// Applies a validated patch (see [`ConfigPatch::check`]).
-    pub(crate) fn apply(&self, patch: &ConfigPatch) {
+    /// Applies a patch that passed [`ConfigPatch::check`]. Refuses, changing
+    /// nothing, one whose latency settings do not work with the current ones
+    /// (a p99 below the latency, jitter and p99 together).
+    pub(crate) fn apply(&self, patch: &ConfigPatch) -> Result<(), SandboxError> {
+        {
+            let mut s = lock(&self.service);
+            let mut latency = s.latency;
+            if let Some(ms) = patch.latency_ms {
+                latency.latency = Duration::from_millis(ms);
+            }
+            if let Some(j) = patch.latency_jitter {
+                latency.jitter = j;
+            }
+            if let Some(p99) = patch.latency_p99_ms {
+                latency.p99 = p99.map(Duration::from_millis);
+            }
+            latency.check()?;
+            s.latency = latency;
+            if let Some(capacity) = patch.capacity {
+                s.set_capacity(capacity);
+            }
+        }
         if patch.rate_limit.is_some() || patch.rate_limit_algorithm.is_some() {
             self.set_limit(patch.rate_limit, patch.rate_limit_algorithm);
         }
@@ -473,16 +639,20 @@ impl Shared {
         if let Some(p) = patch.commit_drop_rate {
             f.commit_drop_rate = p;
         }
-        if let Some(ms) = patch.latency_ms {
-            f.latency = Duration::from_millis(ms);
-        }
+        Ok(())
     }
 
     pub(crate) fn live_config(&self) -> LiveConfig {
         let (rate_limit, rate_limit_algorithm) = {
-            let l = lock(&self.limiter);
+            let mut l = lock(&self.limiter);
+            l.advance(Instant::now());
             (l.per_second, l.algorithm)
         };
+        let (latency, capacity) = {
+            let s = lock(&self.service);
+            (s.latency, s.capacity())
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let f = lock(&self.faults);
         LiveConfig {
             rate_limit,
@@ -492,8 +662,11 @@ impl Shared {
             fail_rate: f.fail_rate,
             reset_rate: f.reset_rate,
             commit_drop_rate: f.commit_drop_rate,
-            latency_ms: u64::try_from(f.latency.as_millis()).unwrap_or(u64::MAX),
-            token_ttl_ms: u64::try_from(self.token_ttl.as_millis()).unwrap_or(u64::MAX),
+            latency_ms: ms(latency.latency),
+            latency_jitter: latency.jitter,
+            latency_p99_ms: latency.p99.map(ms),
+            capacity,
+            token_ttl_ms: ms(self.token_ttl),
             seed: f.seed,
         }
     }
@@ -525,7 +698,6 @@ mod tests {
             fail_rate: fail,
             reset_rate: reset,
             commit_drop_rate: drop,
-            latency: Duration::ZERO,
             seed: Some(seed),
             rng: Faults::rng_for(Some(seed)),
         }
@@ -626,7 +798,7 @@ mod tests {
             rate_limit: Some(2),
             ..SandboxConfig::default()
         });
-        let admitted = (0..5).filter(|_| sh.admit()).count();
+        let admitted = (0..5).filter(|_| sh.admit().admitted).count();
         assert_eq!(admitted, 2);
         assert_eq!(sh.counters.snapshot().max_window, 5);
         sh.set_limit(Some(Some(10)), Some(LimitAlgorithm::TokenBucket));
@@ -634,11 +806,11 @@ mod tests {
             sh.live_config().rate_limit_algorithm,
             LimitAlgorithm::TokenBucket
         );
-        assert!(sh.admit());
+        assert!(sh.admit().admitted);
         assert_eq!(sh.counters.snapshot().max_window, 6);
         sh.reset();
         assert_eq!(sh.counters.snapshot().max_window, 0);
-        assert!(sh.admit());
+        assert!(sh.admit().admitted);
         assert_eq!(sh.counters.snapshot().max_window, 1);
         // The reset kept the settings.
         let live = sh.live_config();
@@ -646,5 +818,82 @@ mod tests {
             (live.rate_limit, live.rate_limit_algorithm),
             (Some(10), LimitAlgorithm::TokenBucket)
         );
+    }
+
+    #[test]
+    fn a_schedule_step_applies_at_its_offset_and_a_reset_replays_it() {
+        // A step at 0 s applies at the first users request, whatever the timing.
+        let sh = Shared::new(&SandboxConfig {
+            rate_limit: Some(10),
+            rate_limit_schedule: Some("0s:2,1h:50".parse().unwrap()),
+            ..SandboxConfig::default()
+        });
+        assert_eq!(sh.live_config().rate_limit, Some(10));
+        assert!(sh.seconds().is_empty());
+        let admitted = (0..5).filter(|_| sh.admit().admitted).count();
+        assert_eq!(admitted, 2);
+        assert_eq!(sh.live_config().rate_limit, Some(2));
+        let rows = sh.seconds();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].requests, rows[0].admitted, rows[0].throttled_limit),
+            (5, 2, 3)
+        );
+        assert_eq!(rows[0].limit, Some(2));
+        sh.tally(0, Tally::Failed);
+        sh.tally(0, Tally::Spurious);
+        let rows = sh.seconds();
+        assert_eq!((rows[0].failed, rows[0].throttled_spurious), (1, 1));
+
+        // A reset goes back to the limit before the schedule and restarts its clock.
+        sh.reset();
+        assert_eq!(sh.live_config().rate_limit, Some(10));
+        assert!(sh.seconds().is_empty());
+        assert_eq!((0..5).filter(|_| sh.admit().admitted).count(), 2);
+
+        // An explicit change is the new base; later steps still apply.
+        sh.set_limit(Some(Some(4)), None);
+        assert_eq!(sh.live_config().rate_limit, Some(4));
+        assert_eq!(sh.seconds()[0].limit, Some(4));
+        sh.reset();
+        assert_eq!(sh.live_config().rate_limit, Some(4));
+        sh.admit();
+        assert_eq!(sh.live_config().rate_limit, Some(2));
+    }
+
+    #[test]
+    fn config_patch_latency_settings_are_checked_against_the_current_ones() {
+        let sh = Shared::new(&SandboxConfig {
+            latency: Duration::from_millis(100),
+            ..SandboxConfig::default()
+        });
+        let patch = |json: &str| serde_json::from_str::<ConfigPatch>(json).unwrap();
+        sh.apply(&patch(r#"{"latency_p99_ms":1000,"capacity":5}"#))
+            .unwrap();
+        let live = sh.live_config();
+        assert_eq!(
+            (live.latency_ms, live.latency_p99_ms, live.capacity),
+            (100, Some(1000), Some(5))
+        );
+        // Jitter with a p99, or a latency above the p99: refused, nothing changed.
+        for bad in [
+            r#"{"latency_jitter":0.2,"fail_rate":0.5}"#,
+            r#"{"latency_ms":2000,"capacity":null}"#,
+        ] {
+            assert!(sh.apply(&patch(bad)).is_err(), "{bad}");
+            assert_eq!(sh.live_config(), live, "{bad}");
+        }
+        // Both in one patch: fine.
+        sh.apply(&patch(
+            r#"{"latency_p99_ms":null,"latency_jitter":0.2,"capacity":null}"#,
+        ))
+        .unwrap();
+        let live = sh.live_config();
+        assert_eq!(
+            (live.latency_jitter, live.latency_p99_ms, live.capacity),
+            (0.2, None, None)
+        );
+        assert!(patch(r#"{"latency_jitter":1.5}"#).check().is_err());
+        assert!(patch(r#"{"capacity":0}"#).check().is_err());
     }
 }

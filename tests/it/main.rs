@@ -13,6 +13,7 @@ mod props;
 mod resume;
 mod sandbox;
 mod sandbox_limit;
+mod sandbox_scenarios;
 mod scale;
 mod secrets;
 mod state_store;
