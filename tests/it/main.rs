@@ -16,6 +16,7 @@ mod sandbox_limit;
 mod sandbox_scenarios;
 mod scale;
 mod secrets;
+mod slow_partner;
 mod state_store;
 mod transport;
 mod util;
