@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -262,7 +262,7 @@ async fn inject_fault(sh: &Shared, admission: Admission, fault: Fault) -> Option
         return Some(throttled(sh));
     }
     let answer_at = sh.answer_at(admission.since_first);
-    if answer_at > std::time::Instant::now() {
+    if answer_at > Instant::now() {
         tokio::time::sleep_until(answer_at.into()).await;
     }
     let resp = match fault {
