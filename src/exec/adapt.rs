@@ -523,71 +523,42 @@ impl Controller {
 }
 
 impl Decision {
-    /// Log the decision with the window's figures.
-    fn log(&self, w: Tick, rate: f64) {
+    /// The decision's name in the log.
+    fn name(&self) -> &'static str {
+        match self {
+            Decision::Cut { .. } => "cut",
+            Decision::Overloaded { .. } => "overloaded",
+            Decision::Raised { .. } => "raised",
+            Decision::ProbeStarted { .. } => "probe started",
+            Decision::ProbePassed { .. } => "probe passed",
+            Decision::ProbeFailed { .. } => "probe failed",
+            Decision::CeilingExpired { .. } => "ceiling expired",
+            Decision::NoiseIgnored => "noise ignored",
+        }
+    }
+
+    /// Log the decision with the window's figures, the rate before and
+    /// after it, and the ceiling after it: one line, debug, or info for
+    /// the cuts an operator should see.
+    fn log(&self, w: Tick, from: f64, to: f64, ceiling: Option<f64>) {
+        let decision = self.name();
         let (requests, throttled, overloaded) = (w.requests, w.throttled, w.overloaded);
         match self {
-            Decision::Cut { from, to } => tracing::info!(
-                decision = "cut",
+            Decision::Cut { .. } | Decision::Overloaded { .. } => tracing::info!(
+                decision,
                 from,
                 to,
+                ?ceiling,
                 requests,
                 throttled,
                 overloaded,
-                "partner pushing back: rate lowered to what it admitted"
+                "partner pushing back: rate lowered"
             ),
-            Decision::Overloaded { from, to } => tracing::info!(
-                decision = "overloaded",
+            _ => tracing::debug!(
+                decision,
                 from,
                 to,
-                requests,
-                throttled,
-                overloaded,
-                "partner straining (503s, timeouts): rate lowered"
-            ),
-            Decision::Raised { from, to } => tracing::debug!(
-                decision = "raised",
-                from,
-                to,
-                requests,
-                throttled,
-                "rate decision"
-            ),
-            Decision::ProbeStarted { from, to } => tracing::debug!(
-                decision = "probe started",
-                from,
-                to,
-                requests,
-                throttled,
-                "rate decision"
-            ),
-            Decision::ProbePassed { held, next } => tracing::debug!(
-                decision = "probe passed",
-                held,
-                next,
-                requests,
-                throttled,
-                "rate decision"
-            ),
-            Decision::ProbeFailed {
-                ceiling,
-                back_to,
-                wait,
-            } => tracing::debug!(
-                decision = "probe failed",
-                ceiling,
-                back_to,
-                wait_ms = wait.as_millis() as u64,
-                requests,
-                throttled,
-                "rate decision"
-            ),
-            Decision::CeilingExpired { ceiling } => {
-                tracing::debug!(decision = "ceiling expired", ceiling, rate, "rate decision")
-            }
-            Decision::NoiseIgnored => tracing::debug!(
-                decision = "noise ignored",
-                rate,
+                ?ceiling,
                 requests,
                 throttled,
                 overloaded,
@@ -620,7 +591,7 @@ pub(crate) async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start:
         let before = ctl.rate();
         let mut pushed_back = false;
         for d in ctl.tick(delta, TICK) {
-            d.log(ctl.last_window(), before);
+            d.log(ctl.last_window(), before, ctl.rate(), ctl.ceiling());
             match d {
                 Decision::NoiseIgnored => pace.note_noise(ctl.last_window().throttled),
                 Decision::Cut { .. } | Decision::ProbeFailed { .. } => pushed_back = true,

@@ -8,10 +8,35 @@ use std::time::Duration;
 
 use connect_provision::sandbox::{SandboxConfig, SlowStart};
 
+use connect_provision::sandbox::Sandbox;
+
 use crate::util::{
-    SANDBOX_SECRET, TestDir, assert_each_row_once, assert_sandbox_matches, read_results,
-    run_blocking, sandbox,
+    CliOutput, ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_sandbox_matches,
+    read_results, run_blocking, sandbox,
 };
+
+/// Run `dir`'s in.csv against `sb` with `extra` options; returns the output
+/// and results.csv, checked to hold every one of `rows` once, as the
+/// sandbox saw them.
+async fn run(
+    sb: &Sandbox,
+    dir: &TestDir,
+    rows: u64,
+    extra: &[&str],
+) -> (CliOutput, Vec<ResultRow>) {
+    let out_dir = dir.join("out");
+    let mut args = vec![
+        dir.arg("in.csv"),
+        "--out".into(),
+        out_dir.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = run_blocking(sb.url(), SANDBOX_SECRET, args).await;
+    let results = read_results(&out_dir);
+    assert_each_row_once(&results, rows);
+    assert_sandbox_matches(sb, &results);
+    (out, results)
+}
 
 /// A cold backend: users requests arriving in the first 4 s take 8 s, the
 /// rest 20 ms.
@@ -27,14 +52,13 @@ fn cold_start() -> SandboxConfig {
 }
 
 /// `rows` users in `in.csv`; every `invalid_every`th has no first name.
-fn export(dir: &TestDir, rows: u64, invalid_every: u64) -> String {
+fn export(dir: &TestDir, rows: u64, invalid_every: u64) {
     let mut s = String::from("user_id,first_name,last_name\n");
     for i in 1..=rows {
         let first = if i % invalid_every == 0 { "" } else { "Ann" };
         s.push_str(&format!("c{i:06},{first},Smith\n"));
     }
     dir.write("in.csv", s);
-    dir.arg("in.csv")
 }
 
 // The case: 8 % of the rows invalid, the partner's first seconds
@@ -46,25 +70,10 @@ async fn a_latency_spike_does_not_trip_the_breaker_on_a_healthy_file() {
     let sb = sandbox(cold_start()).await;
     let dir = TestDir::new();
     let rows = 3000;
-    let input = export(&dir, rows, 12);
-    let out_dir = dir.join("out");
-    let out = run_blocking(
-        sb.url(),
-        SANDBOX_SECRET,
-        vec![
-            input,
-            "--rate".into(),
-            "200".into(),
-            "--out".into(),
-            out_dir.display().to_string(),
-        ],
-    )
-    .await;
+    export(&dir, rows, 12);
+    let (out, results) = run(&sb, &dir, rows, &["--rate", "200"]).await;
     out.expect_code(1);
     assert!(!out.stderr().contains("circuit breaker"), "{out}");
-    let results = read_results(&out_dir);
-    assert_each_row_once(&results, rows);
-    assert_sandbox_matches(&sb, &results);
     let invalid = results.iter().filter(|r| r.status == "invalid").count() as u64;
     let created = results.iter().filter(|r| r.status == "created").count() as u64;
     assert_eq!(invalid, rows / 12);
@@ -84,26 +93,10 @@ async fn a_broken_file_still_trips_under_the_spike() {
         s.push_str(&format!("x{i:05},Ann,US\n"));
     }
     dir.write("in.csv", s);
-    let out_dir = dir.join("out");
-    let out = run_blocking(
-        sb.url(),
-        SANDBOX_SECRET,
-        vec![
-            dir.arg("in.csv"),
-            "--map".into(),
-            "locale=Country".into(),
-            "--rate".into(),
-            "200".into(),
-            "--out".into(),
-            out_dir.display().to_string(),
-        ],
-    )
-    .await;
+    let extra = ["--map", "locale=Country", "--rate", "200"];
+    let (out, results) = run(&sb, &dir, 3000, &extra).await;
     out.expect_code(3);
     assert!(out.stderr().contains("circuit breaker"), "{out}");
-    let results = read_results(&out_dir);
-    assert_each_row_once(&results, 3000);
-    assert_sandbox_matches(&sb, &results);
     let rejected = results.iter().filter(|r| r.status == "rejected").count();
     // More than half the 200-row window, and no more than the window plus
     // the requests the pool can hold at 200/s (200 × 2 s + 4).
@@ -125,26 +118,9 @@ async fn a_saturated_partner_bounds_the_requests_in_flight() {
     .await;
     let dir = TestDir::new();
     let rows = 700;
-    let input = export(&dir, rows, u64::MAX);
-    let out_dir = dir.join("out");
-    let out = run_blocking(
-        sb.url(),
-        SANDBOX_SECRET,
-        vec![
-            input,
-            "--rate".into(),
-            "200".into(),
-            "--timeout".into(),
-            "60s".into(),
-            "--out".into(),
-            out_dir.display().to_string(),
-        ],
-    )
-    .await;
+    export(&dir, rows, u64::MAX);
+    let (out, _) = run(&sb, &dir, rows, &["--rate", "200", "--timeout", "60s"]).await;
     out.expect_code(0);
-    let results = read_results(&out_dir);
-    assert_each_row_once(&results, rows);
-    assert_sandbox_matches(&sb, &results);
     let st = sb.stats();
     assert_eq!(st.throttled, 0, "{st:?}");
     // The queue grew past what the pool may hold (the test would be vacuous
