@@ -35,9 +35,10 @@ run with each --rate-limit-algorithm, on loopback. Prints a Markdown table.
    - noisy: the longest run of consecutive seconds below 0.5 L;
    - drop: settle = seconds from the drop to the end of the first second from
      which the trailing-5 s share of 429s (limit + spurious) over requests stays
-     below 5 %; the 429s in the 30 s after the drop; rate/13 from drop + 15 s;
+     below 5 % ("never" if it does not before the run ends); the 429s in the
+     30 s after the drop; rate/13 from drop + 15 s;
    - rise: seconds from the rise to the end of the first second whose
-     trailing-5 s mean is >= 64 requests/s;
+     trailing-5 s mean is >= 64 requests/s ("never" within the run);
    - summary.json's rate.final_per_second, the exit code, and "rows once":
      results.csv holds every row exactly once and the sandbox's
      duplicate_creations is 0.
@@ -264,7 +265,7 @@ def longest_below(rows, floor):
 
 def drop_settle(seconds, at, end, share=0.05, width=5):
     """Seconds from `at` to the end of the first second s >= at from which the
-    trailing-`width` s share of 429s stays below `share` up to `end`."""
+    trailing-`width` s share of 429s stays below `share` up to `end` (inf: never)."""
     by = {r["second"]: r for r in seconds}
 
     def trailing(s):
@@ -279,17 +280,17 @@ def drop_settle(seconds, at, end, share=0.05, width=5):
                 settled = s
         else:
             settled = None
-    return float("nan") if settled is None else settled + 1 - at
+    return float("inf") if settled is None else settled + 1 - at
 
 
 def rise_reach(seconds, at, end, target, width=5):
     """Seconds from `at` to the end of the first second s >= at whose trailing
-    `width` s mean is >= `target` requests/s (nan: never)."""
+    `width` s mean is >= `target` requests/s (inf: never)."""
     by = {r["second"]: r["requests"] for r in seconds}
     for s in range(at, end):
         if sum(by.get(k, 0) for k in range(s - width + 1, s + 1)) / width >= target:
             return s + 1 - at
-    return float("nan")
+    return float("inf")
 
 
 AUTO5_L = 40
@@ -355,6 +356,8 @@ def fmt(v, name):
     """A figure as the table shows it."""
     if v is None or v != v:
         return "n/a"
+    if v == float("inf"):
+        return "never"
     if name == "rows once":
         return "yes" if v == 1.0 else "no"
     if name.startswith("rate/"):
