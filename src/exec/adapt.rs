@@ -262,17 +262,25 @@ impl Controller {
         if let Phase::Hold { since } = &mut self.phase {
             *since += tick;
         }
-        if self.settle > 0 {
+        // A tick mostly refused is news even right after a change: the
+        // limit fell (the cut's own stale 429s are a few, not most).
+        let refused = t.throttled >= 5 && t.throttled * 2 > t.requests;
+        if self.settle > 0 && !refused {
             self.settle -= 1;
             return out;
         }
+        self.settle = 0;
         self.window.add(t);
         self.window_len += tick;
         let w = self.window;
         // A cluster decides at once; otherwise wait for a full window.
         let full = self.window_len >= MAX_WINDOW
             || self.window_len >= WINDOW && w.requests >= WINDOW_REQUESTS;
-        let early = w.throttled >= 5 && w.throttled * 2 > w.requests;
+        // A probe (or slow start) ends as soon as it is pushed back: each
+        // second more above the limit costs more 429s, and a second 429
+        // close to the first would hold the whole pool.
+        let probing = matches!(self.phase, Phase::Probe { .. } | Phase::SlowStart);
+        let early = w.throttled >= 5 && w.throttled * 2 > w.requests || probing && self.pushed(w);
         if !full && !early {
             return out;
         }
@@ -302,17 +310,24 @@ impl Controller {
         throttled as f64 > expected + sigmas * expected.sqrt() + slack
     }
 
-    /// Judge a full window of `secs` seconds.
-    fn decide(&mut self, w: Tick, secs: f64) -> Vec<Decision> {
-        self.last = w;
-        // A probe's 429s, or any window's in slow start, count from one
-        // above noise; a held window's only from a cluster.
-        let probing = matches!(self.phase, Phase::Probe { .. } | Phase::SlowStart);
-        let pushed = if probing {
+    /// Whether the window's 429s are push-back. A probe's first step (+1)
+    /// counts from one 429 above noise, since one above the limit costs
+    /// just one a second; any other window needs a cluster (a slow start's
+    /// step or a larger probe overshoots by far more, and one spurious 429
+    /// must not end them).
+    fn pushed(&self, w: Tick) -> bool {
+        if matches!(self.phase, Phase::Probe { windows: 0 | 1, .. }) {
             self.beyond_noise(w.requests, w.throttled, 2.0, 0.5)
         } else {
             self.beyond_noise(w.requests, w.throttled, 3.0, 1.0)
-        };
+        }
+    }
+
+    /// Judge a full window of `secs` seconds.
+    fn decide(&mut self, w: Tick, secs: f64) -> Vec<Decision> {
+        self.last = w;
+        let probing = matches!(self.phase, Phase::Probe { .. } | Phase::SlowStart);
+        let pushed = self.pushed(w);
         let creeping = (!pushed && !probing)
             .then(|| self.held_window(w, secs))
             .flatten();
@@ -323,10 +338,11 @@ impl Controller {
         let held = self.rate.min((admitted + noise + 1e-6).floor());
         self.remember(held, pushed || creeping.is_some());
         let overloaded = w.requests >= 10 && w.overloaded * 10 > w.requests && w.overloaded >= 3;
+        let in_use = w.requests as f64 >= 0.7 * self.rate * secs;
         if let Some(admitted) = creeping {
-            self.pushed_back(admitted)
+            self.pushed_back(admitted, true)
         } else if pushed {
-            self.pushed_back(admitted)
+            self.pushed_back(admitted, in_use)
         } else if overloaded {
             let from = self.rate;
             let to = (from * 0.9).floor().max(1.0);
@@ -337,7 +353,6 @@ impl Controller {
             };
             vec![Decision::Overloaded { from, to }]
         } else {
-            let in_use = w.requests as f64 >= 0.7 * self.rate * secs;
             let mut d = self.passed(in_use);
             if w.throttled > 0 {
                 d.push(Decision::NoiseIgnored);
@@ -383,20 +398,37 @@ impl Controller {
         creeping
     }
 
-    /// The window was pushed back: `admitted` requests a second got through.
-    fn pushed_back(&mut self, admitted: f64) -> Vec<Decision> {
+    /// The window was pushed back: `admitted` requests a second got through,
+    /// in a window the pool filled (`in_use`) or not.
+    fn pushed_back(&mut self, admitted: f64, in_use: bool) -> Vec<Decision> {
         let from = self.rate;
+        let refused_share = if self.last.requests == 0 {
+            0.0
+        } else {
+            self.last.throttled as f64 / self.last.requests as f64
+        };
         let clock = self.clock;
         // What the partner admitted, at most halving at once, and at
-        // least one below the rate that was pushed back.
+        // least one below the rate that was pushed back. A window the pool
+        // did not fill (paused by a Retry-After, say) measures the pause,
+        // not the limit: at most ×0.9 then.
         let below = (from - 1.0).max(1.0);
-        let measured = admitted.floor().clamp((from * 0.5).floor().max(1.0), below);
+        let most = if in_use { 0.5 } else { 0.9 };
+        let measured = admitted
+            .floor()
+            .clamp((from * most).floor().max(1.0), below);
         let decision = match self.phase {
             Phase::Probe { .. } => {
                 // Back to the held rate, or to what the partner admitted
                 // when that is more (a probe that overshot far); the noise
                 // in the window says nothing against the held rate.
-                let back_to = self.held.max(measured).min(below);
+                // A window mostly refused is the limit falling under the
+                // held rate, not a probe above it: what was admitted.
+                let back_to = if refused_share > 0.25 {
+                    measured
+                } else {
+                    self.held.max(measured).min(below)
+                };
                 let same = self.ceiling.is_some_and(|c| c.rate <= from);
                 self.probe_wait = if same {
                     (self.probe_wait * 2).min(PROBE_WAIT_MAX)
@@ -452,7 +484,14 @@ impl Controller {
                 vec![Decision::Raised { from, to }]
             }
             Phase::SlowStart => Vec::new(),
-            Phase::Hold { since } if in_use && since >= self.probe_wait && from < self.max => {
+            // Probe only from a rate seen to hold for a few windows: a held
+            // rate a little above the limit shows there first.
+            Phase::Hold { since }
+                if in_use
+                    && since >= self.probe_wait
+                    && self.creeping.len() >= CREEP_WINDOWS[0]
+                    && from < self.max =>
+            {
                 let to = (from + 1.0).min(self.max);
                 self.held = from;
                 self.set(to);
@@ -463,6 +502,10 @@ impl Controller {
                 vec![Decision::ProbeStarted { from, to }]
             }
             Phase::Hold { .. } => Vec::new(),
+            // A window the pool did not fill (a pool-wide pause, a slow
+            // input) says nothing of the probe's rate: it neither passes
+            // nor fails.
+            Phase::Probe { .. } if !in_use => Vec::new(),
             Phase::Probe { windows, step } => {
                 if windows == 0 {
                     // +1 holds a second window: the first 429 above a
@@ -497,13 +540,14 @@ impl Controller {
 
     fn set(&mut self, rate: f64) {
         if (rate - self.rate).abs() > f64::EPSILON {
-            // The next tick's answers were mostly sent at the old rate; after
-            // a cut, the partner's window still holds the second before it,
-            // and its 429s say nothing of the new rate.
+            // After a cut, the partner's window still holds the second
+            // before it, and its 429s say nothing of the new rate. A raise
+            // counts from the next tick: its first request above the old
+            // rate may be refused at once (the partner's second is full).
             self.settle = if rate < self.rate {
                 SETTLE_AFTER_CUT
             } else {
-                1
+                0
             };
             self.rate = rate;
             self.creeping.clear();
