@@ -177,8 +177,8 @@ pub(crate) struct Controller {
     /// The last held windows at the current rate, for a limit that creeps
     /// under it.
     creeping: VecDeque<Tick>,
-    /// The last minute's windows: when, the rate in force, and whether it
-    /// was pushed back.
+    /// The last minute's windows: when, the rate that held (or the rate
+    /// pushed back), and whether it was pushed back.
     history: VecDeque<(Duration, f64, bool)>,
     /// The last window decided, for the log.
     last: Tick,
@@ -226,9 +226,10 @@ impl Controller {
 
     /// The highest rate that held without a push-back over the last minute:
     /// per window, the rate, or what the partner admitted of it (plus the
-    /// noise) when that is less. A rate that held before the latest push-back counts only below the
-    /// rate that push-back came at: what held before the limit fell is no
-    /// longer safe. The rate now when no window qualifies.
+    /// noise) when that is less. A rate that held before the latest
+    /// push-back counts only below the rate that push-back came at: what
+    /// held before the limit fell is no longer safe. The held rate when no
+    /// window qualifies.
     pub(crate) fn safe_rate(&self) -> f64 {
         let last_push = self.history.iter().rposition(|&(_, _, pushed)| pushed);
         let below = |i: usize| match last_push {
@@ -243,7 +244,7 @@ impl Controller {
             .fold(None, |best: Option<f64>, r| {
                 Some(best.map_or(r, |b| b.max(r)))
             })
-            .unwrap_or(self.rate)
+            .unwrap_or(self.rate.min(self.held))
     }
 
     /// Feed one tick of `tick` length; returns the decisions it led to
@@ -310,13 +311,12 @@ impl Controller {
         throttled as f64 > expected + sigmas * expected.sqrt() + slack
     }
 
-    /// Whether the window's 429s are push-back. A probe's first step (+1)
-    /// counts from one 429 above noise, since one above the limit costs
-    /// just one a second; any other window needs a cluster (a slow start's
-    /// step or a larger probe overshoots by far more, and one spurious 429
-    /// must not end them).
+    /// Whether the window's 429s are push-back. A probe's count from one
+    /// 429 above noise, since one above the limit costs just one a second;
+    /// any other window needs a cluster (a slow start overshoots by far
+    /// more, and one spurious 429 must not end it at a low rate).
     fn pushed(&self, w: Tick) -> bool {
-        if matches!(self.phase, Phase::Probe { windows: 0 | 1, .. }) {
+        if matches!(self.phase, Phase::Probe { .. }) {
             self.beyond_noise(w.requests, w.throttled, 2.0, 0.5)
         } else {
             self.beyond_noise(w.requests, w.throttled, 3.0, 1.0)
@@ -336,13 +336,15 @@ impl Controller {
         // is less (429s beyond noise that no test caught yet, an idle run).
         let noise = self.expected_noise(w.requests) / secs;
         let held = self.rate.min((admitted + noise + 1e-6).floor());
-        self.remember(held, pushed || creeping.is_some());
+        // A pushed-back window is remembered at the rate pushed back.
+        let back = pushed || creeping.is_some();
+        self.remember(if back { self.rate } else { held }, back);
         let overloaded = w.requests >= 10 && w.overloaded * 10 > w.requests && w.overloaded >= 3;
         let in_use = w.requests as f64 >= 0.7 * self.rate * secs;
         if let Some(admitted) = creeping {
-            self.pushed_back(admitted, true)
+            self.pushed_back(admitted, secs, true)
         } else if pushed {
-            self.pushed_back(admitted, in_use)
+            self.pushed_back(admitted, secs, in_use)
         } else if overloaded {
             let from = self.rate;
             let to = (from * 0.9).floor().max(1.0);
@@ -399,14 +401,15 @@ impl Controller {
     }
 
     /// The window was pushed back: `admitted` requests a second got through,
-    /// in a window the pool filled (`in_use`) or not.
-    fn pushed_back(&mut self, admitted: f64, in_use: bool) -> Vec<Decision> {
+    /// in a window of `secs` the pool filled (`in_use`) or not.
+    fn pushed_back(&mut self, admitted: f64, secs: f64, in_use: bool) -> Vec<Decision> {
         let from = self.rate;
-        let refused_share = if self.last.requests == 0 {
-            0.0
-        } else {
-            self.last.throttled as f64 / self.last.requests as f64
-        };
+        let w = self.last;
+        // Most of a window refused, and more than a stray few, a step or
+        // two above the held rate: the limit fell under the held rate (a
+        // larger probe step is refused in part by its own overshoot).
+        let small_step = (from - self.held) <= 2.0;
+        let fell = w.throttled >= 3 && w.throttled * 4 > w.requests && small_step;
         let clock = self.clock;
         // What the partner admitted, at most halving at once, and at
         // least one below the rate that was pushed back. A window the pool
@@ -419,15 +422,17 @@ impl Controller {
             .clamp((from * most).floor().max(1.0), below);
         let decision = match self.phase {
             Phase::Probe { .. } => {
-                // Back to the held rate, or to what the partner admitted
-                // when that is more (a probe that overshot far); the noise
-                // in the window says nothing against the held rate.
-                // A window mostly refused is the limit falling under the
-                // held rate, not a probe above it: what was admitted.
-                let back_to = if refused_share > 0.25 {
+                // Back to the held rate: the noise in the window says
+                // nothing against it. Unless the limit fell under it (what
+                // was admitted), or a full window shows the partner
+                // admitting more (a probe that overshot far); a probe that
+                // ended early measured too short a time to say.
+                let back_to = if fell {
                     measured
-                } else {
+                } else if secs >= WINDOW.as_secs_f64() {
                     self.held.max(measured).min(below)
+                } else {
+                    self.held.min(below)
                 };
                 let same = self.ceiling.is_some_and(|c| c.rate <= from);
                 self.probe_wait = if same {
@@ -465,7 +470,10 @@ impl Controller {
             }
         };
         self.set(self.held);
-        self.trusted = measured;
+        // Rates up to what was admitted are under the limit; a window cut
+        // short measured too little time to vouch for more than the rate
+        // now.
+        self.trusted = measured.min(self.held);
         self.phase = Phase::Hold {
             since: Duration::ZERO,
         };
