@@ -41,7 +41,7 @@ use crate::exec::feed::{Done, Queued, Sink, feed, job_queue_batches};
 use crate::exec::pace::{Pace, Pacing};
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::throttle::Throttle;
-use crate::exec::watch::{Gauges, MetricsSink, RunWatch, StateSink};
+use crate::exec::watch::{Gauges, MetricsSink, RunWatch, StateSink, report_failed_message};
 use crate::exec::worker::WorkerCtx;
 use crate::input::{InputDigest, InputSource};
 use crate::intake::Intake;
@@ -98,11 +98,10 @@ pub async fn run(
     let state = opened.state_reader.take();
     let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state, lookahead).await?;
     stages.wait(&stop).await;
-    let (recorder, watch) = recorder_thread
+    let (recorder, failed, watch) = recorder_thread
         .await
         .map_err(|e| Error::Fatal(format!("report writer failed: {e}")))?;
     watch.bar.finish();
-    let recorder = recorder?;
     let rows_read = match read_result {
         Ok(n) => n,
         // Nothing could be read: a usage error (exit 2), as for any command.
@@ -119,7 +118,7 @@ pub async fn run(
         target,
         digest: opened.digest,
     };
-    conclude(settings, recorder, watch, &stop, ended)
+    conclude(settings, recorder, watch, &stop, ended, failed.is_some())
 }
 
 /// Close the timeline's last (partial) second with the figures summary.json
@@ -131,13 +130,14 @@ fn conclude<P: Fn() -> journal::Progress + Send + 'static>(
     mut watch: RunWatch<P>,
     stop: &Stop,
     ended: Ended,
+    reports_failed: bool,
 ) -> Result<Summary, Error> {
     let last = Sample {
         figures: ended.engine,
         ..watch.sample()
     };
     recorder.timeline.close(Instant::now(), &last);
-    let summary = finish(settings, recorder, watch.state, stop, ended)?;
+    let summary = finish(settings, recorder, watch.state, stop, ended, reports_failed)?;
     if let Some(m) = &mut watch.metrics {
         m.at_end(&summary);
     }
@@ -437,8 +437,23 @@ fn finish(
     state: Option<StateSink>,
     stop: &Stop,
     ended: Ended,
+    reports_failed: bool,
 ) -> Result<Summary, Error> {
     let dry_run = ended.target.is_none();
+    // The last checkpoint makes every recorded row durable. When it fails
+    // (a disk that filled at the end), or after the reports failed mid-run,
+    // the run ends fatal: summary.json is then written if space allows, and
+    // the journal's last good checkpoint is what `--resume` goes on from.
+    let mut reports_failed = reports_failed;
+    if !dry_run
+        && let Err(e) = recorder.checkpoint(journal::Progress::new(ended.engine, ended.elapsed))
+    {
+        tracing::warn!(error = %crate::error::chain(&e), "cannot write the last checkpoint");
+        if !reports_failed {
+            stop.trip(StopKind::Fatal, report_failed_message(&e));
+            reports_failed = true;
+        }
+    }
     let (ending, fatal_error) = match stop.reason() {
         None => (Ending::Finished, None),
         Some((StopKind::Interrupted, m)) => {
@@ -447,9 +462,6 @@ fn finish(
         }
         Some((StopKind::Fatal, m)) => (Ending::Fatal, Some(m)),
     };
-    if !dry_run {
-        recorder.checkpoint(journal::Progress::new(ended.engine, ended.elapsed))?;
-    }
     let summary = Summary::build(SummaryParts {
         input: InputInfo {
             path: settings.input.display(),
@@ -474,7 +486,12 @@ fn finish(
         fatal_error,
     });
     let errors = recorder.errors.top(view::TOP_ERRORS);
-    recorder.finish(&summary)?;
+    match recorder.finish(&summary) {
+        Err(e) if reports_failed => {
+            tracing::warn!(error = %crate::error::chain(&e), "cannot write the reports' last lines");
+        }
+        r => r?,
+    }
     // The page is for people: if it cannot be written, the run's result
     // (and exit code) stands.
     if let Err(e) = view::write(&settings.out, &summary, &errors) {

@@ -96,7 +96,7 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
     }
 
     fn failed(&mut self, e: &ReportError) {
-        self.stop.trip(StopKind::Fatal, crate::error::chain(e));
+        self.stop.trip(StopKind::Fatal, report_failed_message(e));
     }
 
     fn sample(&mut self) -> Sample {
@@ -115,6 +115,16 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
             m.during(counts, line, (self.progress)());
         }
     }
+}
+
+/// The stop's message when the reports cannot be written mid-run (a full
+/// disk, say): what failed, and that the run can go on from its journal.
+pub(crate) fn report_failed_message(e: &ReportError) -> String {
+    format!(
+        "{}; the run stopped: free space (or fix the cause), then run it again with \
+         --resume and the same --out to continue",
+        crate::error::chain(e)
+    )
 }
 
 /// How often `--metrics-file` is rewritten while the run goes on.

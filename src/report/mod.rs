@@ -312,10 +312,13 @@ impl Recorder {
     }
 
     /// Flush the CSVs and write summary.json atomically (temp file + rename),
-    /// so a crash never leaves a half-written summary.
+    /// so a crash never leaves a half-written summary. summary.json is
+    /// written even when the flush fails (a full disk): it is small, and it
+    /// says how the run ended; the flush's error is returned.
     pub(crate) fn finish(mut self, summary: &Summary) -> Result<(), ReportError> {
-        self.flush()?;
-        write_summary(&self.dir, summary)
+        let flushed = self.flush();
+        write_summary(&self.dir, summary)?;
+        flushed
     }
 }
 

@@ -57,9 +57,9 @@ const RECORDER_NAP: Duration = Duration::from_millis(1);
 /// Most time a recorded row waits before it is fsynced.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
-/// The recorder thread's end: the reports (or why they could not be
-/// written) and the watch, handed back.
-type Recorded<W> = (Result<Recorder, ReportError>, W);
+/// The recorder thread's end: the reports, why they could no longer be
+/// written (the run was stopped then), and the watch, handed back.
+type Recorded<W> = (Recorder, Option<ReportError>, W);
 
 /// Start the recorder thread on tokio's blocking pool. `journal` off only
 /// flushes at each checkpoint (benchmarks and dry runs).
@@ -80,11 +80,11 @@ pub(crate) fn spawn<W: Watch>(
             last_checkpoint: Instant::now(),
             dirty: false,
         };
-        let result = thread.run();
-        if let Err(e) = &result {
+        let failed = thread.run().err();
+        if let Some(e) = &failed {
             thread.watch.failed(e);
         }
-        (result.map(|()| thread.recorder), thread.watch)
+        (thread.recorder, failed, thread.watch)
     })
 }
 

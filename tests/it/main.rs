@@ -1,6 +1,7 @@
 mod adaptive;
 mod chaos;
 mod cli;
+mod disk_full;
 mod dry_run;
 mod engine;
 mod engine_parts;
