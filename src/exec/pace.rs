@@ -251,15 +251,19 @@ struct WindowState {
     /// booking order, each with whether it was answered 429; `None` for a
     /// request that left the window.
     sent: VecDeque<Option<(Instant, bool)>>,
-    /// Entries of `sent` that are `Some`: the requests that count.
+    /// Requests that count: the entries of `sent` that are `Some`, and `late`.
     live: usize,
     /// Sequence number of `sent[0]`.
     front_id: u64,
+    /// Requests settled as arriving late, moved out of `sent` (which stays
+    /// in booking order, so that one slow request does not hold the younger
+    /// ones behind it): their estimated arrivals, each with how many.
+    late: std::collections::BTreeMap<Instant, usize>,
     spread: RttSpread,
 }
 
 impl WindowState {
-    /// Drop the entries at the front that aged out or left.
+    /// Drop the entries that aged out or left.
     fn age(&mut self, now: Instant) {
         while let Some(front) = self.sent.front() {
             match front {
@@ -270,6 +274,31 @@ impl WindowState {
             self.sent.pop_front();
             self.front_id += 1;
         }
+        while let Some(entry) = self.late.first_entry() {
+            if now.saturating_duration_since(*entry.key()) < SPAN {
+                break;
+            }
+            self.live -= entry.remove();
+        }
+    }
+
+    /// When the `k`-th oldest request that counts ages out (1-based).
+    fn kth_expiry(&self, k: usize) -> Option<Instant> {
+        let mut booked = self.sent.iter().flatten().map(|&(t, _)| t).peekable();
+        let mut late = self
+            .late
+            .iter()
+            .flat_map(|(&t, &n)| std::iter::repeat_n(t, n))
+            .peekable();
+        let mut nth = None;
+        for _ in 0..k {
+            nth = match (booked.peek(), late.peek()) {
+                (Some(a), Some(b)) if b < a => late.next(),
+                (Some(_), _) => booked.next(),
+                (None, _) => late.next(),
+            };
+        }
+        nth.map(|t| t + SPAN)
     }
 }
 
@@ -283,6 +312,7 @@ impl Window {
                 sent: VecDeque::with_capacity(cap.min(4096) + 1),
                 live: 0,
                 front_id: 0,
+                late: std::collections::BTreeMap::new(),
                 spread: RttSpread::default(),
             }),
             open: std::sync::atomic::AtomicBool::new(rate > GUARD_MAX),
@@ -312,17 +342,8 @@ impl Window {
                     w.live += 1;
                     return Some(Slot { id, booked: now });
                 }
-                // The oldest `live - cap + 1` must age out for one more to
-                // fit; a settled arrival may be later than a younger one's.
-                let must_go = w.live - w.cap + 1;
-                w.sent
-                    .iter()
-                    .flatten()
-                    .take(must_go)
-                    .map(|&(t, _)| t)
-                    .max()
-                    .unwrap_or(now)
-                    + SPAN
+                // The oldest `live - cap + 1` must age out for one more to fit.
+                w.kth_expiry(w.live - w.cap + 1).unwrap_or(now + SPAN)
             };
             tokio::time::sleep_until(wake).await;
         }
@@ -343,7 +364,11 @@ impl Window {
         };
         match (at.as_mut(), refused) {
             (Some((_, r)), true) => *r = true,
-            (Some((t, _)), false) if !late.is_zero() => *t = (*t).max(slot.booked + late),
+            (Some(_), false) if !late.is_zero() => {
+                // It counts from its estimated arrival, out of booking order.
+                *at = None;
+                *w.late.entry(slot.booked + late).or_default() += 1;
+            }
             _ => {}
         }
     }
@@ -471,17 +496,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_held_up_on_its_way_counts_from_its_estimated_arrival() {
-        // Cap 2: two requests at once, then the third waits for the first to
-        // age out. Settled with a round trip 300 ms slower than the usual
-        // ones, the first counts as arriving 300 ms later, and so does the wait.
-        let w = Window::new(2.0);
+        // Cap 1: the next request waits for the first to age out. Settled
+        // with a round trip 300 ms slower than the usual ones, the first
+        // counts as arriving 300 ms later, and so does the wait.
+        let w = Window::new(1.0);
         for _ in 0..100 {
             w.lock().spread.observe(Duration::from_millis(10));
         }
         let start = Instant::now();
         let a = w.admit().await.expect("a slot");
-        let b = w.admit().await.expect("a slot");
-        w.settle(b, Duration::from_millis(10), false);
         w.settle(a, Duration::from_millis(310), false);
         w.admit().await;
         assert!(
@@ -489,6 +512,31 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn one_late_request_does_not_hold_the_younger_ones() {
+        // Cap 2: a settled 600 ms late, b on time. At the partner a arrives
+        // 600 ms after b, so a third request fits once b is a SPAN old: the
+        // late one counts from its own arrival, not ahead of b's.
+        let w = Window::new(2.0);
+        for _ in 0..100 {
+            w.lock().spread.observe(Duration::from_millis(10));
+        }
+        let start = Instant::now();
+        let a = w.admit().await.expect("a slot");
+        let b = w.admit().await.expect("a slot");
+        w.settle(a, Duration::from_millis(610), false);
+        w.settle(b, Duration::from_millis(10), false);
+        w.admit().await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= SPAN && waited < SPAN + Duration::from_millis(400),
+            "{waited:?}"
+        );
+        // The fourth waits for the late one's arrival to age out.
+        w.admit().await;
+        assert!(start.elapsed() >= SPAN + Duration::from_millis(600));
     }
 
     #[tokio::test]
