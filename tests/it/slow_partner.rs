@@ -104,6 +104,25 @@ async fn a_broken_file_still_trips_under_the_spike() {
     sb.shutdown().await;
 }
 
+// A file whose every row is invalid trips the breaker within its window
+// under the same spike: nothing is sent, and the rows it did not judge are
+// `failed` with "not sent".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_all_invalid_still_trips_under_the_spike() {
+    let sb = sandbox(cold_start()).await;
+    let dir = TestDir::new();
+    export(&dir, 3000, 1);
+    let (out, results) = run(&sb, &dir, 3000, &["--rate", "200"]).await;
+    out.expect_code(3);
+    assert!(out.stderr().contains("circuit breaker"), "{out}");
+    let invalid = results.iter().filter(|r| r.status == "invalid").count();
+    // Judged in input order, the window fills with the first 200 rows; the
+    // feed may have read on while the stop took effect.
+    assert!(invalid >= 200, "invalid {invalid}");
+    assert_eq!(sb.stats().users_requests, 0);
+    sb.shutdown().await;
+}
+
 // A partner that serves 50 requests a second and queues the rest (no 429,
 // its latency just grows) against `--rate 200`: the requests in flight stay
 // within what 200/s needs at 2 s a request (rate × 2 s + 4), however long
