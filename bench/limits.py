@@ -372,6 +372,8 @@ def section_auto5(a, binary, work, algorithms):
     print("|---|---|---|---:|---|:-:|")
     for algo in algorithms:
         for kind, (extra, checks) in AUTO5.items():
+            if a.scenarios and kind not in a.scenarios.split(","):
+                continue
             rows = a.rise_rows if kind == "rise" else a.rows
             figs = []
             for i in range(a.runs):
@@ -429,6 +431,8 @@ def main():
     ap.add_argument("--binary", help="use this build instead of cargo build --release")
     ap.add_argument("--algorithms",
                     help="limit algorithms (fixed: all three by default; auto5: sliding-window)")
+    ap.add_argument("--scenarios", default="",
+                    help="auto5 scenarios to run, comma-separated (default: all five)")
     ap.add_argument("--rows", type=int, default=3600, help="rows per auto5 scenario (~90 s at 40/s)")
     ap.add_argument("--rise-rows", type=int, default=4400,
                     help="rows of auto5's rise scenario (>= 60 s: 30 s at 40/s, then 80/s)")

@@ -1,5 +1,6 @@
 //! `--rate auto`: find the partner's limit while running and hold it, through
-//! noise, limit changes and `Retry-After`.
+//! noise, limit changes and `Retry-After`, against a sliding window, a fixed
+//! window or a token bucket.
 //!
 //! The controller ([`Controller`], clock-free so it can be tested) decides
 //! once per *window* (at least [`WINDOW`] and [`WINDOW_REQUESTS`] requests),
@@ -13,24 +14,43 @@
 //!   429s are more than that level explains (a Poisson bound: a few standard
 //!   deviations above the expected count). Anything less is *noise ignored*:
 //!   no cut, no ceiling. With no noise, one 429 above a probe is enough.
+//! - **Noise is checked one below.** A held rate a fraction above the limit
+//!   (the pacer's 0.99 × 41 against 40) is refused about every other
+//!   second, which looks like noise. Once a held rate not yet checked has
+//!   seen [`CHECK_AFTER`] 429s taken for noise, the rate steps one below
+//!   for [`CHECK_WINDOWS`] windows: 429s that keep coming at the same share
+//!   are noise (the rate is back, and checked), 429s that stop were the
+//!   limit's (a ceiling there, and what they taught the noise level is
+//!   taken back).
 //! - **A cut goes to what the partner admitted.** A strict limiter admits L
 //!   a second whatever is sent, so in a pushed-back window the requests that
 //!   were not refused, per second, measure L. The rate drops to that (at
 //!   most halving in one window), not by a fixed factor: a slow start that
 //!   overshoots, or a limit that fell from 40 to 13, lands on the limit in
-//!   one or two windows.
+//!   one or two windows. A window cut short by a cluster measures one less:
+//!   a fixed window or a bucket admits its second's worth early in it.
 //! - **Hold, then probe.** The rate holds at the best rate known to pass.
 //!   After a wait it probes above: +1 for two windows (one 429 costs one
-//!   retry), then a step that doubles each window that passes (+2, +4, …),
-//!   so a limit that rose is found in seconds. A probe that is pushed back
-//!   returns to the held rate and sets a *ceiling* there; each probe that
-//!   fails at the same ceiling doubles the wait (2 s up to [`PROBE_WAIT_MAX`]),
-//!   since each can cost a `Retry-After` pause somewhere. A ceiling expires
-//!   after [`CEILING_TTL`], and a probe that passes resets the wait.
+//!   retry), or four when it re-tests a standing ceiling, then a step that
+//!   doubles each window that passes (+2, +4, …), so a limit that rose is
+//!   found in seconds. A probe that is pushed back returns to the held rate
+//!   and sets a *ceiling* there; each probe that fails at the same ceiling
+//!   doubles the wait (2 s up to [`PROBE_WAIT_MAX`]), since each can cost a
+//!   `Retry-After` pause somewhere. A ceiling expires after [`CEILING_TTL`],
+//!   and a probe that passes resets the wait.
+//! - **A token bucket's credit is not a limit.** A bucket lets a rate above
+//!   its refill through until the credit drains, so a probe can pass and
+//!   then be refused at the same rate. When a full window admits less than
+//!   a rate the last probe passed, the controller models the bucket
+//!   ([`Bucket`]: the refill it measured, and the credit this client lets
+//!   build by sending under it), and from then on a probe's windows count
+//!   only once that credit is spent; windows carried by credit never count
+//!   as held.
 //! - **A limit that creeps up under a held rate** (the held rate was one
 //!   above the limit, or the limit fell by a little) shows as 429s in every
 //!   window: three held windows whose 429s together exceed the noise cut
-//!   like a single pushed-back one.
+//!   like a single pushed-back one. A probe that fails back to the same
+//!   rate does not reset that count.
 //! - **5xx and timeouts never set a ceiling.** A window where more than a
 //!   tenth of the requests met a 503 or a timeout cuts ×0.9 and waits before
 //!   probing; scattered ones are ignored.
@@ -84,6 +104,15 @@ const CREEP_WINDOWS: [usize; 2] = [3, 10];
 /// Ticks not counted after a cut: the partner's sliding second drains.
 const SETTLE_AFTER_CUT: u32 = 4;
 
+/// 429s passed for noise at a held rate before it is checked one below…
+const CHECK_AFTER: u64 = 3;
+
+/// …for this many windows.
+const CHECK_WINDOWS: u32 = 4;
+
+/// Windows a probe of +1 holds when it re-tests a standing ceiling.
+const RETEST_WINDOWS: u32 = 4;
+
 /// Slow start multiplies the rate by this each window that passes.
 const SLOW_START: f64 = 1.5;
 
@@ -94,6 +123,8 @@ pub(crate) struct Tick {
     pub(crate) throttled: u64,
     /// 503s and timeouts.
     pub(crate) overloaded: u64,
+    /// Microseconds the whole pool was held by clustered 429s.
+    pub(crate) paused_us: u64,
 }
 
 impl Tick {
@@ -101,6 +132,7 @@ impl Tick {
         self.requests += t.requests;
         self.throttled += t.throttled;
         self.overloaded += t.overloaded;
+        self.paused_us += t.paused_us;
     }
 }
 
@@ -113,6 +145,16 @@ enum Phase {
     Hold { since: Duration },
     /// Above the held rate: `windows` passed so far, the next `step`.
     Probe { windows: u32, step: f64 },
+    /// One below `rate`, whose windows saw 429s taken for noise (`above`):
+    /// if the 429s stop down here, they were the limit's. `below` is what
+    /// the `windows` so far saw.
+    Check {
+        rate: f64,
+        above: Tick,
+        below: Tick,
+        secs: f64,
+        windows: u32,
+    },
 }
 
 /// A rate that was pushed back.
@@ -121,6 +163,45 @@ struct Ceiling {
     rate: f64,
     /// The controller's clock when it was last confirmed.
     at: Duration,
+}
+
+/// What a probe saw, from its start until a push-back judges it (the held
+/// windows after a probe cut short included).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ProbeRecord {
+    /// Requests the partner admitted, and over how many seconds.
+    admitted: f64,
+    secs: f64,
+    /// The highest rate that passed: the held rate it started from, or a
+    /// step that passed.
+    top: f64,
+}
+
+/// A token bucket behind the limit, as far as this client can tell. A
+/// probe whose windows passed, then a push-back that admitted less than
+/// they sent, shows a partner that let a rate above its limit through
+/// until a bucket of credit drained. From then on a probe passes only once
+/// the credit this client let build up (by sending under `refill`) is
+/// spent: a pass on credit says nothing of the limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Bucket {
+    /// What the partner admitted a second once the credit was spent.
+    refill: f64,
+    /// The most credit a probe was seen to spend.
+    cap: f64,
+    /// Credit built up since: requests not sent under `refill`, at most
+    /// `cap`; and what it was when the last window began.
+    credit: f64,
+    before: f64,
+}
+
+impl Bucket {
+    /// Whether the last window, at `rate`, ran on credit: a probe that
+    /// passed it says nothing of the limit. At or under the refill, the
+    /// rate passes without.
+    fn carried(&self, rate: f64) -> bool {
+        rate > self.refill && (self.before > 0.5 || self.credit > 0.5)
+    }
 }
 
 /// One rate decision, for the log and the operator's view.
@@ -146,6 +227,13 @@ pub(crate) enum Decision {
     CeilingExpired { ceiling: f64 },
     /// 429s the noise level explains: nothing changed.
     NoiseIgnored,
+    /// The held rate's 429s passed for noise: one below, to see whether
+    /// they stop.
+    CheckStarted { from: f64, to: f64 },
+    /// They went on one below: noise, and the rate is back.
+    NoiseConfirmed { rate: f64 },
+    /// They stopped one below: the limit's. A ceiling at the rate checked.
+    LimitFound { ceiling: f64, back_to: f64 },
 }
 
 /// The controller of `--rate auto`.
@@ -156,11 +244,6 @@ pub(crate) struct Controller {
     rate: f64,
     /// The best rate known to pass.
     held: f64,
-    /// The rate the last push-back measured as admitted: held windows at
-    /// or below it are under the limit, so their 429s are noise. Windows
-    /// above it (after a probe passed) do not teach the noise level: a
-    /// limit a little below the held rate would pass for noise.
-    trusted: f64,
     phase: Phase,
     ceiling: Option<Ceiling>,
     probe_wait: Duration,
@@ -173,15 +256,27 @@ pub(crate) struct Controller {
     settle: u32,
     /// Held windows of the last minute: (when, requests, 429s) for the
     /// noise level.
-    noise: VecDeque<(Duration, u64, u64)>,
-    /// The last held windows at the current rate, for a limit that creeps
-    /// under it.
+    noise: VecDeque<(Duration, f64, u64, u64)>,
+    /// The highest rate whose 429s a check showed to be noise (they went
+    /// on one below it); above it, 429s taken for noise are checked.
+    verified: f64,
+    /// The last held windows at `creeping_rate`, for a limit that creeps
+    /// under it: a probe that fails back to the same rate does not reset
+    /// them, so a limit a fraction under the held rate adds up.
     creeping: VecDeque<Tick>,
+    creeping_rate: f64,
     /// The last minute's windows: when, the rate that held (or the rate
-    /// pushed back), and whether it was pushed back.
-    history: VecDeque<(Duration, f64, bool)>,
-    /// The last window decided, for the log.
+    /// pushed back), and for a push-back the most an earlier window may
+    /// have held to still count as safe.
+    history: VecDeque<(Duration, f64, Option<f64>)>,
+    /// The last probe, until a push-back judges it: what it saw.
+    probe: Option<ProbeRecord>,
+    /// What is known of a token bucket behind the limit, once a probe's
+    /// passes turned out to be its credit.
+    bucket: Option<Bucket>,
+    /// The last window decided, for the log, and its length.
     last: Tick,
+    last_secs: f64,
 }
 
 impl Controller {
@@ -194,7 +289,6 @@ impl Controller {
             max,
             rate,
             held: rate,
-            trusted: f64::INFINITY,
             phase: Phase::SlowStart,
             ceiling: None,
             probe_wait: PROBE_WAIT,
@@ -203,9 +297,14 @@ impl Controller {
             window_len: Duration::ZERO,
             settle: 0,
             noise: VecDeque::new(),
+            verified: 0.0,
             creeping: VecDeque::new(),
+            creeping_rate: 0.0,
             history: VecDeque::new(),
+            probe: None,
+            bucket: None,
             last: Tick::default(),
+            last_secs: 0.0,
         }
     }
 
@@ -227,19 +326,22 @@ impl Controller {
     /// The highest rate that held without a push-back over the last minute:
     /// per window, the rate, or what the partner admitted of it (plus the
     /// noise) when that is less. A rate that held before the latest
-    /// push-back counts only below the rate that push-back came at: what
-    /// held before the limit fell is no longer safe. The held rate when no
-    /// window qualifies.
+    /// push-back counts only below the rate pushed back, or up to what the
+    /// partner then admitted when the limit fell or the earlier passes were
+    /// a token bucket's credit. The held rate when no window qualifies.
     pub(crate) fn safe_rate(&self) -> f64 {
-        let last_push = self.history.iter().rposition(|&(_, _, pushed)| pushed);
-        let below = |i: usize| match last_push {
-            Some(p) if i < p => self.history[p].1,
+        let last_push = self
+            .history
+            .iter()
+            .rposition(|&(_, _, pushed)| pushed.is_some());
+        let most = |i: usize| match last_push {
+            Some(p) if i < p => self.history[p].2.unwrap_or(f64::INFINITY),
             _ => f64::INFINITY,
         };
         self.history
             .iter()
             .enumerate()
-            .filter(|&(i, &(_, rate, pushed))| !pushed && rate < below(i))
+            .filter(|&(i, &(_, rate, pushed))| pushed.is_none() && rate <= most(i))
             .map(|(_, &(_, rate, _))| rate)
             .fold(None, |best: Option<f64>, r| {
                 Some(best.map_or(r, |b| b.max(r)))
@@ -257,7 +359,6 @@ impl Controller {
         {
             self.ceiling = None;
             self.probe_wait = PROBE_WAIT;
-            self.trusted = self.trusted.max(self.held);
             out.push(Decision::CeilingExpired { ceiling: c.rate });
         }
         if let Phase::Hold { since } = &mut self.phase {
@@ -298,7 +399,7 @@ impl Controller {
         let (n, k) = self
             .noise
             .iter()
-            .fold((0u64, 0u64), |(n, k), &(_, wn, wk)| (n + wn, k + wk));
+            .fold((0u64, 0u64), |(n, k), &(_, _, wn, wk)| (n + wn, k + wk));
         // A prior of one 429 in a thousand until the minute has data.
         let share = (k as f64 + 0.1) / (n as f64 + 100.0);
         share.min(NOISE_MAX) * requests as f64
@@ -314,38 +415,58 @@ impl Controller {
     /// Whether the window's 429s are push-back. A probe's count from one
     /// 429 above noise, since one above the limit costs just one a second;
     /// any other window needs a cluster (a slow start overshoots by far
-    /// more, and one spurious 429 must not end it at a low rate).
+    /// more, and stray 429s must not end it at a low rate).
     fn pushed(&self, w: Tick) -> bool {
-        if matches!(self.phase, Phase::Probe { .. }) {
-            self.beyond_noise(w.requests, w.throttled, 2.0, 0.5)
-        } else {
-            self.beyond_noise(w.requests, w.throttled, 3.0, 1.0)
+        match self.phase {
+            Phase::Probe { .. } => self.beyond_noise(w.requests, w.throttled, 2.0, 0.5),
+            // Slow start knows no noise level yet, and its overshoot is
+            // refused by the dozen: a pair of stray 429s must not end it
+            // at a tenth of the limit.
+            Phase::SlowStart => {
+                w.throttled >= 3 && self.beyond_noise(w.requests, w.throttled, 3.0, 1.0)
+            }
+            _ => self.beyond_noise(w.requests, w.throttled, 3.0, 1.0),
         }
     }
 
     /// Judge a full window of `secs` seconds.
     fn decide(&mut self, w: Tick, secs: f64) -> Vec<Decision> {
         self.last = w;
-        let probing = matches!(self.phase, Phase::Probe { .. } | Phase::SlowStart);
+        self.last_secs = secs;
         let pushed = self.pushed(w);
-        let creeping = (!pushed && !probing)
+        // The time the pool could send: a pause for clustered 429s (a
+        // partner's Retry-After) is push-back, not a pool left idle.
+        let busy = (secs - w.paused_us as f64 / 1e6).max(0.25 * secs);
+        let in_use = w.requests as f64 >= 0.7 * self.rate * busy;
+        let admitted_n = (w.requests - w.throttled) as f64;
+        if let Some(p) = &mut self.probe {
+            p.admitted += admitted_n;
+            p.secs += secs;
+        }
+        if let Some(b) = &mut self.bucket {
+            b.before = b.credit;
+            b.credit = (b.credit + b.refill * secs - admitted_n).clamp(0.0, b.cap);
+        }
+        let held_phase = matches!(self.phase, Phase::Hold { .. });
+        let creeping = (!pushed && held_phase)
             .then(|| self.held_window(w, secs))
             .flatten();
-        let admitted = (w.requests - w.throttled) as f64 / secs;
+        let admitted = admitted_n / busy;
         // What held: the rate, or what the partner admitted of it when that
         // is less (429s beyond noise that no test caught yet, an idle run).
         let noise = self.expected_noise(w.requests) / secs;
-        let held = self.rate.min((admitted + noise + 1e-6).floor());
-        // A pushed-back window is remembered at the rate pushed back.
-        let back = pushed || creeping.is_some();
-        self.remember(if back { self.rate } else { held }, back);
+        let mut held = self.rate.min((admitted + noise + 1e-6).floor());
+        // What passed on a bucket's credit held only up to its refill.
+        if let Some(b) = self.bucket.filter(|b| b.carried(self.rate)) {
+            held = held.min(b.refill);
+        }
         let overloaded = w.requests >= 10 && w.overloaded * 10 > w.requests && w.overloaded >= 3;
-        let in_use = w.requests as f64 >= 0.7 * self.rate * secs;
         if let Some(admitted) = creeping {
             self.pushed_back(admitted, secs, true)
         } else if pushed {
             self.pushed_back(admitted, secs, in_use)
         } else if overloaded {
+            self.remember(held, None);
             let from = self.rate;
             let to = (from * 0.9).floor().max(1.0);
             self.set(to);
@@ -355,6 +476,7 @@ impl Controller {
             };
             vec![Decision::Overloaded { from, to }]
         } else {
+            self.remember(held, None);
             let mut d = self.passed(in_use);
             if w.throttled > 0 {
                 d.push(Decision::NoiseIgnored);
@@ -363,11 +485,16 @@ impl Controller {
         }
     }
 
-    /// A held window with no cluster: keep it for the creeping test and,
-    /// at a trusted rate, for the noise level. Returns what the partner
+    /// A held window with no cluster: keep it for the creeping test and
+    /// for the noise level (a check one below takes back what it taught
+    /// when its 429s turn out to be the limit's). Returns what the partner
     /// admitted a second when the last few held windows together show a
     /// limit under the held rate.
     fn held_window(&mut self, w: Tick, secs: f64) -> Option<f64> {
+        if (self.rate - self.creeping_rate).abs() > f64::EPSILON {
+            self.creeping.clear();
+            self.creeping_rate = self.rate;
+        }
         self.creeping.push_back(w);
         if self.creeping.len() > CREEP_WINDOWS[1] {
             self.creeping.pop_front();
@@ -387,13 +514,14 @@ impl Controller {
                 && self.beyond_noise(sum.requests, sum.throttled, 3.0, 1.0))
             .then(|| (sum.requests - sum.throttled) as f64 / (m as f64 * secs))
         });
-        if creeping.is_none() && self.rate <= self.trusted {
-            self.noise.push_back((self.clock, w.requests, w.throttled));
+        if creeping.is_none() {
+            self.noise
+                .push_back((self.clock, self.rate, w.requests, w.throttled));
         }
         while self
             .noise
             .front()
-            .is_some_and(|&(at, _, _)| self.clock.saturating_sub(at) > LOOKBACK)
+            .is_some_and(|&(at, _, _, _)| self.clock.saturating_sub(at) > LOOKBACK)
         {
             self.noise.pop_front();
         }
@@ -409,7 +537,7 @@ impl Controller {
         // two above the held rate: the limit fell under the held rate (a
         // larger probe step is refused in part by its own overshoot).
         let small_step = (from - self.held) <= 2.0;
-        let fell = w.throttled >= 3 && w.throttled * 4 > w.requests && small_step;
+        let fell = w.throttled >= 5 && w.throttled * 2 > w.requests && small_step;
         let clock = self.clock;
         // What the partner admitted, at most halving at once, and at
         // least one below the rate that was pushed back. A window the pool
@@ -417,9 +545,19 @@ impl Controller {
         // not the limit: at most ×0.9 then.
         let below = (from - 1.0).max(1.0);
         let most = if in_use { 0.5 } else { 0.9 };
-        let measured = admitted
-            .floor()
+        // A window cut short by a cluster measures high against a fixed
+        // window or a bucket, which admit their second's worth early in
+        // it: one below that.
+        let short = secs < WINDOW.as_secs_f64();
+        let measured = (admitted.floor() - if short { 1.0 } else { 0.0 })
             .clamp((from * most).floor().max(1.0), below);
+        let full = in_use && secs >= WINDOW.as_secs_f64();
+        // Noise refused some of what the limit admitted.
+        let noise = self.expected_noise(w.requests) / secs.max(f64::EPSILON);
+        let credit_spent = self.judge_probe((admitted + noise).floor(), full, 1.0);
+        // What held before counts below the rate pushed back, or only up
+        // to what was admitted when that shows the earlier passes unsafe.
+        self.remember(from, Some(if credit_spent { measured } else { below }));
         let decision = match self.phase {
             Phase::Probe { .. } => {
                 // Back to the held rate: the noise in the window says
@@ -427,7 +565,7 @@ impl Controller {
                 // was admitted), or a full window shows the partner
                 // admitting more (a probe that overshot far); a probe that
                 // ended early measured too short a time to say.
-                let back_to = if fell {
+                let back_to = if fell || credit_spent {
                     measured
                 } else if secs >= WINDOW.as_secs_f64() {
                     self.held.max(measured).min(below)
@@ -451,7 +589,7 @@ impl Controller {
                     wait: self.probe_wait,
                 }
             }
-            Phase::SlowStart | Phase::Hold { .. } => {
+            Phase::SlowStart | Phase::Hold { .. } | Phase::Check { .. } => {
                 self.ceiling = Some(Ceiling {
                     rate: from,
                     at: clock,
@@ -470,10 +608,7 @@ impl Controller {
             }
         };
         self.set(self.held);
-        // Rates up to what was admitted are under the limit; a window cut
-        // short measured too little time to vouch for more than the rate
-        // now.
-        self.trusted = measured.min(self.held);
+        self.verified = self.verified.min(self.held);
         self.phase = Phase::Hold {
             since: Duration::ZERO,
         };
@@ -492,6 +627,26 @@ impl Controller {
                 vec![Decision::Raised { from, to }]
             }
             Phase::SlowStart => Vec::new(),
+            // 429s passed for noise at a rate not yet checked: one below,
+            // for a few windows.
+            Phase::Hold { .. }
+                if self.rate > self.verified && self.rate > 1.0 && {
+                    let seen = self.streak();
+                    seen.throttled >= CHECK_AFTER && in_use
+                } =>
+            {
+                let above = self.streak();
+                let to = from - 1.0;
+                self.set(to);
+                self.phase = Phase::Check {
+                    rate: from,
+                    above,
+                    below: Tick::default(),
+                    secs: 0.0,
+                    windows: 0,
+                };
+                vec![Decision::CheckStarted { from, to }]
+            }
             // Probe only from a rate seen to hold for a few windows: a held
             // rate a little above the limit shows there first.
             Phase::Hold { since }
@@ -503,6 +658,12 @@ impl Controller {
                 let to = (from + 1.0).min(self.max);
                 self.held = from;
                 self.set(to);
+                // Probes until a full window judges them make one record.
+                self.probe.get_or_insert(ProbeRecord {
+                    admitted: 0.0,
+                    secs: 0.0,
+                    top: from,
+                });
                 self.phase = Phase::Probe {
                     windows: 0,
                     step: 2.0,
@@ -510,16 +671,73 @@ impl Controller {
                 vec![Decision::ProbeStarted { from, to }]
             }
             Phase::Hold { .. } => Vec::new(),
+            Phase::Check { .. } if !in_use => Vec::new(),
+            Phase::Check {
+                rate,
+                above,
+                mut below,
+                secs,
+                windows,
+            } => {
+                below.add(self.last);
+                let secs = secs + self.last_secs;
+                if windows + 1 < CHECK_WINDOWS {
+                    self.phase = Phase::Check {
+                        rate,
+                        above,
+                        below,
+                        secs,
+                        windows: windows + 1,
+                    };
+                    return Vec::new();
+                }
+                self.phase = Phase::Hold {
+                    since: Duration::ZERO,
+                };
+                // At the same share, one below would have seen this many;
+                // fewer than half is the limit's (sitting one above it
+                // costs more than one below).
+                let expected =
+                    above.throttled as f64 * below.requests as f64 / above.requests.max(1) as f64;
+                if (below.throttled as f64) * 2.0 < expected {
+                    // A bucket behind the limit refilled by what the check
+                    // sent under it.
+                    let refilled = from * secs - (below.requests - below.throttled) as f64;
+                    self.limit_found(rate, from, refilled)
+                } else {
+                    self.verified = rate;
+                    self.set(rate);
+                    vec![Decision::NoiseConfirmed { rate }]
+                }
+            }
             // A window the pool did not fill (a pool-wide pause, a slow
             // input) says nothing of the probe's rate: it neither passes
             // nor fails.
             Phase::Probe { .. } if !in_use => Vec::new(),
             Phase::Probe { windows, step } => {
-                if windows == 0 {
-                    // +1 holds a second window: the first 429 above a
-                    // limit can take a full second to come.
-                    self.phase = Phase::Probe { windows: 1, step };
+                // +1 holds a second window: the first 429 above a limit
+                // can take a full second to come. Re-testing a ceiling
+                // that stands at this rate, it holds four: a limit a
+                // fraction under it refuses less than one a second.
+                // A bucket's credit may be carrying the probe: its windows
+                // count once that is spent, and four of them.
+                if self.bucket.is_some_and(|b| b.carried(from)) {
                     return Vec::new();
+                }
+                let known = self.ceiling.is_some_and(|c| c.rate <= from) || self.bucket.is_some();
+                let hold = if known { RETEST_WINDOWS } else { 2 };
+                if step <= 2.0 && windows + 1 < hold {
+                    self.phase = Phase::Probe {
+                        windows: windows + 1,
+                        step,
+                    };
+                    return Vec::new();
+                }
+                if let Some(b) = &mut self.bucket {
+                    b.refill = b.refill.max(from);
+                }
+                if let Some(p) = &mut self.probe {
+                    p.top = p.top.max(from);
                 }
                 self.held = from;
                 self.probe_wait = PROBE_WAIT;
@@ -546,6 +764,70 @@ impl Controller {
         }
     }
 
+    /// The held windows at the rate now, summed.
+    fn streak(&self) -> Tick {
+        self.creeping.iter().fold(Tick::default(), |mut s, t| {
+            s.add(*t);
+            s
+        })
+    }
+
+    /// A push-back found `measured` a second admitted, over a `full`
+    /// window or not, give or take `margin`: whether the last probe's
+    /// passes were a token bucket's credit (a full window admitted less
+    /// than a rate that passed), and what that teaches of the bucket.
+    fn judge_probe(&mut self, measured: f64, full: bool, margin: f64) -> bool {
+        let probe = self.probe;
+        let credit_spent = full && probe.is_some_and(|p| measured + margin < p.top);
+        if let Some(p) = probe.filter(|_| credit_spent) {
+            // At least a second's worth: the common burst, and more than
+            // one probe can show.
+            let cap = (p.admitted - measured * p.secs)
+                .max(measured)
+                .max(self.bucket.map_or(0.0, |b| b.cap));
+            self.bucket = Some(Bucket {
+                refill: measured,
+                cap,
+                credit: 0.0,
+                before: 0.0,
+            });
+        } else if let Some(b) = &mut self.bucket {
+            // Pushed back: whatever the bucket held is spent.
+            b.credit = 0.0;
+            if full {
+                b.refill = measured;
+            }
+        }
+        // A probe cut short is judged by the held windows after it.
+        if full || !matches!(self.phase, Phase::Probe { .. }) {
+            self.probe = None;
+        }
+        credit_spent
+    }
+
+    /// A check found `ceiling`'s 429s were the limit's: hold at `back_to`,
+    /// one below, and forget what those windows taught the noise level.
+    fn limit_found(&mut self, ceiling: f64, back_to: f64, refilled: f64) -> Vec<Decision> {
+        self.ceiling = Some(Ceiling {
+            rate: ceiling,
+            at: self.clock,
+        });
+        self.probe_wait = PROBE_WAIT;
+        self.held = back_to;
+        self.verified = self.verified.min(back_to);
+        // A check compares two rates directly: the ceiling itself had
+        // passed.
+        self.judge_probe(back_to, true, 0.0);
+        if let Some(b) = &mut self.bucket {
+            b.credit = refilled.clamp(0.0, b.cap);
+        }
+        self.noise.retain(|&(_, rate, _, _)| rate < ceiling);
+        self.history
+            .retain(|&(_, rate, pushed)| pushed.is_some() || rate < ceiling);
+        self.remember(ceiling, Some(back_to));
+        vec![Decision::LimitFound { ceiling, back_to }]
+    }
+
     fn set(&mut self, rate: f64) {
         if (rate - self.rate).abs() > f64::EPSILON {
             // After a cut, the partner's window still holds the second
@@ -558,12 +840,13 @@ impl Controller {
                 0
             };
             self.rate = rate;
-            self.creeping.clear();
         }
     }
 
-    fn remember(&mut self, rate: f64, pushed: bool) {
-        self.history.push_back((self.clock, rate, pushed));
+    /// Remember a window: the rate that held, or the rate pushed back and
+    /// what the partner admitted of it.
+    fn remember(&mut self, rate: f64, admitted: Option<f64>) {
+        self.history.push_back((self.clock, rate, admitted));
         while self
             .history
             .front()
@@ -586,6 +869,9 @@ impl Decision {
             Decision::ProbeFailed { .. } => "probe failed",
             Decision::CeilingExpired { .. } => "ceiling expired",
             Decision::NoiseIgnored => "noise ignored",
+            Decision::CheckStarted { .. } => "noise check started",
+            Decision::NoiseConfirmed { .. } => "noise confirmed",
+            Decision::LimitFound { .. } => "limit found",
         }
     }
 
@@ -596,16 +882,18 @@ impl Decision {
         let decision = self.name();
         let (requests, throttled, overloaded) = (w.requests, w.throttled, w.overloaded);
         match self {
-            Decision::Cut { .. } | Decision::Overloaded { .. } => tracing::info!(
-                decision,
-                from,
-                to,
-                ?ceiling,
-                requests,
-                throttled,
-                overloaded,
-                "partner pushing back: rate lowered"
-            ),
+            Decision::Cut { .. } | Decision::Overloaded { .. } | Decision::LimitFound { .. } => {
+                tracing::info!(
+                    decision,
+                    from,
+                    to,
+                    ?ceiling,
+                    requests,
+                    throttled,
+                    overloaded,
+                    "partner pushing back: rate lowered"
+                )
+            }
             _ => tracing::debug!(
                 decision,
                 from,
@@ -629,16 +917,24 @@ pub(crate) async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start:
         requests: c.requests_sent.load(Ordering::Relaxed),
         throttled: c.throttled_429.load(Ordering::Relaxed),
         overloaded: c.overloaded.load(Ordering::Relaxed),
+        paused_us: c.pool_held_micros.load(Ordering::Relaxed),
     };
     let mut last = read(&counters);
+    // A pause is counted when it begins; it is spread over the ticks it
+    // covers.
+    let tick_us = TICK.as_micros() as u64;
+    let mut paused = 0u64;
     loop {
         tokio::time::sleep(TICK).await;
         let now = read(&counters);
+        paused += now.paused_us - last.paused_us;
         let delta = Tick {
             requests: now.requests - last.requests,
             throttled: now.throttled - last.throttled,
             overloaded: now.overloaded - last.overloaded,
+            paused_us: paused.min(tick_us),
         };
+        paused -= delta.paused_us;
         last = now;
         let before = ctl.rate();
         let mut pushed_back = false;
@@ -646,7 +942,9 @@ pub(crate) async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start:
             d.log(ctl.last_window(), before, ctl.rate(), ctl.ceiling());
             match d {
                 Decision::NoiseIgnored => pace.note_noise(ctl.last_window().throttled),
-                Decision::Cut { .. } | Decision::ProbeFailed { .. } => pushed_back = true,
+                Decision::Cut { .. }
+                | Decision::ProbeFailed { .. }
+                | Decision::LimitFound { .. } => pushed_back = true,
                 _ => {}
             }
         }

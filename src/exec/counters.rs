@@ -36,6 +36,9 @@ pub struct EngineCounters {
     /// Sum of the time each request took on the wire (µs), limiter waits
     /// excluded: the pipeline sizes its concurrency from the mean.
     pub(crate) request_micros: AtomicU64,
+    /// Time the whole pool was held by clustered 429s (µs): the auto rate
+    /// does not count it as a pool left idle.
+    pub(crate) pool_held_micros: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -77,6 +80,12 @@ impl EngineCounters {
             ) => bump(&self.throttled_429),
             _ => {}
         }
+    }
+
+    /// A cluster of 429s held the whole pool `d` longer than it already was.
+    pub(crate) fn pool_held(&self, d: Duration) {
+        self.pool_held_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// A retry's backoff delay was taken.

@@ -58,25 +58,27 @@ impl Throttle {
     }
 
     /// A row got a 429 and waits `d` before its retry: when another 429
-    /// came within [`CLUSTER`], everyone waits with it. Returns whether the
-    /// pool is held.
-    pub(crate) fn throttled(&self, d: Duration) -> bool {
+    /// came within [`CLUSTER`], everyone waits with it. Returns how much
+    /// longer the pool is held than it already was (zero for a lone 429).
+    pub(crate) fn throttled(&self, d: Duration) -> Duration {
         let now = self.nanos_since_base(Instant::now()).max(1);
         let previous = self.inner.last_429.swap(now, Ordering::AcqRel);
         let clustered = previous != 0 && now.saturating_sub(previous) < nanos(CLUSTER);
         if clustered {
-            self.hold_for(d);
+            self.hold_for(d)
+        } else {
+            Duration::ZERO
         }
-        clustered
     }
 
-    /// Keep everyone waiting until at least `now + d`. Never pulls the deadline in.
-    pub(crate) fn hold_for(&self, d: Duration) {
-        let target = self
-            .nanos_since_base(Instant::now())
-            .saturating_add(nanos(d));
+    /// Keep everyone waiting until at least `now + d`. Never pulls the
+    /// deadline in. Returns how much later the pool now opens.
+    pub(crate) fn hold_for(&self, d: Duration) -> Duration {
+        let now = self.nanos_since_base(Instant::now());
+        let target = now.saturating_add(nanos(d));
         // `max(1)`: 0 is reserved for "no hold".
-        self.inner.until.fetch_max(target.max(1), Ordering::AcqRel);
+        let before = self.inner.until.fetch_max(target.max(1), Ordering::AcqRel);
+        Duration::from_nanos(target.saturating_sub(before.max(now)))
     }
 
     /// Time left until the gate opens (zero when open).
@@ -164,14 +166,18 @@ mod tests {
     #[tokio::test]
     async fn a_lone_429_holds_only_its_row_and_a_cluster_the_pool() {
         let t = Throttle::new();
-        assert!(!t.throttled(Duration::from_millis(200)));
+        assert_eq!(t.throttled(Duration::from_millis(200)), Duration::ZERO);
         assert_eq!(t.remaining(), Duration::ZERO, "a lone 429");
-        assert!(t.throttled(Duration::from_millis(200)));
+        let held = t.throttled(Duration::from_millis(200));
+        assert!(held > Duration::from_millis(100), "two in a row: {held:?}");
         assert!(t.remaining() > Duration::from_millis(100), "two in a row");
+        // A third at once holds the pool hardly longer than it already is.
+        let more = t.throttled(Duration::from_millis(200));
+        assert!(more < Duration::from_millis(100), "{more:?}");
         t.wait().await;
         // Long after, a 429 is a lone one again.
         tokio::time::sleep(CLUSTER).await;
-        assert!(!t.throttled(Duration::from_millis(200)));
+        assert_eq!(t.throttled(Duration::from_millis(200)), Duration::ZERO);
     }
 
     #[tokio::test]

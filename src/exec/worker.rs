@@ -153,7 +153,7 @@ async fn back_off(
     };
     let delay = retry_after.map_or(delay, |ra| ra.max(delay));
     if throttled {
-        cx.throttle.throttled(delay);
+        cx.counters.pool_held(cx.throttle.throttled(delay));
     }
     cx.counters.retried();
     tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
