@@ -13,7 +13,7 @@ use connect_provision::settings::{Env, RunSettings, resolve_run};
 use connect_provision::validate::{ValidateOptions, Validator};
 use proptest::prelude::*;
 
-use crate::util::{assert_each_row_once, read_results};
+use crate::util::{Reports, assert_each_row_once};
 
 /// No environment at all.
 struct NoEnv;
@@ -219,7 +219,7 @@ proptest! {
         let summary = dry_run(&settings);
 
         let n = csv_data_rows(&bytes);
-        let results = read_results(&out);
+        let results = Reports::at(&out).results();
         assert_each_row_once(&results, n);
         prop_assert_eq!(summary.rows_read, n);
         prop_assert_eq!(summary.counts.values().sum::<u64>(), n);
@@ -231,7 +231,7 @@ proptest! {
             );
         }
         // failures.csv holds exactly the invalid rows, plus its header.
-        let failures = crate::util::read_failures(&out, b',');
+        let failures = Reports::at(&out).failures(b',');
         let invalid = results.iter().filter(|r| r.status == "invalid").count();
         prop_assert_eq!(failures.len(), invalid + 1);
     }

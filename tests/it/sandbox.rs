@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::{
     client, create, fault_sequence, get_json, good_creds, post_control, post_token, sandbox,
-    single_error, token, user,
+    session, single_error, token, user,
 };
 
 fn key(e: &ApiError) -> &str {
@@ -125,9 +125,7 @@ async fn token_malformed_requests_are_400() {
 
 #[tokio::test]
 async fn create_user_docs_example_is_title_cased_and_stored() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     let body = json!({"user_id": "u-1", "first_name": "john", "last_name": "smith",
                       "phone_number": "+18005550100", "locale": "en-US"});
     let resp = create(&c, &sb, &t, &body).await.unwrap();
@@ -163,9 +161,7 @@ async fn create_user_docs_example_is_title_cased_and_stored() {
 
 #[tokio::test]
 async fn each_validation_error_has_single_shape_and_field_key() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     let cases = [
         (json!({"first_name": "ann"}), "user_id", codes::BLANK),
         (
@@ -253,9 +249,7 @@ async fn each_validation_error_has_single_shape_and_field_key() {
 
 #[tokio::test]
 async fn several_validation_errors_use_multiple_shape() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     let body = json!({"user_id": "", "first_name": "a%b", "phone_number": "12", "locale": "??"});
     let resp = create(&c, &sb, &t, &body).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
@@ -280,9 +274,7 @@ async fn several_validation_errors_use_multiple_shape() {
 
 #[tokio::test]
 async fn malformed_json_body_is_400_in_documented_shape() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     for raw in [
         "{\"user_id\": ",
         "[1,2]",
@@ -311,9 +303,7 @@ async fn malformed_json_body_is_400_in_documented_shape() {
 #[tokio::test]
 async fn taken_user_id_is_400_with_meta_key_user_id() {
     // SPEC: assumption "creating a user_id that already exists answers 400".
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     assert_eq!(
         create(&c, &sb, &t, &user("dup")).await.unwrap().status(),
         StatusCode::OK
@@ -338,9 +328,7 @@ async fn taken_user_id_is_400_with_meta_key_user_id() {
 
 #[tokio::test]
 async fn concurrent_creates_of_one_user_id_store_it_once() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..40 {
         let (c, url, t) = (c.clone(), format!("{}{USERS_PATH}", sb.url()), t.clone());
@@ -483,13 +471,11 @@ async fn revoked_tokens_are_401() {
 // SPEC: "Errors" (429: no Retry-After documented; the strictest limiter assumed).
 #[tokio::test]
 async fn rate_limit_answers_429_without_retry_after_by_default() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         rate_limit: Some(3),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let mut ok = 0;
     let mut throttled = 0;
     let started = std::time::Instant::now();
@@ -533,14 +519,12 @@ async fn rate_limit_answers_429_without_retry_after_by_default() {
 
 #[tokio::test]
 async fn fail_rate_one_gives_500_and_503_and_stores_nothing() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         fail_rate: 1.0,
         seed: Some(7),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let mut seen = Vec::new();
     for i in 0..30 {
         let resp = create(&c, &sb, &t, &user(&format!("f{i}"))).await.unwrap();
@@ -561,13 +545,11 @@ async fn fail_rate_one_gives_500_and_503_and_stores_nothing() {
 
 #[tokio::test]
 async fn reset_rate_one_drops_connection_and_stores_nothing() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         reset_rate: 1.0,
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let err = create(&c, &sb, &t, &user("x"))
         .await
         .expect_err("a reset must not produce a response");
@@ -612,13 +594,11 @@ async fn reset_writes_no_bytes_at_all() {
 
 #[tokio::test]
 async fn commit_drop_stores_user_then_drops_and_retry_is_taken() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         commit_drop_rate: 1.0,
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let err = create(
         &c,
         &sb,
@@ -699,13 +679,11 @@ async fn same_seed_gives_same_fault_sequence() {
 
 #[tokio::test]
 async fn latency_delays_users_answers() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         latency: Duration::from_millis(200),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let started = std::time::Instant::now();
     assert_eq!(
         create(&c, &sb, &t, &user("slow")).await.unwrap().status(),
@@ -718,9 +696,7 @@ async fn latency_delays_users_answers() {
 
 #[tokio::test]
 async fn stats_and_users_endpoints_match_the_handle() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     for id in ["a", "b", "c"] {
         create(&c, &sb, &t, &user(id)).await.unwrap();
     }
@@ -745,9 +721,7 @@ async fn stats_and_users_endpoints_match_the_handle() {
 
 #[tokio::test]
 async fn reset_endpoint_clears_users_tokens_and_stats() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     create(&c, &sb, &t, &user("a")).await.unwrap();
     let resp = post_control(&c, &sb, "/_sandbox/reset", None).await;
     assert!(resp.status().is_success());
@@ -767,9 +741,7 @@ async fn reset_endpoint_clears_users_tokens_and_stats() {
 
 #[tokio::test]
 async fn config_endpoint_changes_faults_while_running() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
 
     let resp = post_control(
         &c,
@@ -906,13 +878,11 @@ async fn start_refuses_impossible_config() {
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_then_stops() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         latency: Duration::from_millis(300),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let url = format!("{}{USERS_PATH}", sb.url());
     let addr = sb.addr();
     let in_flight = tokio::spawn({

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
-use crate::util::{Cli, CliOutput, TestDir, run_async, sandbox};
+use crate::util::{CliOutput, Run, SANDBOX_CLIENT, TestDir, sandbox};
 
 /// Distinctive secrets: long enough that an accidental match is impossible.
 const ENV_SECRET: &str = "envSecret-7f3a9c1e-QUUX-never-log-me";
@@ -133,20 +133,23 @@ fn hex_runs_of_len(bytes: &[u8], len: usize) -> Vec<String> {
     found
 }
 
-fn live_run(base: &str, t: &TestDir, out: &str, fmt: &str, extra: &[&str]) -> Cli {
-    let mut args = vec![
-        "run".to_string(),
-        personal_input(t).display().to_string(),
-        "--base-url".into(),
-        base.to_string(),
-        "--out".into(),
-        t.arg(out),
-        "--no-progress".into(),
-        "--log-format".into(),
-        fmt.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Cli::new(args).env("CONNECT_CLIENT_ID", "sandbox-client")
+/// `run` of the personal input against `sb` into `t/out`, logging as `fmt`
+/// (the secret given by the caller).
+fn live(sb: &Sandbox, t: &TestDir, out: &str, fmt: &str) -> Run {
+    Run::live(sb)
+        .input(personal_input(t))
+        .out(t.join(out))
+        .args(["--log-format", fmt])
+        .env_remove("CONNECT_CLIENT_SECRET")
+}
+
+/// `-vvv [--log-format FMT] check` against `sb` (credentials given by the caller).
+fn check(sb: &Sandbox, fmt: Option<&str>) -> Run {
+    let global = fmt.map(|f| ["--log-format", f]).into_iter().flatten();
+    Run::cli(["-vvv"])
+        .args(global)
+        .args(["check", "--base-url", &sb.url()])
+        .env("CONNECT_CLIENT_ID", SANDBOX_CLIENT)
 }
 
 // SPEC Credentials: the secret from CONNECT_CLIENT_SECRET appears in no
@@ -159,9 +162,8 @@ async fn env_secret_and_token_are_absent_at_trace_level() {
     let t = TestDir::new();
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let cli = live_run(&sb.url(), &t, &out_name, fmt, &["-vvv"])
-            .env("CONNECT_CLIENT_SECRET", ENV_SECRET);
-        let out = run_async(cli).await;
+        let run = live(&sb, &t, &out_name, fmt).arg("-vvv").secret(ENV_SECRET);
+        let out = run.output_async().await;
         out.expect_code(1); // p3 and p4 are invalid
         // The logs are really verbose (the test is not vacuous): -vvv turns
         // on debug for the HTTP stack too.
@@ -197,18 +199,11 @@ async fn secret_file_value_is_absent_at_trace_level() {
     }
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let cli = live_run(
-            &sb.url(),
-            &t,
-            &out_name,
-            fmt,
-            &[
-                "-vvv",
-                "--client-secret-file",
-                secret_file.to_str().unwrap(),
-            ],
-        );
-        let out = run_async(cli).await;
+        let run = live(&sb, &t, &out_name, fmt)
+            .arg("-vvv")
+            .arg("--client-secret-file")
+            .arg(&secret_file);
+        let out = run.output_async().await;
         out.expect_code(1);
         assert_absent(FILE_SECRET, &out, Some(&t.join(&out_name)));
         assert!(hex_runs_of_len(&out.output.stderr, 48).is_empty(), "{out}");
@@ -222,36 +217,18 @@ async fn secret_file_value_is_absent_at_trace_level() {
 async fn check_never_prints_the_secret_or_the_token() {
     let sb = sandbox_with_secret(ENV_SECRET, Duration::from_secs(3600)).await;
     for fmt in ["text", "json"] {
-        let refused = run_async(
-            Cli::new([
-                "-vvv",
-                "--log-format",
-                fmt,
-                "check",
-                "--base-url",
-                &sb.url(),
-            ])
-            .env("CONNECT_CLIENT_ID", "sandbox-client")
-            .env("CONNECT_CLIENT_SECRET", WRONG_SECRET),
-        )
-        .await;
+        let refused = check(&sb, Some(fmt))
+            .secret(WRONG_SECRET)
+            .output_async()
+            .await;
         refused.expect_code(3);
         assert_absent(WRONG_SECRET, &refused, None);
         assert_absent(ENV_SECRET, &refused, None);
 
-        let ok = run_async(
-            Cli::new([
-                "-vvv",
-                "--log-format",
-                fmt,
-                "check",
-                "--base-url",
-                &sb.url(),
-            ])
-            .env("CONNECT_CLIENT_ID", "sandbox-client")
-            .env("CONNECT_CLIENT_SECRET", ENV_SECRET),
-        )
-        .await;
+        let ok = check(&sb, Some(fmt))
+            .secret(ENV_SECRET)
+            .output_async()
+            .await;
         ok.expect_code(0);
         assert_absent(ENV_SECRET, &ok, None);
         let mut all = ok.output.stdout.clone();
@@ -261,18 +238,11 @@ async fn check_never_prints_the_secret_or_the_token() {
     // A secret file that is refused: the same.
     let t = TestDir::new();
     let secret_file = t.write("wrong", WRONG_SECRET);
-    let refused = run_async(
-        Cli::new([
-            "-vvv",
-            "check",
-            "--base-url",
-            &sb.url(),
-            "--client-secret-file",
-            secret_file.to_str().unwrap(),
-        ])
-        .env("CONNECT_CLIENT_ID", "sandbox-client"),
-    )
-    .await;
+    let refused = check(&sb, None)
+        .arg("--client-secret-file")
+        .arg(&secret_file)
+        .output_async()
+        .await;
     refused.expect_code(3);
     assert_absent(WRONG_SECRET, &refused, None);
     sb.shutdown().await;
@@ -286,10 +256,8 @@ async fn names_and_phones_are_not_logged_at_info_level() {
     let t = TestDir::new();
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let out = run_async(
-            live_run(&sb.url(), &t, &out_name, fmt, &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET),
-        )
-        .await;
+        let run = live(&sb, &t, &out_name, fmt).secret(ENV_SECRET);
+        let out = run.output_async().await;
         out.expect_code(1);
         // The run did log something, so the check is not vacuous.
         assert!(
@@ -347,10 +315,8 @@ async fn live_run_report_files_are_private_and_complete() {
     let sb = sandbox_with_secret(ENV_SECRET, Duration::from_secs(3600)).await;
     let t = TestDir::new();
     let out_name = "out";
-    let out = run_async(
-        live_run(&sb.url(), &t, out_name, "json", &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET),
-    )
-    .await;
+    let run = live(&sb, &t, out_name, "json").secret(ENV_SECRET);
+    let out = run.output_async().await;
     out.expect_code(1);
     let dir = t.join(out_name);
     let files = files_under(&dir);
