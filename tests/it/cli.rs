@@ -1,6 +1,7 @@
 //! The command line through the real binary: help, usage errors and their
-//! wording, and where options come from (SPEC: "Command line", "Target",
-//! "Credentials", "Output and logs": flag > environment > config file > default).
+//! wording, and where options come from (README: Command line, its `run`
+//! table and Config file and precedence: flag > environment > config file >
+//! default).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,8 @@ fn dry_run_target(t: &TestDir, out: &str, with: impl FnOnce(Run) -> Run) -> Opti
     Reports::at(dir).summary().target
 }
 
-// SPEC: Command line. Each command's help shows how to call it.
+// README: Command line ("`--help` on each subcommand lists its options with
+// examples").
 #[test]
 fn help_of_each_command_shows_an_example() {
     for sub in ["run", "check", "sandbox"] {
@@ -58,7 +60,8 @@ fn help_of_each_command_shows_an_example() {
         .expect_stdout(env!("CARGO_PKG_VERSION"));
 }
 
-// SPEC: Target ("exactly one; never a silent default to production").
+// README: Command line, `run` (`--sandbox` / `--env` / `--base-url`: one is
+// required unless `--dry-run`; never a silent default to production).
 #[test]
 fn live_run_without_a_target_is_refused() {
     let t = TestDir::new();
@@ -101,7 +104,8 @@ fn two_targets_are_refused() {
     out.expect_code(2).expect_stderr("more than one target");
 }
 
-// SPEC: Target (`--base-url`: plain http only for loopback hosts).
+// README: Hostile input, secrets and transport (Transport: `http://` only
+// for loopback hosts).
 #[test]
 fn plain_http_base_url_is_only_for_loopback() {
     let t = TestDir::new();
@@ -131,7 +135,8 @@ fn plain_http_base_url_is_only_for_loopback() {
         .expect_stderr("https");
 }
 
-// SPEC: Credentials ("Never a secret value on the command line").
+// README: Command line, `run` (`--client-secret-file`: "No flag takes the
+// secret itself").
 #[test]
 fn there_is_no_client_secret_flag() {
     let t = TestDir::new();
@@ -173,7 +178,8 @@ fn rate_zero_is_a_usage_error_naming_rate() {
         .expect_stderr("rate");
 }
 
-// SPEC: Output and logs (`--config FILE` holds any option); unknown keys are errors.
+// README: Config file and precedence (any option in the file; unknown keys
+// are an error).
 #[test]
 fn config_with_an_unknown_key_is_refused_naming_it() {
     let t = TestDir::new();
@@ -213,7 +219,7 @@ fn config_error_names_the_right_line() {
         .expect_stderr("(at line 4)");
 }
 
-// SPEC: Output and logs (precedence flag > environment > config file).
+// README: Config file and precedence (flag > environment > config file).
 // A dry run records its target in summary.json without sending anything.
 #[test]
 fn target_precedence_flag_then_env_then_config() {
@@ -302,7 +308,8 @@ fn check_tries_the_url_of_highest_precedence() {
     out.expect_code(2).expect_stderr("CONNECT_CLIENT_SECRET");
 }
 
-// SPEC: Input and mapping (a `[columns]` table in the config file), and
+// README: Config file and precedence (a `[columns]` table holds the `--map`
+// entries), and
 // precedence for reading options: --map / --delimiter / --encoding beat the file.
 #[test]
 fn config_columns_table_and_flag_overrides() {
@@ -368,7 +375,8 @@ fn config_columns_table_and_flag_overrides() {
     out.expect_code(2).expect_stderr("Customer ID");
 }
 
-// SPEC: Output and logs ("Phone numbers and names are not logged above debug level").
+// README: How a run executes (Logs: "Names and phone numbers are not logged
+// above debug level").
 #[test]
 fn dry_run_logs_no_names_or_phones() {
     let t = TestDir::new();

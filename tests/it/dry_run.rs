@@ -1,6 +1,6 @@
 //! `run --dry-run` through the real binary: reading every kind of input,
-//! the three reports, and exit codes (SPEC: "Input and mapping", "Reports",
-//! "Exit codes"). Each test builds its own input in a scratch directory and
+//! the three reports, and exit codes (README: Input format, Reports, and the
+//! exit codes of The nightly recipe). Each test builds its own input in a scratch directory and
 //! reads the reports back as data.
 
 use std::collections::BTreeMap;
@@ -41,7 +41,8 @@ fn cp1252(s: &str) -> Vec<u8> {
         .collect()
 }
 
-// SPEC: Reports, Exit codes. The sample has 8 invalid and 2 duplicate rows by design.
+// README: Reports; exit codes as in The nightly recipe. The sample has 8
+// invalid and 2 duplicate rows by design.
 #[test]
 fn sample_customers_dry_run_reports_every_row_once() {
     let t = TestDir::new();
@@ -158,7 +159,8 @@ fn sample_customers_dry_run_reports_every_row_once() {
     assert!(failures[1..].iter().all(|r| &r[5] == b"invalid"));
 }
 
-// SPEC: Input and mapping. windows-1252, ';' and renamed columns, all from a config file.
+// README: Input format, Config file and precedence. windows-1252, ';' and
+// renamed columns, all from a config file.
 #[test]
 fn sample_export_reads_with_its_mapping_config() {
     let t = TestDir::new();
@@ -249,7 +251,7 @@ fn a_dry_run_of_a_mostly_invalid_file_is_not_cut_short() {
     assert_eq!(summary.fatal_error, None);
 }
 
-// SPEC: Exit codes (0 when every row is valid in a dry run).
+// README: Reports (`valid` is a success), The nightly recipe (exit 0).
 #[test]
 fn clean_file_is_all_valid_and_exits_0() {
     let t = TestDir::new();
@@ -272,7 +274,8 @@ fn clean_file_is_all_valid_and_exits_0() {
     assert_eq!(Reports::at(&dir).summary().exit_code, 0);
 }
 
-// SPEC: Input and mapping ("a header row is required"), Exit codes (2).
+// README: Input format ("A header row is required"; a file that lacks a
+// required column is exit 2).
 #[test]
 fn empty_input_is_a_one_line_usage_error_naming_the_file() {
     let t = TestDir::new();
@@ -307,7 +310,8 @@ fn header_only_is_zero_rows_and_exit_0() {
     assert_eq!(s.exit_code, 0);
 }
 
-// SPEC: Input and mapping ("wrong field count ... is an invalid row").
+// README: Input format ("A malformed record ... becomes an `invalid` row":
+// a wrong field count).
 #[test]
 fn ragged_rows_are_invalid_and_the_rest_are_fine() {
     let t = TestDir::new();
@@ -359,7 +363,7 @@ fn csv_record_count(bytes: &[u8]) -> u64 {
         .count() as u64
 }
 
-// SPEC: Input and mapping ("bad quoting ... the run goes on").
+// README: Input format ("A malformed record does not stop the run").
 #[test]
 fn unterminated_quote_does_not_panic_and_every_row_is_accounted_for() {
     let t = TestDir::new();
@@ -397,8 +401,8 @@ fn unterminated_quote_does_not_panic_and_every_row_is_accounted_for() {
     }
 }
 
-// SPEC: Input and mapping: "A malformed record (bad quoting, ...) is an
-// `invalid` row with a clear message". Regression: an unterminated quote in
+// README: Input format: "A malformed record does not stop the run: it
+// becomes an `invalid` row whose message names the problem". Regression: an unterminated quote in
 // the last column swallows the rest of the file into one field whose count
 // still matches; the row was reported as "contains a control character".
 #[test]
@@ -415,7 +419,8 @@ fn unterminated_quote_in_last_column_names_the_quoting() {
     assert!(row.error.contains("quot"), "{row:?}");
 }
 
-// SPEC: Input and mapping ("invalid UTF-8 ... is an invalid row").
+// README: Input format (invalid UTF-8 is an `invalid` row whose message
+// names the column).
 #[test]
 fn invalid_utf8_in_a_data_row_is_invalid_naming_the_column() {
     let t = TestDir::new();
@@ -447,7 +452,7 @@ fn invalid_utf8_in_a_data_row_is_invalid_naming_the_column() {
     assert_eq!(&failures[1][2], b"Mu\xFCller");
 }
 
-// SPEC: Input and mapping (`--encoding windows-1252`).
+// README: Input format (`--encoding` for legacy exports).
 #[test]
 fn windows_1252_with_encoding_flag_is_valid_and_transcoded() {
     let t = TestDir::new();
@@ -493,7 +498,7 @@ fn windows_1252_with_encoding_flag_is_valid_and_transcoded() {
     assert!(!dir.join("results.csv").exists());
 }
 
-// SPEC: Input and mapping ("UTF-8 with or without BOM").
+// README: Input format ("UTF-8, with or without a BOM").
 #[test]
 fn utf8_bom_does_not_hide_the_first_header() {
     let t = TestDir::new();
@@ -507,7 +512,7 @@ fn utf8_bom_does_not_hide_the_first_header() {
     assert_eq!(Reports::at(&dir).summary().input.sha256, sha);
 }
 
-// SPEC: Input and mapping, Exit codes (2).
+// README: Input format (a missing required column is exit 2).
 #[test]
 fn missing_required_column_is_a_usage_error_naming_it() {
     let t = TestDir::new();
@@ -563,7 +568,8 @@ fn usage_errors_do_not_repeat_themselves() {
     }
 }
 
-// SPEC: Input and mapping ("CRLF and quoted fields with embedded newlines work").
+// README: Input format ("CRLF or LF line endings; quoted fields may contain
+// delimiters, quotes and newlines").
 #[test]
 fn crlf_and_quoted_embedded_newlines() {
     let t = TestDir::new();
@@ -592,7 +598,8 @@ fn crlf_and_quoted_embedded_newlines() {
     assert_eq!(&failures[1][1], b"Bob\nby");
 }
 
-// SPEC: Input and mapping (`--map FIELD=HEADER`; extra columns ignored).
+// README: Command line, `run` (`--map FIELD=HEADER`), Input format (extra
+// columns are ignored for the payload).
 #[test]
 fn map_flag_reads_renamed_headers() {
     let t = TestDir::new();
@@ -626,7 +633,7 @@ fn map_flag_reads_renamed_headers() {
     out.expect_code(2).expect_stderr("user_id");
 }
 
-// SPEC: Input and mapping (`--delimiter`).
+// README: Command line, `run` (`--delimiter`).
 #[test]
 fn delimiter_flag() {
     let t = TestDir::new();
@@ -664,7 +671,7 @@ fn delimiter_flag() {
     Reports::at(&dir).assert_consistent(1);
 }
 
-// SPEC: Execution (`--limit N` first N data rows).
+// README: Command line, `run` (`--limit N`: only the first N data rows).
 #[test]
 fn limit_takes_exactly_the_first_rows() {
     let t = TestDir::new();
@@ -695,7 +702,8 @@ fn limit_takes_exactly_the_first_rows() {
     assert_eq!(Reports::at(&dir).summary().rows_read, 3);
 }
 
-// SPEC: Input and mapping ("A user_id seen earlier ... is a duplicate").
+// README: Input format ("A `user_id` already seen in an earlier row ... is a
+// `duplicate`").
 #[test]
 fn repeated_user_id_is_a_duplicate() {
     let t = TestDir::new();
@@ -731,7 +739,7 @@ fn repeated_user_id_is_a_duplicate() {
     assert_eq!(Reports::at(&dir).failures(b',').len(), 2);
 }
 
-// SPEC: Reports ("Report files are created with mode 0600").
+// README: Reports ("all created with mode 0600").
 #[cfg(unix)]
 #[test]
 fn report_files_are_private() {
@@ -754,7 +762,8 @@ fn report_files_are_private() {
     }
 }
 
-// SPEC: Reports (formula injection; the input's cells stay verbatim in failures.csv).
+// README: Reports (formula injection; the input's own cells stay verbatim in
+// failures.csv).
 #[test]
 fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {
     let t = TestDir::new();
@@ -792,7 +801,7 @@ fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {
     assert_eq!(&failures[1][4], b"first_name: required");
 }
 
-// SPEC: Exit codes (0, 1 and 2 in a dry run).
+// README: The nightly recipe (exit codes 0, 1 and 2, here in a dry run).
 #[test]
 fn exit_codes_follow_the_data() {
     let t = TestDir::new();
@@ -823,7 +832,7 @@ fn exit_codes_follow_the_data() {
     out.expect_code(2).expect_stderr("missing.csv");
 }
 
-// SPEC: Command line (`-` for stdin).
+// README: Command line (`run INPUT`: a CSV file, or `-` for stdin).
 #[test]
 fn stdin_input() {
     let t = TestDir::new();
@@ -909,7 +918,8 @@ fn assert_failures_round_trip(t: &TestDir, input: &Path, delimiter: u8, opts: &[
     );
 }
 
-// SPEC: "rerun with the failures-only report"; Reports (failures.csv is valid input).
+// README: The nightly recipe ("`failures.csv` is a valid input for another
+// run"); Reports.
 #[test]
 fn failures_csv_round_trips() {
     let t = TestDir::new();

@@ -1,6 +1,6 @@
 //! The engine's parts (client, token manager, classification, worker loop)
 //! against the real sandbox over loopback HTTP: what the server saw is the
-//! assertion (SPEC "Execution", "The sandbox").
+//! assertion (README: How a run executes, The sandbox).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -152,7 +152,8 @@ async fn token_is_fetched_before_any_user_request() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": bad credentials → exit 3 before anything is sent.
+// README: How a run executes (Token): refused credentials exit 3 before any
+// user request.
 #[tokio::test]
 async fn refused_credentials_fail_before_any_user_request() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -238,7 +239,8 @@ async fn cancelled_before_sending_is_failed_not_sent() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": a job may outlive its token; refresh ahead of expiry.
+// README: How a run executes (Token): a job may outlive its token; it is
+// refreshed ahead of expiry.
 #[tokio::test]
 async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
     let cfg = SandboxConfig {
@@ -257,8 +259,8 @@ async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": refreshed once on a 401, by a single request however
-// many workers are waiting.
+// README: How a run executes (Token): "On a 401, the token is refreshed
+// once, however many workers saw the 401 at once".
 #[tokio::test]
 async fn revoked_token_is_refreshed_once_for_all_workers() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -291,7 +293,8 @@ async fn revoked_token_is_refreshed_once_for_all_workers() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": a 429 slows the whole pool; nothing is lost.
+// README: How a run executes (Retries: 429s in a cluster pause the whole
+// pool); nothing is lost.
 #[tokio::test]
 async fn rate_limited_storm_creates_everything() {
     let cfg = SandboxConfig {
@@ -311,7 +314,8 @@ async fn rate_limited_storm_creates_everything() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": 500/503 are retried with backoff; the report matches the server.
+// README: How a run executes (Retries): 500/503 are retried with backoff;
+// the report matches the server.
 #[tokio::test]
 async fn random_server_errors_are_retried() {
     let cfg = SandboxConfig {
@@ -348,8 +352,8 @@ async fn random_server_errors_are_retried() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": a retry after an ambiguous failure that answers "already
-// exists" is `exists`, not an error.
+// README: How a run executes (Retries): a retry after an ambiguous failure
+// that is told the user is taken ends `exists`, not an error.
 #[tokio::test]
 async fn lost_answers_end_as_created_or_exists() {
     let cfg = SandboxConfig {

@@ -1,5 +1,5 @@
 //! Hostile input, table-driven, through the real binary with `--dry-run`
-//! (SPEC "Input and mapping", "Reports", "Exit codes").
+//! (README: Input format, Reports, Hostile input, secrets and transport).
 //!
 //! The corpus lives in `tests/hostile/` (regenerate with
 //! `python3 tests/hostile/gen.py`); inputs too big to commit (a 1 MiB field,
@@ -425,7 +425,7 @@ fn every_corpus_file_is_in_the_table() {
     }
 }
 
-// SPEC Reports: formula injection. The tool's cells are neutralised, the
+// README: Reports (formula injection). The tool's cells are neutralised, the
 // input's cells in failures.csv stay verbatim.
 #[test]
 fn formula_values_are_neutralised_in_results_and_verbatim_in_failures() {
@@ -565,7 +565,7 @@ fn unreadable_inputs_are_one_line_errors() {
     }
 }
 
-// SPEC "A malformed record (bad quoting, …) is an `invalid` row". An
+// README: Input format ("A malformed record ... becomes an `invalid` row"). An
 // unterminated quote at the very end of the file is accepted silently: the
 // csv crate closes it at EOF, and the row is `valid` with `last_name = Ray`.
 #[test]

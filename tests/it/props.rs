@@ -1,6 +1,6 @@
-//! Properties of intake and the dry run, called through the library (SPEC:
-//! "Input and mapping": a malformed record is an `invalid` row and the run
-//! goes on; "Reports": every data row in results.csv exactly once).
+//! Properties of intake and the dry run, called through the library (README:
+//! Input format: a malformed record is an `invalid` row and the run goes on;
+//! Reports: every data row in results.csv exactly once).
 
 use std::io::Write;
 use std::path::Path;
@@ -208,7 +208,7 @@ proptest! {
         let _ = drain(&bytes, &opts);
     }
 
-    // SPEC: Reports ("one row for every data row of the input, exactly once").
+    // README: Reports ("one line for every data row of the input, exactly once").
     #[test]
     fn dry_run_reports_each_csv_record_once(bytes in csv_input()) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
-//! Protocol tests of the sandbox over real HTTP on loopback (SPEC: "The remote
-//! API", "The sandbox"). Every test starts its own server on port 0.
+//! Protocol tests of the sandbox over real HTTP on loopback (README: The
+//! sandbox, Error bodies). Every test starts its own server on port 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,7 +70,7 @@ async fn token_wrong_credentials_is_401_single_shape() {
 
 #[tokio::test]
 async fn token_credentials_in_query_are_403() {
-    // SPEC: as query parameters they are refused with 403.
+    // README: The sandbox ("Credentials sent as query parameters get 403").
     let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let resp = c
@@ -254,7 +254,8 @@ async fn several_validation_errors_use_multiple_shape() {
     let resp = create(&c, &sb, &t, &body).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let raw: Value = resp.json().await.unwrap();
-    // SPEC "Errors": nested under the 9999 wrapper, with `meta` {} (issue #12).
+    // README: Error bodies: nested under the 9999 wrapper, with `meta` {}
+    // (issue #12).
     assert_eq!(raw["error"]["code"], 9999, "{raw}");
     assert_eq!(raw["meta"], json!({}), "{raw}");
     assert!(raw.get("errors").is_none(), "{raw}");
@@ -302,7 +303,8 @@ async fn malformed_json_body_is_400_in_documented_shape() {
 
 #[tokio::test]
 async fn taken_user_id_is_400_with_meta_key_user_id() {
-    // SPEC: assumption "creating a user_id that already exists answers 400".
+    // README: The sandbox ("A `user_id` already stored gets 400 `has already
+    // been taken`").
     let (sb, c, t) = session(SandboxConfig::default()).await;
     assert_eq!(
         create(&c, &sb, &t, &user("dup")).await.unwrap().status(),
@@ -468,7 +470,8 @@ async fn revoked_tokens_are_401() {
 
 // --- rate limit and faults -------------------------------------------------
 
-// SPEC: "Errors" (429: no Retry-After documented; the strictest limiter assumed).
+// README: The sandbox ("The rate limit is as strict as a partner may be";
+// a 429 carries no `Retry-After`, as documented).
 #[tokio::test]
 async fn rate_limit_answers_429_without_retry_after_by_default() {
     let (sb, c, t) = session(SandboxConfig {

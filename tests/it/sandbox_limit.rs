@@ -1,5 +1,5 @@
-//! The sandbox's rate limit over real HTTP on loopback (SPEC: "Errors", "The
-//! sandbox"; issue #12): the strict sliding window by default, the other
+//! The sandbox's rate limit over real HTTP on loopback (README: The sandbox,
+//! Rate limiting; issue #12): the strict sliding window by default, the other
 //! algorithms when asked for, `Retry-After` only when asked for, spurious 429s,
 //! and `max_window` in the stats.
 //!

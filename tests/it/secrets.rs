@@ -1,6 +1,7 @@
-//! Secrets and personal data stay out of logs and reports (SPEC
-//! "Credentials": the secret never appears in logs, reports or `Debug`;
-//! "Output and logs": names and phone numbers are not logged above debug).
+//! Secrets and personal data stay out of logs and reports (README: Hostile
+//! input, secrets and transport, "Secrets"; ARCHITECTURE: Invariants, "No
+//! secret in argv, logs, reports or `Debug`"; README: How a run executes,
+//! "Logs": names and phone numbers are not logged above debug level).
 //!
 //! Each run goes through the real binary against an in-process sandbox that
 //! accepts a distinctive secret, and then every byte the run produced
@@ -152,7 +153,8 @@ fn check(sb: &Sandbox, fmt: Option<&str>) -> Run {
         .env("CONNECT_CLIENT_ID", SANDBOX_CLIENT)
 }
 
-// SPEC Credentials: the secret from CONNECT_CLIENT_SECRET appears in no
+// README: Hostile input, secrets and transport (Secrets): the secret from
+// CONNECT_CLIENT_SECRET appears in no
 // output and no report, even at trace level (-vvv), in text and JSON logs;
 // nor does the access token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +188,8 @@ async fn env_secret_and_token_are_absent_at_trace_level() {
     sb.shutdown().await;
 }
 
-// SPEC Credentials: the secret read from --client-secret-file likewise.
+// README: Hostile input, secrets and transport (Secrets): the secret read
+// from --client-secret-file likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_file_value_is_absent_at_trace_level() {
     let sb = sandbox_with_secret(FILE_SECRET, Duration::from_secs(3600)).await;
@@ -211,7 +214,8 @@ async fn secret_file_value_is_absent_at_trace_level() {
     sb.shutdown().await;
 }
 
-// SPEC Credentials: `check` with refused credentials exits 3 and prints
+// README: Command line, `check` (exits 3 when the credentials are refused),
+// and Secrets: `check` with refused credentials exits 3 and prints
 // nothing of the secret; `check` with good ones prints no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_never_prints_the_secret_or_the_token() {
@@ -248,7 +252,7 @@ async fn check_never_prints_the_secret_or_the_token() {
     sb.shutdown().await;
 }
 
-// SPEC Output and logs: names and phone numbers are not logged at the
+// README: How a run executes (Logs): names and phone numbers are not logged at the
 // default level, in a live run with valid and invalid rows, text and JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_phones_are_not_logged_at_info_level() {
@@ -305,7 +309,8 @@ fn the_token_detector_works() {
     assert!(hex_runs_of_len(sha.as_bytes(), 48).is_empty());
 }
 
-// SPEC Reports: every file of a live run (results.csv, failures.csv,
+// README: Reports ("created with mode 0600"): every file of a live run
+// (results.csv, failures.csv,
 // summary.json, and the run.json / progress.json kept for --resume) is
 // created with mode 0600, and no temporary file is left behind (summary.json
 // and the journal files are written to a temporary file and renamed).

@@ -1,5 +1,6 @@
-//! Transport safety (SPEC "Target": plain `http://` only for loopback hosts;
-//! "Credentials": the secret and the bearer token go only to the target).
+//! Transport safety (README: Hostile input, secrets and transport,
+//! "Transport": plain `http://` only for loopback hosts; redirects are never
+//! followed, so the secret and the bearer token go only to the target).
 //!
 //! Redirects: a tiny axum server stands in for Connect. Its token endpoint
 //! works, but its users endpoint (or its token endpoint) answers a redirect
@@ -126,7 +127,8 @@ fn tool(base: &str, input: &Path, out: &Path) -> Run {
         .secret(SECRET)
 }
 
-// SPEC Target: plain http to a non-loopback host is refused before anything
+// README: Hostile input, secrets and transport (Transport): plain http to a
+// non-loopback host is refused before anything
 // is sent (no network needed: the check happens first).
 #[test]
 fn plain_http_to_a_remote_host_is_refused_with_exit_2() {
@@ -271,7 +273,8 @@ async fn formula_errors() -> (String, tokio::task::JoinHandle<()>) {
     serve(router).await
 }
 
-// SPEC Reports: cells the tool writes (error messages everywhere) are
+// README: Reports (formula injection): cells the tool writes (error messages
+// everywhere) are
 // neutralised against formula injection, also when the text comes from the
 // API; the input's own cells stay verbatim in failures.csv.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
