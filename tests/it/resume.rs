@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use connect_provision::sandbox::{ConfigPatch, SandboxConfig};
 
-use crate::util::{
-    Fixture, Reports, Run, TestDir, assert_sandbox_matches, ids_with, sandbox, wait_until,
-};
+use crate::util::{Fixture, Reports, Run, TestDir, ids_with, sandbox, wait_until};
 
 /// Start `run` and kill -9 it once `reports` hold `target` rows (`what`
 /// names the moment in failure messages).
@@ -76,7 +74,7 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
 
     let out_run = fx.live(&sb).rate(300).resume().output_async().await;
     out_run.expect_code(0);
-    let done = reports.assert_consistent(fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
     let rows = &done.rows;
     assert!(
         rows.iter()
@@ -89,7 +87,6 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
         "a recorded row was sent again or changed: {:?}",
         recorded.difference(&final_lines).next()
     );
-    assert_sandbox_matches(&sb, rows);
     let st = sb.stats();
     assert_eq!(st.created, fx.rows, "{st:?}");
     assert_eq!(st.duplicate_creations, 0);
@@ -135,7 +132,9 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     let stopped = run.wait(Duration::from_secs(20));
     stopped.expect_code(130).expect_stdout("--resume");
 
-    let part1 = reports.assert_consistent(fx.rows);
+    // In-flight requests finished and were recorded: nothing stored
+    // unreported (assert_live).
+    let part1 = reports.assert_live(&sb, fx.rows);
     let rows = &part1.rows;
     let failed: Vec<_> = rows.iter().filter(|r| r.status == "failed").collect();
     assert_eq!(count(rows, "created") + failed.len() as u64, fx.rows);
@@ -152,8 +151,6 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
             .iter()
             .any(|r| r.error == "not sent: interrupted by SIGTERM")
     );
-    // In-flight requests finished and were recorded: nothing stored unreported.
-    assert_sandbox_matches(&sb, rows);
     assert_eq!(part1.summary.exit_code, 130);
     assert!(part1.summary.interrupted);
     assert_eq!(part1.summary.requests_sent, sb.stats().users_requests);
@@ -164,14 +161,13 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
 
     let resumed = fx.live(&sb).rate(1000).resume().output_async().await;
     resumed.expect_code(0);
-    let done = reports.assert_consistent(fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
     // A clean stop records every answer: nothing comes back `exists`.
     assert!(
         done.rows.iter().all(|r| r.status == "created"),
         "all created"
     );
     assert!(created_before.is_subset(&reports.success_lines()));
-    assert_sandbox_matches(&sb, &done.rows);
     let st = sb.stats();
     assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
     assert_eq!(done.summary.exit_code, 0);
@@ -207,9 +203,8 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
             .output_async()
             .await;
         let sent = sb.stats().users_requests - sent_before;
-        let window = reports.assert_consistent(fx.rows);
+        let window = reports.assert_live(&sb, fx.rows);
         let (rows, summary) = (&window.rows, &window.summary);
-        assert_sandbox_matches(&sb, rows);
         assert_eq!(i32::from(summary.exit_code), o.code());
         let now = reports.success_lines();
         assert!(
@@ -345,9 +340,8 @@ async fn a_used_out_is_refused_and_a_finished_run_resumes_to_nothing() {
         sent,
         "a finished run sends nothing"
     );
-    let done = reports.assert_consistent(fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
     assert!(done.rows.iter().all(|r| r.status == "created"));
-    assert_sandbox_matches(&sb, &done.rows);
     assert_eq!(done.summary.exit_code, 0);
     assert_eq!(done.summary.requests_sent, sent);
     sb.shutdown().await;
@@ -365,20 +359,15 @@ async fn failures_round_trip_after_an_outage() {
     })
     .await;
     let fx = Fixture::users(100);
+    let run = |input: &Path, out: &Path| Run::live(&sb).input(input).out(out).rate(500);
     let out1 = fx.reports();
-    let o = fx
-        .live(&sb)
-        .rate(500)
-        .args(["--max-attempts", "2"])
-        .output_async()
-        .await;
-    o.expect_code(75);
-    let rows1 = out1.assert_consistent(fx.rows).rows;
+    let o = run(&fx.input, &fx.out()).args(["--max-attempts", "2"]);
+    o.output_async().await.expect_code(75);
+    let rows1 = out1.assert_live(&sb, fx.rows).rows;
     let failed = ids_with(&rows1, "failed");
     let created = ids_with(&rows1, "created");
     assert_eq!(failed.len() + created.len(), fx.rows as usize);
     assert!(!failed.is_empty() && !created.is_empty(), "{rows1:?}");
-    assert_sandbox_matches(&sb, &rows1);
 
     // failures.csv: the failed rows, verbatim, plus the two error columns.
     let input_lines: BTreeMap<String, String> = std::fs::read_to_string(&fx.input)
@@ -416,12 +405,7 @@ async fn failures_round_trip_after_an_outage() {
     })
     .unwrap();
     let out2 = fx.dir.join("rerun");
-    let o = Run::live(&sb)
-        .input(out1.path("failures.csv"))
-        .out(&out2)
-        .rate(500)
-        .output_async()
-        .await;
+    let o = run(&out1.path("failures.csv"), &out2).output_async().await;
     o.expect_code(0);
     let rows2 = Reports::at(&out2)
         .assert_consistent(failed.len() as u64)
@@ -453,14 +437,8 @@ async fn failures_round_trip_after_an_outage() {
 
     // The original file once more: everyone is there already.
     let out3 = fx.dir.join("again");
-    let o = Run::live(&sb)
-        .input(&fx.input)
-        .out(&out3)
-        .rate(500)
-        .output_async()
-        .await;
-    o.expect_code(0);
-    let again = Reports::at(&out3).assert_consistent(fx.rows);
+    run(&fx.input, &out3).output_async().await.expect_code(0);
+    let again = Reports::at(&out3).assert_live(&sb, fx.rows);
     assert!(
         again
             .rows
@@ -469,7 +447,6 @@ async fn failures_round_trip_after_an_outage() {
         "{:?}",
         again.rows
     );
-    assert_sandbox_matches(&sb, &again.rows);
     assert_eq!(again.summary.exit_code, 0);
     assert_eq!(sb.stats().created, fx.rows);
     sb.shutdown().await;
@@ -521,13 +498,12 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
         .output_async()
         .await;
     o.expect_code(0);
-    let done = reports.assert_consistent(fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
     assert!(
         done.rows
             .iter()
             .all(|r| r.status == "created" || r.status == "exists")
     );
-    assert_sandbox_matches(&sb, &done.rows);
     let st = sb.stats();
     assert_eq!((st.created, st.duplicate_creations), (fx.rows, 0), "{st:?}");
     assert!(count(&done.rows, "exists") <= st.taken, "{st:?}");
