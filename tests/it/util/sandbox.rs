@@ -90,8 +90,10 @@ pub fn user(id: &str) -> Value {
     json!({"user_id": id, "first_name": "ann"})
 }
 
-/// The single-error shape, asserting it is not the multiple one.
-pub async fn single_error(resp: reqwest::Response) -> ApiError {
+/// An answer with `status` in the single-error shape (not the multiple
+/// one): its error.
+pub async fn single_error(resp: reqwest::Response, status: StatusCode) -> ApiError {
+    assert_eq!(resp.status(), status, "{}", resp.url());
     match resp.json::<ErrorBody>().await.expect("error body") {
         ErrorBody::Single(e) => e,
         ErrorBody::Multiple(m) => panic!("expected the single-error shape, got {m:?}"),
