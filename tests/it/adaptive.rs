@@ -10,21 +10,16 @@ use std::time::Duration;
 
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
-use crate::util::{
-    CliOutput, Fixture, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_sandbox_matches,
-    assert_timeline_sums, read_results, read_summary, run_against, run_blocking, sandbox,
-};
+use crate::util::{CliOutput, Fixture, Reports, Run, TestDir, sandbox};
 
-/// Run the binary in a thread, calling `at` with the sandbox every 100 ms
-/// until it exits.
-async fn run_watching(sb: &Sandbox, args: Vec<String>, mut at: impl FnMut(&Sandbox)) -> CliOutput {
-    let base = sb.url();
-    let handle = std::thread::spawn(move || run_against(&base, SANDBOX_SECRET, args));
-    while !handle.is_finished() {
+/// Start `run`, calling `at` with the sandbox every 100 ms until it exits.
+async fn run_watching(run: Run, sb: &Sandbox, mut at: impl FnMut(&Sandbox)) -> CliOutput {
+    let mut running = run.spawn();
+    while running.running() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         at(sb);
     }
-    handle.join().expect("the run's thread")
+    running.wait(Duration::ZERO)
 }
 
 /// The timeline's lines after `from` seconds: (requests sent, 429s).
@@ -52,18 +47,11 @@ async fn auto_rate_converges_on_the_partner_limit() {
     })
     .await;
     let fx = Fixture::users(1500);
-    let out = run_blocking(
-        sb.url(),
-        SANDBOX_SECRET,
-        fx.args(&["--rate", "auto", "--rate-max", "200"]),
-    )
-    .await;
-    out.expect_code(0);
-    let rows = read_results(fx.out());
-    assert_each_row_once(&rows, fx.rows);
-    assert_sandbox_matches(&sb, &rows);
+    let done = fx
+        .provision(&sb, &["--rate", "auto", "--rate-max", "200"])
+        .await;
     let st = sb.stats();
-    let summary = read_summary(fx.out());
+    let summary = &done.summary;
     assert_eq!(summary.requests_sent, st.users_requests, "{st:?}");
     assert_eq!(summary.throttled_429, st.throttled, "{st:?}");
     // Every 429 was retried and nothing else went wrong: one request per
@@ -73,13 +61,12 @@ async fn auto_rate_converges_on_the_partner_limit() {
     // loopback)...
     assert!(summary.throttled_429 > 0, "never pushed back: {st:?}");
     // ...and, past the slow start, did not keep running into it.
-    let timeline = assert_timeline_sums(fx.out());
-    let (sent, throttled) = steady(&timeline, 15);
+    let (sent, throttled) = steady(&done.timeline, 15);
     assert!(
         throttled * 50 <= sent,
         "429s {throttled} of {sent} requests after 15 s"
     );
-    let rate = summary.rate.expect("a live run reports its rate");
+    let rate = summary.rate.as_ref().expect("a live run reports its rate");
     assert_eq!(rate.mode, "auto");
     assert_eq!(rate.max_per_second, Some(200));
     // Never above the limit + 1 (the pacer sends ⌊R⌋ a second); a slow
@@ -107,28 +94,18 @@ async fn auto_rate_rises_through_spurious_429s_and_5xx() {
     })
     .await;
     let fx = Fixture::users(1500);
-    let out = run_blocking(
-        sb.url(),
-        SANDBOX_SECRET,
-        fx.args(&["--rate", "auto", "--rate-start", "10", "--rate-max", "200"]),
-    )
-    .await;
-    out.expect_code(0);
-    let rows = read_results(fx.out());
-    assert_each_row_once(&rows, fx.rows);
-    assert_sandbox_matches(&sb, &rows);
+    let args = ["--rate", "auto", "--rate-start", "10", "--rate-max", "200"];
+    let done = fx.provision(&sb, &args).await;
     let st = sb.stats();
     assert_eq!(st.duplicate_creations, 0, "{st:?}");
     assert!(st.spurious_429 > 0, "the test would be vacuous: {st:?}");
-    let timeline = assert_timeline_sums(fx.out());
-    let noise: u64 = timeline
+    let noise: u64 = done
+        .timeline
         .iter()
         .map(|l| l["noise_429"].parse::<u64>().unwrap())
         .sum();
     assert!(noise > 0, "no 429 was taken for noise: {st:?}");
-    let rate = read_summary(fx.out())
-        .rate
-        .expect("a live run reports its rate");
+    let rate = done.summary.rate.expect("a live run reports its rate");
     assert!(
         rate.final_per_second > 10.0,
         "the rate ended at {} from a start of 10",
@@ -152,28 +129,23 @@ async fn auto_rate_follows_a_limit_that_drops() {
     // 429s so far when the limit dropped, and once 100 more rows were created.
     let mut at_drop: Option<(u64, u64)> = None;
     let mut after_100_rows: Option<u64> = None;
-    let out = run_watching(
-        &sb,
-        fx.args(&["--rate", "auto", "--rate-max", "200"]),
-        |sb| {
-            let st = sb.stats();
-            match at_drop {
-                None if st.created >= 300 => {
-                    sb.set_rate_limit(Some(20));
-                    at_drop = Some((st.created, sb.stats().throttled));
-                }
-                Some((created, _)) if after_100_rows.is_none() && st.created >= created + 100 => {
-                    after_100_rows = Some(st.throttled);
-                }
-                _ => {}
+    let run = fx.live(&sb).rate("auto").args(["--rate-max", "200"]);
+    let out = run_watching(run, &sb, |sb| {
+        let st = sb.stats();
+        match at_drop {
+            None if st.created >= 300 => {
+                sb.set_rate_limit(Some(20));
+                at_drop = Some((st.created, sb.stats().throttled));
             }
-        },
-    )
+            Some((created, _)) if after_100_rows.is_none() && st.created >= created + 100 => {
+                after_100_rows = Some(st.throttled);
+            }
+            _ => {}
+        }
+    })
     .await;
     out.expect_code(0);
-    let rows = read_results(fx.out());
-    assert_each_row_once(&rows, fx.rows);
-    assert_sandbox_matches(&sb, &rows);
+    let done = fx.reports().assert_live(&sb, fx.rows);
     let (_, at_drop) = at_drop.expect("the limit was dropped mid-run");
     let after_100 = after_100_rows.expect("100 rows were created after the drop");
     let at_end = sb.stats().throttled;
@@ -182,9 +154,9 @@ async fn auto_rate_follows_a_limit_that_drops() {
         at_end - after_100 <= (after_100 - at_drop).max(4),
         "429s kept coming: {at_drop} at the drop, {after_100} 100 rows later, {at_end} at the end"
     );
-    let summary = read_summary(fx.out());
-    assert_eq!(summary.throttled_429, at_end);
-    let settled = summary
+    assert_eq!(done.summary.throttled_429, at_end);
+    let settled = done
+        .summary
         .rate
         .expect("a live run reports its rate")
         .final_per_second;
@@ -207,21 +179,13 @@ async fn a_broken_mapping_trips_the_breaker() {
     }
     std::fs::write(&input, s).unwrap();
     let out_dir = dir.join("out");
-    let out = run_against(
-        &sb.url(),
-        SANDBOX_SECRET,
-        [
-            input.to_str().unwrap(),
-            "--map",
-            "locale=Country",
-            "--rate",
-            "2000",
-            "--concurrency",
-            "50",
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-    );
+    let out = Run::live(&sb)
+        .input(&input)
+        .args(["--map", "locale=Country", "--concurrency", "50"])
+        .rate(2000)
+        .out(&out_dir)
+        .output_async()
+        .await;
     out.expect_code(3);
     let stderr = out.stderr();
     assert!(stderr.contains("circuit breaker"), "{stderr}");
@@ -229,9 +193,7 @@ async fn a_broken_mapping_trips_the_breaker() {
         stderr.contains("unknown language 'us'"),
         "names the dominant error: {stderr}"
     );
-    let rows = read_results(&out_dir);
-    assert_each_row_once(&rows, 2000);
-    assert_sandbox_matches(&sb, &rows);
+    let rows = Reports::at(&out_dir).assert_live(&sb, 2000).rows;
     let rejected = rows.iter().filter(|r| r.status == "rejected").count();
     // Tripped within the default 200-row window, plus what was already on
     // its way when it tripped: the 50 requests in flight, and outcomes queued
@@ -250,8 +212,7 @@ async fn a_broken_mapping_trips_the_breaker() {
         .count();
     assert_eq!(rejected + not_sent, 2000);
     assert!(sb.stats().users_requests <= 200 + on_the_way as u64);
-    // The unsent rows are in failures.csv for a rerun once the mapping is fixed.
-    let failures = std::fs::read_to_string(out_dir.join("failures.csv")).unwrap();
-    assert_eq!(failures.lines().count(), 2001);
+    // The unsent rows are in failures.csv for a rerun once the mapping is
+    // fixed (with the rejected ones: assert_live counted them).
     sb.shutdown().await;
 }

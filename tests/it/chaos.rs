@@ -3,16 +3,17 @@
 //! whose answer is lost, a 429 threshold below the tool's `--rate`, latency,
 //! 2 s tokens, and every token revoked in the background every 1.5 s).
 //!
-//! Invariants (SPEC "Reports", "Execution", "Exit codes"):
+//! Invariants (README: Reports, How a run executes, The nightly recipe's
+//! exit codes; ARCHITECTURE: Invariants):
 //! - every data row appears in results.csv exactly once;
 //! - the sandbox stores exactly the users reported `created`/`exists`
 //!   (a `failed` row whose last attempt was an ambiguous drop may also be
 //!   stored; that is the only allowed difference) and never created one twice;
-//! - the exit code is the one SPEC derives from results.csv: in particular
+//! - the exit code is the one the README derives from results.csv: in particular
 //!   the run never aborts with exit 3 because tokens are revoked under it (a
 //!   token refused after sitting through a pool-wide 429 pause no longer
 //!   counts as "refused at once", which once made such a run give up);
-//! - summary.json agrees with results.csv.
+//! - summary.json, failures.csv and timeline.csv agree with results.csv.
 //!
 //! The sandbox's 429 threshold is 1,500/s while the tool runs `--rate 3000
 //! --burst 100`. A debug build on a shared 2-core machine reaches only about
@@ -30,10 +31,7 @@ use std::time::{Duration, Instant};
 
 use connect_provision::sandbox::SandboxConfig;
 
-use crate::util::{
-    ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_timeline_sums, read_results,
-    read_summary, run_blocking, sandbox,
-};
+use crate::util::{Consistent, Reports, ResultRow, Run, TestDir, sandbox};
 
 /// Varied but valid rows: distinct ids, names with accents and spaces,
 /// phones in several written forms, locales in several cases, blanks.
@@ -66,7 +64,8 @@ fn chaos_input(rows: u64) -> (TestDir, std::path::PathBuf) {
     (dir, input)
 }
 
-/// SPEC "Exit codes", computed from the statuses in results.csv.
+/// The exit code of README: The nightly recipe (and Reports' "exit code
+/// class"), computed from the statuses in results.csv.
 fn expected_exit(rows: &[ResultRow]) -> i32 {
     let has = |s: &str| rows.iter().any(|r| r.status == s);
     if has("invalid") || has("rejected") {
@@ -138,27 +137,19 @@ async fn chaos_run(c: Chaos) {
 
     let (dir, input) = chaos_input(c.rows);
     let out_dir = dir.join("out");
-    let args = vec![
-        input.display().to_string(),
-        "--out".into(),
-        out_dir.display().to_string(),
-        "--rate".into(),
-        "3000".into(),
-        "--burst".into(),
-        "100".into(),
+    let out = Run::live(&sb)
+        .input(&input)
+        .out(&out_dir)
+        .rate(3000)
         // Every attempt counts, 429s included: enough budget that a row
         // failing is rare, while the invariants hold either way.
-        "--max-attempts".into(),
-        "12".into(),
-        "--timeout".into(),
-        "5s".into(),
-        "--log-format".into(),
-        "json".into(),
-    ];
-    let out = run_blocking(sb.url(), SANDBOX_SECRET, args).await;
+        .args(["--burst", "100", "--max-attempts", "12", "--timeout", "5s"])
+        .args(["--log-format", "json"])
+        .output_async()
+        .await;
     chaos.abort();
-    let code = out.status.code().unwrap_or(-1);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.code();
+    let stderr = out.stderr();
     let ctx = || {
         format!(
             "seed {} rows {} exit {code}\nstderr (tail):\n{}",
@@ -178,9 +169,13 @@ async fn chaos_run(c: Chaos) {
     assert_ne!(code, 101, "panic\n{}", ctx());
     assert!(!stderr.contains("panicked"), "{}", ctx());
 
-    let rows = read_results(&out_dir);
-    assert_each_row_once(&rows, c.rows);
-    let summary = read_summary(&out_dir);
+    // Every row once; summary.json, failures.csv and timeline.csv agree
+    // with results.csv (429s and refreshes included).
+    let Consistent {
+        rows,
+        summary,
+        timeline,
+    } = Reports::at(&out_dir).assert_consistent(c.rows);
     // Never 3: no fatal error, revoked tokens included.
     assert_eq!(code, expected_exit(&rows), "{}", ctx());
     assert_eq!(summary.fatal_error, None, "{}", ctx());
@@ -247,28 +242,13 @@ async fn chaos_run(c: Chaos) {
         assert!(st.unauthorized > 0, "{st:?}");
     }
 
-    // summary.json agrees with results.csv.
     assert_eq!(i32::from(summary.exit_code), code);
-    assert_eq!(summary.rows_read, c.rows);
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in &rows {
-        *counts.entry(r.status.as_str()).or_default() += 1;
-    }
-    for (status, n) in &counts {
-        assert_eq!(
-            summary.counts.get(*status),
-            Some(n),
-            "summary counts[{status}]\n{summary:#?}"
-        );
-    }
     // The tool's own request count covers what the sandbox saw (the sandbox
     // also counts nothing the tool did not send).
     assert_eq!(
         summary.requests_sent, st.users_requests,
         "{summary:#?}\n{st:?}"
     );
-    // timeline.csv adds up to summary.json, 429s and refreshes included.
-    let timeline = assert_timeline_sums(&out_dir);
     assert!(timeline.len() as f64 >= summary.elapsed_seconds.floor());
     // results.csv left no temporary file behind (summary.json is renamed in).
     for e in std::fs::read_dir(&out_dir).unwrap() {
@@ -276,10 +256,11 @@ async fn chaos_run(c: Chaos) {
         assert!(!name.contains(".tmp"), "leftover temporary file {name}");
     }
     eprintln!(
-        "chaos seed {} rows {}: exit {code} in {:.1?}, {counts:?}, sandbox {st:?}",
+        "chaos seed {} rows {}: exit {code} in {:.1?}, {:?}, sandbox {st:?}",
         c.seed,
         c.rows,
-        started.elapsed()
+        started.elapsed(),
+        summary.counts
     );
     if let Ok(sb) = Arc::try_unwrap(sb) {
         sb.shutdown().await;

@@ -1,11 +1,12 @@
 //! The command line through the real binary: help, usage errors and their
-//! wording, and where options come from (SPEC: "Command line", "Target",
-//! "Credentials", "Output and logs": flag > environment > config file > default).
+//! wording, and where options come from (README: Command line, its `run`
+//! table and Config file and precedence: flag > environment > config file >
+//! default).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use crate::util::{Cli, CliOutput, TestDir, read_results, read_summary, run_cli};
+use crate::util::{CliOutput, Reports, Run, TestDir};
 
 /// A loopback port nothing listens on (bound, then released).
 fn closed_port() -> u16 {
@@ -22,57 +23,52 @@ fn path_arg(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// The `target` a dry run recorded in summary.json.
-fn dry_run_target(cli: Cli, out: &str) -> Option<String> {
-    cli.run().expect_code(0);
-    read_summary(out).target
+/// `--config CFG run INPUT --dry-run`.
+fn dry_with_config(cfg: &Path, input: &str) -> CliOutput {
+    Run::dry(input).global(["--config"]).global([cfg]).output()
 }
 
-/// `GLOBAL... run INPUT --dry-run --out DIR EXTRA...` for a one-row input.
-fn dry(t: &TestDir, out: &str, global: &[&str], extra: &[&str]) -> (Cli, String) {
-    let input = one_row(t);
-    let dir = t.arg(out);
-    let mut args: Vec<String> = global.iter().map(|s| s.to_string()).collect();
-    args.extend([
-        "run".to_string(),
-        path_arg(&input),
-        "--dry-run".into(),
-        "--out".into(),
-        dir.clone(),
-    ]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    (Cli::new(args), dir)
+/// The `target` a dry run of a one-row input recorded in summary.json,
+/// its command line set by `with` (global options, environment, flags).
+fn dry_run_target(t: &TestDir, out: &str, with: impl FnOnce(Run) -> Run) -> Option<String> {
+    let dir = t.join(out);
+    with(Run::dry(one_row(t)).out(&dir)).output().expect_code(0);
+    Reports::at(dir).summary().target
 }
 
-// SPEC: Command line. Each command's help shows how to call it.
+// README: Command line ("`--help` on each subcommand lists its options with
+// examples").
 #[test]
 fn help_of_each_command_shows_an_example() {
     for sub in ["run", "check", "sandbox"] {
-        let out = run_cli([sub, "--help"]);
+        let out = Run::cli([sub, "--help"]).output();
         out.expect_code(0)
             .expect_stdout("Examples:")
             .expect_stdout(&format!("connect-provision {sub}"));
     }
-    let out = run_cli(["--help"]);
+    let out = Run::cli(["--help"]).output();
     out.expect_code(0)
         .expect_stdout("connect-provision run samples/customers.csv --dry-run")
         .expect_stdout("Exit codes");
-    run_cli(["help", "run"])
+    Run::cli(["help", "run"])
+        .output()
         .expect_code(0)
         .expect_stdout("--dry-run");
-    run_cli(["--version"])
+    Run::cli(["--version"])
+        .output()
         .expect_code(0)
         .expect_stdout(env!("CARGO_PKG_VERSION"));
 }
 
-// SPEC: Target ("exactly one; never a silent default to production").
+// README: Command line, `run` (`--sandbox` / `--env` / `--base-url`: one is
+// required unless `--dry-run`; never a silent default to production).
 #[test]
 fn live_run_without_a_target_is_refused() {
     let t = TestDir::new();
     let input = one_row(&t);
-    let out = Cli::new(["run", &path_arg(&input)])
+    let out = Run::cli(["run", &path_arg(&input)])
         .current_dir(t.path())
-        .run();
+        .output();
     out.expect_code(2)
         .expect_stderr("--sandbox")
         .expect_stderr("--env")
@@ -80,7 +76,7 @@ fn live_run_without_a_target_is_refused() {
     assert_eq!(out.error_lines().len(), 1, "{out}");
     assert!(!t.join("reports").exists(), "nothing written\n{out}");
 
-    let out = Cli::new(["check"]).current_dir(t.path()).run();
+    let out = Run::cli(["check"]).current_dir(t.path()).output();
     out.expect_code(2)
         .expect_stderr("--sandbox")
         .expect_stderr("--base-url");
@@ -90,8 +86,10 @@ fn live_run_without_a_target_is_refused() {
 fn two_targets_are_refused() {
     let t = TestDir::new();
     let input = path_arg(&one_row(&t));
-    run_cli(["run", &input, "--sandbox", "--env", "production"]).expect_code(2);
-    run_cli([
+    Run::cli(["run", &input, "--sandbox", "--env", "production"])
+        .output()
+        .expect_code(2);
+    Run::cli([
         "run",
         &input,
         "--env",
@@ -99,41 +97,46 @@ fn two_targets_are_refused() {
         "--base-url",
         "https://connect.example.com",
     ])
+    .output()
     .expect_code(2);
     let cfg = t.write("c.toml", "sandbox = true\nenv = \"production\"\n");
-    let out = run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"]);
+    let out = dry_with_config(&cfg, &input);
     out.expect_code(2).expect_stderr("more than one target");
 }
 
-// SPEC: Target (`--base-url`: plain http only for loopback hosts).
+// README: Hostile input, secrets and transport (Transport: `http://` only
+// for loopback hosts).
 #[test]
 fn plain_http_base_url_is_only_for_loopback() {
     let t = TestDir::new();
     let input = path_arg(&one_row(&t));
-    let out = run_cli(["run", &input, "--base-url", "http://example.com"]);
+    let out = Run::cli(["run", &input, "--base-url", "http://example.com"]).output();
     out.expect_code(2)
         .expect_stderr("only for loopback")
         .expect_stderr("http://example.com");
-    run_cli(["check", "--base-url", "http://connect.example.com:8080"])
+    Run::cli(["check", "--base-url", "http://connect.example.com:8080"])
+        .output()
         .expect_code(2)
         .expect_stderr("only for loopback");
     // The same rule for the environment variable and the config file, and
     // also in a dry run (the target is checked even when nothing is sent).
-    Cli::new(["run", &input, "--dry-run", "--out", &t.arg("o1")])
+    Run::cli(["run", &input, "--dry-run", "--out", &t.arg("o1")])
         .env("CONNECT_BASE_URL", "http://10.0.0.1:8080")
-        .run()
+        .output()
         .expect_code(2)
         .expect_stderr("only for loopback");
     let cfg = t.write("c.toml", "base_url = \"http://example.com\"\n");
-    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+    dry_with_config(&cfg, &input)
         .expect_code(2)
         .expect_stderr("only for loopback");
-    run_cli(["run", &input, "--base-url", "ftp://127.0.0.1/"])
+    Run::cli(["run", &input, "--base-url", "ftp://127.0.0.1/"])
+        .output()
         .expect_code(2)
         .expect_stderr("https");
 }
 
-// SPEC: Credentials ("Never a secret value on the command line").
+// README: Command line, `run` (`--client-secret-file`: "No flag takes the
+// secret itself").
 #[test]
 fn there_is_no_client_secret_flag() {
     let t = TestDir::new();
@@ -155,7 +158,7 @@ fn there_is_no_client_secret_flag() {
         ],
         vec!["run", &input, "--sandbox", "--client-secret=s3cr3t-value"],
     ] {
-        let out = run_cli(args);
+        let out = Run::cli(args).output();
         out.expect_code(2).expect_stderr("--client-secret");
         assert!(!out.stderr().contains("s3cr3t-value"), "{out}");
     }
@@ -165,41 +168,42 @@ fn there_is_no_client_secret_flag() {
 fn rate_zero_is_a_usage_error_naming_rate() {
     let t = TestDir::new();
     let input = path_arg(&one_row(&t));
-    run_cli(["run", &input, "--sandbox", "--rate", "0"])
+    Run::cli(["run", &input, "--sandbox", "--rate", "0"])
+        .output()
         .expect_code(2)
         .expect_stderr("--rate");
     let cfg = t.write("c.toml", "rate = 0\n");
-    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+    dry_with_config(&cfg, &input)
         .expect_code(2)
         .expect_stderr("rate");
 }
 
-// SPEC: Output and logs (`--config FILE` holds any option); unknown keys are errors.
+// README: Config file and precedence (any option in the file; unknown keys
+// are an error).
 #[test]
 fn config_with_an_unknown_key_is_refused_naming_it() {
     let t = TestDir::new();
     let input = path_arg(&one_row(&t));
     let cfg = t.write("c.toml", "rate = 5\nrates = 5\n");
-    let out = run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"]);
+    let out = dry_with_config(&cfg, &input);
     out.expect_code(2)
         .expect_stderr("rates")
         .expect_stderr("c.toml");
     assert_eq!(out.error_lines().len(), 1, "{out}");
 
-    // An unknown field inside [columns] too.
-    let cfg = t.write("c2.toml", "[columns]\nemail = \"E-mail\"\n");
-    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
-        .expect_code(2)
-        .expect_stderr("email");
-
-    // A config file that does not exist, and one that is not TOML.
-    run_cli(["--config", &t.arg("nope.toml"), "run", &input, "--dry-run"])
-        .expect_code(2)
-        .expect_stderr("nope.toml");
-    let cfg = t.write("bad.toml", "rate = \n");
-    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
-        .expect_code(2)
-        .expect_stderr("bad.toml");
+    // An unknown field inside [columns] too; a config file that does not
+    // exist, and one that is not TOML.
+    let columns = t.write("c2.toml", "[columns]\nemail = \"E-mail\"\n");
+    let not_toml = t.write("bad.toml", "rate = \n");
+    for (cfg, needle) in [
+        (columns, "email"),
+        (t.join("nope.toml"), "nope.toml"),
+        (not_toml, "bad.toml"),
+    ] {
+        dry_with_config(&cfg, &input)
+            .expect_code(2)
+            .expect_stderr(needle);
+    }
 }
 
 // Regression: an unknown key at the start of line N (its span starts the
@@ -209,13 +213,13 @@ fn config_error_names_the_right_line() {
     let t = TestDir::new();
     let input = path_arg(&one_row(&t));
     let cfg = t.write("c.toml", "rate = 5\n\n\nrates = 5\n");
-    run_cli(["--config", &path_arg(&cfg), "run", &input, "--dry-run"])
+    dry_with_config(&cfg, &input)
         .expect_code(2)
         .expect_stderr("rates")
         .expect_stderr("(at line 4)");
 }
 
-// SPEC: Output and logs (precedence flag > environment > config file).
+// README: Config file and precedence (flag > environment > config file).
 // A dry run records its target in summary.json without sending anything.
 #[test]
 fn target_precedence_flag_then_env_then_config() {
@@ -225,54 +229,44 @@ fn target_precedence_flag_then_env_then_config() {
 
     let with_cfg = ["--config", cfg.as_str()];
 
-    let (cli, out) = dry(&t, "config", &with_cfg, &[]);
     assert_eq!(
-        dry_run_target(cli, &out).as_deref(),
+        dry_run_target(&t, "config", |r| r.global(with_cfg)).as_deref(),
         Some("http://127.0.0.1:3003")
     );
 
-    let (cli, out) = dry(&t, "env", &with_cfg, &[]);
-    let cli = cli.env("CONNECT_BASE_URL", "http://127.0.0.1:2002/");
+    let env = |r: Run| r.env("CONNECT_BASE_URL", "http://127.0.0.1:2002/");
     assert_eq!(
-        dry_run_target(cli, &out).as_deref(),
+        dry_run_target(&t, "env", |r| env(r.global(with_cfg))).as_deref(),
         Some("http://127.0.0.1:2002")
     );
 
-    let (cli, out) = dry(
-        &t,
-        "flag",
-        &with_cfg,
-        &["--base-url", "http://localhost:1001"],
-    );
-    let cli = cli.env("CONNECT_BASE_URL", "http://127.0.0.1:2002");
+    let flag = |r: Run| r.args(["--base-url", "http://localhost:1001"]);
     assert_eq!(
-        dry_run_target(cli, &out).as_deref(),
+        dry_run_target(&t, "flag", |r| flag(env(r.global(with_cfg)))).as_deref(),
         Some("http://localhost:1001")
     );
 
     // A flag target of another kind replaces the config's (and the env's).
-    let (cli, out) = dry(&t, "env-flag", &with_cfg, &["--env", "production"]);
+    let production = |r: Run| r.global(with_cfg).args(["--env", "production"]);
     assert_eq!(
-        dry_run_target(cli, &out).as_deref(),
+        dry_run_target(&t, "env-flag", production).as_deref(),
         Some("https://connect.instacart.com")
     );
-    let (cli, out) = dry(&t, "sandbox-flag", &with_cfg, &["--sandbox"]);
+    let embedded = |r: Run| r.global(with_cfg).arg("--sandbox");
     assert_eq!(
-        dry_run_target(cli, &out).as_deref(),
+        dry_run_target(&t, "sandbox-flag", embedded).as_deref(),
         Some("embedded sandbox")
     );
 
     // The config file named by CONNECT_PROVISION_CONFIG.
-    let (cli, out) = dry(&t, "env-config", &[], &[]);
-    let cli = cli.env("CONNECT_PROVISION_CONFIG", &cfg);
+    let named = |r: Run| r.env("CONNECT_PROVISION_CONFIG", &cfg);
     assert_eq!(
-        dry_run_target(cli, &out).as_deref(),
+        dry_run_target(&t, "env-config", named).as_deref(),
         Some("http://127.0.0.1:3003")
     );
 
     // No target at all is fine for a dry run.
-    let (cli, out) = dry(&t, "none", &[], &[]);
-    assert_eq!(dry_run_target(cli, &out), None);
+    assert_eq!(dry_run_target(&t, "none", |r| r), None);
 }
 
 // The same precedence seen from `check`, whose error names the URL it tried.
@@ -288,11 +282,11 @@ fn check_tries_the_url_of_highest_precedence() {
     let check = |extra: &[&str], env_url: Option<String>| -> CliOutput {
         let mut args = vec!["--config", cfg.as_str(), "check", "--timeout", "5s"];
         args.extend_from_slice(extra);
-        let mut cli = Cli::new(args).env("CONNECT_CLIENT_SECRET", "not-a-real-secret");
+        let mut cli = Run::cli(args).env("CONNECT_CLIENT_SECRET", "not-a-real-secret");
         if let Some(u) = env_url {
             cli = cli.env("CONNECT_BASE_URL", u);
         }
-        let out = cli.run();
+        let out = cli.output();
         out.expect_code(3);
         assert!(!out.stderr().contains("not-a-real-secret"), "{out}");
         out
@@ -310,11 +304,12 @@ fn check_tries_the_url_of_highest_precedence() {
     assert!(!out.stderr().contains(&format!(":{file}")), "{out}");
 
     // Credentials: without a secret from anywhere, a usage error before any request.
-    let out = Cli::new(["--config", cfg.as_str(), "check"]).run();
+    let out = Run::cli(["--config", cfg.as_str(), "check"]).output();
     out.expect_code(2).expect_stderr("CONNECT_CLIENT_SECRET");
 }
 
-// SPEC: Input and mapping (a `[columns]` table in the config file), and
+// README: Config file and precedence (a `[columns]` table holds the `--map`
+// entries), and
 // precedence for reading options: --map / --delimiter / --encoding beat the file.
 #[test]
 fn config_columns_table_and_flag_overrides() {
@@ -341,12 +336,12 @@ fn config_columns_table_and_flag_overrides() {
             dir.as_str(),
         ];
         args.extend_from_slice(extra);
-        (run_cli(args), dir)
+        (Run::cli(args).output(), dir)
     };
 
     let (out, dir) = run("config", &[]);
     out.expect_code(1);
-    let results = read_results(&dir);
+    let results = Reports::at(&dir).results();
     assert_eq!(results.len(), 2);
     assert_eq!(
         (results[0].user_id.as_str(), results[0].status.as_str()),
@@ -357,12 +352,17 @@ fn config_columns_table_and_flag_overrides() {
     // --map replaces the file's mapping for that field only.
     let (out, dir) = run("map", &["--map", "first_name=Alt Name"]);
     out.expect_code(0);
-    assert!(read_results(&dir).iter().all(|r| r.status == "valid"));
+    assert!(
+        Reports::at(&dir)
+            .results()
+            .iter()
+            .all(|r| r.status == "valid")
+    );
 
     // --encoding beats the file's encoding: read as UTF-8, row 1 is invalid.
     let (out, dir) = run("encoding", &["--encoding", "utf-8"]);
     out.expect_code(1);
-    let results = read_results(&dir);
+    let results = Reports::at(&dir).results();
     assert!(
         results[0]
             .error
@@ -375,7 +375,8 @@ fn config_columns_table_and_flag_overrides() {
     out.expect_code(2).expect_stderr("Customer ID");
 }
 
-// SPEC: Output and logs ("Phone numbers and names are not logged above debug level").
+// README: How a run executes (Logs: "Names and phone numbers are not logged
+// above debug level").
 #[test]
 fn dry_run_logs_no_names_or_phones() {
     let t = TestDir::new();
@@ -387,7 +388,7 @@ fn dry_run_logs_no_names_or_phones() {
             &["u2", "", "+1 415 555 0198"],
         ],
     );
-    let out = run_cli([
+    let out = Run::cli([
         "run",
         &path_arg(&input),
         "--dry-run",
@@ -395,7 +396,8 @@ fn dry_run_logs_no_names_or_phones() {
         &t.arg("out"),
         "--log-format",
         "json",
-    ]);
+    ])
+    .output();
     out.expect_code(1);
     let all = format!("{}{}", out.stdout(), out.stderr());
     for secret in ["Unmistakablename", "555 0199", "555 0198", "4155550199"] {

@@ -1,18 +1,14 @@
 //! `run --dry-run` through the real binary: reading every kind of input,
-//! the three reports, and exit codes (SPEC: "Input and mapping", "Reports",
-//! "Exit codes"). Each test builds its own input in a scratch directory and
+//! the three reports, and exit codes (README: Input format, Reports, and the
+//! exit codes of The nightly recipe). Each test builds its own input in a scratch directory and
 //! reads the reports back as data.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::util::{
-    CliOutput, ResultRow, TestDir, assert_each_row_once, assert_timeline_sums, csv_bytes,
-    read_failures, read_results, read_summary, read_summary_json, result_row, run_cli, sample,
-    status_counts,
-};
+use crate::util::{Reports, ResultRow, Run, TestDir, csv_bytes, result_row, sample, status_counts};
 
 const HEADER: &[&str] = &[
     "user_id",
@@ -21,20 +17,6 @@ const HEADER: &[&str] = &[
     "phone_number",
     "locale",
 ];
-
-/// `run INPUT --dry-run --out DIR EXTRA...`; returns the output and DIR.
-fn dry_run(t: &TestDir, input: &Path, out: &str, extra: &[&str]) -> (CliOutput, PathBuf) {
-    let dir = t.join(out);
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        input.to_str().unwrap().into(),
-        "--dry-run".into(),
-        "--out".into(),
-        dir.to_str().unwrap().into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    (run_cli(args), dir)
-}
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
@@ -59,37 +41,40 @@ fn cp1252(s: &str) -> Vec<u8> {
         .collect()
 }
 
-// SPEC: Reports, Exit codes. The sample has 8 invalid and 2 duplicate rows by design.
+// README: Reports; exit codes as in The nightly recipe. The sample has 8
+// invalid and 2 duplicate rows by design.
 #[test]
 fn sample_customers_dry_run_reports_every_row_once() {
     let t = TestDir::new();
     let input = sample("customers.csv");
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
+    let dir = t.join("out");
+    let out = Run::dry(&input).out(&dir).output();
     out.expect_code(1)
         .expect_stdout("dry run: 200 rows")
         .expect_stdout("failures.csv");
 
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 200);
-    let by_status = status_counts(&results);
+    // Every row once; summary.json, failures.csv and timeline.csv agree
+    // with results.csv.
+    let done = Reports::at(&dir).assert_consistent(200);
+    let (results, s) = (&done.rows, &done.summary);
+    let by_status = status_counts(results);
     assert_eq!(
         by_status,
         counts(&[("duplicate", 2), ("invalid", 8), ("valid", 190)])
     );
-    for r in &results {
+    for r in results {
         assert_eq!(r.attempts, 0, "{r:?}");
         assert_eq!(r.http_status, None, "{r:?}");
         assert_eq!(r.error.is_empty(), r.status == "valid", "{r:?}");
     }
 
-    // timeline.csv adds up to summary.json's counts; a dry run samples no
-    // rate and no latency.
-    for line in assert_timeline_sums(&dir) {
+    // A dry run samples no rate and no latency.
+    for line in &done.timeline {
         assert_eq!((line["rate"].as_str(), line["p50_ms"].as_str()), ("", ""));
     }
 
     // summary.json's field names: its shape, read untyped.
-    let raw = read_summary_json(&dir);
+    let raw = Reports::at(&dir).summary_json();
     for key in [
         "tool_version",
         "input",
@@ -112,14 +97,12 @@ fn sample_customers_dry_run_reports_every_row_once() {
     // A dry run has no target: the field is there, as null.
     assert_eq!(raw["target"], serde_json::Value::Null);
 
-    let s = read_summary(&dir);
     assert_eq!(s.tool_version, env!("CARGO_PKG_VERSION"));
     assert!(s.dry_run);
     assert_eq!(s.target, None);
     assert_eq!(s.input.path, input.to_str().unwrap());
     let sha = hex::encode(Sha256::digest(std::fs::read(&input).unwrap()));
     assert_eq!(s.input.sha256, sha);
-    assert_eq!(s.rows_read, 200);
     assert_eq!(s.exit_code, 1);
     assert_eq!(
         (
@@ -137,7 +120,7 @@ fn sample_customers_dry_run_reports_every_row_once() {
     let finished: jiff::Timestamp = s.finished.parse().unwrap();
     assert!(started <= finished);
 
-    // Every status has a count, and they agree with results.csv.
+    // Every status has a count (zero included).
     let summary_counts = &s.counts;
     for status in [
         "created",
@@ -156,10 +139,9 @@ fn sample_customers_dry_run_reports_every_row_once() {
             "count of {status}"
         );
     }
-    assert_eq!(summary_counts.values().sum::<u64>(), 200);
 
     // failures.csv: the invalid rows only (duplicates are not failures).
-    let failures = read_failures(&dir, b',');
+    let failures = Reports::at(&dir).failures(b',');
     assert_eq!(failures.len(), 1 + 8);
     assert_eq!(
         failures[0].iter().collect::<Vec<_>>(),
@@ -176,16 +158,20 @@ fn sample_customers_dry_run_reports_every_row_once() {
     assert!(failures[1..].iter().all(|r| &r[5] == b"invalid"));
 }
 
-// SPEC: Input and mapping. windows-1252, ';' and renamed columns, all from a config file.
+// README: Input format, Config file and precedence. windows-1252, ';' and
+// renamed columns, all from a config file.
 #[test]
 fn sample_export_reads_with_its_mapping_config() {
     let t = TestDir::new();
     let input = sample("customers_export.csv");
     let config = sample("mapping.toml");
-    let (out, dir) = dry_run(&t, &input, "out", &["--config", config.to_str().unwrap()]);
+    let dir = t.join("out");
+    let out = Run::dry(&input)
+        .out(&dir)
+        .args(["--config", config.to_str().unwrap()])
+        .output();
     out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 40);
+    let results = Reports::at(&dir).assert_consistent(40).rows;
     assert_eq!(
         status_counts(&results),
         counts(&[("invalid", 1), ("valid", 39)])
@@ -203,28 +189,27 @@ fn sample_export_reads_with_its_mapping_config() {
 
     // failures.csv is UTF-8: the invalid row's cells come through transcoded,
     // with the input's own header and delimiter.
-    let failures = read_failures(&dir, b';');
+    let failures = Reports::at(&dir).failures(b';');
     assert_eq!(failures.len(), 2);
     assert_eq!(&failures[0][0], b"Customer ID");
     assert_eq!(&failures[1][0], b"RX-000023");
 
     // Without the encoding the same accented rows are invalid UTF-8: the
     // config's `encoding` is what made them valid.
-    let (out, dir) = dry_run(
-        &t,
-        &input,
-        "no-encoding",
-        &[
+    let dir = t.join("no-encoding");
+    let out = Run::dry(&input)
+        .out(&dir)
+        .args([
             "--delimiter",
             ";",
             "--map",
             "user_id=Customer ID",
             "--map",
             "first_name=Given Name",
-        ],
-    );
+        ])
+        .output();
     out.expect_code(1);
-    let jose = result_row(&read_results(&dir), 25).clone();
+    let jose = result_row(&Reports::at(&dir).results(), 25).clone();
     assert_eq!(jose.status, "invalid");
     assert!(
         jose.error.contains("invalid UTF-8 in column 'Given Name'"),
@@ -257,16 +242,15 @@ fn a_dry_run_of_a_mostly_invalid_file_is_not_cut_short() {
         .collect();
     all.extend(refs.iter().map(Vec::as_slice));
     let input = t.write_csv("in.csv", &all);
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
+    let dir = t.join("out");
+    let out = Run::dry(&input).out(&dir).output();
     out.expect_code(1).expect_stdout("invalid=900 valid=100");
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 1000);
-    let summary = read_summary(&dir);
+    let summary = Reports::at(&dir).assert_consistent(1000).summary;
     assert_eq!(summary.exit_code, 1);
     assert_eq!(summary.fatal_error, None);
 }
 
-// SPEC: Exit codes (0 when every row is valid in a dry run).
+// README: Reports (`valid` is a success), The nightly recipe (exit 0).
 #[test]
 fn clean_file_is_all_valid_and_exits_0() {
     let t = TestDir::new();
@@ -279,17 +263,18 @@ fn clean_file_is_all_valid_and_exits_0() {
             &[" u3 ", " Ann ", "O'Neil", "+1 (415) 555-0155", "fr-CA"],
         ],
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
+    let dir = t.join("out");
+    let out = Run::dry(&input).out(&dir).output();
     out.expect_code(0).expect_stdout("valid=3");
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 3);
+    let results = Reports::at(&dir).assert_consistent(3).rows;
     assert!(results.iter().all(|r| r.status == "valid"), "{results:#?}");
     assert_eq!(result_row(&results, 3).user_id, "u3");
-    assert_eq!(read_failures(&dir, b',').len(), 1, "only the header");
-    assert_eq!(read_summary(&dir).exit_code, 0);
+    assert_eq!(Reports::at(&dir).failures(b',').len(), 1, "only the header");
+    assert_eq!(Reports::at(&dir).summary().exit_code, 0);
 }
 
-// SPEC: Input and mapping ("a header row is required"), Exit codes (2).
+// README: Input format ("A header row is required"; a file that lacks a
+// required column is exit 2).
 #[test]
 fn empty_input_is_a_one_line_usage_error_naming_the_file() {
     let t = TestDir::new();
@@ -299,7 +284,8 @@ fn empty_input_is_a_one_line_usage_error_naming_the_file() {
         ("bom-only.csv", b"\xEF\xBB\xBF"),
     ] {
         let input = t.write(name, bytes);
-        let (out, dir) = dry_run(&t, &input, &format!("out-{name}"), &[]);
+        let dir = t.join(format!("out-{name}"));
+        let out = Run::dry(&input).out(&dir).output();
         out.expect_code(2).expect_stderr(name);
         assert_eq!(out.stderr().lines().count(), 1, "{out}");
         assert!(out.stderr().starts_with("error: "), "{out}");
@@ -311,19 +297,20 @@ fn empty_input_is_a_one_line_usage_error_naming_the_file() {
 fn header_only_is_zero_rows_and_exit_0() {
     let t = TestDir::new();
     let input = t.write("in.csv", "user_id,first_name\n");
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(0);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(0);
     assert_eq!(
         std::fs::read_to_string(dir.join("results.csv")).unwrap(),
         "row,user_id,status,http_status,attempts,error,duration_ms\n"
     );
-    assert!(read_results(&dir).is_empty());
-    let s = read_summary(&dir);
+    assert!(Reports::at(&dir).results().is_empty());
+    let s = Reports::at(&dir).summary();
     assert_eq!(s.rows_read, 0);
     assert_eq!(s.exit_code, 0);
 }
 
-// SPEC: Input and mapping ("wrong field count ... is an invalid row").
+// README: Input format ("A malformed record ... becomes an `invalid` row":
+// a wrong field count).
 #[test]
 fn ragged_rows_are_invalid_and_the_rest_are_fine() {
     let t = TestDir::new();
@@ -331,10 +318,9 @@ fn ragged_rows_are_invalid_and_the_rest_are_fine() {
         "in.csv",
         "user_id,first_name,last_name\nu1,Ann,Lee\nu2,Bob,Ray,extra\nu3\nu4,Cy,Dee\nu5,Di\n",
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 5);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
+    let results = Reports::at(&dir).assert_consistent(5).rows;
     assert_eq!(
         statuses(&results),
         [
@@ -376,7 +362,7 @@ fn csv_record_count(bytes: &[u8]) -> u64 {
         .count() as u64
 }
 
-// SPEC: Input and mapping ("bad quoting ... the run goes on").
+// README: Input format ("A malformed record does not stop the run").
 #[test]
 fn unterminated_quote_does_not_panic_and_every_row_is_accounted_for() {
     let t = TestDir::new();
@@ -396,21 +382,26 @@ fn unterminated_quote_does_not_panic_and_every_row_is_accounted_for() {
         ),
     ] {
         let input = t.write(name, bytes);
-        let (out, dir) = dry_run(&t, &input, &format!("out-{name}"), &[]);
+        let dir = t.join(format!("out-{name}"));
+        let out = Run::dry(&input).out(&dir).output();
         assert!(
             matches!(out.code(), 0 | 1),
             "{name}: a finished run, not a panic or abort\n{out}"
         );
         assert!(!out.stderr().contains("panicked"), "{out}");
         let n = csv_record_count(bytes);
-        assert_each_row_once(&read_results(&dir), n);
-        assert_eq!(read_summary(&dir).rows_read, n);
-        assert_eq!(result_row(&read_results(&dir), 1).status, "valid", "{name}");
+        Reports::at(&dir).assert_consistent(n);
+        assert_eq!(Reports::at(&dir).summary().rows_read, n);
+        assert_eq!(
+            result_row(&Reports::at(&dir).results(), 1).status,
+            "valid",
+            "{name}"
+        );
     }
 }
 
-// SPEC: Input and mapping: "A malformed record (bad quoting, ...) is an
-// `invalid` row with a clear message". Regression: an unterminated quote in
+// README: Input format: "A malformed record does not stop the run: it
+// becomes an `invalid` row whose message names the problem". Regression: an unterminated quote in
 // the last column swallows the rest of the file into one field whose count
 // still matches; the row was reported as "contains a control character".
 #[test]
@@ -420,14 +411,15 @@ fn unterminated_quote_in_last_column_names_the_quoting() {
         "in.csv",
         "user_id,first_name\nu1,Ann\nu2,\"Bob\nu3,Cy\nu4,Di\n",
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
-    let row = result_row(&read_results(&dir), 2).clone();
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
+    let row = result_row(&Reports::at(&dir).results(), 2).clone();
     assert_eq!(row.status, "invalid");
     assert!(row.error.contains("quot"), "{row:?}");
 }
 
-// SPEC: Input and mapping ("invalid UTF-8 ... is an invalid row").
+// README: Input format (invalid UTF-8 is an `invalid` row whose message
+// names the column).
 #[test]
 fn invalid_utf8_in_a_data_row_is_invalid_naming_the_column() {
     let t = TestDir::new();
@@ -435,10 +427,9 @@ fn invalid_utf8_in_a_data_row_is_invalid_naming_the_column() {
         "in.csv",
         &b"user_id,first_name,last_name\nu1,Ann,Lee\nu2,Bob,Mu\xFCller\nu3,Jos\xE9,X\nu4,Di,Ng\n"[..],
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 4);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
+    let results = Reports::at(&dir).assert_consistent(4).rows;
     assert_eq!(
         statuses(&results),
         [(1, "valid"), (2, "invalid"), (3, "invalid"), (4, "valid")]
@@ -456,11 +447,11 @@ fn invalid_utf8_in_a_data_row_is_invalid_naming_the_column() {
         "{results:#?}"
     );
     // failures.csv keeps the input's bytes verbatim.
-    let failures = read_failures(&dir, b',');
+    let failures = Reports::at(&dir).failures(b',');
     assert_eq!(&failures[1][2], b"Mu\xFCller");
 }
 
-// SPEC: Input and mapping (`--encoding windows-1252`).
+// README: Input format (`--encoding` for legacy exports).
 #[test]
 fn windows_1252_with_encoding_flag_is_valid_and_transcoded() {
     let t = TestDir::new();
@@ -469,10 +460,13 @@ fn windows_1252_with_encoding_flag_is_valid_and_transcoded() {
         "u1,José,Müller,x\nu2,Zoë,Ñúñez,y\nu3,Amélie/Anne,Dubois,z\n",
     ));
     let input = t.write("in.csv", &bytes);
-    let (out, dir) = dry_run(&t, &input, "out", &["--encoding", "windows-1252"]);
+    let dir = t.join("out");
+    let out = Run::dry(&input)
+        .out(&dir)
+        .args(["--encoding", "windows-1252"])
+        .output();
     out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 3);
+    let results = Reports::at(&dir).assert_consistent(3).rows;
     assert_eq!(
         statuses(&results),
         [(1, "valid"), (2, "valid"), (3, "invalid")]
@@ -483,43 +477,47 @@ fn windows_1252_with_encoding_flag_is_valid_and_transcoded() {
             .starts_with("first_name: contains '/'")
     );
     // failures.csv is UTF-8, header included.
-    let failures = read_failures(&dir, b',');
+    let failures = Reports::at(&dir).failures(b',');
     assert_eq!(&failures[0][3], "Straße".as_bytes());
     assert_eq!(&failures[1][1], "Amélie/Anne".as_bytes());
 
     // A WHATWG alias works too.
-    let (out, _) = dry_run(&t, &input, "latin1", &["--encoding", "latin1"]);
+    let out = Run::dry(&input)
+        .out(t.join("latin1"))
+        .args(["--encoding", "latin1"])
+        .output();
     out.expect_code(1);
 
     // The same file read as UTF-8: the accented rows are invalid.
-    let (out, dir) = dry_run(&t, &input, "utf8", &[]);
+    let dir = t.join("utf8");
+    let out = Run::dry(&input).out(&dir).output();
     out.expect_code(2)
         .expect_stderr("header row is not valid UTF-8")
         .expect_stderr("--encoding");
     assert!(!dir.join("results.csv").exists());
 }
 
-// SPEC: Input and mapping ("UTF-8 with or without BOM").
+// README: Input format ("UTF-8, with or without a BOM").
 #[test]
 fn utf8_bom_does_not_hide_the_first_header() {
     let t = TestDir::new();
     let input = t.write("in.csv", "\u{FEFF}user_id,first_name\nu1,Ann\nu2,Zoë\n");
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(0);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 2);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(0);
+    let results = Reports::at(&dir).assert_consistent(2).rows;
     assert_eq!(result_row(&results, 1).user_id, "u1");
     // The SHA-256 covers the raw bytes, BOM included.
     let sha = hex::encode(Sha256::digest(std::fs::read(&input).unwrap()));
-    assert_eq!(read_summary(&dir).input.sha256, sha);
+    assert_eq!(Reports::at(&dir).summary().input.sha256, sha);
 }
 
-// SPEC: Input and mapping, Exit codes (2).
+// README: Input format (a missing required column is exit 2).
 #[test]
 fn missing_required_column_is_a_usage_error_naming_it() {
     let t = TestDir::new();
     let input = t.write_csv("in.csv", &[&["user_id", "last_name"], &["u1", "Lee"]]);
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
+    let dir = t.join("out");
+    let out = Run::dry(&input).out(&dir).output();
     out.expect_code(2)
         .expect_stderr("first_name")
         .expect_stderr("in.csv");
@@ -527,11 +525,14 @@ fn missing_required_column_is_a_usage_error_naming_it() {
     assert!(!dir.join("results.csv").exists());
 
     let input = t.write_csv("in2.csv", &[&["first_name"], &["Ann"]]);
-    let (out, _) = dry_run(&t, &input, "out2", &[]);
+    let out = Run::dry(&input).out(t.join("out2")).output();
     out.expect_code(2).expect_stderr("'user_id'");
 
     // A --map names the column it expects.
-    let (out, _) = dry_run(&t, &input, "out3", &["--map", "user_id=Customer ID"]);
+    let out = Run::dry(&input)
+        .out(t.join("out3"))
+        .args(["--map", "user_id=Customer ID"])
+        .output();
     out.expect_code(2).expect_stderr("'Customer ID'");
 }
 
@@ -556,7 +557,7 @@ fn usage_errors_do_not_repeat_themselves() {
         ),
     ];
     for (name, extra, needle) in cases {
-        let (out, _) = dry_run(&t, &input, name, extra);
+        let out = Run::dry(&input).out(t.join(name)).args(extra).output();
         out.expect_code(2).expect_stderr(needle);
         assert_eq!(
             out.stderr().matches(needle).count(),
@@ -566,7 +567,8 @@ fn usage_errors_do_not_repeat_themselves() {
     }
 }
 
-// SPEC: Input and mapping ("CRLF and quoted fields with embedded newlines work").
+// README: Input format ("CRLF or LF line endings; quoted fields may contain
+// delimiters, quotes and newlines").
 #[test]
 fn crlf_and_quoted_embedded_newlines() {
     let t = TestDir::new();
@@ -578,10 +580,9 @@ fn crlf_and_quoted_embedded_newlines() {
          u3,\"Cy, Jr\",\"say \"\"hi\"\"\"\r\n\
          u4,Di,last\r\n",
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 4);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
+    let results = Reports::at(&dir).assert_consistent(4).rows;
     assert_eq!(
         statuses(&results),
         [(1, "valid"), (2, "invalid"), (3, "valid"), (4, "valid")]
@@ -592,11 +593,12 @@ fn crlf_and_quoted_embedded_newlines() {
     );
     assert_eq!(result_row(&results, 4).user_id, "u4", "no stray CR");
     // The embedded newline survives verbatim in failures.csv.
-    let failures = read_failures(&dir, b',');
+    let failures = Reports::at(&dir).failures(b',');
     assert_eq!(&failures[1][1], b"Bob\nby");
 }
 
-// SPEC: Input and mapping (`--map FIELD=HEADER`; extra columns ignored).
+// README: Command line, `run` (`--map FIELD=HEADER`), Input format (extra
+// columns are ignored for the payload).
 #[test]
 fn map_flag_reads_renamed_headers() {
     let t = TestDir::new();
@@ -608,34 +610,29 @@ fn map_flag_reads_renamed_headers() {
             &["c2", "", "Ray", "", "b@example.com"],
         ],
     );
-    let (out, dir) = dry_run(
-        &t,
-        &input,
-        "out",
-        &[
-            "--map",
-            "user_id=Customer ID",
-            "--map",
-            "first_name=given name",
-            "--map",
-            "last_name=Surname",
-            "--map",
-            "phone_number=Mobile",
-        ],
-    );
+    let maps = [
+        "user_id=Customer ID",
+        "first_name=given name",
+        "last_name=Surname",
+        "phone_number=Mobile",
+    ];
+    let dir = t.join("out");
+    let out = Run::dry(&input)
+        .out(&dir)
+        .args(maps.iter().flat_map(|m| ["--map", m]))
+        .output();
     out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 2);
+    let results = Reports::at(&dir).assert_consistent(2).rows;
     assert_eq!(result_row(&results, 1).status, "valid");
     assert_eq!(result_row(&results, 1).user_id, "c1");
     assert_eq!(result_row(&results, 2).error, "first_name: required");
 
     // Without the map the header is missing its required columns.
-    let (out, _) = dry_run(&t, &input, "unmapped", &[]);
+    let out = Run::dry(&input).out(t.join("unmapped")).output();
     out.expect_code(2).expect_stderr("user_id");
 }
 
-// SPEC: Input and mapping (`--delimiter`).
+// README: Command line, `run` (`--delimiter`).
 #[test]
 fn delimiter_flag() {
     let t = TestDir::new();
@@ -650,22 +647,30 @@ fn delimiter_flag() {
             ],
         ),
     );
-    let (out, dir) = dry_run(&t, &input, "out", &["--delimiter", ";"]);
+    let dir = t.join("out");
+    let out = Run::dry(&input)
+        .out(&dir)
+        .args(["--delimiter", ";"])
+        .output();
     out.expect_code(0);
-    assert_each_row_once(&read_results(&dir), 2);
+    Reports::at(&dir).assert_consistent(2);
 
     // Read with the default ',' the header is one column.
-    let (out, _) = dry_run(&t, &input, "comma", &[]);
+    let out = Run::dry(&input).out(t.join("comma")).output();
     out.expect_code(2).expect_stderr("missing required column");
 
     // Tab, by name.
     let input = t.write("in.tsv", "user_id\tfirst_name\nu1\tAnn\n");
-    let (out, dir) = dry_run(&t, &input, "tab", &["--delimiter", "tab"]);
+    let dir = t.join("tab");
+    let out = Run::dry(&input)
+        .out(&dir)
+        .args(["--delimiter", "tab"])
+        .output();
     out.expect_code(0);
-    assert_each_row_once(&read_results(&dir), 1);
+    Reports::at(&dir).assert_consistent(1);
 }
 
-// SPEC: Execution (`--limit N` first N data rows).
+// README: Command line, `run` (`--limit N`: only the first N data rows).
 #[test]
 fn limit_takes_exactly_the_first_rows() {
     let t = TestDir::new();
@@ -679,10 +684,13 @@ fn limit_takes_exactly_the_first_rows() {
         .collect();
     let slices: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
     let input = t.write_csv("in.csv", &slices);
-    let (out, dir) = dry_run(&t, &input, "out", &["--limit", "3"]);
-    out.expect_code(0);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 3);
+    let dir = t.join("out");
+    Run::dry(&input)
+        .out(&dir)
+        .args(["--limit", "3"])
+        .output()
+        .expect_code(0);
+    let results = Reports::at(&dir).assert_consistent(3).rows;
     assert_eq!(
         results
             .iter()
@@ -690,10 +698,11 @@ fn limit_takes_exactly_the_first_rows() {
             .collect::<Vec<_>>(),
         ["u1", "u2", "u3"]
     );
-    assert_eq!(read_summary(&dir).rows_read, 3);
+    assert_eq!(Reports::at(&dir).summary().rows_read, 3);
 }
 
-// SPEC: Input and mapping ("A user_id seen earlier ... is a duplicate").
+// README: Input format ("A `user_id` already seen in an earlier row ... is a
+// `duplicate`").
 #[test]
 fn repeated_user_id_is_a_duplicate() {
     let t = TestDir::new();
@@ -709,10 +718,9 @@ fn repeated_user_id_is_a_duplicate() {
             &["u1", "third"],
         ],
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 6);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
+    let results = Reports::at(&dir).assert_consistent(6).rows;
     assert_eq!(
         statuses(&results),
         [
@@ -727,17 +735,17 @@ fn repeated_user_id_is_a_duplicate() {
     );
     assert!(result_row(&results, 3).error.contains("earlier row"));
     // Duplicates are not failures.
-    assert_eq!(read_failures(&dir, b',').len(), 2);
+    assert_eq!(Reports::at(&dir).failures(b',').len(), 2);
 }
 
-// SPEC: Reports ("Report files are created with mode 0600").
+// README: Reports ("all created with mode 0600").
 #[cfg(unix)]
 #[test]
 fn report_files_are_private() {
     let t = TestDir::new();
     let input = t.write_csv("in.csv", &[&["user_id", "first_name"], &["u1", ""]]);
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
     for f in ["results.csv", "failures.csv", "summary.json"] {
         assert_eq!(crate::util::mode(dir.join(f)), 0o600, "{f}");
     }
@@ -746,14 +754,15 @@ fn report_files_are_private() {
         let wide = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
         std::fs::set_permissions(dir.join(f), wide).unwrap();
     }
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
     for f in ["results.csv", "failures.csv", "summary.json"] {
         assert_eq!(crate::util::mode(dir.join(f)), 0o600, "{f} rewritten");
     }
 }
 
-// SPEC: Reports (formula injection; the input's cells stay verbatim in failures.csv).
+// README: Reports (formula injection; the input's own cells stay verbatim in
+// failures.csv).
 #[test]
 fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {
     let t = TestDir::new();
@@ -768,10 +777,9 @@ fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {
             &["u4", "Di", ""],
         ],
     );
-    let (out, dir) = dry_run(&t, &input, "out", &[]);
-    out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 4);
+    let dir = t.join("out");
+    Run::dry(&input).out(&dir).output().expect_code(1);
+    let results = Reports::at(&dir).assert_consistent(4).rows;
     // A user_id starting with '=' is valid input; only the report cell is neutralised.
     let r1 = result_row(&results, 1);
     assert_eq!(r1.status, "valid");
@@ -784,7 +792,7 @@ fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {
     assert_eq!(result_row(&results, 3).user_id, "'-u3");
     assert_eq!(result_row(&results, 4).user_id, "u4");
 
-    let failures = read_failures(&dir, b',');
+    let failures = Reports::at(&dir).failures(b',');
     assert_eq!(failures.len(), 2);
     assert_eq!(&failures[1][0], b"@SUM(A1)");
     assert_eq!(&failures[1][2], b"+1 415 555 0102");
@@ -792,7 +800,7 @@ fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {
     assert_eq!(&failures[1][4], b"first_name: required");
 }
 
-// SPEC: Exit codes (0, 1 and 2 in a dry run).
+// README: The nightly recipe (exit codes 0, 1 and 2, here in a dry run).
 #[test]
 fn exit_codes_follow_the_data() {
     let t = TestDir::new();
@@ -805,34 +813,37 @@ fn exit_codes_follow_the_data() {
     ];
     for (name, text, code) in cases {
         let input = t.write(format!("{name}.csv"), text);
-        let (out, dir) = dry_run(&t, &input, name, &[]);
+        let dir = t.join(name);
+        let out = Run::dry(&input).out(&dir).output();
         out.expect_code(code);
         if code != 2 {
-            assert_eq!(i32::from(read_summary(&dir).exit_code), code, "{name}");
+            assert_eq!(
+                i32::from(Reports::at(&dir).summary().exit_code),
+                code,
+                "{name}"
+            );
         }
     }
     // An input that cannot be opened.
-    let (out, _) = dry_run(&t, &t.join("missing.csv"), "missing", &[]);
+    let out = Run::dry(t.join("missing.csv"))
+        .out(t.join("missing"))
+        .output();
     out.expect_code(2).expect_stderr("missing.csv");
 }
 
-// SPEC: Command line (`-` for stdin).
+// README: Command line (`run INPUT`: a CSV file, or `-` for stdin).
 #[test]
 fn stdin_input() {
     let t = TestDir::new();
     let bytes = "user_id,first_name\nu1,Ann\nu2,\nu3,Zoë\n";
     let dir = t.join("out");
-    let out = crate::util::Cli::new(["run", "-", "--dry-run", "--out", dir.to_str().unwrap()])
-        .stdin(bytes)
-        .run();
-    out.expect_code(1);
-    let results = read_results(&dir);
-    assert_each_row_once(&results, 3);
+    Run::dry("-").out(&dir).stdin(bytes).output().expect_code(1);
+    let results = Reports::at(&dir).assert_consistent(3).rows;
     assert_eq!(
         statuses(&results),
         [(1, "valid"), (2, "invalid"), (3, "valid")]
     );
-    let s = read_summary(&dir);
+    let s = Reports::at(&dir).summary();
     assert_eq!(s.input.path, "<stdin>");
     assert_eq!(
         s.input.sha256,
@@ -854,9 +865,13 @@ fn invalid_rows(results: &[ResultRow]) -> Vec<(String, String)> {
 /// Dry run `input`, then dry run its failures.csv with the same options:
 /// the same rows fail with the same messages, and nothing else is there.
 fn assert_failures_round_trip(t: &TestDir, input: &Path, delimiter: u8, opts: &[&str]) {
-    let (out, first) = dry_run(t, input, "first", opts);
-    out.expect_code(1);
-    let first_results = read_results(&first);
+    let first = t.join("first");
+    Run::dry(input)
+        .out(&first)
+        .args(opts)
+        .output()
+        .expect_code(1);
+    let first_results = Reports::at(&first).results();
     let expected = invalid_rows(&first_results);
     assert!(expected.len() >= 5, "{first_results:#?}");
 
@@ -866,17 +881,22 @@ fn assert_failures_round_trip(t: &TestDir, input: &Path, delimiter: u8, opts: &[
         failures.starts_with(b"\xEF\xBB\xBF"),
         "failures.csv has a UTF-8 BOM"
     );
-    let header = read_failures(&first, delimiter).remove(0);
+    let header = Reports::at(&first).failures(delimiter).remove(0);
     assert_eq!(
         header.iter().rev().take(2).collect::<Vec<_>>(),
         [&b"error_message"[..], b"error_status"],
         "failures.csv header, with the input's delimiter"
     );
 
-    let (out, second) = dry_run(t, &failures_path, "second", opts);
-    out.expect_code(1);
-    let second_results = read_results(&second);
-    assert_each_row_once(&second_results, expected.len() as u64);
+    let second = t.join("second");
+    Run::dry(&failures_path)
+        .out(&second)
+        .args(opts)
+        .output()
+        .expect_code(1);
+    let second_results = Reports::at(&second)
+        .assert_consistent(expected.len() as u64)
+        .rows;
     assert!(
         second_results.iter().all(|r| r.status == "invalid"),
         "{second_results:#?}"
@@ -897,7 +917,8 @@ fn assert_failures_round_trip(t: &TestDir, input: &Path, delimiter: u8, opts: &[
     );
 }
 
-// SPEC: "rerun with the failures-only report"; Reports (failures.csv is valid input).
+// README: The nightly recipe ("`failures.csv` is a valid input for another
+// run"); Reports.
 #[test]
 fn failures_csv_round_trips() {
     let t = TestDir::new();
@@ -977,14 +998,14 @@ fn failures_csv_round_trips_through_a_windows_1252_config() {
 
     // Both runs decode the accents the same way: the UTF-8 failures.csv
     // carries the transcoded names, header included.
-    let failures = read_failures(t.join("second"), b';');
+    let failures = Reports::at(t.join("second")).failures(b';');
     assert_eq!(&failures[0][4], "Straße".as_bytes());
     let names: Vec<String> = failures[1..]
         .iter()
         .map(|r| String::from_utf8(r[1].to_vec()).unwrap())
         .collect();
     assert!(names.contains(&"Zoë/Anne".to_string()), "{names:?}");
-    let results = read_results(t.join("first"));
+    let results = Reports::at(t.join("first")).results();
     assert_eq!(result_row(&results, 1).status, "valid");
     assert_eq!(result_row(&results, 6).user_id, "Ü-6");
     assert_eq!(result_row(&results, 6).status, "valid");

@@ -1,6 +1,6 @@
 //! The engine's parts (client, token manager, classification, worker loop)
 //! against the real sandbox over loopback HTTP: what the server saw is the
-//! assertion (SPEC "Execution", "The sandbox").
+//! assertion (README: How a run executes, The sandbox).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -108,6 +108,22 @@ async fn run(
     out
 }
 
+/// Jobs 1..=`rows` run by `workers` tasks against a new sandbox with `cfg`,
+/// paced at `rate` with `burst` and retried as `retry` says.
+async fn run_against(
+    cfg: SandboxConfig,
+    rate: u32,
+    burst: u32,
+    retry: RetryPolicy,
+    rows: u64,
+    workers: usize,
+) -> (Sandbox, Arc<WorkerCtx>, Vec<Outcome>) {
+    let sb = sandbox(cfg).await;
+    let cx = ctx(&sb, rate, burst, retry).await;
+    let outcomes = run(&cx, (1..=rows).map(job), workers).await;
+    (sb, cx, outcomes)
+}
+
 fn count(outcomes: &[Outcome], status: Status) -> usize {
     outcomes.iter().filter(|o| o.status == status).count()
 }
@@ -136,7 +152,8 @@ async fn token_is_fetched_before_any_user_request() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": bad credentials → exit 3 before anything is sent.
+// README: How a run executes (Token): refused credentials exit 3 before any
+// user request.
 #[tokio::test]
 async fn refused_credentials_fail_before_any_user_request() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -222,17 +239,16 @@ async fn cancelled_before_sending_is_failed_not_sent() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": a job may outlive its token; refresh ahead of expiry.
+// README: How a run executes (Token): a job may outlive its token; it is
+// refreshed ahead of expiry.
 #[tokio::test]
 async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
-    let sb = sandbox(SandboxConfig {
+    let cfg = SandboxConfig {
         token_ttl: Duration::from_secs(1),
         ..SandboxConfig::default()
-    })
-    .await;
+    };
     // 300 rows at 100/s: about 3 s of work, i.e. about three token lifetimes.
-    let cx = ctx(&sb, 100, 10, retry(4, 20, 200)).await;
-    let outcomes = run(&cx, (1..=300).map(job), 50).await;
+    let (sb, cx, outcomes) = run_against(cfg, 100, 10, retry(4, 20, 200), 300, 50).await;
     assert_eq!(outcomes.len(), 300);
     assert_eq!(count(&outcomes, Status::Created), 300, "{outcomes:?}");
     assert_eq!(count(&outcomes, Status::Failed), 0);
@@ -243,8 +259,8 @@ async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": refreshed once on a 401, by a single request however
-// many workers are waiting.
+// README: How a run executes (Token): "On a 401, the token is refreshed
+// once, however many workers saw the 401 at once".
 #[tokio::test]
 async fn revoked_token_is_refreshed_once_for_all_workers() {
     let sb = sandbox(SandboxConfig::default()).await;
@@ -277,17 +293,16 @@ async fn revoked_token_is_refreshed_once_for_all_workers() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": a 429 slows the whole pool; nothing is lost.
+// README: How a run executes (Retries: 429s in a cluster pause the whole
+// pool); nothing is lost.
 #[tokio::test]
 async fn rate_limited_storm_creates_everything() {
-    let sb = sandbox(SandboxConfig {
+    let cfg = SandboxConfig {
         rate_limit: Some(5),
         ..SandboxConfig::default()
-    })
-    .await;
+    };
     // Our limiter is far above the partner's threshold, so 429s must happen.
-    let cx = ctx(&sb, 1_000, 100, retry(30, 100, 2_000)).await;
-    let outcomes = run(&cx, (1..=40).map(job), 40).await;
+    let (sb, cx, outcomes) = run_against(cfg, 1_000, 100, retry(30, 100, 2_000), 40, 40).await;
     assert_eq!(count(&outcomes, Status::Created), 40, "{outcomes:?}");
     let server = sb.stats();
     let stats = cx.counters.snapshot(Some(&cx.tokens));
@@ -299,17 +314,16 @@ async fn rate_limited_storm_creates_everything() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": 500/503 are retried with backoff; the report matches the server.
+// README: How a run executes (Retries): 500/503 are retried with backoff;
+// the report matches the server.
 #[tokio::test]
 async fn random_server_errors_are_retried() {
-    let sb = sandbox(SandboxConfig {
+    let cfg = SandboxConfig {
         fail_rate: 0.5,
         seed: Some(7),
         ..SandboxConfig::default()
-    })
-    .await;
-    let cx = ctx(&sb, 200, 20, retry(6, 5, 50)).await;
-    let outcomes = run(&cx, (1..=80).map(job), 16).await;
+    };
+    let (sb, cx, outcomes) = run_against(cfg, 200, 20, retry(6, 5, 50), 80, 16).await;
     assert_eq!(outcomes.len(), 80);
     for o in &outcomes {
         match o.status {
@@ -338,18 +352,16 @@ async fn random_server_errors_are_retried() {
     sb.shutdown().await;
 }
 
-// SPEC "Execution": a retry after an ambiguous failure that answers "already
-// exists" is `exists`, not an error.
+// README: How a run executes (Retries): a retry after an ambiguous failure
+// that is told the user is taken ends `exists`, not an error.
 #[tokio::test]
 async fn lost_answers_end_as_created_or_exists() {
-    let sb = sandbox(SandboxConfig {
+    let cfg = SandboxConfig {
         commit_drop_rate: 0.3,
         seed: Some(11),
         ..SandboxConfig::default()
-    })
-    .await;
-    let cx = ctx(&sb, 200, 20, retry(8, 5, 50)).await;
-    let outcomes = run(&cx, (1..=60).map(job), 12).await;
+    };
+    let (sb, cx, outcomes) = run_against(cfg, 200, 20, retry(8, 5, 50), 60, 12).await;
     for o in &outcomes {
         assert!(
             matches!(o.status, Status::Created | Status::Exists),

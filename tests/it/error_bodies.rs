@@ -1,5 +1,5 @@
-//! Instacart's documented error bodies over real loopback HTTP (issue #12, SPEC
-//! "The remote API" → "Errors"): the sandbox answers in the documented shapes,
+//! Instacart's documented error bodies over real loopback HTTP (issue #12,
+//! README: Error bodies): the sandbox answers in the documented shapes,
 //! the library's parser reads them, and the reports name each error as
 //! `key: message (code)`.
 
@@ -16,10 +16,16 @@ use connect_provision::outcome::Status;
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Cli, TestDir, client, read_failures, read_results, run_async, sandbox, token};
+use crate::util::{Reports, Run, TestDir, session};
 
-/// A raw create-user request: the status and the body's bytes.
-async fn create(c: &reqwest::Client, sb: &Sandbox, token: &str, body: &Value) -> (u16, Vec<u8>) {
+/// A raw create-user request: the status, the body's bytes, and the body as
+/// JSON.
+async fn create(
+    c: &reqwest::Client,
+    sb: &Sandbox,
+    token: &str,
+    body: &Value,
+) -> (u16, Vec<u8>, Value) {
     let resp = c
         .post(format!("{}{USERS_PATH}", sb.url()))
         .bearer_auth(token)
@@ -28,7 +34,9 @@ async fn create(c: &reqwest::Client, sb: &Sandbox, token: &str, body: &Value) ->
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    (status, resp.bytes().await.unwrap().to_vec())
+    let bytes = resp.bytes().await.unwrap().to_vec();
+    let raw = serde_json::from_slice(&bytes).expect("a JSON body");
+    (status, bytes, raw)
 }
 
 /// What the tool decides about an answer, from its parsed body.
@@ -45,18 +53,10 @@ fn verdict(status: u16, body: &[u8]) -> Verdict {
 // in one request get the nested 9999 body, and the library renders both.
 #[tokio::test]
 async fn several_field_errors_come_nested_under_9999() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
-    let (status, bytes) = create(
-        &c,
-        &sb,
-        &t,
-        &json!({"user_id": "e1", "first_name": "", "last_name": "a/b"}),
-    )
-    .await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
+    let body = json!({"user_id": "e1", "first_name": "", "last_name": "a/b"});
+    let (status, bytes, raw) = create(&c, &sb, &t, &body).await;
     assert_eq!(status, 400);
-    let raw: Value = serde_json::from_slice(&bytes).unwrap();
     let last = "contains forbidden characters '/' (none of '/:<>$%?' are allowed)";
     assert_eq!(
         raw,
@@ -83,19 +83,10 @@ async fn several_field_errors_come_nested_under_9999() {
 // `exists`.
 #[tokio::test]
 async fn one_error_comes_in_the_single_shape_with_meta() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
-
-    let (status, bytes) = create(
-        &c,
-        &sb,
-        &t,
-        &json!({"user_id": "e2", "first_name": "ann", "locale": "US"}),
-    )
-    .await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
+    let body = json!({"user_id": "e2", "first_name": "ann", "locale": "US"});
+    let (status, bytes, raw) = create(&c, &sb, &t, &body).await;
     assert_eq!(status, 400);
-    let raw: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(raw["meta"], json!({"key": "locale"}), "{raw}");
     assert_eq!(raw["error"]["code"], 1001, "{raw}");
     assert!(raw["error"].get("errors").is_none(), "{raw}");
@@ -109,9 +100,8 @@ async fn one_error_comes_in_the_single_shape_with_meta() {
 
     let user = json!({"user_id": "e3", "first_name": "ann"});
     assert_eq!(create(&c, &sb, &t, &user).await.0, 200);
-    let (status, bytes) = create(&c, &sb, &t, &user).await;
+    let (status, bytes, raw) = create(&c, &sb, &t, &user).await;
     assert_eq!(status, 400);
-    let raw: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(
         raw,
         json!({"error": {"message": "has already been taken", "code": 1001}, "meta": {"key": "user_id"}})
@@ -140,24 +130,21 @@ async fn one_error_comes_in_the_single_shape_with_meta() {
 // Injected 500/503: the docs' 500 body, and a 500x code for the 503; both retried.
 #[tokio::test]
 async fn injected_faults_answer_the_documented_5000_body() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         fail_rate: 1.0,
         seed: Some(12),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let mut seen = BTreeMap::new();
     for i in 0..40 {
-        let (status, bytes) = create(
+        let (status, bytes, raw) = create(
             &c,
             &sb,
             &t,
             &json!({"user_id": format!("f{i}"), "first_name": "ann"}),
         )
         .await;
-        let raw: Value = serde_json::from_slice(&bytes).unwrap();
         assert!(
             matches!(
                 verdict(status, &bytes),
@@ -187,16 +174,14 @@ async fn injected_faults_answer_the_documented_5000_body() {
 // The 429 body: single shape, code 2003 "retry later", `meta` {}.
 #[tokio::test]
 async fn throttled_answers_2003_in_the_single_shape() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         rate_limit: Some(1),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let mut throttled = None;
     for i in 0..10 {
-        let (status, bytes) = create(
+        let (status, bytes, _) = create(
             &c,
             &sb,
             &t,
@@ -331,25 +316,17 @@ async fn reports_name_each_error_by_key_message_and_code() {
         ],
     );
     let out_dir = t.join("out");
-    let out = run_async(
-        Cli::new([
-            "run".to_string(),
-            input.display().to_string(),
-            "--base-url".into(),
-            base,
-            "--out".into(),
-            out_dir.display().to_string(),
-            "--no-progress".into(),
-            "--max-attempts".into(),
-            "2".into(),
-        ])
+    let out = Run::live_at(base)
+        .input(&input)
+        .out(&out_dir)
+        .args(["--max-attempts", "2"])
         .env("CONNECT_CLIENT_ID", "scripted")
-        .env("CONNECT_CLIENT_SECRET", "scripted-secret"),
-    )
-    .await;
+        .secret("scripted-secret")
+        .output_async()
+        .await;
     out.expect_code(1);
 
-    let rows = read_results(&out_dir);
+    let rows = Reports::at(&out_dir).results();
     let got: BTreeMap<&str, (&str, Option<u16>, &str)> = rows
         .iter()
         .map(|r| {
@@ -391,7 +368,7 @@ async fn reports_name_each_error_by_key_message_and_code() {
     assert_eq!(counts["nested"], 1, "{counts:?}");
 
     // failures.csv carries the same text.
-    let failures = read_failures(&out_dir, b',');
+    let failures = Reports::at(&out_dir).failures(b',');
     let header: Vec<&[u8]> = failures[0].iter().collect();
     let msg = header.iter().position(|h| *h == b"error_message").unwrap();
     let by_id: BTreeMap<&[u8], &[u8]> = failures[1..].iter().map(|r| (&r[0], &r[msg])).collect();

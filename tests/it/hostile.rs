@@ -1,5 +1,5 @@
 //! Hostile input, table-driven, through the real binary with `--dry-run`
-//! (SPEC "Input and mapping", "Reports", "Exit codes").
+//! (README: Input format, Reports, Hostile input, secrets and transport).
 //!
 //! The corpus lives in `tests/hostile/` (regenerate with
 //! `python3 tests/hostile/gen.py`); inputs too big to commit (a 1 MiB field,
@@ -16,10 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{
-    CliOutput, ResultRow, TestDir, assert_each_row_once, read_failures, read_results, read_summary,
-    repo_root, run_cli,
-};
+use crate::util::{Reports, ResultRow, Run, TestDir, repo_root};
 
 /// How one hostile input must end.
 #[derive(Clone, Copy, Debug)]
@@ -333,20 +330,6 @@ fn csv_data_records(bytes: &[u8], delimiter: u8) -> u64 {
     n.saturating_sub(1)
 }
 
-fn dry_run(t: &TestDir, input: &Path, out: &str, args: &[&str]) -> (CliOutput, PathBuf) {
-    let dir = t.join(out);
-    let mut argv: Vec<String> = vec![
-        "run".into(),
-        input.to_str().unwrap().into(),
-        "--dry-run".into(),
-        "--no-progress".into(),
-        "--out".into(),
-        dir.to_str().unwrap().into(),
-    ];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    (run_cli(argv), dir)
-}
-
 fn delimiter_of(args: &[&str]) -> u8 {
     args.iter()
         .position(|a| *a == "--delimiter")
@@ -356,7 +339,12 @@ fn delimiter_of(args: &[&str]) -> u8 {
 /// Run one input and check it ends as `expect`; returns the results.
 #[track_caller]
 fn check(t: &TestDir, label: &str, input: &Path, args: &[&str], expect: Expect) -> Vec<ResultRow> {
-    let (out, dir) = dry_run(t, input, &format!("out-{label}"), args);
+    let dir = t.join(format!("out-{label}"));
+    let out = Run::dry(input)
+        .out(&dir)
+        .arg("--no-progress")
+        .args(args)
+        .output();
     assert_ne!(out.code(), 101, "{label}: panic\n{out}");
     assert!(!out.stderr().contains("panicked"), "{label}\n{out}");
     match expect {
@@ -379,8 +367,7 @@ fn check(t: &TestDir, label: &str, input: &Path, args: &[&str], expect: Expect) 
             let bytes = std::fs::read(input).unwrap();
             let n = csv_data_records(&bytes, delimiter_of(args));
             assert_eq!(n, want.len() as u64, "{label}: the table's row count");
-            let results = read_results(&dir);
-            assert_each_row_once(&results, n);
+            let results = Reports::at(&dir).assert_consistent(n).rows;
             let mut sorted = results.clone();
             sorted.sort_by_key(|r| r.row);
             for (r, (status, needle)) in sorted.iter().zip(want) {
@@ -395,12 +382,12 @@ fn check(t: &TestDir, label: &str, input: &Path, args: &[&str], expect: Expect) 
                     assert!(!r.error.contains('\n'), "{label}: one-line error {r:?}");
                 }
             }
-            let summary = read_summary(&dir);
+            let summary = Reports::at(&dir).summary();
             assert_eq!(summary.rows_read, n, "{label}");
             assert_eq!(i32::from(summary.exit_code), code, "{label}");
             // failures.csv: the header plus each invalid row, itself readable.
             let invalid = results.iter().filter(|r| r.status == "invalid").count();
-            let failures = read_failures(&dir, delimiter_of(args));
+            let failures = Reports::at(&dir).failures(delimiter_of(args));
             assert_eq!(failures.len(), invalid + 1, "{label}: failures.csv rows");
             results
         }
@@ -438,7 +425,7 @@ fn every_corpus_file_is_in_the_table() {
     }
 }
 
-// SPEC Reports: formula injection. The tool's cells are neutralised, the
+// README: Reports (formula injection). The tool's cells are neutralised, the
 // input's cells in failures.csv stay verbatim.
 #[test]
 fn formula_values_are_neutralised_in_results_and_verbatim_in_failures() {
@@ -478,7 +465,7 @@ fn formula_values_are_neutralised_in_results_and_verbatim_in_failures() {
             "{r:?}"
         );
     }
-    let failures = read_failures(t.join("out-formula"), b',');
+    let failures = Reports::at(t.join("out-formula")).failures(b',');
     assert_eq!(&failures[1][0], b"-2+3");
     assert_eq!(&failures[1][2], b"=HYPERLINK(\"http://x\")");
     assert_eq!(&failures[2][0], b"@SUM(A1)");
@@ -552,7 +539,10 @@ fn huge_fields_and_ids() {
 
     // A 1 MiB header cell: still a clear one-line error.
     let bighead = t.write("big_header.csv", format!("user_id,{mib}\nu1,Ann\n"));
-    let (out, _) = dry_run(&t, &bighead, "out-bighead", &[]);
+    let out = Run::dry(&bighead)
+        .out(t.join("out-bighead"))
+        .arg("--no-progress")
+        .output();
     out.expect_code(2)
         .expect_stderr("missing required column 'first_name'");
     assert_eq!(out.stderr().lines().count(), 1);
@@ -566,7 +556,8 @@ fn unreadable_inputs_are_one_line_errors() {
         ("missing", t.join("no-such-file.csv")),
         ("directory", t.path().to_path_buf()),
     ] {
-        let (out, dir) = dry_run(&t, &path, &format!("out-{label}"), &[]);
+        let dir = t.join(format!("out-{label}"));
+        let out = Run::dry(&path).out(&dir).arg("--no-progress").output();
         out.expect_code(2);
         assert_eq!(out.stderr().lines().count(), 1, "{label}\n{out}");
         assert!(out.stderr().starts_with("error: "), "{label}\n{out}");
@@ -574,7 +565,7 @@ fn unreadable_inputs_are_one_line_errors() {
     }
 }
 
-// SPEC "A malformed record (bad quoting, …) is an `invalid` row". An
+// README: Input format ("A malformed record ... becomes an `invalid` row"). An
 // unterminated quote at the very end of the file is accepted silently: the
 // csv crate closes it at EOF, and the row is `valid` with `last_name = Ray`.
 #[test]
@@ -599,14 +590,20 @@ fn header_cells_in_errors_are_escaped() {
         "esc_header.csv",
         &b"\x1b]0;pwned\x07user,first\x1b[2J\nu1,Ann\n"[..],
     );
-    let (out, _) = dry_run(&t, &esc, "out-esc", &[]);
+    let out = Run::dry(&esc)
+        .out(t.join("out-esc"))
+        .arg("--no-progress")
+        .output();
     out.expect_code(2);
     assert!(
         !out.output.stderr.iter().any(|b| *b == 0x1b || *b == 0x07),
         "raw control bytes on stderr\n{out}"
     );
     let nl = t.write("nl_header.csv", "\"user\nid\",first\nu1,Ann\n");
-    let (out, _) = dry_run(&t, &nl, "out-nl", &[]);
+    let out = Run::dry(&nl)
+        .out(t.join("out-nl"))
+        .arg("--no-progress")
+        .output();
     out.expect_code(2);
     assert_eq!(out.stderr().lines().count(), 1, "one line\n{out}");
 }

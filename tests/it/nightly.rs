@@ -3,16 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 use connect_provision::state::StateStore;
 
-use crate::util::{
-    CliOutput, ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, read_results,
-    read_summary, run_against, run_cli, sandbox,
-};
+use crate::util::{Consistent, Reports, ResultRow, Run, TestDir, sandbox};
 
 /// Night 1's file: `n` users; night 2's: the same with every 200th row's
 /// last name edited (0.5%) and `new` rows appended (1% of 2,000 = 20).
@@ -47,10 +43,13 @@ fn nights(dir: &Path, n: u64, new: u64) -> (PathBuf, PathBuf, BTreeSet<String>, 
     (p1, p2, edited, added)
 }
 
-fn run(sb: &Sandbox, input: &Path, out: &Path, extra: &[&str]) -> CliOutput {
-    let mut args = vec![input.to_str().unwrap(), "--out", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    run_against(&sb.url(), SANDBOX_SECRET, args)
+/// One night: `input` against `sb` into `out`, with the state file `state`.
+fn night(sb: &Sandbox, input: &Path, out: impl AsRef<Path>, state: &Path) -> Run {
+    Run::live(sb)
+        .input(input)
+        .out(out.as_ref())
+        .arg("--state")
+        .arg(state)
 }
 
 fn statuses(rows: &[ResultRow]) -> BTreeMap<String, String> {
@@ -61,7 +60,7 @@ fn statuses(rows: &[ResultRow]) -> BTreeMap<String, String> {
 
 /// The state's users (from `state export`), as a set of ids.
 fn state_users(state: &Path) -> BTreeSet<String> {
-    let out = run_cli(["state", "export", "--state", state.to_str().unwrap()]);
+    let out = Run::cli(["state", "export", "--state", state.to_str().unwrap()]).output();
     out.expect_code(0);
     let text = out.stdout();
     assert!(text.starts_with("user_id,status,first_seen,last_seen\n"));
@@ -106,30 +105,28 @@ async fn night_two_sends_only_what_is_new() {
     let dir = TestDir::new();
     let (n1, n2, edited, added) = nights(dir.path(), 2000, 20);
     let state = dir.path().join("state.db");
-    let s = state.to_str().unwrap();
 
-    let out1 = run(
-        &sb,
-        &n1,
-        &dir.path().join("night1"),
-        &["--rate", "3000", "--state", s],
-    );
+    let out1 = night(&sb, &n1, dir.path().join("night1"), &state)
+        .rate(3000)
+        .output_async()
+        .await;
     out1.expect_code(0);
     let before = sb.stats().users_requests;
     assert_eq!(before, 2000);
 
     let night2 = dir.path().join("night2");
-    let out2 = run(&sb, &n2, &night2, &["--rate", "3000", "--state", s]);
+    let out2 = night(&sb, &n2, &night2, &state)
+        .rate(3000)
+        .output_async()
+        .await;
     out2.expect_code(0);
     assert_eq!(
         sb.stats().users_requests - before,
         added.len() as u64,
         "only new rows sent"
     );
-    let rows = read_results(&night2);
-    assert_each_row_once(&rows, 2020);
+    let Consistent { rows, summary, .. } = Reports::at(&night2).assert_consistent(2020);
     check_night2(&rows, &edited, &added);
-    let summary = read_summary(&night2);
     assert_eq!(summary.counts["unchanged"], 1990);
     assert_eq!(summary.counts["changed"], 10);
     assert_eq!(summary.counts["created"], 20);
@@ -152,49 +149,29 @@ async fn a_crash_on_night_two_then_resume_keeps_state_and_sandbox_equal() {
     let dir = TestDir::new();
     let (n1, n2, edited, added) = nights(dir.path(), 1000, 400);
     let state = dir.path().join("state.db");
-    let s = state.to_str().unwrap();
-    let out1 = run(
-        &sb,
-        &n1,
-        &dir.path().join("night1"),
-        &["--rate", "3000", "--state", s],
-    );
+    let out1 = night(&sb, &n1, dir.path().join("night1"), &state)
+        .rate(3000)
+        .output_async()
+        .await;
     out1.expect_code(0);
 
     // Night 2 at 100/s: the 400 new rows take ~4 s; kill it half way.
     let night2 = dir.path().join("night2");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_connect-provision"))
-        .args([
-            "run",
-            n2.to_str().unwrap(),
-            "--out",
-            night2.to_str().unwrap(),
-        ])
-        .args(["--rate", "100", "--state", s, "--no-progress"])
-        .args(["--base-url", &sb.url()])
-        .env("CONNECT_CLIENT_ID", "sandbox-client")
-        .env("CONNECT_CLIENT_SECRET", SANDBOX_SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = night(&sb, &n2, &night2, &state).rate(100).spawn();
     let start = Instant::now();
     while sb.stats().created < 1000 + 150 && start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.kill().unwrap();
-    let _ = child.wait();
+    child.kill_9();
     assert!(sb.stats().created < 1400, "killed before the end");
 
-    let out = run(
-        &sb,
-        &n2,
-        &night2,
-        &["--rate", "300", "--state", s, "--resume"],
-    );
+    let out = night(&sb, &n2, &night2, &state)
+        .rate(300)
+        .resume()
+        .output_async()
+        .await;
     out.expect_code(0);
-    let rows = read_results(&night2);
-    assert_each_row_once(&rows, 1400);
+    let rows = Reports::at(&night2).assert_consistent(1400).rows;
     // New rows created (or exists: in flight at the kill); the rest as before.
     for r in &rows {
         if added.contains(&r.user_id) {
@@ -221,28 +198,29 @@ async fn an_imported_state_gives_the_same_night_two() {
     // A: night 1 with the state.
     let a = sandbox(SandboxConfig::default()).await;
     let sa = dir.path().join("a.db");
-    let o = run(
-        &a,
-        &n1,
-        &dir.path().join("a1"),
-        &["--rate", "3000", "--state", sa.to_str().unwrap()],
-    );
+    let o = night(&a, &n1, dir.path().join("a1"), &sa)
+        .rate(3000)
+        .output_async()
+        .await;
     o.expect_code(0);
-    let o = run(
-        &a,
-        &n2,
-        &dir.path().join("a2"),
-        &["--rate", "3000", "--state", sa.to_str().unwrap()],
-    );
+    let o = night(&a, &n2, dir.path().join("a2"), &sa)
+        .rate(3000)
+        .output_async()
+        .await;
     o.expect_code(0);
 
     // B: night 1 without a state (a one-off import), then `state import`.
     let b = sandbox(SandboxConfig::default()).await;
     let b1 = dir.path().join("b1");
-    let o = run(&b, &n1, &b1, &["--rate", "3000"]);
+    let o = Run::live(&b)
+        .input(&n1)
+        .out(&b1)
+        .args(["--rate", "3000"])
+        .output_async()
+        .await;
     o.expect_code(0);
     let sb_path = dir.path().join("b.db");
-    let imp = run_cli([
+    let imp = Run::cli([
         "state",
         "import",
         "--state",
@@ -250,15 +228,14 @@ async fn an_imported_state_gives_the_same_night_two() {
         "--results",
         b1.join("results.csv").to_str().unwrap(),
         n1.to_str().unwrap(),
-    ]);
+    ])
+    .output();
     imp.expect_code(0).expect_stdout("created=600");
     let before = b.stats().users_requests;
-    let o = run(
-        &b,
-        &n2,
-        &dir.path().join("b2"),
-        &["--rate", "3000", "--state", sb_path.to_str().unwrap()],
-    );
+    let o = night(&b, &n2, dir.path().join("b2"), &sb_path)
+        .rate(3000)
+        .output_async()
+        .await;
     o.expect_code(0);
     assert_eq!(
         b.stats().users_requests - before,
@@ -266,8 +243,8 @@ async fn an_imported_state_gives_the_same_night_two() {
         "the import was not resent"
     );
 
-    let ra = read_results(dir.join("a2"));
-    let rb = read_results(dir.join("b2"));
+    let ra = Reports::at(dir.join("a2")).results();
+    let rb = Reports::at(dir.join("b2")).results();
     check_night2(&rb, &edited, &added);
     assert_eq!(statuses(&ra), statuses(&rb));
     a.shutdown().await;
@@ -282,23 +259,17 @@ async fn a_locked_state_file_gives_exit_2() {
     let (n1, _, _, _) = nights(dir.path(), 10, 0);
     let state = dir.path().join("state.db");
     let held = StateStore::open(&state).unwrap();
-    let out = run(
-        &sb,
-        &n1,
-        &dir.path().join("out"),
-        &["--state", state.to_str().unwrap()],
-    );
+    let out = night(&sb, &n1, dir.path().join("out"), &state)
+        .output_async()
+        .await;
     out.expect_code(2);
     out.expect_stderr("in use by another run");
     assert_eq!(out.error_lines().len(), 1, "{out}");
     assert_eq!(sb.stats().users_requests, 0, "nothing sent");
     drop(held);
-    let out = run(
-        &sb,
-        &n1,
-        &dir.path().join("out2"),
-        &["--state", state.to_str().unwrap()],
-    );
+    let out = night(&sb, &n1, dir.path().join("out2"), &state)
+        .output_async()
+        .await;
     out.expect_code(0);
     sb.shutdown().await;
 }

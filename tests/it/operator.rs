@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use connect_provision::sandbox::SandboxConfig;
 
-use crate::util::{
-    Fixture, SANDBOX_SECRET as SECRET, TestDir, assert_timeline_sums, live_run, read_results,
-    read_summary, run_blocking, run_cli, sample, sandbox,
-};
+use crate::util::{Consistent, Fixture, Reports, Run, TestDir, sample, sandbox};
 
 /// The `<figure id="ID">` element of `html`, whole.
 #[track_caller]
@@ -47,7 +44,7 @@ fn top_errors(html: &str) -> Vec<(String, u64, String)> {
 /// messages by count (most first, ties in first-seen order), at most 10.
 fn expected_errors(dir: &Path) -> Vec<(String, u64, String)> {
     let mut seen: Vec<(String, u64, Vec<u64>)> = Vec::new();
-    for r in read_results(dir) {
+    for r in Reports::at(dir).results() {
         if !matches!(r.status.as_str(), "invalid" | "rejected" | "failed") {
             continue;
         }
@@ -103,21 +100,10 @@ fn assert_report(dir: &Path, live: bool) -> String {
         assert!(!html.contains(banned), "report.html holds {banned}");
     }
     assert!(html.contains("<dl id=\"facts\">"));
-    let summary = read_summary(dir);
+    let summary = Reports::at(dir).summary();
     assert!(html.contains(&summary.input.sha256), "the input's SHA-256");
     assert_eq!(top_errors(&html), expected_errors(dir));
     html
-}
-
-/// `run samples/customers.csv --dry-run --out OUT`.
-fn dry_run_sample(out: &Path) -> crate::util::CliOutput {
-    run_cli([
-        "run",
-        sample("customers.csv").to_str().unwrap(),
-        "--dry-run",
-        "--out",
-        out.to_str().unwrap(),
-    ])
 }
 
 // A dry run of the sample: the page is written, its errors are the
@@ -126,7 +112,7 @@ fn dry_run_sample(out: &Path) -> crate::util::CliOutput {
 fn a_dry_run_writes_report_html_and_report_dir_redraws_it() {
     let t = TestDir::new();
     let out = t.join("out");
-    let o = dry_run_sample(&out);
+    let o = Run::dry(sample("customers.csv")).out(&out).output();
     o.expect_code(1).expect_stdout("report.html");
     let first = assert_report(&out, false);
     assert_eq!(top_errors(&first).iter().map(|e| e.1).sum::<u64>(), 8);
@@ -134,7 +120,8 @@ fn a_dry_run_writes_report_html_and_report_dir_redraws_it() {
     assert!(first.contains("some rows need fixing"));
 
     std::fs::remove_file(out.join("report.html")).unwrap();
-    run_cli(["report", out.to_str().unwrap()])
+    Run::cli(["report", out.to_str().unwrap()])
+        .output()
         .expect_code(0)
         .expect_stdout("report.html");
     let again = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -144,7 +131,7 @@ fn a_dry_run_writes_report_html_and_report_dir_redraws_it() {
 #[test]
 fn report_of_a_directory_without_a_run_is_a_one_line_usage_error() {
     let t = TestDir::new();
-    let o = run_cli(["report", t.path().to_str().unwrap()]);
+    let o = Run::cli(["report", t.path().to_str().unwrap()]).output();
     o.expect_code(2).expect_stderr("no summary.json");
     assert_eq!(o.error_lines().len(), 1, "{o}");
 }
@@ -156,9 +143,9 @@ fn an_unwritable_report_html_is_a_warning_not_a_new_exit_code() {
     let t = TestDir::new();
     let out = t.join("out");
     std::fs::create_dir_all(out.join("report.html")).unwrap();
-    let o = dry_run_sample(&out);
+    let o = Run::dry(sample("customers.csv")).out(&out).output();
     o.expect_code(1).expect_stderr("cannot write report.html");
-    assert_eq!(read_summary(&out).exit_code, 1);
+    assert_eq!(Reports::at(&out).summary().exit_code, 1);
 }
 
 // A run with 429s, faults and a token that expires mid-run: the timeline
@@ -177,14 +164,19 @@ async fn a_run_with_429s_and_faults_draws_them() {
     .await;
     let fx = Fixture::users(400);
     // Two attempts: some rows outlast them, so the page has errors to list.
-    let args = fx.args(&["--rate", "60", "--max-attempts", "2"]);
-    let o = run_blocking(sb.url(), SECRET, args).await;
+    let o = fx
+        .live(&sb)
+        .rate(60)
+        .args(["--max-attempts", "2"])
+        .output_async()
+        .await;
     let out = fx.out();
-    let summary = read_summary(&out);
+    let Consistent {
+        summary, timeline, ..
+    } = fx.reports().assert_live(&sb, fx.rows);
     assert_eq!(i32::from(summary.exit_code), o.code(), "{o}");
     assert!(summary.throttled_429 > 0, "{summary:?}");
     assert!(summary.token_refreshes > 0, "{summary:?}");
-    let timeline = assert_timeline_sums(&out);
     assert!(
         timeline.iter().any(|l| !l["p99_ms"].is_empty()),
         "latency sampled"
@@ -251,9 +243,12 @@ fn the_metrics_file_is_written_during_and_after_the_run() {
     let sb = rt.block_on(sandbox(SandboxConfig::default()));
     let fx = Fixture::users(60);
     let metrics = fx.dir.join("connect_provision.prom");
-    let mut args = fx.args(&["--rate", "10"]);
-    args.extend(["--metrics-file".into(), metrics.display().to_string()]);
-    let mut child = live_run(&sb.url(), SECRET, args).spawn();
+    let mut child = fx
+        .live(&sb)
+        .rate(10)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
     let start = Instant::now();
     while !metrics.exists() && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
@@ -265,11 +260,11 @@ fn the_metrics_file_is_written_during_and_after_the_run() {
         one(&during, "connect_provision_rate_per_second"),
         Some(10.0)
     );
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    // A guard against a run that never ends, not a speed check.
+    child.wait(Duration::from_secs(120)).expect_code(0);
 
     let after = parse_metrics(&metrics);
-    let summary = read_summary(fx.out());
+    let summary = Reports::at(fx.out()).summary();
     assert_eq!(one(&after, "connect_provision_running"), Some(0.0));
     assert_eq!(one(&after, "connect_provision_exit_code"), Some(0.0));
     assert_eq!(
@@ -294,16 +289,18 @@ fn completions_and_man_pages_come_from_the_command_line() {
         ("zsh", "#compdef connect-provision"),
         ("fish", "complete -c connect-provision"),
     ] {
-        let o = run_cli(["completions", shell]);
+        let o = Run::cli(["completions", shell]).output();
         o.expect_code(0).expect_stdout(needle);
         assert!(o.stdout().contains("metrics-file"), "{shell}: flags listed");
     }
-    run_cli(["completions", "tcsh"]).expect_code(2);
-    let man = run_cli(["man"]);
+    Run::cli(["completions", "tcsh"]).output().expect_code(2);
+    let man = Run::cli(["man"]).output();
     man.expect_code(0).expect_stdout(".TH connect-provision");
     let t = TestDir::new();
     let dir = t.join("man1");
-    run_cli(["man", "--out-dir", dir.to_str().unwrap()]).expect_code(0);
+    Run::cli(["man", "--out-dir", dir.to_str().unwrap()])
+        .output()
+        .expect_code(0);
     for page in [
         "connect-provision.1",
         "connect-provision-run.1",

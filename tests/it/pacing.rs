@@ -6,10 +6,7 @@
 
 use connect_provision::sandbox::{LimitAlgorithm, SandboxConfig};
 
-use crate::util::{
-    Fixture, SANDBOX_SECRET, assert_each_row_once, assert_sandbox_matches, read_results,
-    read_summary, run_blocking, sandbox,
-};
+use crate::util::{Fixture, sandbox};
 
 async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
     let sb = sandbox(SandboxConfig {
@@ -19,23 +16,16 @@ async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
     })
     .await;
     let fx = Fixture::users(rows);
-    let out = run_blocking(
-        sb.url(),
-        SANDBOX_SECRET,
-        fx.args(&["--rate", &rate.to_string()]),
-    )
-    .await;
-    assert_eq!(out.code(), 0, "{algorithm}: {out}");
-    let results = read_results(fx.out());
-    assert_each_row_once(&results, rows);
-    assert!(results.iter().all(|r| r.status == "created"), "{algorithm}");
-    assert_sandbox_matches(&sb, &results);
+    let done = fx.provision(&sb, &["--rate", &rate.to_string()]).await;
+    assert!(
+        done.rows.iter().all(|r| r.status == "created"),
+        "{algorithm}"
+    );
     let st = sb.stats();
     assert_eq!(st.throttled, 0, "{algorithm}: {st:?}");
     assert!(st.max_window <= u64::from(rate), "{algorithm}: {st:?}");
     assert_eq!(st.users_requests, rows, "{algorithm}: one request a row");
-    let summary = read_summary(fx.out());
-    assert_eq!(summary.throttled_429, 0);
+    assert_eq!(done.summary.throttled_429, 0);
     sb.shutdown().await;
 }
 
@@ -68,18 +58,14 @@ async fn spurious_429s_are_retried_within_the_window() {
     })
     .await;
     let fx = Fixture::users(400);
-    let out = run_blocking(sb.url(), SANDBOX_SECRET, fx.args(&["--rate", "100"])).await;
-    out.expect_code(0);
-    let results = read_results(fx.out());
-    assert_each_row_once(&results, fx.rows);
-    assert!(results.iter().all(|r| r.status == "created"));
+    let done = fx.provision(&sb, &["--rate", "100"]).await;
+    assert!(done.rows.iter().all(|r| r.status == "created"));
     let st = sb.stats();
     assert!(st.spurious_429 > 0, "the test would be vacuous: {st:?}");
     // Every 429 was a spurious one: the pace itself never overshot.
     assert_eq!(st.throttled, st.spurious_429, "{st:?}");
     assert!(st.max_window <= 100, "{st:?}");
-    let summary = read_summary(fx.out());
-    assert_eq!(summary.throttled_429, st.throttled);
-    assert_eq!(summary.requests_sent, fx.rows + st.throttled);
+    assert_eq!(done.summary.throttled_429, st.throttled);
+    assert_eq!(done.summary.requests_sent, fx.rows + st.throttled);
     sb.shutdown().await;
 }

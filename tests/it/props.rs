@@ -1,6 +1,6 @@
-//! Properties of intake and the dry run, called through the library (SPEC:
-//! "Input and mapping": a malformed record is an `invalid` row and the run
-//! goes on; "Reports": every data row in results.csv exactly once).
+//! Properties of intake and the dry run, called through the library (README:
+//! Input format: a malformed record is an `invalid` row and the run goes on;
+//! Reports: every data row in results.csv exactly once).
 
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +13,7 @@ use connect_provision::settings::{Env, RunSettings, resolve_run};
 use connect_provision::validate::{ValidateOptions, Validator};
 use proptest::prelude::*;
 
-use crate::util::{assert_each_row_once, read_results};
+use crate::util::{Reports, assert_each_row_once};
 
 /// No environment at all.
 struct NoEnv;
@@ -208,7 +208,7 @@ proptest! {
         let _ = drain(&bytes, &opts);
     }
 
-    // SPEC: Reports ("one row for every data row of the input, exactly once").
+    // README: Reports ("one line for every data row of the input, exactly once").
     #[test]
     fn dry_run_reports_each_csv_record_once(bytes in csv_input()) {
         let dir = tempfile::tempdir().unwrap();
@@ -219,7 +219,7 @@ proptest! {
         let summary = dry_run(&settings);
 
         let n = csv_data_rows(&bytes);
-        let results = read_results(&out);
+        let results = Reports::at(&out).results();
         assert_each_row_once(&results, n);
         prop_assert_eq!(summary.rows_read, n);
         prop_assert_eq!(summary.counts.values().sum::<u64>(), n);
@@ -231,7 +231,7 @@ proptest! {
             );
         }
         // failures.csv holds exactly the invalid rows, plus its header.
-        let failures = crate::util::read_failures(&out, b',');
+        let failures = Reports::at(&out).failures(b',');
         let invalid = results.iter().filter(|r| r.status == "invalid").count();
         prop_assert_eq!(failures.len(), invalid + 1);
     }

@@ -9,187 +9,26 @@
 //! reported `created`/`exists`, none created twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use connect_provision::report::Summary;
 use connect_provision::sandbox::{ConfigPatch, SandboxConfig};
 
-use crate::util::{
-    Fixture, ResultRow, SANDBOX_SECRET as SECRET, TOOL_ENV, TestDir, assert_each_row_once,
-    assert_sandbox_matches, assert_timeline_sums, bin, read_results, read_summary, run_blocking,
-    sandbox,
-};
+use crate::util::{Fixture, Reports, Run, TestDir, ids_with, sandbox, wait_until};
 
-/// The binary running in the background; stdout/stderr go to files so a
-/// chatty run never blocks on a full pipe. Killed when dropped (a failing
-/// test leaves no process behind).
-struct Running {
-    child: Child,
-    log: PathBuf,
+/// Start `run` and kill -9 it once `reports` hold `target` rows (`what`
+/// names the moment in failure messages).
+fn crash_at(run: Run, reports: &Reports, target: u64, what: &str) {
+    let mut run = run.spawn();
+    let reached = wait_until(Duration::from_secs(30), || reports.journal_rows() >= target);
+    assert!(reached, "{what}: journal stuck; stderr:\n{}", run.stderr());
+    assert!(run.running(), "{what}: the run ended before the kill");
+    run.kill_9();
 }
 
-impl Running {
-    /// `run ARGS --base-url BASE --no-progress` with the sandbox's credentials.
-    fn spawn(base: &str, args: &[&str], log: PathBuf) -> Running {
-        let mut cmd = Command::new(bin());
-        for k in TOOL_ENV {
-            cmd.env_remove(k);
-        }
-        let child = cmd
-            .arg("run")
-            .args(args)
-            .args(["--base-url", base, "--no-progress"])
-            .env("CONNECT_CLIENT_ID", "sandbox-client")
-            .env("CONNECT_CLIENT_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(File::create(log.with_extension("stdout")).unwrap())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("binary starts");
-        Running { child, log }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Send `sig` (`-TERM`, `-INT`) with kill(1).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-
-    /// SIGKILL, and reap.
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Wait for the exit, at most `limit` (then kill it and fail).
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                self.kill_9();
-                panic!(
-                    "run still going after {limit:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(self.log.with_extension("stdout")).unwrap_or_default()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Poll `cond` every 10 ms for at most `limit`; whether it came true.
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// results.csv up to its last complete line (a crash may leave a torn one).
-fn journal_text(out: &Path) -> String {
-    let text = std::fs::read_to_string(out.join("results.csv")).unwrap_or_default();
-    match text.rfind('\n') {
-        Some(i) => text[..=i].to_string(),
-        None => String::new(),
-    }
-}
-
-/// Data rows durably recorded so far.
-fn journal_rows(out: &Path) -> u64 {
-    (journal_text(out).lines().count() as u64).saturating_sub(1)
-}
-
-/// The complete rows of results.csv, parsed (an empty file: none).
-fn read_journal(out: &Path) -> Vec<ResultRow> {
-    let text = journal_text(out);
-    csv::Reader::from_reader(text.as_bytes())
-        .deserialize()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
-/// The data lines of results.csv of rows reported created/exists, verbatim.
-fn success_lines(out: &Path) -> BTreeSet<String> {
-    journal_text(out)
-        .lines()
-        .skip(1)
-        .filter(|l| l.contains(",created,") || l.contains(",exists,"))
-        .map(str::to_string)
-        .collect()
-}
-
-fn ids_with(rows: &[ResultRow], status: &str) -> BTreeSet<String> {
-    rows.iter()
-        .filter(|r| r.status == status)
-        .map(|r| r.user_id.clone())
-        .collect()
-}
-
-fn count(rows: &[ResultRow], status: &str) -> u64 {
+/// The rows of `rows` with `status`.
+fn count(rows: &[crate::util::ResultRow], status: &str) -> u64 {
     rows.iter().filter(|r| r.status == status).count() as u64
-}
-
-/// The per-status counts of summary.json add up to `n` and match results.csv.
-#[track_caller]
-fn assert_summary_counts(summary: &Summary, rows: &[ResultRow], n: u64) {
-    let total: u64 = summary.counts.values().sum();
-    assert_eq!(total, n, "summary counts sum: {:?}", summary.counts);
-    for (status, v) in &summary.counts {
-        assert_eq!(*v, count(rows, status), "count of {status}");
-    }
-    assert_eq!(summary.rows_read, n, "rows_read");
-}
-
-/// failures.csv as text: its header and its records.
-fn failure_records(out: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut recs = crate::util::read_failures(out, b',').into_iter().map(|r| {
-        r.iter()
-            .map(|f| String::from_utf8(f.to_vec()).expect("UTF-8 failures.csv"))
-            .collect::<Vec<String>>()
-    });
-    let header = recs.next().expect("failures.csv header");
-    (header, recs.collect())
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
 }
 
 // Issue: kill -9 at several points of a run, then --resume: results.csv complete
@@ -203,37 +42,28 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
     })
     .await;
     let fx = Fixture::users(1500);
-    let out = fx.out();
-    let (input, out_s) = (s(&fx.input), s(&out));
+    let reports = fx.reports();
     // Lines recorded created/exists before each crash: all must survive.
     let mut recorded: BTreeSet<String> = BTreeSet::new();
     for (part, pct) in [10u64, 50, 90].into_iter().enumerate() {
-        let mut args = vec![input.as_str(), "--out", &out_s, "--rate", "300"];
-        if part > 0 {
-            args.push("--resume");
-        }
-        let log = fx.dir.path().join(format!("part{part}.log"));
-        let mut run = Running::spawn(&sb.url(), &args, log);
+        let run = fx
+            .live(&sb)
+            .rate(300)
+            .args((part > 0).then_some("--resume"));
         let target = fx.rows * pct / 100;
-        let reached = wait_until(Duration::from_secs(30), || journal_rows(&out) >= target);
-        assert!(reached, "{pct}%: journal stuck; stderr:\n{}", run.stderr());
-        assert!(run.running(), "{pct}%: the run ended before the kill");
-        run.kill_9();
+        crash_at(run, &reports, target, &format!("{pct}%"));
 
         // The journal as the crash left it: no row twice, every recorded
         // success real, and every success recorded before still there.
-        let rows = read_journal(&out);
+        let rows = reports.journal();
         let distinct: BTreeSet<u64> = rows.iter().map(|r| r.row).collect();
         assert_eq!(distinct.len(), rows.len(), "{pct}%: a row recorded twice");
         assert!(rows.len() as u64 >= target && (rows.len() as u64) < fx.rows);
         let stored: BTreeSet<String> = sb.users().into_iter().map(|u| u.user_id).collect();
-        let ok: BTreeSet<String> = rows
-            .iter()
-            .filter(|r| r.status == "created" || r.status == "exists")
-            .map(|r| r.user_id.clone())
-            .collect();
+        let mut ok = ids_with(&rows, "created");
+        ok.extend(ids_with(&rows, "exists"));
         assert!(ok.is_subset(&stored), "{pct}%: recorded but not stored");
-        let now = success_lines(&out);
+        let now = reports.success_lines();
         assert!(
             recorded.is_subset(&now),
             "{pct}%: a recorded row was lost: {:?}",
@@ -242,43 +72,28 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
         recorded = now;
     }
 
-    let out_run = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            input,
-            "--out".into(),
-            out_s,
-            "--rate".into(),
-            "300".into(),
-            "--resume".into(),
-        ],
-    )
-    .await;
+    let out_run = fx.live(&sb).rate(300).resume().output_async().await;
     out_run.expect_code(0);
-    let rows = read_results(&out);
-    assert_each_row_once(&rows, fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
+    let rows = &done.rows;
     assert!(
         rows.iter()
             .all(|r| r.status == "created" || r.status == "exists"),
         "every row created or exists"
     );
-    let final_lines = success_lines(&out);
+    let final_lines = reports.success_lines();
     assert!(
         recorded.is_subset(&final_lines),
         "a recorded row was sent again or changed: {:?}",
         recorded.difference(&final_lines).next()
     );
-    assert_sandbox_matches(&sb, &rows);
     let st = sb.stats();
     assert_eq!(st.created, fx.rows, "{st:?}");
     assert_eq!(st.duplicate_creations, 0);
     // Only a row whose create met a taken user_id ends `exists`.
-    assert!(count(&rows, "exists") <= st.taken, "{st:?}");
+    assert!(count(rows, "exists") <= st.taken, "{st:?}");
 
-    let summary = read_summary(&out);
-    assert_summary_counts(&summary, &rows, fx.rows);
-    assert_timeline_sums(&out);
+    let summary = &done.summary;
     assert_eq!(summary.exit_code, 0);
     assert!(!summary.interrupted);
     assert_eq!(
@@ -290,7 +105,7 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
     let sent = summary.requests_sent;
     assert!(sent <= st.users_requests, "{sent} > {}", st.users_requests);
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(reports.path("run.json")).unwrap()).unwrap();
     assert_eq!(summary.input.sha256, meta["input_sha256"]);
     sb.shutdown().await;
 }
@@ -305,34 +120,25 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
     })
     .await;
     let fx = Fixture::users(600);
-    let out = fx.out();
-    let (input, out_s) = (s(&fx.input), s(&out));
-    let args = [
-        input.as_str(),
-        "--out",
-        &out_s,
-        "--rate",
-        "200",
-        "--timeout",
-        "5s",
-    ];
-    let mut run = Running::spawn(&sb.url(), &args, fx.dir.path().join("run.log"));
-    let reached = wait_until(Duration::from_secs(20), || journal_rows(&out) >= 150);
+    let reports = fx.reports();
+    let mut run = fx.live(&sb).rate(200).args(["--timeout", "5s"]).spawn();
+    let reached = wait_until(Duration::from_secs(20), || reports.journal_rows() >= 150);
     assert!(reached, "journal stuck; stderr:\n{}", run.stderr());
     assert!(run.running(), "the run ended before the signal");
     run.signal("-TERM");
     // Not a speed check: only a guard against a run that never stops. That
     // it stopped taking rows and drained what was in flight is what the
     // reports below show.
-    let status = run.wait(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(130), "stderr:\n{}", run.stderr());
-    assert!(run.stdout().contains("--resume"), "{}", run.stdout());
+    let stopped = run.wait(Duration::from_secs(20));
+    stopped.expect_code(130).expect_stdout("--resume");
 
-    let rows = read_results(&out);
-    assert_each_row_once(&rows, fx.rows);
-    let failed: Vec<&ResultRow> = rows.iter().filter(|r| r.status == "failed").collect();
-    assert_eq!(count(&rows, "created") + failed.len() as u64, fx.rows);
-    assert!(count(&rows, "created") >= 150 && !failed.is_empty());
+    // In-flight requests finished and were recorded: nothing stored
+    // unreported (assert_live).
+    let part1 = reports.assert_live(&sb, fx.rows);
+    let rows = &part1.rows;
+    let failed: Vec<_> = rows.iter().filter(|r| r.status == "failed").collect();
+    assert_eq!(count(rows, "created") + failed.len() as u64, fx.rows);
+    assert!(count(rows, "created") >= 150 && !failed.is_empty());
     assert!(
         failed
             .iter()
@@ -345,47 +151,28 @@ async fn sigterm_mid_run_exits_130_with_consistent_reports_and_resumes() {
             .iter()
             .any(|r| r.error == "not sent: interrupted by SIGTERM")
     );
-    // In-flight requests finished and were recorded: nothing stored unreported.
-    assert_sandbox_matches(&sb, &rows);
-    let summary = read_summary(&out);
-    assert_summary_counts(&summary, &rows, fx.rows);
-    assert_timeline_sums(&out);
-    assert_eq!(summary.exit_code, 130);
-    assert!(summary.interrupted);
-    assert_eq!(summary.requests_sent, sb.stats().users_requests);
-    let (_, failures) = failure_records(&out);
+    assert_eq!(part1.summary.exit_code, 130);
+    assert!(part1.summary.interrupted);
+    assert_eq!(part1.summary.requests_sent, sb.stats().users_requests);
+    let (_, failures) = reports.failure_records();
     let failure_ids: BTreeSet<String> = failures.iter().map(|r| r[0].clone()).collect();
-    assert_eq!(failure_ids, ids_with(&rows, "failed"), "failures.csv rows");
-    let created_before = success_lines(&out);
+    assert_eq!(failure_ids, ids_with(rows, "failed"), "failures.csv rows");
+    let created_before = reports.success_lines();
 
-    let resumed = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            input,
-            "--out".into(),
-            out_s,
-            "--rate".into(),
-            "1000".into(),
-            "--resume".into(),
-        ],
-    )
-    .await;
+    let resumed = fx.live(&sb).rate(1000).resume().output_async().await;
     resumed.expect_code(0);
-    let rows = read_results(&out);
-    assert_each_row_once(&rows, fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
     // A clean stop records every answer: nothing comes back `exists`.
-    assert!(rows.iter().all(|r| r.status == "created"), "all created");
-    assert!(created_before.is_subset(&success_lines(&out)));
-    assert_sandbox_matches(&sb, &rows);
+    assert!(
+        done.rows.iter().all(|r| r.status == "created"),
+        "all created"
+    );
+    assert!(created_before.is_subset(&reports.success_lines()));
     let st = sb.stats();
     assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
-    let summary = read_summary(&out);
-    assert_summary_counts(&summary, &rows, fx.rows);
-    assert_timeline_sums(&out);
-    assert_eq!(summary.exit_code, 0);
-    assert!(!summary.interrupted);
-    assert_eq!(summary.requests_sent, st.users_requests);
+    assert_eq!(done.summary.exit_code, 0);
+    assert!(!done.summary.interrupted);
+    assert_eq!(done.summary.requests_sent, st.users_requests);
     sb.shutdown().await;
 }
 
@@ -399,7 +186,7 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
     })
     .await;
     let fx = Fixture::users(400); // 4 s at --rate 100
-    let out = fx.out();
+    let reports = fx.reports();
     let mut created_before = BTreeSet::new();
     let mut last_created = 0;
     let mut windows = 0;
@@ -409,29 +196,17 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
         // a loop that would not end; a slow machine needs more windows of
         // 1 s than a fast one, so the bound is far above the 4 to 5 usual.
         assert!(windows <= 40, "still not done after 40 windows");
-        let mut args = vec![
-            s(&fx.input),
-            "--out".into(),
-            s(&out),
-            "--rate".into(),
-            "100".into(),
-            "--time-budget".into(),
-            "1s".into(),
-        ];
-        if windows > 1 {
-            args.push("--resume".into());
-        }
+        let run = fx.live(&sb).rate(100).args(["--time-budget", "1s"]);
         let sent_before = sb.stats().users_requests;
-        let o = run_blocking(sb.url(), SECRET, args).await;
+        let o = run
+            .args((windows > 1).then_some("--resume"))
+            .output_async()
+            .await;
         let sent = sb.stats().users_requests - sent_before;
-        let rows = read_results(&out);
-        assert_each_row_once(&rows, fx.rows);
-        assert_sandbox_matches(&sb, &rows);
-        let summary = read_summary(&out);
-        assert_summary_counts(&summary, &rows, fx.rows);
-        assert_timeline_sums(&out);
+        let window = reports.assert_live(&sb, fx.rows);
+        let (rows, summary) = (&window.rows, &window.summary);
         assert_eq!(i32::from(summary.exit_code), o.code());
-        let now = success_lines(&out);
+        let now = reports.success_lines();
         assert!(
             created_before.is_subset(&now),
             "window {windows} lost a row"
@@ -452,10 +227,10 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
         }
         assert_eq!(o.code(), 130, "window {windows}: {o}");
         assert!(summary.interrupted);
-        let created = count(&rows, "created");
+        let created = count(rows, "created");
         assert!(created > last_created, "window {windows} made no progress");
         last_created = created;
-        let failed: Vec<&ResultRow> = rows.iter().filter(|r| r.status == "failed").collect();
+        let failed: Vec<_> = rows.iter().filter(|r| r.status == "failed").collect();
         assert_eq!(created + failed.len() as u64, fx.rows);
         assert!(
             failed.iter().all(|r| r.error == "interrupted"
@@ -477,7 +252,7 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
     assert!(windows >= 3, "a 4 s run fit in {windows} windows of 1 s");
     let st = sb.stats();
     assert_eq!((st.created, st.taken), (fx.rows, 0), "{st:?}");
-    assert_eq!(read_summary(&out).requests_sent, st.users_requests);
+    assert_eq!(reports.summary().requests_sent, st.users_requests);
     sb.shutdown().await;
 }
 
@@ -487,36 +262,24 @@ async fn time_budget_windows_exit_130_until_the_run_is_done() {
 async fn resume_refuses_a_changed_input() {
     let sb = sandbox(SandboxConfig::default()).await;
     let fx = Fixture::users(20);
-    let out = fx.out();
-    let args = vec![
-        s(&fx.input),
-        "--out".into(),
-        s(&out),
-        "--rate".into(),
-        "500".into(),
-    ];
-    let first = run_blocking(sb.url(), SECRET, args.clone()).await;
-    first.expect_code(0);
-    let before = (
-        std::fs::read(out.join("results.csv")).unwrap(),
-        std::fs::read(out.join("summary.json")).unwrap(),
-    );
+    let reports = fx.reports();
+    fx.live(&sb).rate(500).output_async().await.expect_code(0);
+    let files = || {
+        (
+            std::fs::read(reports.path("results.csv")).unwrap(),
+            std::fs::read(reports.path("summary.json")).unwrap(),
+        )
+    };
+    let before = files();
     let sent = sb.stats().users_requests;
 
     let mut text = std::fs::read_to_string(&fx.input).unwrap();
     text.push_str("u999999,zed,jones,,en-US\n");
     std::fs::write(&fx.input, text).unwrap();
-    let mut resume = args;
-    resume.push("--resume".into());
-    let o = run_blocking(sb.url(), SECRET, resume).await;
-    o.expect_code(2);
-    o.expect_stderr("input changed");
+    let o = fx.live(&sb).rate(500).resume().output_async().await;
+    o.expect_code(2).expect_stderr("input changed");
     assert_eq!(sb.stats().users_requests, sent, "nothing sent");
-    let after = (
-        std::fs::read(out.join("results.csv")).unwrap(),
-        std::fs::read(out.join("summary.json")).unwrap(),
-    );
-    assert!(before == after, "the reports were touched");
+    assert!(before == files(), "the reports were touched");
     sb.shutdown().await;
 }
 
@@ -526,42 +289,30 @@ async fn resume_refuses_a_changed_input() {
 async fn resume_without_a_run_record_is_refused() {
     let sb = sandbox(SandboxConfig::default()).await;
     let fx = Fixture::users(5);
-    let input = s(&fx.input);
-    let missing = fx.dir.path().join("never-ran");
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            input.clone(),
-            "--out".into(),
-            s(&missing),
-            "--resume".into(),
-        ],
-    )
-    .await;
-    o.expect_code(2);
-    o.expect_stderr("nothing to resume");
+    let resume = |out: Option<&Path>| {
+        let run = Run::live(&sb).input(&fx.input).resume();
+        match out {
+            Some(out) => run.out(out),
+            None => run,
+        }
+    };
+    let missing = fx.dir.join("never-ran");
+    let o = resume(Some(&missing)).output_async().await;
+    o.expect_code(2).expect_stderr("nothing to resume");
 
-    let dry = fx.dir.path().join("dry");
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![input.clone(), "--out".into(), s(&dry), "--dry-run".into()],
-    )
-    .await;
+    let dry = fx.dir.join("dry");
+    let o = Run::live(&sb)
+        .input(&fx.input)
+        .out(&dry)
+        .arg("--dry-run")
+        .output_async()
+        .await;
     o.expect_code(0);
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![input.clone(), "--out".into(), s(&dry), "--resume".into()],
-    )
-    .await;
-    o.expect_code(2);
-    o.expect_stderr("nothing to resume");
+    let o = resume(Some(&dry)).output_async().await;
+    o.expect_code(2).expect_stderr("nothing to resume");
 
-    let o = run_blocking(sb.url(), SECRET, vec![input, "--resume".into()]).await;
-    o.expect_code(2);
-    o.expect_stderr("--out");
+    let o = resume(None).output_async().await;
+    o.expect_code(2).expect_stderr("--out");
     assert_eq!(sb.stats().users_requests, 0, "nothing sent");
     sb.shutdown().await;
 }
@@ -572,43 +323,27 @@ async fn resume_without_a_run_record_is_refused() {
 async fn a_used_out_is_refused_and_a_finished_run_resumes_to_nothing() {
     let sb = sandbox(SandboxConfig::default()).await;
     let fx = Fixture::users(30);
-    let out = fx.out();
-    let args = vec![
-        s(&fx.input),
-        "--out".into(),
-        s(&out),
-        "--rate".into(),
-        "500".into(),
-    ];
-    let first = run_blocking(sb.url(), SECRET, args.clone()).await;
-    first.expect_code(0);
-    let results = std::fs::read(out.join("results.csv")).unwrap();
+    let reports = fx.reports();
+    fx.live(&sb).rate(500).output_async().await.expect_code(0);
+    let results = std::fs::read(reports.path("results.csv")).unwrap();
     let sent = sb.stats().users_requests;
 
-    let again = run_blocking(sb.url(), SECRET, args.clone()).await;
-    again.expect_code(2);
-    again.expect_stderr("--resume");
+    let again = fx.live(&sb).rate(500).output_async().await;
+    again.expect_code(2).expect_stderr("--resume");
     assert_eq!(sb.stats().users_requests, sent, "nothing sent");
-    assert!(std::fs::read(out.join("results.csv")).unwrap() == results);
+    assert!(std::fs::read(reports.path("results.csv")).unwrap() == results);
 
-    let mut resume = args;
-    resume.push("--resume".into());
-    let o = run_blocking(sb.url(), SECRET, resume).await;
+    let o = fx.live(&sb).rate(500).resume().output_async().await;
     o.expect_code(0);
     assert_eq!(
         sb.stats().users_requests,
         sent,
         "a finished run sends nothing"
     );
-    let rows = read_results(&out);
-    assert_each_row_once(&rows, fx.rows);
-    assert!(rows.iter().all(|r| r.status == "created"));
-    assert_sandbox_matches(&sb, &rows);
-    let summary = read_summary(&out);
-    assert_summary_counts(&summary, &rows, fx.rows);
-    assert_timeline_sums(&out);
-    assert_eq!(summary.exit_code, 0);
-    assert_eq!(summary.requests_sent, sent);
+    let done = reports.assert_live(&sb, fx.rows);
+    assert!(done.rows.iter().all(|r| r.status == "created"));
+    assert_eq!(done.summary.exit_code, 0);
+    assert_eq!(done.summary.requests_sent, sent);
     sb.shutdown().await;
 }
 
@@ -624,29 +359,15 @@ async fn failures_round_trip_after_an_outage() {
     })
     .await;
     let fx = Fixture::users(100);
-    let out1 = fx.out();
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            s(&fx.input),
-            "--out".into(),
-            s(&out1),
-            "--rate".into(),
-            "500".into(),
-            "--max-attempts".into(),
-            "2".into(),
-        ],
-    )
-    .await;
-    o.expect_code(75);
-    let rows1 = read_results(&out1);
-    assert_each_row_once(&rows1, fx.rows);
+    let run = |input: &Path, out: &Path| Run::live(&sb).input(input).out(out).rate(500);
+    let out1 = fx.reports();
+    let o = run(&fx.input, &fx.out()).args(["--max-attempts", "2"]);
+    o.output_async().await.expect_code(75);
+    let rows1 = out1.assert_live(&sb, fx.rows).rows;
     let failed = ids_with(&rows1, "failed");
     let created = ids_with(&rows1, "created");
     assert_eq!(failed.len() + created.len(), fx.rows as usize);
     assert!(!failed.is_empty() && !created.is_empty(), "{rows1:?}");
-    assert_sandbox_matches(&sb, &rows1);
 
     // failures.csv: the failed rows, verbatim, plus the two error columns.
     let input_lines: BTreeMap<String, String> = std::fs::read_to_string(&fx.input)
@@ -655,7 +376,7 @@ async fn failures_round_trip_after_an_outage() {
         .skip(1)
         .map(|l| (l.split(',').next().unwrap().to_string(), l.to_string()))
         .collect();
-    let (header, recs) = failure_records(&out1);
+    let (header, recs) = out1.failure_records();
     assert_eq!(
         header,
         [
@@ -683,22 +404,12 @@ async fn failures_round_trip_after_an_outage() {
         ..Default::default()
     })
     .unwrap();
-    let out2 = fx.dir.path().join("rerun");
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            s(&out1.join("failures.csv")),
-            "--out".into(),
-            s(&out2),
-            "--rate".into(),
-            "500".into(),
-        ],
-    )
-    .await;
+    let out2 = fx.dir.join("rerun");
+    let o = run(&out1.path("failures.csv"), &out2).output_async().await;
     o.expect_code(0);
-    let rows2 = read_results(&out2);
-    assert_each_row_once(&rows2, failed.len() as u64);
+    let rows2 = Reports::at(&out2)
+        .assert_consistent(failed.len() as u64)
+        .rows;
     // A 500/503 stores nothing: every failed row is created now.
     assert!(rows2.iter().all(|r| r.status == "created"), "{rows2:?}");
     assert_eq!(ids_with(&rows2, "created"), failed);
@@ -725,33 +436,18 @@ async fn failures_round_trip_after_an_outage() {
     );
 
     // The original file once more: everyone is there already.
-    let out3 = fx.dir.path().join("again");
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            s(&fx.input),
-            "--out".into(),
-            s(&out3),
-            "--rate".into(),
-            "500".into(),
-        ],
-    )
-    .await;
-    o.expect_code(0);
-    let rows3 = read_results(&out3);
-    assert_each_row_once(&rows3, fx.rows);
+    let out3 = fx.dir.join("again");
+    run(&fx.input, &out3).output_async().await.expect_code(0);
+    let again = Reports::at(&out3).assert_live(&sb, fx.rows);
     assert!(
-        rows3
+        again
+            .rows
             .iter()
             .all(|r| r.status == "exists" && r.http_status == Some(400)),
-        "{rows3:?}"
+        "{:?}",
+        again.rows
     );
-    assert_sandbox_matches(&sb, &rows3);
-    let summary = read_summary(&out3);
-    assert_summary_counts(&summary, &rows3, fx.rows);
-    assert_timeline_sums(&out3);
-    assert_eq!(summary.exit_code, 0);
+    assert_eq!(again.summary.exit_code, 0);
     assert_eq!(sb.stats().created, fx.rows);
     sb.shutdown().await;
 }
@@ -767,20 +463,12 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
     })
     .await;
     let fx = Fixture::users(150);
-    let out = fx.out();
-    let (input, out_s) = (s(&fx.input), s(&out));
-    let args = [
-        input.as_str(),
-        "--out",
-        &out_s,
-        "--rate",
-        "150",
-        "--concurrency",
-        "200",
-        "--timeout",
-        "10s",
-    ];
-    let mut run = Running::spawn(&sb.url(), &args, fx.dir.path().join("run.log"));
+    let reports = fx.reports();
+    let mut run = fx
+        .live(&sb)
+        .rate(150)
+        .args(["--concurrency", "200", "--timeout", "10s"])
+        .spawn();
     let busy = wait_until(Duration::from_secs(10), || sb.stats().users_requests >= 30);
     assert!(busy, "no requests; stderr:\n{}", run.stderr());
     run.signal("-INT");
@@ -792,50 +480,34 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
     // A guard against a run that never stops, not a speed check: that the
     // abort did not wait for the answers in flight is what the journal
     // below shows (each answer takes 2 s and would have been recorded).
-    let status = run.wait(Duration::from_secs(15));
-    assert_eq!(status.code(), Some(130), "stderr:\n{}", run.stderr());
-    assert!(
-        run.stderr().contains("aborted by a second SIGINT"),
-        "{}",
-        run.stderr()
-    );
+    let aborted = run.wait(Duration::from_secs(15));
+    aborted
+        .expect_code(130)
+        .expect_stderr("aborted by a second SIGINT");
     // It did not wait for the answers in flight.
-    let journal = read_journal(&out);
     assert!(
-        journal.iter().all(|r| r.status != "created"),
+        reports.journal().iter().all(|r| r.status != "created"),
         "an answer was awaited"
     );
 
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            input,
-            "--out".into(),
-            out_s,
-            "--rate".into(),
-            "500".into(),
-            "--concurrency".into(),
-            "200".into(),
-            "--resume".into(),
-        ],
-    )
-    .await;
+    let o = fx
+        .live(&sb)
+        .rate(500)
+        .args(["--concurrency", "200"])
+        .resume()
+        .output_async()
+        .await;
     o.expect_code(0);
-    let rows = read_results(&out);
-    assert_each_row_once(&rows, fx.rows);
+    let done = reports.assert_live(&sb, fx.rows);
     assert!(
-        rows.iter()
+        done.rows
+            .iter()
             .all(|r| r.status == "created" || r.status == "exists")
     );
-    assert_sandbox_matches(&sb, &rows);
     let st = sb.stats();
     assert_eq!((st.created, st.duplicate_creations), (fx.rows, 0), "{st:?}");
-    assert!(count(&rows, "exists") <= st.taken, "{st:?}");
-    let summary = read_summary(&out);
-    assert_summary_counts(&summary, &rows, fx.rows);
-    assert_timeline_sums(&out);
-    assert_eq!(summary.exit_code, 0);
+    assert!(count(&done.rows, "exists") <= st.taken, "{st:?}");
+    assert_eq!(done.summary.exit_code, 0);
     sb.shutdown().await;
 }
 
@@ -848,17 +520,15 @@ async fn a_second_sigint_aborts_at_once_and_the_run_resumes() {
 async fn requests_sent_after_a_crash_covers_every_recorded_row() {
     let sb = sandbox(SandboxConfig::default()).await;
     let fx = Fixture::users(1500);
-    let out = fx.out();
-    let results = out.join("results.csv");
+    let reports = fx.reports();
+    let results = reports.path("results.csv");
     let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    let (input, out_s) = (s(&fx.input), s(&out));
     for part in 0..5 {
-        let mut args = vec![input.as_str(), "--out", &out_s, "--rate", "300"];
-        if part > 0 {
-            args.push("--resume");
-        }
-        let log = fx.dir.path().join(format!("part{part}.log"));
-        let mut run = Running::spawn(&sb.url(), &args, log);
+        let run = fx
+            .live(&sb)
+            .rate(300)
+            .args((part > 0).then_some("--resume"));
+        let mut run = run.spawn();
         // Past the resume's rewrite of results.csv, then kill the moment the
         // next batch lands.
         std::thread::sleep(Duration::from_millis(100));
@@ -874,8 +544,8 @@ async fn requests_sent_after_a_crash_covers_every_recorded_row() {
         );
         assert!(run.running(), "the run ended before the kill");
         run.kill_9();
-        let recorded = success_lines(&out).len() as u64;
-        let counted = std::fs::read(out.join("progress.json")).map_or(0, |b| {
+        let recorded = reports.success_lines().len() as u64;
+        let counted = std::fs::read(reports.path("progress.json")).map_or(0, |b| {
             serde_json::from_slice::<serde_json::Value>(&b).unwrap()["requests_sent"]
                 .as_u64()
                 .unwrap()
@@ -886,21 +556,9 @@ async fn requests_sent_after_a_crash_covers_every_recorded_row() {
              progress.json counts {counted} requests"
         );
     }
-    let o = run_blocking(
-        sb.url(),
-        SECRET,
-        vec![
-            input,
-            "--out".into(),
-            out_s,
-            "--rate".into(),
-            "1000".into(),
-            "--resume".into(),
-        ],
-    )
-    .await;
+    let o = fx.live(&sb).rate(1000).resume().output_async().await;
     o.expect_code(0);
-    let sent = read_summary(&out).requests_sent;
+    let sent = reports.summary().requests_sent;
     let users = sb.stats().created;
     assert!(sent >= users, "requests_sent {sent} < users {users}");
     sb.shutdown().await;
@@ -913,24 +571,18 @@ async fn requests_sent_after_a_crash_covers_every_recorded_row() {
 async fn the_summary_after_resume_times_the_whole_run() {
     let sb = sandbox(SandboxConfig::default()).await;
     let fx = Fixture::users(200); // 2 s at --rate 100
-    let out = fx.out();
-    let args = |extra: &[&str]| {
-        let mut v = vec![
-            s(&fx.input),
-            "--out".into(),
-            s(&out),
-            "--rate".into(),
-            "100".into(),
-        ];
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
-    };
-    let o = run_blocking(sb.url(), SECRET, args(&["--time-budget", "1500ms"])).await;
+    let reports = fx.reports();
+    let o = fx
+        .live(&sb)
+        .rate(100)
+        .args(["--time-budget", "1500ms"])
+        .output_async()
+        .await;
     o.expect_code(130);
-    let first = read_summary(&out);
-    let o = run_blocking(sb.url(), SECRET, args(&["--resume"])).await;
+    let first = reports.summary();
+    let o = fx.live(&sb).rate(100).resume().output_async().await;
     o.expect_code(0);
-    let summary = read_summary(&out);
+    let summary = reports.summary();
     assert_eq!(summary.requests_sent, fx.rows);
     // Both parts ran at --rate 100: the run as a whole cannot have done more.
     let rps = summary.achieved_rps;
@@ -951,29 +603,26 @@ async fn the_summary_after_resume_times_the_whole_run() {
 }
 
 /// `rows` users, every tenth one invalid (blank first_name).
-fn tenth_invalid(dir: &Path, rows: u64) -> PathBuf {
-    let input = dir.join("mixed.csv");
+fn tenth_invalid(dir: &TestDir, rows: u64) -> std::path::PathBuf {
     let mut s = String::from("user_id,first_name,last_name\n");
     for i in 1..=rows {
         let first = if i % 10 == 0 { "" } else { "ann" };
         s.push_str(&format!("m{i:06},{first},smith\n"));
     }
-    std::fs::write(&input, s).unwrap();
-    input
+    dir.write("mixed.csv", s)
 }
 
 /// Statuses by row, with `exists` read as `created`: a row sent again after a
 /// crash (its first create landed, its line did not) ends `exists`.
-fn statuses(out: &Path) -> BTreeMap<u64, String> {
-    read_results(out)
-        .into_iter()
+fn statuses(rows: &[crate::util::ResultRow]) -> BTreeMap<u64, String> {
+    rows.iter()
         .map(|r| {
             let st = if r.status == "exists" {
-                "created".to_string()
+                "created"
             } else {
-                r.status
+                &r.status
             };
-            (r.row, st)
+            (r.row, st.to_string())
         })
         .collect()
 }
@@ -987,26 +636,19 @@ fn statuses(out: &Path) -> BTreeMap<u64, String> {
 async fn resume_after_kill_9_does_not_change_breaker_decisions() {
     const ROWS: u64 = 3000;
     let dir = TestDir::new();
-    let input = s(&tenth_invalid(dir.path(), ROWS));
+    let input = tenth_invalid(&dir, ROWS);
 
     // Uninterrupted: exit 1 (some rows invalid), every valid row created.
     let sb = sandbox(SandboxConfig::default()).await;
-    let whole = dir.path().join("whole");
-    // `run INPUT --out OUT --rate 400`, plus `extra`.
-    let argv = |out: &Path, extra: &[&str]| {
-        let mut v: Vec<String> = vec![
-            input.clone(),
-            "--out".into(),
-            s(out),
-            "--rate".into(),
-            "400".into(),
-        ];
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
-    };
-    let o = run_blocking(sb.url(), SECRET, argv(&whole, &[])).await;
+    let whole = dir.join("whole");
+    let o = Run::live(&sb)
+        .input(&input)
+        .out(&whole)
+        .rate(400)
+        .output_async()
+        .await;
     o.expect_code(1);
-    let expected = statuses(&whole);
+    let expected = statuses(&Reports::at(&whole).results());
     assert_eq!(expected.len() as u64, ROWS);
     assert_eq!(
         expected.values().filter(|s| *s == "invalid").count() as u64,
@@ -1016,30 +658,20 @@ async fn resume_after_kill_9_does_not_change_breaker_decisions() {
 
     // Killed at 30 %, 60 % and 90 % of the rows recorded, resumed each time.
     let sb = sandbox(SandboxConfig::default()).await;
-    let out = dir.path().join("parts");
-    let out_s = s(&out);
+    let out = dir.join("parts");
+    let reports = Reports::at(&out);
+    let parts = || Run::live(&sb).input(&input).out(&out).rate(400);
     for (part, pct) in [30u64, 60, 90].into_iter().enumerate() {
-        let mut args = vec![input.as_str(), "--out", &out_s, "--rate", "400"];
-        if part > 0 {
-            args.push("--resume");
-        }
-        let log = dir.path().join(format!("part{part}.log"));
-        let mut run = Running::spawn(&sb.url(), &args, log);
-        let target = ROWS * pct / 100;
-        let reached = wait_until(Duration::from_secs(30), || journal_rows(&out) >= target);
-        assert!(reached, "{pct}%: journal stuck; stderr:\n{}", run.stderr());
-        assert!(run.running(), "{pct}%: the run ended before the kill");
-        run.kill_9();
+        let run = parts().args((part > 0).then_some("--resume"));
+        crash_at(run, &reports, ROWS * pct / 100, &format!("{pct}%"));
     }
-    let o = run_blocking(sb.url(), SECRET, argv(&out, &["--resume"])).await;
+    let o = parts().resume().output_async().await;
     assert_eq!(o.code(), 1, "the breaker tripped after a resume: {}", o);
-    let rows = read_results(&out);
-    assert_each_row_once(&rows, ROWS);
-    assert_eq!(statuses(&out), expected, "final statuses differ");
+    // Four parts, invalid rows validated again in each: the reports (the
+    // timeline too) still add up to the final counts.
+    let done = reports.assert_consistent(ROWS);
+    assert_eq!(statuses(&done.rows), expected, "final statuses differ");
     assert_eq!(sb.stats().created, ROWS - ROWS / 10);
-    // Four parts, invalid rows validated again in each: the timeline still
-    // adds up to the final counts.
-    let timeline = assert_timeline_sums(&out);
-    assert_eq!(timeline.last().map(|l| l["part"].as_str()), Some("4"));
+    assert_eq!(done.timeline.last().map(|l| l["part"].as_str()), Some("4"));
     sb.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! The sandbox's rate limit over real HTTP on loopback (SPEC: "Errors", "The
-//! sandbox"; issue #12): the strict sliding window by default, the other
+//! The sandbox's rate limit over real HTTP on loopback (README: The sandbox,
+//! Rate limiting; issue #12): the strict sliding window by default, the other
 //! algorithms when asked for, `Retry-After` only when asked for, spurious 429s,
 //! and `max_window` in the stats.
 //!
@@ -20,8 +20,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::util::{
-    client, create, fault_sequence, get_json, post_control, run_cli, sandbox, single_error, token,
-    user,
+    Run, client, create, fault_sequence, get_json, post_control, sandbox, session, single_error,
+    token, user,
 };
 
 /// Comfortably under the 1 s window: requests sent this fast share one window.
@@ -94,7 +94,7 @@ async fn assert_throttled(resp: reqwest::Response, retry_after: bool) {
     } else {
         assert_eq!(header, None);
     }
-    let e = single_error(resp).await;
+    let e = single_error(resp, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(e.error.code, codes::RATE_LIMITED);
     assert!(e.meta.is_none(), "a 429 names no parameter: {e:?}");
 }
@@ -136,14 +136,12 @@ async fn defaults_are_the_sliding_window_without_retry_after() {
 #[tokio::test]
 async fn retry_after_is_sent_only_when_asked_for() {
     // throttle_rate 1 makes every users request a 429 whatever the timing.
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         throttle_rate: 1.0,
         retry_after: true,
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     assert_throttled(create(&c, &sb, &t, &user("a")).await.unwrap(), true).await;
 
     let live = configure(&c, &sb, json!({"retry_after": false})).await;
@@ -182,13 +180,11 @@ async fn retry_after_is_sent_only_when_asked_for() {
 
 #[tokio::test]
 async fn switching_the_algorithm_through_the_config_endpoint_takes_effect() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         rate_limit: Some(4),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
 
     // Token bucket (4/s, burst 4): a burst of 4 passes, the 5th is refused, and
     // one interval (250 ms) later one more slot is free.
@@ -240,8 +236,7 @@ async fn switching_the_algorithm_through_the_config_endpoint_takes_effect() {
         Some(json!({"rate_limit_algorithm": "leaky-bucket"})),
     )
     .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let _ = single_error(resp).await;
+    let _ = single_error(resp, StatusCode::BAD_REQUEST).await;
     assert_eq!(
         get_json::<LiveConfig>(&c, &sb, "/_sandbox/config")
             .await
@@ -255,13 +250,11 @@ async fn switching_the_algorithm_through_the_config_endpoint_takes_effect() {
 
 #[tokio::test]
 async fn a_burst_over_the_limit_gets_exactly_n_through_the_sliding_window() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         rate_limit: Some(5),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let started = Instant::now();
     let (ok, throttled) = burst(&c, &sb, &t, "b", 20).await;
     assert_eq!(ok + throttled, 20);
@@ -280,9 +273,7 @@ async fn a_burst_over_the_limit_gets_exactly_n_through_the_sliding_window() {
 
 #[tokio::test]
 async fn max_window_reports_the_busiest_second() {
-    let sb = sandbox(SandboxConfig::default()).await;
-    let c = client();
-    let t = token(&c, &sb).await;
+    let (sb, c, t) = session(SandboxConfig::default()).await;
     assert_eq!(sb.stats().max_window, 0);
 
     let started = Instant::now();
@@ -334,13 +325,11 @@ async fn max_window_reports_the_busiest_second() {
 
 #[tokio::test]
 async fn throttle_rate_one_refuses_everything_and_zero_nothing() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         throttle_rate: 1.0,
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     for i in 0..10 {
         let resp = create(&c, &sb, &t, &user(&format!("s{i}"))).await.unwrap();
         assert_throttled(resp, false).await;
@@ -438,14 +427,17 @@ fn sandbox_flags_parse_with_strict_defaults() {
 
 #[test]
 fn bad_sandbox_limit_flags_are_usage_errors() {
-    run_cli(["sandbox", "--rate-limit-algorithm", "leaky-bucket"])
+    Run::cli(["sandbox", "--rate-limit-algorithm", "leaky-bucket"])
+        .output()
         .expect_code(2)
         .expect_stderr("--rate-limit-algorithm")
         .expect_stderr("sliding-window");
-    run_cli(["sandbox", "--throttle-rate", "2"])
+    Run::cli(["sandbox", "--throttle-rate", "2"])
+        .output()
         .expect_code(2)
         .expect_stderr("--throttle-rate");
-    run_cli(["sandbox", "--help"])
+    Run::cli(["sandbox", "--help"])
+        .output()
         .expect_code(0)
         .expect_stdout("--rate-limit-algorithm")
         .expect_stdout("--retry-after")

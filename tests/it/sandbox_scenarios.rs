@@ -16,7 +16,7 @@ use connect_provision::sandbox::{LiveConfig, SandboxConfig, SecondCounts, Stats}
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::util::{client, create, get_json, post_control, run_cli, sandbox, token, user};
+use crate::util::{Run, client, create, get_json, post_control, sandbox, session, token, user};
 
 /// Comfortably under the 1 s window: requests sent this fast share one window.
 const WITHIN_A_WINDOW: Duration = Duration::from_millis(800);
@@ -137,14 +137,12 @@ async fn seconds_count_each_outcome_by_arrival() {
 
 #[tokio::test]
 async fn a_schedule_drops_the_limit_at_its_offset_and_seconds_show_it() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         rate_limit: Some(100),
         rate_limit_schedule: Some("1s:3".parse().unwrap()),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     // Before the first users request the clock has not started.
     tokio::time::sleep(ms(1200)).await;
     assert_eq!(live(&c, &sb).await.rate_limit, Some(100));
@@ -191,14 +189,12 @@ async fn a_schedule_drops_the_limit_at_its_offset_and_seconds_show_it() {
 
 #[tokio::test]
 async fn a_schedule_drop_keeps_the_arrivals_already_booked() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         rate_limit: Some(5),
         rate_limit_schedule: Some("500ms:2".parse().unwrap()),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     let started = Instant::now();
     let mut got = vec![timed(&c, &sb, &t, "early").await.0];
     // The first request arrived before this: the drop is due 500 ms after it.
@@ -240,13 +236,11 @@ async fn a_schedule_drop_keeps_the_arrivals_already_booked() {
 
 #[tokio::test]
 async fn slow_start_delays_the_early_requests_only() {
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         slow_start: Some("1s:1500ms".parse().unwrap()),
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     // The first request opens the window, so it is always in it.
     let (status, took) = timed(&c, &sb, &t, "cold").await;
     assert_eq!(status, StatusCode::OK);
@@ -265,14 +259,12 @@ async fn capacity_queues_a_burst_without_a_429() {
     const N: u32 = 4;
     const M: u64 = 8;
     let latency = Duration::from_secs(1);
-    let sb = sandbox(SandboxConfig {
+    let (sb, c, t) = session(SandboxConfig {
         capacity: Some(N),
         latency,
         ..Default::default()
     })
     .await;
-    let c = client();
-    let t = token(&c, &sb).await;
     assert_eq!(live(&c, &sb).await.capacity, Some(N));
 
     let started = Instant::now();
@@ -441,9 +433,10 @@ fn bad_scenario_flags_are_usage_errors() {
     ] {
         let mut argv = vec!["sandbox", "--listen", "127.0.0.1:0"];
         argv.extend(args);
-        run_cli(argv).expect_code(2).expect_stderr(says);
+        Run::cli(argv).output().expect_code(2).expect_stderr(says);
     }
-    run_cli(["sandbox", "--help"])
+    Run::cli(["sandbox", "--help"])
+        .output()
         .expect_code(0)
         .expect_stdout("--rate-limit-schedule")
         .expect_stdout("--latency-jitter")

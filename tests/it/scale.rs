@@ -8,10 +8,7 @@ use std::path::Path;
 
 use connect_provision::sandbox::SandboxConfig;
 
-use crate::util::{
-    Cli, Fixture, SANDBOX_SECRET as SECRET, TestDir, assert_each_row_once, read_results,
-    read_summary, run_blocking, run_cli, sample, sandbox,
-};
+use crate::util::{Fixture, Reports, Run, TestDir, sample, sandbox};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -21,22 +18,11 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// results.csv as (row → (user_id, status, error)), order aside.
 fn by_row(dir: &Path) -> BTreeMap<u64, (String, String, String)> {
-    read_results(dir)
+    Reports::at(dir)
+        .results()
         .into_iter()
         .map(|r| (r.row, (r.user_id, r.status, r.error)))
         .collect()
-}
-
-fn dry(input: &Path, out: &Path, extra: &[&str]) -> crate::util::CliOutput {
-    let mut args = vec![
-        "run".to_string(),
-        input.display().to_string(),
-        "--dry-run".into(),
-        "--out".into(),
-        out.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    run_cli(args)
 }
 
 // gzip and zstd are read by their first bytes, whatever the file's name,
@@ -48,7 +34,10 @@ fn gzip_and_zstd_inputs_read_like_the_plain_file() {
     let plain = std::fs::read(sample("customers.csv")).unwrap();
     let want = {
         let out = t.join("plain");
-        dry(&sample("customers.csv"), &out, &[]).expect_code(1);
+        Run::dry(sample("customers.csv"))
+            .out(&out)
+            .output()
+            .expect_code(1);
         by_row(&out)
     };
     let inputs: [(&str, Vec<u8>); 3] = [
@@ -63,15 +52,13 @@ fn gzip_and_zstd_inputs_read_like_the_plain_file() {
     for (i, (name, bytes)) in inputs.iter().enumerate() {
         let input = t.write(format!("{i}/{name}"), bytes);
         let out = t.join(format!("out{i}"));
-        dry(&input, &out, &[]).expect_code(1);
+        Run::dry(&input).out(&out).output().expect_code(1);
         assert_eq!(by_row(&out), want, "{name}");
-        let sha = read_summary(&out).input.sha256;
+        let sha = Reports::at(&out).summary().input.sha256;
         assert_eq!(sha, sha256_hex(bytes), "{name}: the file's hash as given");
     }
     let out = t.join("stdin");
-    let o = Cli::new(["run", "-", "--dry-run", "--out", out.to_str().unwrap()])
-        .stdin(gzip(&plain))
-        .run();
+    let o = Run::dry("-").out(&out).stdin(gzip(&plain)).output();
     o.expect_code(1);
     assert_eq!(by_row(&out), want, "gzip on stdin");
 }
@@ -103,16 +90,15 @@ fn a_truncated_archive_reports_the_rows_before_the_damage() {
     gz.truncate(gz.len() / 2);
     let input = t.write("cut.csv.gz", &gz);
     let out = t.join("out");
-    let o = dry(&input, &out, &[]);
+    let o = Run::dry(&input).out(&out).output();
     o.expect_code(3).expect_stderr("damaged or truncated");
-    let summary = read_summary(&out);
+    let summary = Reports::at(&out).summary();
     assert!(
         summary.rows_read > 1000 && summary.rows_read < 40_000,
         "{}",
         summary.rows_read
     );
-    let results = read_results(&out);
-    assert_each_row_once(&results, summary.rows_read);
+    Reports::at(&out).assert_consistent(summary.rows_read);
     assert!(
         summary
             .fatal_error
@@ -121,7 +107,7 @@ fn a_truncated_archive_reports_the_rows_before_the_damage() {
     );
 
     let header_cut = t.write("header.csv.gz", &gz[..15]);
-    let o = dry(&header_cut, &t.join("out2"), &[]);
+    let o = Run::dry(&header_cut).out(t.join("out2")).output();
     o.expect_code(2).expect_stderr("damaged or truncated");
     assert_eq!(o.error_lines().len(), 1, "{o}");
 }
@@ -136,20 +122,18 @@ async fn a_gzip_input_resumes_and_a_recompressed_one_is_refused() {
     let input = t.write("in.csv.gz", gzip(&text));
     let out = t.join("out");
     // 100/s: 300 rows outlast a 1 s budget.
-    let argv = |extra: &[&str]| live_args(&input, &out, "100", extra);
-    let first = run_blocking(sb.url(), SECRET, argv(&["--time-budget", "1s"])).await;
+    let run = || Run::live(&sb).input(&input).out(&out).rate(100);
+    let first = run().args(["--time-budget", "1s"]).output_async().await;
     first.expect_code(130);
-    let done = run_blocking(sb.url(), SECRET, argv(&["--resume"])).await;
-    done.expect_code(0);
-    let results = read_results(&out);
-    assert_each_row_once(&results, 300);
-    assert!(results.iter().all(|r| r.status == "created"));
+    run().resume().output_async().await.expect_code(0);
+    let done = Reports::at(&out).assert_live(&sb, 300);
+    assert!(done.rows.iter().all(|r| r.status == "created"));
     assert_eq!(sb.stats().created, 300);
 
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(&text).unwrap();
     std::fs::write(&input, e.finish().unwrap()).unwrap();
-    let refused = run_blocking(sb.url(), SECRET, argv(&["--resume"])).await;
+    let refused = run().resume().output_async().await;
     refused.expect_code(2).expect_stderr("the input changed");
     sb.shutdown().await;
 }
@@ -169,12 +153,12 @@ async fn shards_together_do_what_one_unsharded_run_does() {
 
     let whole_sb = sandbox(SandboxConfig::default()).await;
     let whole = t.join("whole");
-    let o = run_blocking(
-        whole_sb.url(),
-        SECRET,
-        live_args(&input, &whole, "500", &[]),
-    )
-    .await;
+    let o = Run::live(&whole_sb)
+        .input(&input)
+        .out(&whole)
+        .rate(500)
+        .output_async()
+        .await;
     o.expect_code(1);
     let want = by_row(&whole);
     let sent: BTreeSet<String> = whole_sb.users().into_iter().map(|u| u.user_id).collect();
@@ -187,14 +171,15 @@ async fn shards_together_do_what_one_unsharded_run_does() {
     for k in 1..=n {
         let out = t.join(format!("shard{k}"));
         let shard = format!("{k}/{n}");
-        let o = run_blocking(
-            sb.url(),
-            SECRET,
-            live_args(&input, &out, "500", &["--shard", &shard]),
-        )
-        .await;
+        let o = Run::live(&sb)
+            .input(&input)
+            .out(&out)
+            .rate(500)
+            .args(["--shard", &shard])
+            .output_async()
+            .await;
         o.expect_stdout(&format!("run (shard {shard})"));
-        let summary = read_summary(&out);
+        let summary = Reports::at(&out).summary();
         let s = summary.shard.expect("summary.json names the shard");
         assert_eq!((s.index, s.count), (k, n));
         assert_eq!(summary.counts.values().sum::<u64>(), summary.rows_read);
@@ -218,18 +203,6 @@ async fn shards_together_do_what_one_unsharded_run_does() {
     sb.shutdown().await;
 }
 
-fn live_args(input: &Path, out: &Path, rate: &str, extra: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        input.display().to_string(),
-        "--out".into(),
-        out.display().to_string(),
-        "--rate".into(),
-        rate.into(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
 // A shard's run resumes only as the same shard.
 #[test]
 fn a_resume_with_another_shard_is_refused() {
@@ -239,14 +212,13 @@ fn a_resume_with_another_shard_is_refused() {
     // Nothing listens on port 9: the token cannot be had (exit 3), but the
     // run is recorded, as shard 1/2.
     let run = |extra: &[&str]| {
-        let mut args = live_args(
-            &fx.input,
-            &out,
-            "500",
-            &["--timeout", "1s", "--max-attempts", "1"],
-        );
-        args.extend(extra.iter().map(|s| s.to_string()));
-        crate::util::live_run("http://127.0.0.1:9", SECRET, args).run()
+        Run::live_at("http://127.0.0.1:9")
+            .input(&fx.input)
+            .out(&out)
+            .rate(500)
+            .args(["--timeout", "1s", "--max-attempts", "1"])
+            .args(extra)
+            .output()
     };
     run(&["--shard", "1/2"]).expect_code(3);
     run(&["--shard", "2/2", "--resume"])

@@ -1,6 +1,7 @@
-//! Secrets and personal data stay out of logs and reports (SPEC
-//! "Credentials": the secret never appears in logs, reports or `Debug`;
-//! "Output and logs": names and phone numbers are not logged above debug).
+//! Secrets and personal data stay out of logs and reports (README: Hostile
+//! input, secrets and transport, "Secrets"; ARCHITECTURE: Invariants, "No
+//! secret in argv, logs, reports or `Debug`"; README: How a run executes,
+//! "Logs": names and phone numbers are not logged above debug level).
 //!
 //! Each run goes through the real binary against an in-process sandbox that
 //! accepts a distinctive secret, and then every byte the run produced
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 
-use crate::util::{Cli, CliOutput, TestDir, run_async, sandbox};
+use crate::util::{CliOutput, Run, SANDBOX_CLIENT, TestDir, sandbox};
 
 /// Distinctive secrets: long enough that an accidental match is impossible.
 const ENV_SECRET: &str = "envSecret-7f3a9c1e-QUUX-never-log-me";
@@ -133,23 +134,27 @@ fn hex_runs_of_len(bytes: &[u8], len: usize) -> Vec<String> {
     found
 }
 
-fn live_run(base: &str, t: &TestDir, out: &str, fmt: &str, extra: &[&str]) -> Cli {
-    let mut args = vec![
-        "run".to_string(),
-        personal_input(t).display().to_string(),
-        "--base-url".into(),
-        base.to_string(),
-        "--out".into(),
-        t.arg(out),
-        "--no-progress".into(),
-        "--log-format".into(),
-        fmt.to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Cli::new(args).env("CONNECT_CLIENT_ID", "sandbox-client")
+/// `run` of the personal input against `sb` into `t/out`, logging as `fmt`
+/// (the secret given by the caller).
+fn live(sb: &Sandbox, t: &TestDir, out: &str, fmt: &str) -> Run {
+    Run::live(sb)
+        .input(personal_input(t))
+        .out(t.join(out))
+        .args(["--log-format", fmt])
+        .env_remove("CONNECT_CLIENT_SECRET")
 }
 
-// SPEC Credentials: the secret from CONNECT_CLIENT_SECRET appears in no
+/// `-vvv [--log-format FMT] check` against `sb` (credentials given by the caller).
+fn check(sb: &Sandbox, fmt: Option<&str>) -> Run {
+    let global = fmt.map(|f| ["--log-format", f]).into_iter().flatten();
+    Run::cli(["-vvv"])
+        .args(global)
+        .args(["check", "--base-url", &sb.url()])
+        .env("CONNECT_CLIENT_ID", SANDBOX_CLIENT)
+}
+
+// README: Hostile input, secrets and transport (Secrets): the secret from
+// CONNECT_CLIENT_SECRET appears in no
 // output and no report, even at trace level (-vvv), in text and JSON logs;
 // nor does the access token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,9 +164,8 @@ async fn env_secret_and_token_are_absent_at_trace_level() {
     let t = TestDir::new();
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let cli = live_run(&sb.url(), &t, &out_name, fmt, &["-vvv"])
-            .env("CONNECT_CLIENT_SECRET", ENV_SECRET);
-        let out = run_async(cli).await;
+        let run = live(&sb, &t, &out_name, fmt).arg("-vvv").secret(ENV_SECRET);
+        let out = run.output_async().await;
         out.expect_code(1); // p3 and p4 are invalid
         // The logs are really verbose (the test is not vacuous): -vvv turns
         // on debug for the HTTP stack too.
@@ -184,7 +188,8 @@ async fn env_secret_and_token_are_absent_at_trace_level() {
     sb.shutdown().await;
 }
 
-// SPEC Credentials: the secret read from --client-secret-file likewise.
+// README: Hostile input, secrets and transport (Secrets): the secret read
+// from --client-secret-file likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_file_value_is_absent_at_trace_level() {
     let sb = sandbox_with_secret(FILE_SECRET, Duration::from_secs(3600)).await;
@@ -197,18 +202,11 @@ async fn secret_file_value_is_absent_at_trace_level() {
     }
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let cli = live_run(
-            &sb.url(),
-            &t,
-            &out_name,
-            fmt,
-            &[
-                "-vvv",
-                "--client-secret-file",
-                secret_file.to_str().unwrap(),
-            ],
-        );
-        let out = run_async(cli).await;
+        let run = live(&sb, &t, &out_name, fmt)
+            .arg("-vvv")
+            .arg("--client-secret-file")
+            .arg(&secret_file);
+        let out = run.output_async().await;
         out.expect_code(1);
         assert_absent(FILE_SECRET, &out, Some(&t.join(&out_name)));
         assert!(hex_runs_of_len(&out.output.stderr, 48).is_empty(), "{out}");
@@ -216,42 +214,25 @@ async fn secret_file_value_is_absent_at_trace_level() {
     sb.shutdown().await;
 }
 
-// SPEC Credentials: `check` with refused credentials exits 3 and prints
+// README: Command line, `check` (exits 3 when the credentials are refused),
+// and Secrets: `check` with refused credentials exits 3 and prints
 // nothing of the secret; `check` with good ones prints no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_never_prints_the_secret_or_the_token() {
     let sb = sandbox_with_secret(ENV_SECRET, Duration::from_secs(3600)).await;
     for fmt in ["text", "json"] {
-        let refused = run_async(
-            Cli::new([
-                "-vvv",
-                "--log-format",
-                fmt,
-                "check",
-                "--base-url",
-                &sb.url(),
-            ])
-            .env("CONNECT_CLIENT_ID", "sandbox-client")
-            .env("CONNECT_CLIENT_SECRET", WRONG_SECRET),
-        )
-        .await;
+        let refused = check(&sb, Some(fmt))
+            .secret(WRONG_SECRET)
+            .output_async()
+            .await;
         refused.expect_code(3);
         assert_absent(WRONG_SECRET, &refused, None);
         assert_absent(ENV_SECRET, &refused, None);
 
-        let ok = run_async(
-            Cli::new([
-                "-vvv",
-                "--log-format",
-                fmt,
-                "check",
-                "--base-url",
-                &sb.url(),
-            ])
-            .env("CONNECT_CLIENT_ID", "sandbox-client")
-            .env("CONNECT_CLIENT_SECRET", ENV_SECRET),
-        )
-        .await;
+        let ok = check(&sb, Some(fmt))
+            .secret(ENV_SECRET)
+            .output_async()
+            .await;
         ok.expect_code(0);
         assert_absent(ENV_SECRET, &ok, None);
         let mut all = ok.output.stdout.clone();
@@ -261,24 +242,17 @@ async fn check_never_prints_the_secret_or_the_token() {
     // A secret file that is refused: the same.
     let t = TestDir::new();
     let secret_file = t.write("wrong", WRONG_SECRET);
-    let refused = run_async(
-        Cli::new([
-            "-vvv",
-            "check",
-            "--base-url",
-            &sb.url(),
-            "--client-secret-file",
-            secret_file.to_str().unwrap(),
-        ])
-        .env("CONNECT_CLIENT_ID", "sandbox-client"),
-    )
-    .await;
+    let refused = check(&sb, None)
+        .arg("--client-secret-file")
+        .arg(&secret_file)
+        .output_async()
+        .await;
     refused.expect_code(3);
     assert_absent(WRONG_SECRET, &refused, None);
     sb.shutdown().await;
 }
 
-// SPEC Output and logs: names and phone numbers are not logged at the
+// README: How a run executes (Logs): names and phone numbers are not logged at the
 // default level, in a live run with valid and invalid rows, text and JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_phones_are_not_logged_at_info_level() {
@@ -286,10 +260,8 @@ async fn names_and_phones_are_not_logged_at_info_level() {
     let t = TestDir::new();
     for fmt in ["text", "json"] {
         let out_name = format!("out-{fmt}");
-        let out = run_async(
-            live_run(&sb.url(), &t, &out_name, fmt, &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET),
-        )
-        .await;
+        let run = live(&sb, &t, &out_name, fmt).secret(ENV_SECRET);
+        let out = run.output_async().await;
         out.expect_code(1);
         // The run did log something, so the check is not vacuous.
         assert!(
@@ -337,7 +309,8 @@ fn the_token_detector_works() {
     assert!(hex_runs_of_len(sha.as_bytes(), 48).is_empty());
 }
 
-// SPEC Reports: every file of a live run (results.csv, failures.csv,
+// README: Reports ("created with mode 0600"): every file of a live run
+// (results.csv, failures.csv,
 // summary.json, and the run.json / progress.json kept for --resume) is
 // created with mode 0600, and no temporary file is left behind (summary.json
 // and the journal files are written to a temporary file and renamed).
@@ -347,10 +320,8 @@ async fn live_run_report_files_are_private_and_complete() {
     let sb = sandbox_with_secret(ENV_SECRET, Duration::from_secs(3600)).await;
     let t = TestDir::new();
     let out_name = "out";
-    let out = run_async(
-        live_run(&sb.url(), &t, out_name, "json", &[]).env("CONNECT_CLIENT_SECRET", ENV_SECRET),
-    )
-    .await;
+    let run = live(&sb, &t, out_name, "json").secret(ENV_SECRET);
+    let out = run.output_async().await;
     out.expect_code(1);
     let dir = t.join(out_name);
     let files = files_under(&dir);

@@ -6,18 +6,13 @@
 
 use std::time::Duration;
 
-use connect_provision::sandbox::{SandboxConfig, SlowStart};
+use connect_provision::sandbox::{Sandbox, SandboxConfig, SlowStart};
 
-use connect_provision::sandbox::Sandbox;
-
-use crate::util::{
-    CliOutput, ResultRow, SANDBOX_SECRET, TestDir, assert_each_row_once, assert_sandbox_matches,
-    read_results, run_blocking, sandbox,
-};
+use crate::util::{CliOutput, Reports, ResultRow, Run, TestDir, sandbox};
 
 /// Run `dir`'s in.csv against `sb` with `extra` options; returns the output
-/// and results.csv, checked to hold every one of `rows` once, as the
-/// sandbox saw them.
+/// and results.csv, checked to hold every one of `rows` once, consistent
+/// with the other reports and as the sandbox saw them.
 async fn run(
     sb: &Sandbox,
     dir: &TestDir,
@@ -25,16 +20,13 @@ async fn run(
     extra: &[&str],
 ) -> (CliOutput, Vec<ResultRow>) {
     let out_dir = dir.join("out");
-    let mut args = vec![
-        dir.arg("in.csv"),
-        "--out".into(),
-        out_dir.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let out = run_blocking(sb.url(), SANDBOX_SECRET, args).await;
-    let results = read_results(&out_dir);
-    assert_each_row_once(&results, rows);
-    assert_sandbox_matches(sb, &results);
+    let out = Run::live(sb)
+        .input(dir.join("in.csv"))
+        .out(&out_dir)
+        .args(extra)
+        .output_async()
+        .await;
+    let results = Reports::at(&out_dir).assert_live(sb, rows).rows;
     (out, results)
 }
 

@@ -15,7 +15,7 @@ use connect_provision::state::{
 };
 use connect_provision::validate::{ValidateOptions, Validator};
 
-use crate::util::{TestDir, run_cli};
+use crate::util::{Run, TestDir};
 
 fn t(secs: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(secs).unwrap()
@@ -545,11 +545,13 @@ fn import_takes_the_nightly_config_file_as_it_is() {
             config.display().to_string(),
         ]
     };
-    run_cli(args(&config))
+    Run::cli(args(&config))
+        .output()
         .expect_code(0)
         .expect_stdout("created=1 exists=1");
     let bad = dir.write("bad.toml", "encoding = \"no-such-encoding\"\n");
-    run_cli(args(&bad))
+    Run::cli(args(&bad))
+        .output()
         .expect_code(2)
         .expect_stderr("no-such-encoding");
 }

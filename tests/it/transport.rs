@@ -1,5 +1,6 @@
-//! Transport safety (SPEC "Target": plain `http://` only for loopback hosts;
-//! "Credentials": the secret and the bearer token go only to the target).
+//! Transport safety (README: Hostile input, secrets and transport,
+//! "Transport": plain `http://` only for loopback hosts; redirects are never
+//! followed, so the secret and the bearer token go only to the target).
 //!
 //! Redirects: a tiny axum server stands in for Connect. Its token endpoint
 //! works, but its users endpoint (or its token endpoint) answers a redirect
@@ -8,6 +9,7 @@
 //! another host, so the second server must receive nothing at all.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -17,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use crate::util::{Cli, TestDir, read_results, read_summary, run_async};
+use crate::util::{Reports, Run, TestDir};
 
 /// What the second server saw: (method, path, Authorization header).
 type Seen = Arc<Mutex<Vec<(String, String, Option<String>)>>>;
@@ -116,13 +118,17 @@ async fn redirecting_token(
     serve(router).await
 }
 
-fn tool(args: Vec<String>) -> Cli {
-    Cli::new(args)
+/// A live run of `input` against the fake at `base`, with its credentials.
+fn tool(base: &str, input: &Path, out: &Path) -> Run {
+    Run::live_at(base)
+        .input(input)
+        .out(out)
         .env("CONNECT_CLIENT_ID", "transport-client")
-        .env("CONNECT_CLIENT_SECRET", SECRET)
+        .secret(SECRET)
 }
 
-// SPEC Target: plain http to a non-loopback host is refused before anything
+// README: Hostile input, secrets and transport (Transport): plain http to a
+// non-loopback host is refused before anything
 // is sent (no network needed: the check happens first).
 #[test]
 fn plain_http_to_a_remote_host_is_refused_with_exit_2() {
@@ -139,20 +145,20 @@ fn plain_http_to_a_remote_host_is_refused_with_exit_2() {
     ] {
         let mut args = sub.clone();
         args.extend(["--base-url".to_string(), "http://example.com".to_string()]);
-        let out = Cli::new(args)
+        let out = Run::cli(args)
             .env("CONNECT_CLIENT_ID", "c")
-            .env("CONNECT_CLIENT_SECRET", SECRET)
-            .run();
+            .secret(SECRET)
+            .output();
         out.expect_code(2).expect_stderr("only for loopback");
         assert!(!out.stderr().contains(SECRET), "{out}");
         assert!(!t.join("out").join("results.csv").exists(), "nothing run");
     }
     // And through the environment variable.
-    Cli::new(["check"])
+    Run::cli(["check"])
         .env("CONNECT_BASE_URL", "http://10.1.2.3:8080")
         .env("CONNECT_CLIENT_ID", "c")
-        .env("CONNECT_CLIENT_SECRET", SECRET)
-        .run()
+        .secret(SECRET)
+        .output()
         .expect_code(2)
         .expect_stderr("only for loopback");
 }
@@ -177,25 +183,17 @@ async fn a_redirected_users_request_is_not_followed() {
         let code = status.as_u16();
         let (base, task) = redirecting_users(status, format!("{other}/v2/fulfillment/users")).await;
         let out_dir = t.join(format!("out-{code}"));
-        let out = run_async(tool(vec![
-            "run".into(),
-            input.display().to_string(),
-            "--base-url".into(),
-            base,
-            "--out".into(),
-            out_dir.display().to_string(),
-            "--no-progress".into(),
-            "--max-attempts".into(),
-            "2".into(),
-        ]))
-        .await;
+        let out = tool(&base, &input, &out_dir)
+            .args(["--max-attempts", "2"])
+            .output_async()
+            .await;
         assert_ne!(out.code(), 101, "{out}");
         assert!(
             seen.lock().unwrap().is_empty(),
             "HTTP {code}: the redirect was followed: {:?}\n{out}",
             seen.lock().unwrap()
         );
-        let rows = read_results(&out_dir);
+        let rows = Reports::at(&out_dir).results();
         assert_eq!(rows.len(), 2, "{out}");
         for r in &rows {
             // Today: `rejected` with "unexpected HTTP 3xx" (a final answer,
@@ -214,7 +212,7 @@ async fn a_redirected_users_request_is_not_followed() {
             75
         };
         out.expect_code(want);
-        assert_eq!(i32::from(read_summary(&out_dir).exit_code), want);
+        assert_eq!(i32::from(Reports::at(&out_dir).summary().exit_code), want);
         assert!(!out.stderr().contains(TOKEN), "{out}");
         task.abort();
     }
@@ -233,27 +231,22 @@ async fn a_redirected_token_request_is_not_followed() {
         let code = status.as_u16();
         let (base, task) = redirecting_token(status, format!("{other}/v2/oauth/token")).await;
         let out_dir = t.join(format!("out-{code}"));
-        let out = run_async(tool(vec![
-            "run".into(),
-            input.display().to_string(),
-            "--base-url".into(),
-            base.clone(),
-            "--out".into(),
-            out_dir.display().to_string(),
-            "--no-progress".into(),
-        ]))
-        .await;
+        let out = tool(&base, &input, &out_dir).output_async().await;
         out.expect_code(3);
         assert!(out.stderr().contains(&code.to_string()), "{out}");
         assert!(!out.stderr().contains(SECRET), "{out}");
-        let check = run_async(tool(vec!["check".into(), "--base-url".into(), base])).await;
+        let check = Run::cli(["check", "--base-url", &base])
+            .env("CONNECT_CLIENT_ID", "transport-client")
+            .secret(SECRET)
+            .output_async()
+            .await;
         check.expect_code(3);
         assert!(
             seen.lock().unwrap().is_empty(),
             "HTTP {code}: the token redirect was followed: {:?}",
             seen.lock().unwrap()
         );
-        let rows = read_results(&out_dir);
+        let rows = Reports::at(&out_dir).results();
         assert!(rows.iter().all(|r| r.status == "failed" && r.attempts == 0));
         task.abort();
     }
@@ -280,7 +273,8 @@ async fn formula_errors() -> (String, tokio::task::JoinHandle<()>) {
     serve(router).await
 }
 
-// SPEC Reports: cells the tool writes (error messages everywhere) are
+// README: Reports (formula injection): cells the tool writes (error messages
+// everywhere) are
 // neutralised against formula injection, also when the text comes from the
 // API; the input's own cells stay verbatim in failures.csv.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,18 +292,9 @@ async fn api_error_messages_are_neutralised_in_reports() {
         ],
     );
     let out_dir = t.join("out");
-    let out = run_async(tool(vec![
-        "run".into(),
-        input.display().to_string(),
-        "--base-url".into(),
-        base,
-        "--out".into(),
-        out_dir.display().to_string(),
-        "--no-progress".into(),
-    ]))
-    .await;
+    let out = tool(&base, &input, &out_dir).output_async().await;
     out.expect_code(1);
-    let rows = read_results(&out_dir);
+    let rows = Reports::at(&out_dir).results();
     assert_eq!(rows.len(), 4);
     for r in &rows {
         assert_eq!(r.status, "rejected", "{r:?}");
@@ -320,7 +305,7 @@ async fn api_error_messages_are_neutralised_in_reports() {
     assert!(by_id("f2").starts_with("'+cmd"), "{rows:?}");
     assert!(by_id("f3").starts_with("'@SUM(A1)"), "{rows:?}");
     assert!(by_id("f4").starts_with("'-1+1"), "{rows:?}");
-    let failures = crate::util::read_failures(&out_dir, b',');
+    let failures = Reports::at(&out_dir).failures(b',');
     assert_eq!(failures.len(), 5);
     let header: Vec<&[u8]> = failures[0].iter().collect();
     let msg = header.iter().position(|h| *h == b"error_message").unwrap();
