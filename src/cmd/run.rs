@@ -5,6 +5,7 @@ use crate::exec::pipeline::{self, Sender};
 use crate::exec::stop::Stop;
 use crate::exit::Exit;
 use crate::report::Summary;
+use crate::report::run_dir::{FAILURES, PAGE, RESULTS, SUMMARY, TIMELINE};
 use crate::settings::{Mode, RunSettings};
 
 /// The lines printed on stdout when a run ends.
@@ -25,7 +26,7 @@ fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         }
     );
     s.push_str(&format!(
-        "reports: {}/ (report.html, results.csv, failures.csv, summary.json, timeline.csv)\n",
+        "reports: {}/ ({PAGE}, {RESULTS}, {FAILURES}, {SUMMARY}, {TIMELINE})\n",
         out.display()
     ));
     if let Some(h) = exit_of(summary).hint() {

@@ -48,13 +48,13 @@ use crate::intake::Intake;
 use crate::progress::{RunBar, Ui};
 use crate::report::journal::{self, ResumeError};
 use crate::report::recorder::{self, Watch};
+use crate::report::run_dir::{self, InputLayout, Journal, Prior, RunDir};
 use crate::report::timeline::Sample;
 use crate::report::view;
 use crate::report::{
     Ending, EngineFigures, InputInfo, RateSummary, Recorder, ShardSummary, Summary, SummaryParts,
 };
 use crate::retry::RetryPolicy;
-use crate::rowset::RowSet;
 use crate::settings::{Rate, RunSettings};
 use crate::state::{StateReader, StateStore};
 
@@ -228,42 +228,38 @@ struct Opened {
     state_reader: Option<StateReader>,
 }
 
-/// Open the input, the reports and (live) the state. A dry run validates
-/// on one thread per core and writes no journal.
+/// Open the input, the run directory and (live) the state. A dry run
+/// validates on one thread per core and writes no journal.
 fn open(
     settings: &RunSettings,
     sender: &Sender,
     started: jiff::Timestamp,
 ) -> Result<Opened, Error> {
     let mut intake = Intake::open(settings)?;
-    let digest = intake.reader().digest();
-    let opened = |intake, recorder, prior: Prior, (state_sink, state_reader)| Opened {
+    let journal = journal_of(settings, sender, started)?;
+    let input = InputLayout {
+        header: intake.reader().header_record(),
+        delimiter: settings.read.delimiter,
+    };
+    let run_dir::Opened {
+        recorder,
+        mut prior,
+    } = RunDir::open(&settings.out, input, &journal)?;
+    let (state_sink, state_reader) = open_state(settings, &journal, &recorder, &prior)?;
+    intake.resume_from(std::mem::take(&mut prior.rows));
+    if let Journal::None = journal {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+        intake.validate_in_parallel(workers);
+    }
+    Ok(Opened {
         started: prior.started.unwrap_or(started),
+        digest: intake.reader().digest(),
         intake,
         recorder,
         prior,
-        digest: digest.clone(),
         state_sink,
         state_reader,
-    };
-    match sender {
-        Sender::DryRun => {
-            journal::check_fresh(&settings.out)?;
-            let recorder = Recorder::create(
-                &settings.out,
-                intake.reader().header_record(),
-                settings.read.delimiter,
-            )?;
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
-            intake.validate_in_parallel(workers);
-            Ok(opened(intake, recorder, Prior::default(), (None, None)))
-        }
-        Sender::Live(_) => {
-            let (recorder, prior, input_sha) = open_journal(settings, &mut intake, started)?;
-            let state = open_state(settings, &input_sha)?;
-            Ok(opened(intake, recorder, prior, state))
-        }
-    }
+    })
 }
 
 /// The bar's length: the file's estimated rows, at most `--limit`.
@@ -486,6 +482,7 @@ fn finish(
         fatal_error,
     });
     let errors = recorder.errors.top(view::TOP_ERRORS);
+    let run_dir = recorder.dir().clone();
     match recorder.finish(&summary) {
         Err(e) if reports_failed => {
             tracing::warn!(error = %crate::error::chain(&e), "cannot write the reports' last lines");
@@ -494,7 +491,7 @@ fn finish(
     }
     // The page is for people: if it cannot be written, the run's result
     // (and exit code) stands.
-    if let Err(e) = view::write(&settings.out, &summary, &errors) {
+    if let Err(e) = view::write(&run_dir, &summary, &errors) {
         tracing::warn!(error = %crate::error::chain(&e), "cannot write report.html; the run's result stands");
     }
     if let Some(mut sink) = state
@@ -505,29 +502,18 @@ fn finish(
     Ok(summary)
 }
 
-/// What the earlier parts of a resumed run contribute to its summary.
-#[derive(Clone, Debug, Default)]
-struct Prior {
-    /// Rows the earlier part's circuit breaker already counted.
-    judged: RowSet,
-    figures: EngineFigures,
-    elapsed: Duration,
-    started: Option<jiff::Timestamp>,
-}
-
-/// Open the reports: fresh (refusing to overwrite an earlier run's) with
-/// run.json written before the first request, or continuing the run in
-/// `--out` after checking the input's SHA-256. Returns the recorder and the
-/// request figures of the earlier part.
-fn open_journal(
+/// What the run keeps in `--out` beside its reports: nothing in a dry run;
+/// run.json in a new live run (with the input's SHA-256, which a resume
+/// checks: a run that reads stdin cannot be resumed).
+fn journal_of(
     settings: &RunSettings,
-    intake: &mut Intake,
+    sender: &Sender,
     started: jiff::Timestamp,
-) -> Result<(Recorder, Prior, String), Error> {
-    let out = &settings.out;
-    let header = intake.reader().header_record().clone();
-    let delimiter = settings.read.delimiter;
-    let sha = match &settings.input {
+) -> Result<Journal, Error> {
+    if let Sender::DryRun = sender {
+        return Ok(Journal::None);
+    }
+    let input_sha256 = match &settings.input {
         InputSource::Path(p) => {
             journal::sha256_file(p).map_err(|e| crate::input::InputError::Open {
                 path: p.display().to_string(),
@@ -538,57 +524,40 @@ fn open_journal(
         // stdin is hashed as it is read; run.json can only say so.
         InputSource::Stdin => "stdin".to_string(),
     };
-    if settings.resume {
-        let shard = settings.shard.map(|s| s.to_string());
-        let state = journal::load(out, &sha, shard.as_deref())?;
-        tracing::info!(
-            done = state.earlier.done.len(),
-            rejected = state.earlier.rejected.len(),
-            "resuming: rows already final are skipped"
-        );
-        let mut state = state;
-        let prior = Prior {
-            judged: std::mem::take(&mut state.judged),
-            figures: state.prior,
-            elapsed: state.prior_elapsed,
-            started: state.started,
-        };
-        let recorder = Recorder::resume(out, &header, delimiter, &state)?;
-        intake.resume_from(state.earlier);
-        Ok((recorder, prior, sha))
+    let shard = settings.shard.map(|s| s.to_string());
+    Ok(if settings.resume {
+        Journal::Resume {
+            input_sha256,
+            shard,
+        }
     } else {
-        journal::check_fresh(out)?;
-        let recorder = Recorder::create(out, &header, delimiter)?;
-        journal::write_meta(
-            out,
-            &journal::RunMeta {
-                tool_version: env!("CARGO_PKG_VERSION").to_string(),
-                input_path: settings.input.display(),
-                input_sha256: sha.clone(),
-                started: started.to_string(),
-                shard: settings.shard.map(|s| s.to_string()),
-            },
-        )?;
-        Ok((recorder, Prior::default(), sha))
-    }
+        Journal::Fresh(journal::RunMeta {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            input_path: settings.input.display(),
+            input_sha256,
+            started: started.to_string(),
+            shard,
+        })
+    })
 }
 
 /// Open `--state` (taking its lock: a second run gets exit 2) and start this
 /// run's record in it. On `--resume`, first record the successes the
 /// interrupted part may have journaled but not yet written to the state (a
-/// crash between the two): importing results.csv is idempotent.
+/// crash between the two): importing them is idempotent.
 fn open_state(
     settings: &RunSettings,
-    input_sha: &str,
+    journal: &Journal,
+    recorder: &Recorder,
+    prior: &Prior,
 ) -> Result<(Option<StateSink>, Option<StateReader>), Error> {
-    let Some(path) = &settings.state else {
+    let (Some(path), Some(input_sha)) = (&settings.state, journal.input_sha256()) else {
         return Ok((None, None));
     };
     let mut store = StateStore::open(path)?;
-    let results = settings.out.join("results.csv");
-    if settings.resume && results.exists() {
+    if let Journal::Resume { .. } = journal {
         let mut fresh = Intake::open(settings)?;
-        store.import(&results, &mut fresh)?;
+        store.import_successes(&recorder.dir().results(), &prior.successes, &mut fresh)?;
     }
     let run_id = store.begin_run(input_sha, Some(&settings.out))?;
     let reader = store.reader()?;
