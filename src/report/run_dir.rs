@@ -89,11 +89,10 @@ pub(crate) struct Prior {
     pub(crate) successes: Successes,
 }
 
-/// What a run keeps in its directory beside the reports.
+/// A live run's journal beside its reports (a dry run keeps none: its
+/// reports are reproducible).
 pub(crate) enum Journal {
-    /// Nothing: a dry run's reports are reproducible.
-    None,
-    /// A new live run: run.json, written before the first request.
+    /// A new run: run.json, written before the first request.
     Fresh(RunMeta),
     /// `--resume`: the run in the directory goes on, if it read the input
     /// with this SHA-256, and this shard (`None`: all rows).
@@ -104,12 +103,11 @@ pub(crate) enum Journal {
 }
 
 impl Journal {
-    /// The input's SHA-256 of a live run.
-    pub(crate) fn input_sha256(&self) -> Option<&str> {
+    /// The input's SHA-256.
+    pub(crate) fn input_sha256(&self) -> &str {
         match self {
-            Journal::None => None,
-            Journal::Fresh(meta) => Some(&meta.input_sha256),
-            Journal::Resume { input_sha256, .. } => Some(input_sha256),
+            Journal::Fresh(meta) => &meta.input_sha256,
+            Journal::Resume { input_sha256, .. } => input_sha256,
         }
     }
 }
@@ -174,20 +172,20 @@ impl RunDir {
         self.path.join(format!("{name}.resume"))
     }
 
-    /// Open `path` for a run that keeps `journal`: [`RunDir::fresh`], or
-    /// [`RunDir::resume`].
+    /// Open `path` for a run that keeps `journal` (`None`: a dry run):
+    /// [`RunDir::fresh`], or [`RunDir::resume`].
     pub(crate) fn open(
         path: &Path,
         input: InputLayout<'_>,
-        journal: &Journal,
+        journal: Option<&Journal>,
     ) -> Result<Opened, OpenError> {
         match journal {
-            Journal::None => RunDir::fresh(path, input, None),
-            Journal::Fresh(meta) => RunDir::fresh(path, input, Some(meta)),
-            Journal::Resume {
+            None => RunDir::fresh(path, input, None),
+            Some(Journal::Fresh(meta)) => RunDir::fresh(path, input, Some(meta)),
+            Some(Journal::Resume {
                 input_sha256,
                 shard,
-            } => RunDir::resume(path, input, input_sha256, shard.as_deref()),
+            }) => RunDir::resume(path, input, input_sha256, shard.as_deref()),
         }
     }
 
