@@ -45,6 +45,16 @@ pub enum Error {
     },
 }
 
+impl From<crate::report::run_dir::OpenError> for Error {
+    fn from(e: crate::report::run_dir::OpenError) -> Self {
+        use crate::report::run_dir::OpenError;
+        match e {
+            OpenError::Resume(e) => Error::Resume(e),
+            OpenError::Report(e) => Error::Report(e),
+        }
+    }
+}
+
 impl Error {
     /// How a command that failed with this error exits.
     pub fn exit(&self) -> Exit {

@@ -181,7 +181,8 @@ impl Intake {
     /// no step (their results.csv lines are kept), rejected rows come back as
     /// their recorded outcome (failures.csv is rebuilt from the input).
     pub(crate) fn resume_from(&mut self, state: Earlier) {
-        self.resume = Some(state);
+        let nothing = state.done.is_empty() && state.rejected.is_empty();
+        self.resume = (!nothing).then_some(state);
     }
 
     /// Validate on `workers` threads from here on, in batches: for inputs

@@ -66,11 +66,6 @@ pub(crate) struct RunBar {
 }
 
 impl RunBar {
-    /// A bar that draws nothing (a dry run).
-    pub(crate) fn hidden() -> RunBar {
-        RunBar { bar: None }
-    }
-
     /// Rows done so far and the counts to show.
     pub(crate) fn update(&self, done: u64, counts: &Counts, extra: &str) {
         if let Some(bar) = &self.bar {

@@ -34,7 +34,6 @@ impl RowSet {
     }
 
     /// Whether the set is empty.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -1,11 +1,14 @@
 //! `run`: provision the users of a CSV, or validate them with `--dry-run`.
 
+use crate::api::Remote;
 use crate::error::Error;
-use crate::exec::pipeline::{self, Sender};
+use crate::exec::pipeline::{self, LiveRun};
 use crate::exec::stop::Stop;
 use crate::exit::Exit;
 use crate::report::Summary;
-use crate::settings::{Mode, RunSettings};
+use crate::report::run_dir::{FAILURES, PAGE, RESULTS, SUMMARY, TIMELINE};
+use crate::sandbox::Sandbox;
+use crate::settings::{LiveSettings, Mode, RunSettings};
 
 /// The lines printed on stdout when a run ends.
 fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
@@ -25,7 +28,7 @@ fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
         }
     );
     s.push_str(&format!(
-        "reports: {}/ (report.html, results.csv, failures.csv, summary.json, timeline.csv)\n",
+        "reports: {}/ ({PAGE}, {RESULTS}, {FAILURES}, {SUMMARY}, {TIMELINE})\n",
         out.display()
     ));
     if let Some(h) = exit_of(summary).hint() {
@@ -35,33 +38,64 @@ fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
     s
 }
 
-/// `run`: resolve the target (starting the embedded sandbox if asked), then a
-/// dry run or a live run. Returns the exit code.
+/// `run`: a dry run, or a live run against its target (starting the
+/// embedded sandbox if asked). Returns the exit code.
 pub(crate) async fn run(settings: &RunSettings, ui: &crate::progress::Ui) -> Result<Exit, Error> {
-    let (target, credentials) = match &settings.mode {
-        Mode::DryRun { .. } => {
-            let summary = pipeline::run(settings, Sender::DryRun, Stop::new(), ui).await?;
-            return Ok(report_end(&summary, settings));
-        }
-        Mode::Live {
-            target,
-            credentials,
-        } => (target, credentials.as_ref()),
-    };
     let stop = Stop::new();
-    let signals = crate::cmd::signals::watch(stop.clone());
-    let (remote, sandbox) = crate::cmd::target::remote(target, credentials).await?;
-    let result = pipeline::run(settings, Sender::Live(remote), stop, ui).await;
-    signals.abort();
-    if let Some(sb) = sandbox {
-        sb.shutdown().await;
+    let connected = match &settings.mode {
+        Mode::Dry { .. } => None,
+        Mode::Live(live) => Some(Connected::open(live, &stop).await?),
+    };
+    let live = connected.as_ref().map(Connected::live_run);
+    let result = pipeline::run(settings, live, stop, ui).await;
+    if let Some(c) = connected {
+        c.close().await;
     }
-    Ok(report_end(&result?, settings))
+    Ok(report_end(&result?, &settings.out))
+}
+
+/// What a live run holds open around the pipeline: the signal listener
+/// (a dry run is left to the default handling) and the target.
+struct Connected<'a> {
+    live: &'a LiveSettings,
+    remote: Remote,
+    /// `--sandbox`: the embedded sandbox, shut down when the run is over.
+    sandbox: Option<Sandbox>,
+    signals: tokio::task::JoinHandle<()>,
+}
+
+impl<'a> Connected<'a> {
+    /// Listen for signals (they trip `stop`), then resolve the target.
+    async fn open(live: &'a LiveSettings, stop: &Stop) -> Result<Connected<'a>, Error> {
+        let signals = crate::cmd::signals::watch(stop.clone());
+        let (remote, sandbox) =
+            crate::cmd::target::remote(&live.target, live.credentials.as_ref()).await?;
+        Ok(Connected {
+            live,
+            remote,
+            sandbox,
+            signals,
+        })
+    }
+
+    fn live_run(&self) -> LiveRun<'_> {
+        LiveRun {
+            settings: self.live,
+            remote: &self.remote,
+        }
+    }
+
+    async fn close(self) {
+        self.signals.abort();
+        if let Some(sb) = self.sandbox {
+            sb.shutdown().await;
+        }
+    }
 }
 
 /// Print how the run ended (and the error that ended it); its exit.
-fn report_end(summary: &Summary, settings: &RunSettings) -> Exit {
-    print!("{}", render_summary(summary, &settings.out));
+fn report_end(summary: &Summary, out: &std::path::Path) -> Exit {
+    print!("{}", render_summary(summary, out));
     if let Some(err) = &summary.fatal_error {
         eprintln!("error: {err}");
     }

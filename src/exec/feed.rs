@@ -49,34 +49,39 @@ pub(crate) struct Queued {
     pub(crate) tag: Tag,
 }
 
-/// Where the valid rows go.
-pub(crate) enum Sink {
-    /// To the dispatcher, to be sent.
-    Send(mpsc::Sender<Vec<Queued>>),
-    /// Recorded `valid`: a dry run sends nothing.
-    Valid,
+/// What the feed does only in a live run: valid rows go to the
+/// dispatcher (unless `--state` knows them), within the breaker's
+/// lookahead. Without it (a dry run) they are recorded `valid`.
+pub(crate) struct LiveFeed {
+    /// The dispatcher's job queue.
+    pub(crate) jobs: mpsc::Sender<Vec<Queued>>,
+    /// `--state`: the users earlier runs provisioned.
+    pub(crate) state: Option<StateReader>,
+    /// How far the breaker has judged.
+    pub(crate) lookahead: Arc<Lookahead>,
 }
 
 /// The feed's thread: read every data row and hand it on. Returns the
 /// number of data rows read, or the read error that ended the input early
-/// (the rows before it are handed on, and the run is stopped). With
-/// `lookahead` (a live run's breaker), a row is handed on only within
-/// [`Lookahead::MAX`] rows of the last one the breaker judged.
+/// (the rows before it are handed on, and the run is stopped). In a live
+/// run a row is handed on only within [`Lookahead::MAX`] rows of the last
+/// one the breaker judged.
 pub(crate) fn feed(
     mut intake: Intake,
-    sink: Sink,
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
-    mut state: Option<StateReader>,
-    lookahead: Option<Arc<Lookahead>>,
+    live: Option<LiveFeed>,
 ) -> Result<u64, InputError> {
     let mut out = Handoff {
-        sink,
-        outcome_tx,
-        jobs: Vec::with_capacity(JOB_BATCH),
-        local: Vec::with_capacity(LOCAL_BATCH),
+        recorder: ToRecorder {
+            tx: outcome_tx,
+            batch: Vec::with_capacity(LOCAL_BATCH),
+        },
+        dispatcher: live.map(|live| ToDispatcher {
+            batch: Vec::with_capacity(JOB_BATCH),
+            live,
+        }),
         stop,
-        lookahead,
     };
     let mut failure = None;
     let mut seq = 0u64;
@@ -97,19 +102,9 @@ pub(crate) fn feed(
         let handed = match step {
             Step::Local(o, raw) => {
                 let raw = o.status.is_failure().then(|| raw.clone());
-                out.local(local(seq, o, raw))
+                out.recorder.push(local(seq, o, raw))
             }
-            Step::Send { row, user, raw } => match out.sink {
-                Sink::Valid => out.local(local(
-                    seq,
-                    Outcome::local(row, user.user_id, Status::Valid, None),
-                    None,
-                )),
-                Sink::Send(_) => match prepare(seq, row, user, raw, &mut state, &out.stop) {
-                    Prepared::Local(done) => out.local(done),
-                    Prepared::Job(queued) => out.job(queued, &mut state),
-                },
-            },
+            Step::Send { row, user, raw } => out.valid(seq, row, user, raw),
         };
         seq += 1;
         if handed.is_err() {
@@ -192,12 +187,22 @@ fn not_sent(seq: u64, row: u64, user_id: String, raw: ByteRecord, stop: &Stop) -
 /// per row cost two futex calls per row (the feed thread parked on the full
 /// queue and was woken for every slot freed).
 struct Handoff {
-    sink: Sink,
-    outcome_tx: mpsc::Sender<Vec<Done>>,
-    jobs: Vec<Queued>,
-    local: Vec<Done>,
+    recorder: ToRecorder,
+    /// `None` in a dry run.
+    dispatcher: Option<ToDispatcher>,
     stop: Stop,
-    lookahead: Option<Arc<Lookahead>>,
+}
+
+/// Rows decided here, on their way to the recorder.
+struct ToRecorder {
+    tx: mpsc::Sender<Vec<Done>>,
+    batch: Vec<Done>,
+}
+
+/// Rows to send, on their way to the dispatcher.
+struct ToDispatcher {
+    live: LiveFeed,
+    batch: Vec<Queued>,
 }
 
 /// The recorder is gone.
@@ -208,80 +213,105 @@ impl Handoff {
     /// waiting, hand over every row held in a batch: the breaker may be
     /// waiting for one of them.
     fn hold_for(&mut self, seq: u64) -> Result<(), Gone> {
-        let gate = match &self.lookahead {
-            Some(gate) if !gate.open_for(seq) => gate.clone(),
-            _ => return Ok(()),
+        let Some(d) = &mut self.dispatcher else {
+            return Ok(());
         };
-        self.flush_jobs()?;
-        self.flush_local()?;
-        gate.wait_for(seq, || self.outcome_tx.is_closed());
-        if self.outcome_tx.is_closed() {
+        if d.live.lookahead.open_for(seq) {
+            return Ok(());
+        }
+        d.flush(&mut self.recorder, &self.stop)?;
+        self.recorder.flush()?;
+        let tx = &self.recorder.tx;
+        d.live.lookahead.wait_for(seq, || tx.is_closed());
+        if tx.is_closed() {
             return Err(Gone);
         }
         Ok(())
     }
 
-    fn local(&mut self, done: Done) -> Result<(), Gone> {
-        self.local.push(done);
-        if self.local.len() >= LOCAL_BATCH {
-            self.flush_local()?;
-        }
-        Ok(())
-    }
-
-    fn flush_local(&mut self) -> Result<(), Gone> {
-        if self.local.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::replace(&mut self.local, Vec::with_capacity(LOCAL_BATCH));
-        self.outcome_tx.blocking_send(batch).map_err(|_| Gone)
-    }
-
-    /// Queue a job; the batch goes when it is full, or at once when the
-    /// workers have nothing queued (start-up, a slow stdin).
-    fn job(&mut self, queued: Queued, state: &mut Option<StateReader>) -> Result<(), Gone> {
-        self.jobs.push(queued);
-        let Sink::Send(job_tx) = &self.sink else {
-            return Ok(());
+    /// A valid row: recorded `valid` in a dry run, else sent or decided
+    /// here ([`prepare`]).
+    fn valid(
+        &mut self,
+        seq: u64,
+        row: u64,
+        user: CreateUser,
+        raw: &ByteRecord,
+    ) -> Result<(), Gone> {
+        let Some(d) = &mut self.dispatcher else {
+            let valid = Outcome::local(row, user.user_id, Status::Valid, None);
+            return self.recorder.push(local(seq, valid, None));
         };
-        let starving = job_tx.capacity() == job_tx.max_capacity();
-        if self.jobs.len() < JOB_BATCH && !starving {
-            return Ok(());
+        match prepare(seq, row, user, raw, &mut d.live.state, &self.stop) {
+            Prepared::Local(done) => self.recorder.push(done),
+            Prepared::Job(queued) => d.push(queued, &mut self.recorder, &self.stop),
         }
-        if job_tx.capacity() == 0 {
-            // About to block on a full queue: hand over the rows decided so
-            // far, and let go of the state's read snapshot so its WAL can be
-            // checkpointed.
-            self.flush_local()?;
-            if let Some(reader) = state {
-                let _ = reader.release();
-            }
-        }
-        self.flush_jobs()
-    }
-
-    fn flush_jobs(&mut self) -> Result<(), Gone> {
-        let Sink::Send(job_tx) = &self.sink else {
-            return Ok(());
-        };
-        if self.jobs.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::replace(&mut self.jobs, Vec::with_capacity(JOB_BATCH));
-        if let Err(mpsc::error::SendError(batch)) = job_tx.blocking_send(batch) {
-            // No dispatcher (no token): record them as not sent.
-            for Queued { job, raw, tag } in batch {
-                self.local(not_sent(tag.seq, job.row, job.user_id, raw, &self.stop))?;
-            }
-        }
-        Ok(())
     }
 
     /// Hand over whatever is left (the job queue closes when `self` drops).
     fn finish(mut self) {
-        if self.flush_jobs().is_ok() {
-            let _ = self.flush_local();
+        let jobs = match &mut self.dispatcher {
+            Some(d) => d.flush(&mut self.recorder, &self.stop),
+            None => Ok(()),
+        };
+        if jobs.is_ok() {
+            let _ = self.recorder.flush();
         }
+    }
+}
+
+impl ToRecorder {
+    fn push(&mut self, done: Done) -> Result<(), Gone> {
+        self.batch.push(done);
+        if self.batch.len() >= LOCAL_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LOCAL_BATCH));
+        self.tx.blocking_send(batch).map_err(|_| Gone)
+    }
+}
+
+impl ToDispatcher {
+    /// Queue a job; the batch goes when it is full, or at once when the
+    /// workers have nothing queued (start-up, a slow stdin).
+    fn push(&mut self, queued: Queued, recorder: &mut ToRecorder, stop: &Stop) -> Result<(), Gone> {
+        self.batch.push(queued);
+        let jobs = &self.live.jobs;
+        let starving = jobs.capacity() == jobs.max_capacity();
+        if self.batch.len() < JOB_BATCH && !starving {
+            return Ok(());
+        }
+        if jobs.capacity() == 0 {
+            // About to block on a full queue: hand over the rows decided so
+            // far, and let go of the state's read snapshot so its WAL can be
+            // checkpointed.
+            recorder.flush()?;
+            if let Some(reader) = &mut self.live.state {
+                let _ = reader.release();
+            }
+        }
+        self.flush(recorder, stop)
+    }
+
+    fn flush(&mut self, recorder: &mut ToRecorder, stop: &Stop) -> Result<(), Gone> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(JOB_BATCH));
+        if let Err(mpsc::error::SendError(batch)) = self.live.jobs.blocking_send(batch) {
+            // No dispatcher (no token): record them as not sent.
+            for Queued { job, raw, tag } in batch {
+                recorder.push(not_sent(tag.seq, job.row, job.user_id, raw, stop))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -11,9 +11,9 @@
 //!    its watch (exec::watch) feeds the breaker, the state file and the bar
 //! ```
 //!
-//! A dry run is the same stages with [`Sender::DryRun`]: validation runs on
-//! one thread per core, valid rows go to the recorder as `valid`, and
-//! nothing touches the network.
+//! A dry run is the same stages without a live part ([`LiveRun`]): no
+//! engine and no dispatcher, validation runs on one thread per core, valid
+//! rows go to the recorder as `valid`, and nothing touches the network.
 //!
 //! Shutdown follows the channels closing: the feed ends → the dispatcher's
 //! queue closes → the last row task drops its outcome sender → the recorder
@@ -37,71 +37,68 @@ use crate::exec::adapt;
 use crate::exec::breaker::{CircuitBreaker, Lookahead};
 use crate::exec::counters::EngineCounters;
 use crate::exec::dispatch::{dispatch, initial_concurrency};
-use crate::exec::feed::{Done, Queued, Sink, feed, job_queue_batches};
+use crate::exec::feed::{Done, LiveFeed, Queued, feed, job_queue_batches};
 use crate::exec::pace::{Pace, Pacing};
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::throttle::Throttle;
-use crate::exec::watch::{Gauges, MetricsSink, RunWatch, StateSink, report_failed_message};
+use crate::exec::watch::{
+    Gauges, LiveWatch, MetricsSink, RunWatch, StateSink, report_failed_message,
+};
 use crate::exec::worker::WorkerCtx;
 use crate::input::{InputDigest, InputSource};
 use crate::intake::Intake;
-use crate::progress::{RunBar, Ui};
+use crate::progress::Ui;
 use crate::report::journal::{self, ResumeError};
 use crate::report::recorder::{self, Watch};
+use crate::report::run_dir::{self, InputLayout, Journal, Prior, RunDir};
 use crate::report::timeline::Sample;
 use crate::report::view;
 use crate::report::{
     Ending, EngineFigures, InputInfo, RateSummary, Recorder, ShardSummary, Summary, SummaryParts,
 };
 use crate::retry::RetryPolicy;
-use crate::rowset::RowSet;
-use crate::settings::{Rate, RunSettings};
+use crate::settings::{ExecSettings, LiveSettings, Rate, RunSettings};
 use crate::state::{StateReader, StateStore};
 
-/// Where the valid rows go: nowhere (a dry run), or to a remote.
-pub enum Sender {
-    /// Validate and write the reports; no network at all.
-    DryRun,
-    /// Send to `Remote`.
-    Live(Remote),
+/// A live run: what only it has in the settings, and the remote it sends to.
+pub struct LiveRun<'a> {
+    pub(crate) settings: &'a LiveSettings,
+    pub(crate) remote: &'a Remote,
 }
 
-/// Run `settings`; returns the summary (already written). `stop` is tripped
-/// by the caller's signal handler.
+/// Run `settings`: live with `live`, dry without; returns the summary
+/// (already written). `stop` is tripped by the caller's signal handler.
 pub async fn run(
     settings: &RunSettings,
-    sender: Sender,
+    live: Option<LiveRun<'_>>,
     stop: Stop,
     ui: &Ui,
 ) -> Result<Summary, Error> {
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
-    let mut opened = open(settings, &sender, started)?;
-    let (engine, target) = match sender {
-        Sender::Live(remote) => (
-            Some(Engine::start(settings, &remote, &stop).await?),
-            Some(remote.label),
-        ),
-        Sender::DryRun => (None, None),
+    let mut opened = open(settings, live.as_ref().map(|l| l.settings), started)?;
+    let live = match live {
+        Some(l) => Some(Live::start(settings, l, &stop).await?),
+        None => None,
     };
-    let progress = progress_of(&opened.prior, engine.as_ref(), clock);
+    let progress = progress_of(&opened.prior, live.as_ref(), clock);
     let (outcome_tx, outcome_rx) = mpsc::channel::<Vec<Done>>(256);
-    let (live, p) = (engine.as_ref(), progress.clone());
-    let lookahead = engine.as_ref().map(|_| Arc::new(Lookahead::default()));
-    let watch = watch_of(settings, &mut opened, live, ui, &stop, p, lookahead.clone());
-    let journaled = settings.journal && engine.is_some();
+    let (watch, state_reader) =
+        watch_of(settings, &mut opened, live.as_ref(), ui, &stop, &progress);
+    let journaled = live.as_ref().is_some_and(|l| l.settings.journal);
     let recorder_thread = recorder::spawn(opened.recorder, outcome_rx, watch, journaled);
-    let (sink, stages) = match &engine {
-        Some(e) => e.spawn(settings, outcome_tx.clone(), &stop),
-        None => (Sink::Valid, Stages::default()),
-    };
-    let state = opened.state_reader.take();
-    let read_result = run_feed(opened.intake, sink, outcome_tx, &stop, state, lookahead).await?;
-    stages.wait(&stop).await;
+    let (feed, stages) = live
+        .as_ref()
+        .map(|l| l.spawn(outcome_tx.clone(), &stop, state_reader))
+        .unzip();
+    let read_result = run_feed(opened.intake, outcome_tx, &stop, feed).await?;
+    if let Some(stages) = stages {
+        stages.wait(&stop).await;
+    }
     let (recorder, failed, watch) = recorder_thread
         .await
         .map_err(|e| Error::Fatal(format!("report writer failed: {e}")))?;
-    watch.bar.finish();
+    watch.finish_bar();
     let rows_read = match read_result {
         Ok(n) => n,
         // Nothing could be read: a usage error (exit 2), as for any command.
@@ -114,8 +111,7 @@ pub async fn run(
         elapsed: opened.prior.elapsed + clock.elapsed(),
         rows_read,
         engine: EngineFigures::from(progress()),
-        rate: engine.as_ref().map(|e| e.rate_summary(settings)),
-        target,
+        live: live.map(Live::end),
         digest: opened.digest,
     };
     conclude(settings, recorder, watch, &stop, ended, failed.is_some())
@@ -137,7 +133,8 @@ fn conclude<P: Fn() -> journal::Progress + Send + 'static>(
         ..watch.sample()
     };
     recorder.timeline.close(Instant::now(), &last);
-    let summary = finish(settings, recorder, watch.state, stop, ended, reports_failed)?;
+    let state = watch.live.as_mut().and_then(|l| l.state.take());
+    let summary = finish(settings, recorder, state, stop, ended, reports_failed)?;
     if let Some(m) = &mut watch.metrics {
         m.at_end(&summary);
     }
@@ -148,14 +145,12 @@ fn conclude<P: Fn() -> journal::Progress + Send + 'static>(
 /// the run when it returns: the feed trips the stop itself).
 async fn run_feed(
     intake: Intake,
-    sink: Sink,
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: &Stop,
-    state: Option<StateReader>,
-    lookahead: Option<Arc<Lookahead>>,
+    live: Option<LiveFeed>,
 ) -> Result<Result<u64, crate::input::InputError>, Error> {
     let stop = stop.clone();
-    tokio::task::spawn_blocking(move || feed(intake, sink, outcome_tx, stop, state, lookahead))
+    tokio::task::spawn_blocking(move || feed(intake, outcome_tx, stop, live))
         .await
         .map_err(|e| Error::Fatal(format!("input reader failed: {e}")))
 }
@@ -164,11 +159,11 @@ async fn run_feed(
 /// resumed run (zero in a dry run).
 fn progress_of(
     prior: &Prior,
-    engine: Option<&Engine>,
+    live: Option<&Live<'_>>,
     clock: Instant,
 ) -> impl Fn() -> journal::Progress + Clone + Send + 'static {
-    let counters = engine.map(|e| e.counters.clone()).unwrap_or_default();
-    let tokens = engine.and_then(|e| e.tokens.clone());
+    let counters = live.map(|l| l.engine.counters.clone()).unwrap_or_default();
+    let tokens = live.and_then(|l| l.engine.tokens.clone());
     let (prior_figures, prior_elapsed) = (prior.figures, prior.elapsed);
     move || {
         let figures = prior_figures.plus(&counters.snapshot(tokens.as_deref()));
@@ -176,44 +171,41 @@ fn progress_of(
     }
 }
 
-/// The recorder's watch. A live run has the breaker (passing over rows an
-/// earlier part judged), the state and the bar; a dry run none of them: it
-/// sends nothing to guard, and it is where a bad file is meant to be found.
-fn watch_of<P>(
+/// The recorder's watch, and the state's reader for the feed. A live run
+/// has the breaker (passing over rows an earlier part judged), the state,
+/// the bar and the gauges; a dry run none of them: it sends nothing to
+/// guard, and it is where a bad file is meant to be found.
+fn watch_of<P: Clone>(
     settings: &RunSettings,
     opened: &mut Opened,
-    engine: Option<&Engine>,
+    live: Option<&Live<'_>>,
     ui: &Ui,
     stop: &Stop,
-    progress: P,
-    lookahead: Option<Arc<Lookahead>>,
-) -> RunWatch<P> {
-    RunWatch {
-        breaker: lookahead.map(|gate| {
-            let breaker = CircuitBreaker::new(settings.exec.breaker)
-                .passing_over(std::mem::take(&mut opened.prior.judged));
-            (breaker, gate)
+    progress: &P,
+) -> (RunWatch<P>, Option<StateReader>) {
+    let (state, reader) = opened.state.take().unzip();
+    let watch = RunWatch {
+        live: live.map(|l| LiveWatch {
+            breaker: CircuitBreaker::new(l.settings.exec.breaker)
+                .passing_over(std::mem::take(&mut opened.prior.judged)),
+            gate: l.lookahead.clone(),
+            state,
+            bar: ui.run_bar(bar_total(settings)),
+            show_rate: matches!(l.settings.exec.rate, Rate::Auto { .. }),
+            gauges: Gauges {
+                pace: l.engine.pace.clone(),
+                counters: l.engine.counters.clone(),
+                noise_seen: 0,
+            },
         }),
-        state: opened.state_sink.take(),
-        bar: match engine {
-            Some(_) => ui.run_bar(bar_total(settings)),
-            None => RunBar::hidden(),
-        },
         stop: stop.clone(),
-        pace: engine
-            .filter(|_| matches!(settings.exec.rate, Rate::Auto { .. }))
-            .map(|e| e.pace.clone()),
-        progress,
+        progress: progress.clone(),
         metrics: settings
             .metrics_file
             .clone()
-            .map(|path| MetricsSink::new(path, opened.started, engine.is_none())),
-        gauges: engine.map(|e| Gauges {
-            pace: e.pace.clone(),
-            counters: e.counters.clone(),
-            noise_seen: 0,
-        }),
-    }
+            .map(|path| MetricsSink::new(path, opened.started)),
+    };
+    (watch, reader)
 }
 
 /// What [`open`] prepares before the first row.
@@ -224,46 +216,49 @@ struct Opened {
     recorder: Recorder,
     prior: Prior,
     digest: InputDigest,
-    state_sink: Option<StateSink>,
-    state_reader: Option<StateReader>,
+    /// `--state`: this run's record and the known users.
+    state: Option<(StateSink, StateReader)>,
 }
 
-/// Open the input, the reports and (live) the state. A dry run validates
-/// on one thread per core and writes no journal.
+/// Open the input, the run directory and (live) the state. A dry run
+/// validates on one thread per core and writes no journal.
 fn open(
     settings: &RunSettings,
-    sender: &Sender,
+    live: Option<&LiveSettings>,
     started: jiff::Timestamp,
 ) -> Result<Opened, Error> {
     let mut intake = Intake::open(settings)?;
-    let digest = intake.reader().digest();
-    let opened = |intake, recorder, prior: Prior, (state_sink, state_reader)| Opened {
+    let journaled = match live {
+        Some(live) => Some((live, journal_of(settings, live, started)?)),
+        None => None,
+    };
+    let input = InputLayout {
+        header: intake.reader().header_record(),
+        delimiter: settings.read.delimiter,
+    };
+    let journal = journaled.as_ref().map(|(_, journal)| journal);
+    let run_dir = RunDir::open(&settings.out, input, journal)?;
+    let state = match &journaled {
+        Some((live, journal)) => open_state(settings, live, journal, &run_dir)?,
+        None => {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+            intake.validate_in_parallel(workers);
+            None
+        }
+    };
+    let run_dir::Opened {
+        recorder,
+        mut prior,
+    } = run_dir;
+    intake.resume_from(std::mem::take(&mut prior.rows));
+    Ok(Opened {
         started: prior.started.unwrap_or(started),
+        digest: intake.reader().digest(),
         intake,
         recorder,
         prior,
-        digest: digest.clone(),
-        state_sink,
-        state_reader,
-    };
-    match sender {
-        Sender::DryRun => {
-            journal::check_fresh(&settings.out)?;
-            let recorder = Recorder::create(
-                &settings.out,
-                intake.reader().header_record(),
-                settings.read.delimiter,
-            )?;
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
-            intake.validate_in_parallel(workers);
-            Ok(opened(intake, recorder, Prior::default(), (None, None)))
-        }
-        Sender::Live(_) => {
-            let (recorder, prior, input_sha) = open_journal(settings, &mut intake, started)?;
-            let state = open_state(settings, &input_sha)?;
-            Ok(opened(intake, recorder, prior, state))
-        }
-    }
+        state,
+    })
 }
 
 /// The bar's length: the file's estimated rows, at most `--limit`.
@@ -273,6 +268,103 @@ fn bar_total(settings: &RunSettings) -> Option<u64> {
         InputSource::Stdin => None,
     }
     .map(|n| settings.read.limit.map_or(n, |l| n.min(l)))
+}
+
+/// A live run under way: its settings, how summary.json names its target,
+/// its engine, and how far the breaker has judged (the feed waits on it).
+struct Live<'a> {
+    settings: &'a LiveSettings,
+    target: String,
+    engine: Engine,
+    lookahead: Arc<Lookahead>,
+}
+
+/// What a live run adds to its figures once every row is recorded.
+struct LiveEnded {
+    target: String,
+    rate: RateSummary,
+}
+
+impl<'a> Live<'a> {
+    /// Start the engine of `run` (see [`Engine::start`]).
+    async fn start(
+        settings: &RunSettings,
+        run: LiveRun<'a>,
+        stop: &Stop,
+    ) -> Result<Live<'a>, Error> {
+        Ok(Live {
+            settings: run.settings,
+            target: run.remote.label.clone(),
+            engine: Engine::start(settings, &run.settings.exec, run.remote, stop).await?,
+            lookahead: Arc::new(Lookahead::default()),
+        })
+    }
+
+    /// Start the dispatcher (with a token) and the adaptive rate; returns
+    /// the feed's live part.
+    fn spawn(
+        &self,
+        outcome_tx: mpsc::Sender<Vec<Done>>,
+        stop: &Stop,
+        state: Option<StateReader>,
+    ) -> (LiveFeed, Stages) {
+        let (engine, exec) = (&self.engine, &self.settings.exec);
+        let (job_tx, job_rx) =
+            mpsc::channel::<Vec<Queued>>(job_queue_batches(initial_concurrency(exec)));
+        let adapter = match (exec.rate, &engine.tokens) {
+            (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(adapt::adapt(
+                engine.pace.clone(),
+                engine.counters.clone(),
+                start,
+                max,
+            ))),
+            _ => None,
+        };
+        let dispatcher = engine.tokens.as_ref().map(|tokens| {
+            let cx = Arc::new(WorkerCtx {
+                client: engine.client.clone(),
+                tokens: tokens.clone(),
+                pace: engine.pace.clone(),
+                jitter: Jitter::up_to(Duration::ZERO),
+                throttle: Throttle::new(),
+                retry: RetryPolicy {
+                    max_attempts: exec.max_attempts,
+                    ..RetryPolicy::default()
+                },
+                stop: stop.clone(),
+                counters: engine.counters.clone(),
+            });
+            tokio::spawn(dispatch(cx, exec.clone(), job_rx, outcome_tx, stop.clone()))
+        });
+        let feed = LiveFeed {
+            jobs: job_tx,
+            state,
+            lookahead: self.lookahead.clone(),
+        };
+        (
+            feed,
+            Stages {
+                dispatcher,
+                adapter,
+            },
+        )
+    }
+
+    /// The target and the rate part of summary.json.
+    fn end(self) -> LiveEnded {
+        let (mode, max_per_second) = match self.settings.exec.rate {
+            Rate::Fixed(_) => ("fixed", None),
+            Rate::Auto { max, .. } => ("auto", Some(max)),
+        };
+        LiveEnded {
+            target: self.target,
+            rate: RateSummary {
+                mode: mode.into(),
+                final_per_second: (self.engine.pace.safe_rate() * 10.0).round() / 10.0,
+                max_per_second,
+            },
+        }
+    }
 }
 
 /// The live run's engine: client, token, limiter and counters.
@@ -288,8 +380,12 @@ impl Engine {
     /// Build the client and take the first token before the first row:
     /// refused credentials end the run before any user request (every row
     /// is then recorded `failed`).
-    async fn start(settings: &RunSettings, remote: &Remote, stop: &Stop) -> Result<Engine, Error> {
-        let exec = &settings.exec;
+    async fn start(
+        settings: &RunSettings,
+        exec: &ExecSettings,
+        remote: &Remote,
+        stop: &Stop,
+    ) -> Result<Engine, Error> {
         let client = ConnectClient::new(&remote.base_url, remote.credentials.clone(), exec.timeout)
             .map_err(|e| Error::Fatal(format!("{e}")))?;
         tracing::info!(
@@ -324,68 +420,9 @@ impl Engine {
             counters: Arc::new(EngineCounters::default()),
         })
     }
-
-    /// Start the dispatcher (with a token) and the adaptive rate; returns
-    /// the feed's sink.
-    fn spawn(
-        &self,
-        settings: &RunSettings,
-        outcome_tx: mpsc::Sender<Vec<Done>>,
-        stop: &Stop,
-    ) -> (Sink, Stages) {
-        let exec = &settings.exec;
-        let (job_tx, job_rx) =
-            mpsc::channel::<Vec<Queued>>(job_queue_batches(initial_concurrency(exec)));
-        let adapter = match (exec.rate, &self.tokens) {
-            (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(adapt::adapt(
-                self.pace.clone(),
-                self.counters.clone(),
-                start,
-                max,
-            ))),
-            _ => None,
-        };
-        let dispatcher = self.tokens.as_ref().map(|tokens| {
-            let cx = Arc::new(WorkerCtx {
-                client: self.client.clone(),
-                tokens: tokens.clone(),
-                pace: self.pace.clone(),
-                jitter: Jitter::up_to(Duration::ZERO),
-                throttle: Throttle::new(),
-                retry: RetryPolicy {
-                    max_attempts: exec.max_attempts,
-                    ..RetryPolicy::default()
-                },
-                stop: stop.clone(),
-                counters: self.counters.clone(),
-            });
-            tokio::spawn(dispatch(cx, exec.clone(), job_rx, outcome_tx, stop.clone()))
-        });
-        (
-            Sink::Send(job_tx),
-            Stages {
-                dispatcher,
-                adapter,
-            },
-        )
-    }
-
-    /// The rate part of summary.json.
-    fn rate_summary(&self, settings: &RunSettings) -> RateSummary {
-        let (mode, max_per_second) = match settings.exec.rate {
-            Rate::Fixed(_) => ("fixed", None),
-            Rate::Auto { max, .. } => ("auto", Some(max)),
-        };
-        RateSummary {
-            mode: mode.into(),
-            final_per_second: (self.pace.safe_rate() * 10.0).round() / 10.0,
-            max_per_second,
-        }
-    }
 }
 
 /// The live run's tasks besides the feed and the recorder.
-#[derive(Default)]
 struct Stages {
     dispatcher: Option<tokio::task::JoinHandle<()>>,
     adapter: Option<tokio::task::JoinHandle<()>>,
@@ -422,9 +459,8 @@ struct Ended {
     elapsed: Duration,
     rows_read: u64,
     engine: EngineFigures,
-    rate: Option<RateSummary>,
-    /// `None` in a dry run: named from the settings.
-    target: Option<String>,
+    /// `None` in a dry run (whose target is named from the settings).
+    live: Option<LiveEnded>,
     /// The input's SHA-256 (complete once every row is read).
     digest: InputDigest,
 }
@@ -439,13 +475,13 @@ fn finish(
     ended: Ended,
     reports_failed: bool,
 ) -> Result<Summary, Error> {
-    let dry_run = ended.target.is_none();
-    // The last checkpoint makes every recorded row durable. When it fails
-    // (a disk that filled at the end), or after the reports failed mid-run,
-    // the run ends fatal: summary.json is then written if space allows, and
-    // the journal's last good checkpoint is what `--resume` goes on from.
+    // The last checkpoint of a live run makes every recorded row durable.
+    // When it fails (a disk that filled at the end), or after the reports
+    // failed mid-run, the run ends fatal: summary.json is then written if
+    // space allows, and the journal's last good checkpoint is what
+    // `--resume` goes on from.
     let mut reports_failed = reports_failed;
-    if !dry_run
+    if ended.live.is_some()
         && let Err(e) = recorder.checkpoint(journal::Progress::new(ended.engine, ended.elapsed))
     {
         tracing::warn!(error = %crate::error::chain(&e), "cannot write the last checkpoint");
@@ -467,10 +503,11 @@ fn finish(
             path: settings.input.display(),
             sha256: ended.digest.sha256_hex(),
         },
-        dry_run,
-        target: ended
-            .target
-            .or_else(|| settings.mode.target().map(|t| t.describe())),
+        dry_run: ended.live.is_none(),
+        target: match &ended.live {
+            Some(live) => Some(live.target.clone()),
+            None => settings.mode.target().map(|t| t.describe()),
+        },
         started: ended.started,
         finished: jiff::Timestamp::now(),
         elapsed: ended.elapsed,
@@ -481,11 +518,12 @@ fn finish(
         }),
         counts: recorder.counts(),
         engine: ended.engine,
-        rate: ended.rate,
+        rate: ended.live.map(|live| live.rate),
         ending,
         fatal_error,
     });
     let errors = recorder.errors.top(view::TOP_ERRORS);
+    let run_dir = recorder.dir().clone();
     match recorder.finish(&summary) {
         Err(e) if reports_failed => {
             tracing::warn!(error = %crate::error::chain(&e), "cannot write the reports' last lines");
@@ -494,7 +532,7 @@ fn finish(
     }
     // The page is for people: if it cannot be written, the run's result
     // (and exit code) stands.
-    if let Err(e) = view::write(&settings.out, &summary, &errors) {
+    if let Err(e) = view::write(&run_dir, &summary, &errors) {
         tracing::warn!(error = %crate::error::chain(&e), "cannot write report.html; the run's result stands");
     }
     if let Some(mut sink) = state
@@ -505,95 +543,65 @@ fn finish(
     Ok(summary)
 }
 
-/// What the earlier parts of a resumed run contribute to its summary.
-#[derive(Clone, Debug, Default)]
-struct Prior {
-    /// Rows the earlier part's circuit breaker already counted.
-    judged: RowSet,
-    figures: EngineFigures,
-    elapsed: Duration,
-    started: Option<jiff::Timestamp>,
-}
-
-/// Open the reports: fresh (refusing to overwrite an earlier run's) with
-/// run.json written before the first request, or continuing the run in
-/// `--out` after checking the input's SHA-256. Returns the recorder and the
-/// request figures of the earlier part.
-fn open_journal(
+/// The journal a live run keeps in `--out`: run.json in a new run, with
+/// the input's SHA-256, which a resume checks (a run that reads stdin
+/// cannot be resumed).
+fn journal_of(
     settings: &RunSettings,
-    intake: &mut Intake,
+    live: &LiveSettings,
     started: jiff::Timestamp,
-) -> Result<(Recorder, Prior, String), Error> {
-    let out = &settings.out;
-    let header = intake.reader().header_record().clone();
-    let delimiter = settings.read.delimiter;
-    let sha = match &settings.input {
+) -> Result<Journal, Error> {
+    let input_sha256 = match &settings.input {
         InputSource::Path(p) => {
             journal::sha256_file(p).map_err(|e| crate::input::InputError::Open {
                 path: p.display().to_string(),
                 source: e,
             })?
         }
-        InputSource::Stdin if settings.resume => return Err(ResumeError::Stdin.into()),
+        InputSource::Stdin if live.resume => return Err(ResumeError::Stdin.into()),
         // stdin is hashed as it is read; run.json can only say so.
         InputSource::Stdin => "stdin".to_string(),
     };
-    if settings.resume {
-        let shard = settings.shard.map(|s| s.to_string());
-        let state = journal::load(out, &sha, shard.as_deref())?;
-        tracing::info!(
-            done = state.earlier.done.len(),
-            rejected = state.earlier.rejected.len(),
-            "resuming: rows already final are skipped"
-        );
-        let mut state = state;
-        let prior = Prior {
-            judged: std::mem::take(&mut state.judged),
-            figures: state.prior,
-            elapsed: state.prior_elapsed,
-            started: state.started,
-        };
-        let recorder = Recorder::resume(out, &header, delimiter, &state)?;
-        intake.resume_from(state.earlier);
-        Ok((recorder, prior, sha))
+    let shard = settings.shard.map(|s| s.to_string());
+    Ok(if live.resume {
+        Journal::Resume {
+            input_sha256,
+            shard,
+        }
     } else {
-        journal::check_fresh(out)?;
-        let recorder = Recorder::create(out, &header, delimiter)?;
-        journal::write_meta(
-            out,
-            &journal::RunMeta {
-                tool_version: env!("CARGO_PKG_VERSION").to_string(),
-                input_path: settings.input.display(),
-                input_sha256: sha.clone(),
-                started: started.to_string(),
-                shard: settings.shard.map(|s| s.to_string()),
-            },
-        )?;
-        Ok((recorder, Prior::default(), sha))
-    }
+        Journal::Fresh(journal::RunMeta {
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            input_path: settings.input.display(),
+            input_sha256,
+            started: started.to_string(),
+            shard,
+        })
+    })
 }
 
 /// Open `--state` (taking its lock: a second run gets exit 2) and start this
 /// run's record in it. On `--resume`, first record the successes the
 /// interrupted part may have journaled but not yet written to the state (a
-/// crash between the two): importing results.csv is idempotent.
+/// crash between the two): importing them is idempotent.
 fn open_state(
     settings: &RunSettings,
-    input_sha: &str,
-) -> Result<(Option<StateSink>, Option<StateReader>), Error> {
-    let Some(path) = &settings.state else {
-        return Ok((None, None));
+    live: &LiveSettings,
+    journal: &Journal,
+    run_dir: &run_dir::Opened,
+) -> Result<Option<(StateSink, StateReader)>, Error> {
+    let Some(path) = &live.state else {
+        return Ok(None);
     };
     let mut store = StateStore::open(path)?;
-    let results = settings.out.join("results.csv");
-    if settings.resume && results.exists() {
+    if let Journal::Resume { .. } = journal {
         let mut fresh = Intake::open(settings)?;
-        store.import(&results, &mut fresh)?;
+        let results = run_dir.recorder.dir().results();
+        store.import_successes(&results, &run_dir.prior.successes, &mut fresh)?;
     }
-    let run_id = store.begin_run(input_sha, Some(&settings.out))?;
+    let run_id = store.begin_run(journal.input_sha256(), Some(&settings.out))?;
     let reader = store.reader()?;
     tracing::info!(state = %path.display(), "known users are not sent again");
-    Ok((Some(StateSink::new(store, run_id)), Some(reader)))
+    Ok(Some((StateSink::new(store, run_id), reader)))
 }
 
 #[cfg(test)]

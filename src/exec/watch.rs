@@ -1,5 +1,6 @@
-//! What a run does beside writing each row, on the recorder's thread: the
-//! circuit breaker, the `--state` file and the progress bar.
+//! What a run does beside writing each row, on the recorder's thread: in a
+//! live run the circuit breaker, the `--state` file, the progress bar and
+//! the timeline's gauges ([`LiveWatch`]); in any run `--metrics-file`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,19 +22,36 @@ use crate::state::{PayloadHash, Recorded, StateStore, StoredStatus};
 
 /// The run's [`Watch`].
 pub(crate) struct RunWatch<P> {
-    /// The breaker and the feed's lookahead it sets; `None` in a dry run.
-    pub(crate) breaker: Option<(CircuitBreaker, Arc<Lookahead>)>,
-    pub(crate) state: Option<StateSink>,
-    pub(crate) bar: RunBar,
+    /// What only a live run watches; `None` in a dry run.
+    pub(crate) live: Option<LiveWatch>,
     pub(crate) stop: Stop,
-    /// Shown on the bar with `--rate auto`.
-    pub(crate) pace: Option<Arc<Pace>>,
     /// The request figures and active time so far.
     pub(crate) progress: P,
-    /// The live run's limiter and counters, sampled for the timeline.
-    pub(crate) gauges: Option<Gauges>,
     /// `--metrics-file`.
     pub(crate) metrics: Option<MetricsSink>,
+}
+
+/// What a live run does beside writing each row.
+pub(crate) struct LiveWatch {
+    /// The circuit breaker, and the feed's lookahead it sets.
+    pub(crate) breaker: CircuitBreaker,
+    pub(crate) gate: Arc<Lookahead>,
+    /// `--state`.
+    pub(crate) state: Option<StateSink>,
+    pub(crate) bar: RunBar,
+    /// `--rate auto`: the bar shows the rate.
+    pub(crate) show_rate: bool,
+    /// The limiter and counters, sampled for the timeline.
+    pub(crate) gauges: Gauges,
+}
+
+impl<P> RunWatch<P> {
+    /// The run is over: clear the bar.
+    pub(crate) fn finish_bar(&self) {
+        if let Some(live) = &self.live {
+            live.bar.finish();
+        }
+    }
 }
 
 /// What the timeline samples of a live run each second.
@@ -66,16 +84,17 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
     type Extra = Tag;
 
     fn recorded(&mut self, outcome: &Outcome, tag: Tag) {
-        if let Some(sink) = &mut self.state {
+        let Some(live) = &mut self.live else {
+            return;
+        };
+        if let Some(sink) = &mut live.state {
             sink.note(outcome, tag.hash);
         }
-        if let Some((breaker, gate)) = &mut self.breaker {
-            let tripped = breaker.observe(tag.seq, outcome);
-            gate.judged(breaker.judged_up_to());
-            if let Some(message) = tripped {
-                tracing::error!("{message}");
-                self.stop.trip(StopKind::Fatal, message);
-            }
+        let tripped = live.breaker.observe(tag.seq, outcome);
+        live.gate.judged(live.breaker.judged_up_to());
+        if let Some(message) = tripped {
+            tracing::error!("{message}");
+            self.stop.trip(StopKind::Fatal, message);
         }
     }
 
@@ -84,15 +103,18 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
     }
 
     fn checkpointed(&mut self, counts: &Counts, progress: Progress) {
-        if let Some(sink) = &mut self.state {
+        let Some(live) = &mut self.live else {
+            return;
+        };
+        if let Some(sink) = &mut live.state {
             sink.flush(&self.stop);
         }
         let f = EngineFigures::from(progress);
         let mut extra = crate::report::brief([("retries", f.retries), ("429s", f.throttled_429)]);
-        if let Some(pace) = &self.pace {
-            extra.push_str(&format!(" rate={:.1}/s", pace.rate()));
+        if live.show_rate {
+            extra.push_str(&format!(" rate={:.1}/s", live.gauges.pace.rate()));
         }
-        self.bar.update(counts.total(), counts, extra.trim());
+        live.bar.update(counts.total(), counts, extra.trim());
     }
 
     fn failed(&mut self, e: &ReportError) {
@@ -101,8 +123,8 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
 
     fn sample(&mut self) -> Sample {
         let figures = EngineFigures::from((self.progress)());
-        match &mut self.gauges {
-            Some(g) => g.sample(figures),
+        match &mut self.live {
+            Some(live) => live.gauges.sample(figures),
             None => Sample {
                 figures,
                 ..Sample::default()
@@ -112,7 +134,7 @@ impl<P: Fn() -> Progress + Send + 'static> Watch for RunWatch<P> {
 
     fn ticked(&mut self, counts: &Counts, line: &Second) {
         if let Some(m) = &mut self.metrics {
-            m.during(counts, line, (self.progress)());
+            m.during(counts, line, (self.progress)(), self.live.is_none());
         }
     }
 }
@@ -136,25 +158,23 @@ const METRICS_EVERY: Duration = Duration::from_secs(10);
 pub(crate) struct MetricsSink {
     path: PathBuf,
     started_unix: f64,
-    dry_run: bool,
     last: Option<Instant>,
     warned: bool,
 }
 
 impl MetricsSink {
     /// Metrics of a run that started at `started`.
-    pub(crate) fn new(path: PathBuf, started: jiff::Timestamp, dry_run: bool) -> MetricsSink {
+    pub(crate) fn new(path: PathBuf, started: jiff::Timestamp) -> MetricsSink {
         MetricsSink {
             path,
             started_unix: started.as_millisecond() as f64 / 1000.0,
-            dry_run,
             last: None,
             warned: false,
         }
     }
 
-    /// A second closed: rewrite the file if it is due.
-    fn during(&mut self, counts: &Counts, line: &Second, progress: Progress) {
+    /// A second of a run (dry or not) closed: rewrite the file if it is due.
+    fn during(&mut self, counts: &Counts, line: &Second, progress: Progress, dry_run: bool) {
         if self.last.is_some_and(|t| t.elapsed() < METRICS_EVERY) {
             return;
         }
@@ -171,7 +191,7 @@ impl MetricsSink {
             duration_seconds: progress.elapsed().as_secs_f64(),
             started_unix: self.started_unix,
             exit_code: None,
-            dry_run: self.dry_run,
+            dry_run,
             now_unix: now_unix(),
         });
     }
@@ -192,7 +212,7 @@ impl MetricsSink {
             duration_seconds: summary.elapsed_seconds,
             started_unix: self.started_unix,
             exit_code: Some(summary.exit_code),
-            dry_run: self.dry_run,
+            dry_run: summary.dry_run,
             now_unix: now_unix(),
         });
     }

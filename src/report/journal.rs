@@ -12,17 +12,21 @@
 //! `unchanged`, `changed`, `rejected`) are skipped; `invalid` rows are simply
 //! validated again; `failed` rows and rows never recorded are sent. A row
 //! number set is a bitset: 10M rows cost 1.25 MB.
+//!
+//! This module holds what the records say ([`RunMeta`], `Progress`, the
+//! resume scan of results.csv); where they are and how they are opened,
+//! staged and renamed is `report::run_dir`'s.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::results::{Lines, ResultsReader};
+use super::results::{ResultsReader, Successes};
 use super::timeline;
-use super::{Counts, EngineFigures, ReportError, write_json_atomic};
+use super::{Counts, EngineFigures};
 use crate::intake::{Earlier, Rejected};
 use crate::outcome::Status;
 use crate::rowset::RowSet;
@@ -151,9 +155,10 @@ pub enum ResumeError {
     },
 }
 
-/// What the earlier part of a run left behind.
+/// What the earlier part's results.csv says, read once on `--resume`
+/// ([`scan_results`]).
 #[derive(Debug, Default)]
-pub(crate) struct ResumeState {
+pub(crate) struct Scan {
     /// The rows intake skips (successes) or replays (rejections); the
     /// successes' results.csv lines are kept as they are.
     pub(crate) earlier: Earlier,
@@ -164,15 +169,16 @@ pub(crate) struct ResumeState {
     pub(crate) judged: RowSet,
     /// Counts of the kept lines.
     pub(crate) kept_counts: Counts,
-    /// Request figures of the earlier part.
-    pub(crate) prior: EngineFigures,
-    /// Active time of the earlier part.
-    pub(crate) prior_elapsed: std::time::Duration,
-    /// When the run first started (run.json).
-    pub(crate) started: Option<jiff::Timestamp>,
-    /// The earlier parts' timeline, agreeing with the kept lines
-    /// ([`timeline::Rebase`]).
-    pub(crate) timeline: Vec<timeline::Second>,
+    /// The kept lines' successes, as `state import` would read them back.
+    pub(crate) successes: Successes,
+}
+
+/// Why results.csv could not be scanned: reading the old file, or writing
+/// its kept lines.
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    Read(io::Error),
+    Write(io::Error),
 }
 
 /// Hex SHA-256 of a file.
@@ -190,133 +196,78 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Write `run.json` in `dir`.
-pub fn write_meta(dir: &Path, meta: &RunMeta) -> Result<(), ReportError> {
-    write_json_atomic(&dir.join("run.json"), meta)
-}
-
-/// Write `progress.json` in `dir`.
-pub(crate) fn write_progress(dir: &Path, p: Progress) -> Result<(), ReportError> {
-    write_json_atomic(&dir.join("progress.json"), &p)
-}
-
-/// Refuse to start a fresh run over an earlier live run's reports (a dry
-/// run's reports are reproducible and may be overwritten).
-pub(crate) fn check_fresh(dir: &Path) -> Result<(), ResumeError> {
-    if dir.join("run.json").exists() {
-        return Err(ResumeError::Exists {
-            dir: dir.to_path_buf(),
-        });
+impl RunMeta {
+    /// Refuse to resume the run in `dir` with another input (`input_sha256`)
+    /// or another shard (`None`: all rows).
+    pub(crate) fn check(
+        &self,
+        dir: &Path,
+        input_sha256: &str,
+        shard: Option<&str>,
+    ) -> Result<(), ResumeError> {
+        if self.input_sha256 != input_sha256 {
+            return Err(ResumeError::InputChanged {
+                dir: dir.to_path_buf(),
+                was: self.input_sha256.clone(),
+                now: input_sha256.to_string(),
+            });
+        }
+        if self.shard.as_deref() != shard {
+            let name = |s: Option<&str>| s.map_or("all rows".to_string(), |s| format!("shard {s}"));
+            return Err(ResumeError::ShardChanged {
+                dir: dir.to_path_buf(),
+                was: name(self.shard.as_deref()),
+                now: name(shard),
+            });
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Load what a resume needs from `dir`, checking the input's hash and the
-/// shard (`None`: all rows).
-pub(crate) fn load(
-    dir: &Path,
-    input_sha256: &str,
-    shard: Option<&str>,
-) -> Result<ResumeState, ResumeError> {
-    let meta = read_meta(dir)?;
-    if meta.input_sha256 != input_sha256 {
-        return Err(ResumeError::InputChanged {
-            dir: dir.to_path_buf(),
-            was: meta.input_sha256,
-            now: input_sha256.to_string(),
-        });
-    }
-    if meta.shard.as_deref() != shard {
-        let name = |s: Option<&str>| s.map_or("all rows".to_string(), |s| format!("shard {s}"));
-        return Err(ResumeError::ShardChanged {
-            dir: dir.to_path_buf(),
-            was: name(meta.shard.as_deref()),
-            now: name(shard),
-        });
-    }
-    let progress = read_progress(dir);
-    let prior_elapsed = std::time::Duration::from_millis(progress.elapsed_ms);
-    let old = timeline::read(dir).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the earlier timeline; it starts again");
-        Vec::new()
-    });
-    let mut rebase = timeline::Rebase::new(old, prior_elapsed);
-    let mut state = read_results(&dir.join("results.csv"), &mut rebase)?;
-    state.prior = EngineFigures::from(progress);
-    state.prior_elapsed = prior_elapsed;
-    state.timeline = rebase.finish(&state.prior);
-    state.started = meta.started.parse::<jiff::Timestamp>().ok();
-    Ok(state)
-}
-
-/// `run.json` of `dir`; without one there is nothing to resume.
-fn read_meta(dir: &Path) -> Result<RunMeta, ResumeError> {
-    let meta_path = dir.join("run.json");
-    match std::fs::read(&meta_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ResumeError::Corrupt {
-            path: meta_path.clone(),
-            message: e.to_string(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ResumeError::NoRun {
-            dir: dir.to_path_buf(),
-        }),
-        Err(e) => Err(ResumeError::Read {
-            path: meta_path,
-            source: e,
-        }),
-    }
-}
-
-/// `progress.json` of `dir`; zero figures when it is missing or unreadable.
-fn read_progress(dir: &Path) -> Progress {
-    match std::fs::read(dir.join("progress.json")) {
-        Ok(bytes) => serde_json::from_slice::<Progress>(&bytes).unwrap_or_default(),
-        Err(_) => Progress::default(),
-    }
-}
-
-/// What the results.csv at `path` says was done; nothing when it is missing.
-fn read_results(path: &Path, rebase: &mut timeline::Rebase) -> Result<ResumeState, ResumeError> {
-    let read_err = |source| ResumeError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    match File::open(path) {
-        Ok(f) => scan_results(BufReader::new(f), rebase).map_err(read_err),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ResumeState::default()),
-        Err(e) => Err(read_err(e)),
+    /// When the run first started; `None` when run.json's time does not parse.
+    pub(crate) fn started(&self) -> Option<jiff::Timestamp> {
+        self.started.parse().ok()
     }
 }
 
 /// Read results.csv records; a torn last line (a crash mid-write) is
-/// dropped, and a row keeps its first final line. `rebase` is told of each
-/// line, in order, and whether it is kept.
-fn scan_results<R: BufRead>(rdr: R, rebase: &mut timeline::Rebase) -> io::Result<ResumeState> {
-    let mut state = ResumeState::default();
-    let mut results = ResultsReader::own(rdr)?;
-    while let Some(rec) = results.next_record()? {
+/// dropped, and a row keeps its first final line, which is copied verbatim
+/// to `kept`. `rebase` is told of each line, in order, and whether it is
+/// kept.
+pub(crate) fn scan_results<R: BufRead, W: Write>(
+    rdr: R,
+    rebase: &mut timeline::Rebase,
+    kept: &mut W,
+) -> Result<Scan, ScanError> {
+    let mut scan = Scan::default();
+    let mut results = ResultsReader::own(rdr).map_err(ScanError::Read)?;
+    while let Some(rec) = results.next_record().map_err(ScanError::Read)? {
         let (Some(row), Some(status)) = (rec.row(), rec.status()) else {
             rebase.line(None);
             continue;
         };
-        if state.earlier.done.contains(row) || state.earlier.rejected.contains_key(&row) {
+        if scan.earlier.done.contains(row) || scan.earlier.rejected.contains_key(&row) {
             rebase.line(None);
             continue;
         }
-        let kept = status.is_done();
-        rebase.line(kept.then_some(status));
+        let is_kept = status.is_done();
+        rebase.line(is_kept.then_some(status));
+        if is_kept {
+            kept.write_all(rec.line()).map_err(ScanError::Write)?;
+            scan.successes.lines += 1;
+            scan.successes.note(row, status);
+        }
         match status {
             Status::Created
             | Status::Exists
             | Status::Duplicate
             | Status::Unchanged
             | Status::Changed => {
-                state.earlier.done.insert(row);
-                state.kept_counts.add(status);
+                scan.earlier.done.insert(row);
+                scan.kept_counts.add(status);
             }
             Status::Rejected => {
-                state.judged.insert(row);
-                state.earlier.rejected.insert(
+                scan.judged.insert(row);
+                scan.earlier.rejected.insert(
                     row,
                     Rejected {
                         user_id: rec.user_id().to_string(),
@@ -327,34 +278,11 @@ fn scan_results<R: BufRead>(rdr: R, rebase: &mut timeline::Rebase) -> io::Result
                 );
             }
             // Validated again, or sent again.
-            Status::Invalid => state.judged.insert(row),
+            Status::Invalid => scan.judged.insert(row),
             Status::Failed | Status::Valid => {}
         }
     }
-    Ok(state)
-}
-
-/// Copy the lines of `state.earlier.done` rows from the old results file `old` to
-/// `w` (the first line of each row, as `scan_results` counted it).
-pub(crate) fn copy_kept(old: &Path, w: &mut impl Write, state: &ResumeState) -> io::Result<()> {
-    let mut lines = Lines::new(BufReader::new(File::open(old)?));
-    let mut copied = RowSet::default();
-    lines.next_line()?; // header
-    while let Some(line) = lines.next_line()? {
-        let row = line
-            .iter()
-            .position(|&b| b == b',')
-            .and_then(|i| std::str::from_utf8(&line[..i]).ok())
-            .and_then(|s| s.parse::<u64>().ok());
-        if let Some(row) = row
-            && state.earlier.done.contains(row)
-            && !copied.contains(row)
-        {
-            copied.insert(row);
-            w.write_all(line)?;
-        }
-    }
-    Ok(())
+    Ok(scan)
 }
 
 #[cfg(test)]
@@ -370,7 +298,11 @@ mod tests {
                     4,u4,invalid,,0,user_id: required,0\n\
                     5,u5,exists,400,2,,7\n\
                     6,u6,crea";
-        let s = scan_results(text.as_bytes(), &mut timeline::Rebase::default()).unwrap();
+        let mut kept = Vec::new();
+        let Ok(s) = scan_results(text.as_bytes(), &mut timeline::Rebase::default(), &mut kept)
+        else {
+            panic!("scan")
+        };
         assert!(s.earlier.done.contains(1) && s.earlier.done.contains(5));
         assert!(
             !s.earlier.done.contains(2)
@@ -379,48 +311,33 @@ mod tests {
         );
         assert_eq!(s.earlier.rejected[&3].error, "first_name: bad");
         assert_eq!(s.kept_counts.get(Status::Created), 1);
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("results.csv");
-        std::fs::write(&old, text).unwrap();
-        let mut out = Vec::new();
-        copy_kept(&old, &mut out, &s).unwrap();
+        assert!(s.successes.created.contains(1) && s.successes.exists.contains(5));
+        assert_eq!(s.successes.lines, 2);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(kept).unwrap(),
             "1,u1,created,200,1,,5\n5,u5,exists,400,2,,7\n"
         );
     }
 
     #[test]
-    fn load_refuses_a_changed_input_and_a_missing_run() {
-        let dir = tempfile::tempdir().unwrap();
+    fn meta_refuses_another_input_or_shard() {
+        let meta = RunMeta {
+            tool_version: "x".into(),
+            input_path: "in.csv".into(),
+            input_sha256: "abc".into(),
+            started: "t".into(),
+            shard: Some("2/4".into()),
+        };
+        let dir = Path::new("out");
         assert!(matches!(
-            load(dir.path(), "abc", None),
-            Err(ResumeError::NoRun { .. })
-        ));
-        write_meta(
-            dir.path(),
-            &RunMeta {
-                tool_version: "x".into(),
-                input_path: "in.csv".into(),
-                input_sha256: "abc".into(),
-                started: "t".into(),
-                shard: Some("2/4".into()),
-            },
-        )
-        .unwrap();
-        assert!(matches!(
-            load(dir.path(), "def", Some("2/4")),
+            meta.check(dir, "def", Some("2/4")),
             Err(ResumeError::InputChanged { .. })
         ));
         for other in [None, Some("1/4"), Some("2/3")] {
-            let err = load(dir.path(), "abc", other).unwrap_err();
+            let err = meta.check(dir, "abc", other).unwrap_err();
             assert!(matches!(err, ResumeError::ShardChanged { .. }), "{other:?}");
         }
-        let s = load(dir.path(), "abc", Some("2/4")).unwrap();
-        assert!(s.earlier.done.is_empty());
-        assert!(matches!(
-            check_fresh(dir.path()),
-            Err(ResumeError::Exists { .. })
-        ));
+        assert!(meta.check(dir, "abc", Some("2/4")).is_ok());
+        assert_eq!(meta.started(), None);
     }
 }

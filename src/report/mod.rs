@@ -8,6 +8,7 @@ pub mod journal;
 pub(crate) mod metrics;
 pub(crate) mod recorder;
 pub(crate) mod results;
+pub mod run_dir;
 mod sanitize;
 mod summary;
 pub(crate) mod timeline;
@@ -25,8 +26,8 @@ pub(crate) use summary::{
 };
 pub use summary::{ShardSummary, Summary};
 
-use crate::input::ERROR_COLUMNS;
 use crate::outcome::Outcome;
+use run_dir::RunDir;
 
 /// Header of results.csv.
 pub const RESULTS_HEADER: [&str; 7] = [
@@ -77,7 +78,7 @@ fn csv_err(e: csv::Error) -> io::Error {
 
 /// Writes results.csv and failures.csv row by row, and summary.json at the end.
 pub(crate) struct Recorder {
-    dir: PathBuf,
+    dir: RunDir,
     results: csv::Writer<BufWriter<File>>,
     failures: csv::Writer<BufWriter<File>>,
     counts: Counts,
@@ -89,137 +90,30 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// Create `dir` (and parents) and the two CSV reports in it, with their
-    /// header rows. `input_header` is the input's header row, which
-    /// failures.csv repeats before its two error columns; failures.csv uses
-    /// the input's `delimiter` so it reads back with the same options.
-    pub(crate) fn create(
-        dir: &Path,
-        input_header: &ByteRecord,
-        delimiter: u8,
-    ) -> Result<Recorder, ReportError> {
-        Recorder::open(dir, input_header, delimiter, None)
-    }
-
-    /// Like [`Recorder::create`], continuing an interrupted run: results.csv
-    /// is rebuilt as its header plus the kept lines of the earlier part
-    /// (written aside, fsynced, then renamed over the old file), and the
-    /// counts start from those lines.
-    pub(crate) fn resume(
-        dir: &Path,
-        input_header: &ByteRecord,
-        delimiter: u8,
-        state: &journal::ResumeState,
-    ) -> Result<Recorder, ReportError> {
-        Recorder::open(dir, input_header, delimiter, Some(state))
-    }
-
-    fn open(
-        dir: &Path,
-        input_header: &ByteRecord,
-        delimiter: u8,
-        resume: Option<&journal::ResumeState>,
-    ) -> Result<Recorder, ReportError> {
-        std::fs::create_dir_all(dir).map_err(|e| ReportError::CreateDir {
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
-        let timeline = match resume {
-            Some(s) => timeline::Timeline::resume(dir, &s.timeline, s.prior, s.prior_elapsed)?,
-            None => timeline::Timeline::create(dir)?,
-        };
-        let (results, counts) = Recorder::open_results(dir, resume)?;
-        let failures = Recorder::open_failures(dir, input_header, delimiter)?;
-        Ok(Recorder {
-            dir: dir.to_path_buf(),
+    /// The recorder of the reports `dir` opened ([`RunDir::fresh`],
+    /// [`RunDir::resume`]): results.csv (its header, and any kept lines,
+    /// written), whose lines `counts` counts, failures.csv and the timeline.
+    pub(crate) fn new(
+        dir: RunDir,
+        results: csv::Writer<BufWriter<File>>,
+        counts: Counts,
+        failures: csv::Writer<BufWriter<File>>,
+        timeline: timeline::Timeline,
+    ) -> Recorder {
+        Recorder {
+            dir,
             results,
             failures,
             counts,
             itoa: itoa::Buffer::new(),
             timeline,
             errors: errors::ErrorTally::default(),
-        })
-    }
-
-    /// A report file, new and private, buffered.
-    fn create_report(p: &Path) -> Result<BufWriter<File>, ReportError> {
-        create_private(p)
-            .map(|f| BufWriter::with_capacity(64 * 1024, f))
-            .map_err(|e| ReportError::write(p, e))
-    }
-
-    /// results.csv with its header row, or rebuilt from the kept lines of
-    /// the run `resume` continues; the counts it starts from.
-    fn open_results(
-        dir: &Path,
-        resume: Option<&journal::ResumeState>,
-    ) -> Result<(csv::Writer<BufWriter<File>>, Counts), ReportError> {
-        let results_path = dir.join("results.csv");
-        let Some(state) = resume else {
-            let mut results = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(Recorder::create_report(&results_path)?);
-            results
-                .write_record(RESULTS_HEADER)
-                .map_err(|e| ReportError::write(&results_path, csv_err(e)))?;
-            return Ok((results, Counts::default()));
-        };
-        let w = Recorder::restage_results(dir, &results_path, state)?;
-        let results = csv::WriterBuilder::new().has_headers(false).from_writer(w);
-        Ok((results, state.kept_counts))
-    }
-
-    /// The header plus the kept lines of the earlier part, written aside,
-    /// fsynced, then renamed over `results_path`; the writer stays open.
-    fn restage_results(
-        dir: &Path,
-        results_path: &Path,
-        state: &journal::ResumeState,
-    ) -> Result<BufWriter<File>, ReportError> {
-        let staged = dir.join("results.csv.resume");
-        let mut w = Recorder::create_report(&staged)?;
-        let header = RESULTS_HEADER.join(",") + "\n";
-        w.write_all(header.as_bytes())
-            .and_then(|()| {
-                if results_path.exists() {
-                    journal::copy_kept(results_path, &mut w, state)
-                } else {
-                    Ok(())
-                }
-            })
-            .and_then(|()| w.flush())
-            .and_then(|()| w.get_ref().sync_all())
-            .and_then(|()| std::fs::rename(&staged, results_path))
-            .map_err(|e| ReportError::write(results_path, e))?;
-        Ok(w)
-    }
-
-    /// failures.csv with its BOM and header row: the input's header, then
-    /// the two error columns.
-    fn open_failures(
-        dir: &Path,
-        input_header: &ByteRecord,
-        delimiter: u8,
-    ) -> Result<csv::Writer<BufWriter<File>>, ReportError> {
-        let failures_path = dir.join("failures.csv");
-        let mut failures_file = Recorder::create_report(&failures_path)?;
-        // A UTF-8 BOM: failures.csv is UTF-8 whatever the input's encoding, and
-        // the BOM makes a rerun read it as UTF-8 even under --encoding.
-        failures_file
-            .write_all(b"\xEF\xBB\xBF")
-            .map_err(|e| ReportError::write(&failures_path, e))?;
-        let mut failures = csv::WriterBuilder::new()
-            .delimiter(delimiter)
-            .flexible(true)
-            .from_writer(failures_file);
-        let mut header = input_header.clone();
-        for col in ERROR_COLUMNS {
-            header.push_field(col.as_bytes());
         }
-        failures
-            .write_byte_record(&header)
-            .map_err(|e| ReportError::write(&failures_path, csv_err(e)))?;
-        Ok(failures)
+    }
+
+    /// The directory the reports are in.
+    pub(crate) fn dir(&self) -> &RunDir {
+        &self.dir
     }
 
     /// Write one row's outcome; `raw` is the input record, needed when the
@@ -232,10 +126,10 @@ impl Recorder {
                 .add(&neutralize(o.error.as_deref().unwrap_or("")), o.row);
         }
         self.write_result(o)
-            .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
+            .map_err(|e| ReportError::write(&self.dir.results(), e))?;
         if o.status.is_failure() {
             self.write_failure(o, raw)
-                .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+                .map_err(|e| ReportError::write(&self.dir.failures(), e))?;
         }
         Ok(())
     }
@@ -281,10 +175,10 @@ impl Recorder {
     fn flush(&mut self) -> Result<(), ReportError> {
         self.results
             .flush()
-            .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
+            .map_err(|e| ReportError::write(&self.dir.results(), e))?;
         self.failures
             .flush()
-            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+            .map_err(|e| ReportError::write(&self.dir.failures(), e))?;
         self.timeline.write_pending(false);
         Ok(())
     }
@@ -295,18 +189,18 @@ impl Recorder {
     /// two then over-counts requests (they were sent) rather than keeping
     /// rows none counted, and the timeline never counts more than it.
     pub(crate) fn checkpoint(&mut self, progress: journal::Progress) -> Result<(), ReportError> {
-        journal::write_progress(&self.dir, progress)?;
+        self.dir.write_progress(progress)?;
         self.flush()?;
         self.results
             .get_ref()
             .get_ref()
             .sync_data()
-            .map_err(|e| ReportError::write(&self.dir.join("results.csv"), e))?;
+            .map_err(|e| ReportError::write(&self.dir.results(), e))?;
         self.failures
             .get_ref()
             .get_ref()
             .sync_data()
-            .map_err(|e| ReportError::write(&self.dir.join("failures.csv"), e))?;
+            .map_err(|e| ReportError::write(&self.dir.failures(), e))?;
         self.timeline.write_pending(true);
         Ok(())
     }
@@ -317,14 +211,9 @@ impl Recorder {
     /// says how the run ended; the flush's error is returned.
     pub(crate) fn finish(mut self, summary: &Summary) -> Result<(), ReportError> {
         let flushed = self.flush();
-        write_summary(&self.dir, summary)?;
+        self.dir.write_summary(summary)?;
         flushed
     }
-}
-
-/// Write `summary.json` in `dir` via a 0600 temporary file and a rename.
-fn write_summary(dir: &Path, summary: &Summary) -> Result<(), ReportError> {
-    write_json_atomic(&dir.join("summary.json"), summary)
 }
 
 /// Write `value` as JSON to `path` atomically ([`write_atomic`]).
@@ -355,7 +244,11 @@ mod tests {
     fn results_and_failures_are_written_with_neutralised_tool_cells() {
         let dir = tempfile::tempdir().unwrap();
         let header = ByteRecord::from(vec!["user_id", "first_name", "phone_number"]);
-        let mut rec = Recorder::create(dir.path(), &header, b',').unwrap();
+        let layout = run_dir::InputLayout {
+            header: &header,
+            delimiter: b',',
+        };
+        let mut rec = RunDir::fresh(dir.path(), layout, None).unwrap().recorder;
         let ok = Outcome {
             row: 1,
             user_id: "u1".into(),
@@ -370,14 +263,14 @@ mod tests {
         let raw = ByteRecord::from(vec!["=cmd", "Ann", "+15555550100"]);
         rec.record(&bad, Some(&raw)).unwrap();
         rec.flush().unwrap();
-        let results = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+        let results = std::fs::read_to_string(rec.dir().results()).unwrap();
         assert_eq!(
             results,
             "row,user_id,status,http_status,attempts,error,duration_ms\n\
              1,u1,created,200,1,,12\n\
              2,'=cmd,invalid,,0,'-bad,0\n"
         );
-        let failures = std::fs::read_to_string(dir.path().join("failures.csv")).unwrap();
+        let failures = std::fs::read_to_string(rec.dir().failures()).unwrap();
         assert_eq!(
             failures,
             "\u{FEFF}user_id,first_name,phone_number,error_status,error_message\n\

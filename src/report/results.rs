@@ -7,11 +7,13 @@
 //! of its own; a line that does not parse, or has the wrong number of
 //! fields, is skipped.
 //!
-//! - `Lines`: the complete lines, as written (resume copies the kept ones
-//!   verbatim).
-//! - `ResultsReader`: the data lines as records, after a header taken on
-//!   trust (`ResultsReader::own`: the run's own file, for resume) or
+//! - `Lines`: the complete lines, as written.
+//! - `ResultsReader`: the data lines as records (each with its line as
+//!   written: resume copies the kept ones verbatim), after a header taken
+//!   on trust (`ResultsReader::own`: the run's own file, for resume) or
 //!   checked (`ResultsReader::checked`: any file, for `state import`).
+//! - `Successes`: the rows a `--state` learns of, gathered by `state import`
+//!   from any results.csv and by resume from the lines it keeps.
 
 use std::io::{self, BufRead};
 
@@ -19,6 +21,7 @@ use csv::StringRecord;
 
 use super::RESULTS_HEADER;
 use crate::outcome::Status;
+use crate::rowset::RowSet;
 
 /// The complete lines of results.csv, header included, up to the end of the
 /// file or a torn last line.
@@ -44,6 +47,11 @@ impl<R: BufRead> Lines<R> {
             return Ok(None);
         }
         Ok(Some(&self.line))
+    }
+
+    /// The line [`Lines::next_line`] last returned.
+    fn current(&self) -> &[u8] {
+        &self.line
     }
 }
 
@@ -114,7 +122,10 @@ impl<R: BufRead> ResultsReader<R> {
                 break;
             }
         }
-        Ok(Some(ResultRecord { rec: &self.rec }))
+        Ok(Some(ResultRecord {
+            rec: &self.rec,
+            line: self.lines.current(),
+        }))
     }
 }
 
@@ -133,6 +144,7 @@ fn parse_line(line: &[u8], rec: &mut StringRecord) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ResultRecord<'a> {
     rec: &'a StringRecord,
+    line: &'a [u8],
 }
 
 impl<'a> ResultRecord<'a> {
@@ -168,6 +180,56 @@ impl<'a> ResultRecord<'a> {
     /// The `error` cell, as written.
     pub(crate) fn error(&self) -> &'a str {
         self.cell(5)
+    }
+
+    /// The whole line as written, `\n` included.
+    pub(crate) fn line(&self) -> &'a [u8] {
+        self.line
+    }
+}
+
+/// The rows results.csv calls `created`, or `exists`/`unchanged`, and the
+/// figures `state import` reports of it.
+#[derive(Debug, Default)]
+pub(crate) struct Successes {
+    pub(crate) created: RowSet,
+    pub(crate) exists: RowSet,
+    /// `changed` rows (the state is not told of them).
+    pub(crate) changed: u64,
+    /// Data lines read.
+    pub(crate) lines: u64,
+}
+
+impl Successes {
+    /// Read any results.csv (the header must be that of one); a torn last
+    /// line (a crash mid-write) is dropped; a row listed twice keeps its
+    /// first line.
+    pub(crate) fn read<R: BufRead>(rdr: R) -> Result<Successes, ResultsError> {
+        let mut s = Successes::default();
+        let mut seen = RowSet::default();
+        let mut results = ResultsReader::checked(rdr)?;
+        while let Some(rec) = results.next_record()? {
+            s.lines += 1;
+            let (Some(row), Some(status)) = (rec.row(), rec.status()) else {
+                continue;
+            };
+            if !seen.contains(row) {
+                seen.insert(row);
+                s.note(row, status);
+            }
+        }
+        Ok(s)
+    }
+
+    /// The first data line of `row` says `status` (the line is counted by
+    /// the caller).
+    pub(crate) fn note(&mut self, row: u64, status: Status) {
+        match status {
+            Status::Created => self.created.insert(row),
+            Status::Exists | Status::Unchanged => self.exists.insert(row),
+            Status::Changed => self.changed += 1,
+            _ => {}
+        }
     }
 }
 
@@ -244,5 +306,29 @@ mod tests {
             ));
             assert!(rows(ResultsReader::own(empty.as_bytes()).unwrap()).is_empty());
         }
+    }
+
+    #[test]
+    fn successes_keep_a_row_s_first_line_and_drop_a_torn_one() {
+        let text = "row,user_id,status,http_status,attempts,error,duration_ms\n\
+                    1,u1,created,200,1,,5\n\
+                    2,u2,failed,503,6,HTTP 503,900\n\
+                    3,u3,exists,400,1,,4\n\
+                    4,u4,unchanged,,0,,0\n\
+                    5,u5,changed,,0,differs,0\n\
+                    1,u1,failed,503,1,,5\n\
+                    6,u6,created,200,1,,";
+        let Ok(s) = Successes::read(text.as_bytes()) else {
+            panic!("parse")
+        };
+        assert!(s.created.contains(1) && !s.created.contains(6));
+        assert!(s.exists.contains(3) && s.exists.contains(4));
+        assert!(!s.exists.contains(2) && !s.exists.contains(5));
+        assert_eq!(s.changed, 1);
+        assert_eq!(s.lines, 6);
+        assert!(matches!(
+            Successes::read("a,b,c\n1,2,3\n".as_bytes()),
+            Err(ResultsError::NotResults)
+        ));
     }
 }

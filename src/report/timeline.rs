@@ -17,16 +17,13 @@
 //!   request figures are added to their last second.
 
 use std::fmt::Write as _;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{EngineFigures, ReportError, create_private};
+use super::EngineFigures;
 use crate::outcome::Status;
-
-/// The file's name in the report directory.
-pub(crate) const FILE: &str = "timeline.csv";
 
 /// The status columns, in [`Status::ALL`] order.
 pub(crate) const STATUS_NAMES: [&str; 9] = [
@@ -218,10 +215,20 @@ fn figures_array(f: &EngineFigures) -> [u64; 4] {
     ]
 }
 
-/// Read a report directory's timeline.csv: every complete line that parses,
-/// in order; empty when there is no file.
-pub(crate) fn read(dir: &Path) -> io::Result<Vec<Second>> {
-    let f = match File::open(dir.join(FILE)) {
+/// The text of a timeline.csv that holds `lines`: the header, then a line
+/// per second.
+pub(crate) fn text(lines: &[Second]) -> String {
+    let mut text = header_line();
+    for l in lines {
+        l.write_line(&mut text);
+    }
+    text
+}
+
+/// Read the timeline.csv at `path`: every complete line that parses, in
+/// order; empty when there is no file.
+pub(crate) fn read(path: &Path) -> io::Result<Vec<Second>> {
+    let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -335,49 +342,24 @@ pub(crate) struct Timeline {
 }
 
 impl Timeline {
-    /// A new timeline.csv in `dir`, with its header.
-    pub(crate) fn create(dir: &Path) -> Result<Timeline, ReportError> {
-        Timeline::start(dir, &[], EngineFigures::default())
-    }
-
-    /// Continue the timeline of a resumed run: `earlier` (already
-    /// [`Rebase`]d) is written aside, fsynced and renamed over the file,
-    /// and this part's seconds follow it.
-    pub(crate) fn resume(
-        dir: &Path,
+    /// The timeline written to `file` (at `path`), which holds the header
+    /// and the `earlier` lines of a resumed run (already [`Rebase`]d; none
+    /// on a fresh run): this part's seconds follow them, and the earlier
+    /// parts' request figures (`prior`) and active time (`prior_elapsed`).
+    pub(crate) fn new(
+        path: PathBuf,
+        file: File,
         earlier: &[Second],
         prior: EngineFigures,
         prior_elapsed: Duration,
-    ) -> Result<Timeline, ReportError> {
-        let mut t = Timeline::start(dir, earlier, prior)?;
-        t.first_second = t.first_second.max(prior_elapsed.as_secs());
-        t.current.second = t.first_second;
-        Ok(t)
-    }
-
-    fn start(
-        dir: &Path,
-        earlier: &[Second],
-        prior: EngineFigures,
-    ) -> Result<Timeline, ReportError> {
-        let path = dir.join(FILE);
-        let staged = dir.join("timeline.csv.resume");
-        let mut text = header_line();
-        for l in earlier {
-            l.write_line(&mut text);
-        }
-        let file = create_private(&staged)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.sync_data()?;
-                std::fs::rename(&staged, &path)?;
-                OpenOptions::new().append(true).open(&path)
-            })
-            .map_err(|e| ReportError::write(&path, e))?;
+    ) -> Timeline {
         let part = earlier.iter().map(|l| l.part).max().unwrap_or(0) + 1;
-        let first_second = earlier.last().map_or(0, |l| l.second + 1);
+        let first_second = earlier
+            .last()
+            .map_or(0, |l| l.second + 1)
+            .max(prior_elapsed.as_secs());
         let started_unix = jiff::Timestamp::now().as_second();
-        Ok(Timeline {
+        Timeline {
             path,
             file: Some(file),
             part,
@@ -393,7 +375,7 @@ impl Timeline {
             open: 0,
             last: figures_array(&prior),
             pending: String::new(),
-        })
+        }
     }
 
     /// A row was recorded now.
@@ -488,6 +470,18 @@ mod tests {
         sum
     }
 
+    /// A timeline at `path` holding `earlier`, as the run directory opens it.
+    fn open(
+        path: &Path,
+        earlier: &[Second],
+        prior: EngineFigures,
+        prior_elapsed: Duration,
+    ) -> Timeline {
+        std::fs::write(path, text(earlier)).unwrap();
+        let f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        Timeline::new(path.to_path_buf(), f, earlier, prior, prior_elapsed)
+    }
+
     fn figures(sent: u64, t429: u64) -> EngineFigures {
         EngineFigures {
             requests_sent: sent,
@@ -540,7 +534,8 @@ mod tests {
     #[test]
     fn closing_fills_skipped_seconds_and_takes_deltas() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = Timeline::create(dir.path()).unwrap();
+        let path = dir.path().join("timeline.csv");
+        let mut t = open(&path, &[], EngineFigures::default(), Duration::ZERO);
         let t0 = t.start;
         t.note(Status::Created);
         t.note(Status::Invalid);
@@ -561,7 +556,7 @@ mod tests {
         };
         t.close(t0 + Duration::from_millis(4100), &s2);
         t.write_pending(false);
-        let lines = read(dir.path()).unwrap();
+        let lines = read(&path).unwrap();
         let seconds: Vec<u64> = lines.iter().map(|l| l.second).collect();
         assert_eq!(seconds, [0, 1, 2, 3]);
         assert_eq!(lines[3].sent, 4);
@@ -622,8 +617,8 @@ mod tests {
             part: 1,
             ..Second::default()
         }];
-        let mut t =
-            Timeline::resume(dir.path(), &earlier, figures(3, 0), Duration::from_secs(9)).unwrap();
+        let path = dir.path().join("timeline.csv");
+        let mut t = open(&path, &earlier, figures(3, 0), Duration::from_secs(9));
         let t0 = t.start;
         let l = t.close(
             t0 + Duration::from_millis(1000),
@@ -634,6 +629,6 @@ mod tests {
         );
         assert_eq!((l.second, l.part, l.sent), (9, 2, 2));
         t.write_pending(true);
-        assert_eq!(read(dir.path()).unwrap().len(), 2);
+        assert_eq!(read(&path).unwrap().len(), 2);
     }
 }

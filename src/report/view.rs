@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 use super::errors::{ErrorGroup, ErrorTally};
 use super::html::{self, HtmlError, Page};
 use super::results::{ResultsError, ResultsReader};
+use super::run_dir::RunDir;
 use super::{Summary, timeline};
-
-/// The page's name in the report directory.
-pub(crate) const FILE: &str = "report.html";
 
 /// Error messages the page lists.
 pub(crate) const TOP_ERRORS: usize = 10;
@@ -73,12 +71,13 @@ pub enum ViewError {
 /// `errors` (the top ones, most frequent first) and the timeline.csv beside
 /// it. Returns the page's path.
 pub(crate) fn write(
-    dir: &Path,
+    dir: &RunDir,
     summary: &Summary,
     errors: &[ErrorGroup],
 ) -> Result<PathBuf, ViewError> {
-    let timeline = timeline::read(dir).map_err(|source| ViewError::Read {
-        path: dir.join(timeline::FILE),
+    let timeline_path = dir.timeline();
+    let timeline = timeline::read(&timeline_path).map_err(|source| ViewError::Read {
+        path: timeline_path,
         source,
     })?;
     let page = html::render(&Page {
@@ -86,7 +85,7 @@ pub(crate) fn write(
         timeline: &timeline,
         errors,
     })?;
-    let path = dir.join(FILE);
+    let path = dir.page();
     // Private (0600) like the other reports: the page holds error messages
     // with customer data.
     super::write_atomic(&path, page.as_bytes()).map_err(|source| ViewError::Write {
@@ -99,13 +98,15 @@ pub(crate) fn write(
 /// `connect-provision report DIR`: draw report.html again from the files
 /// of a finished run (summary.json, timeline.csv and results.csv).
 pub fn rebuild(dir: &Path) -> Result<PathBuf, ViewError> {
-    let summary = read_summary(dir)?;
-    let errors = tally_results(&dir.join("results.csv"))?;
-    write(dir, &summary, &errors.top(TOP_ERRORS))
+    let run_dir = RunDir::at(dir);
+    let summary = read_summary(&run_dir.summary(), dir)?;
+    let errors = tally_results(&run_dir.results())?;
+    write(&run_dir, &summary, &errors.top(TOP_ERRORS))
 }
 
-fn read_summary(dir: &Path) -> Result<Summary, ViewError> {
-    let path = dir.join("summary.json");
+/// The summary.json at `path`, in `dir`.
+fn read_summary(path: &Path, dir: &Path) -> Result<Summary, ViewError> {
+    let path = path.to_path_buf();
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

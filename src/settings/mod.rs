@@ -247,31 +247,49 @@ pub(crate) struct InputSettings {
 #[derive(Clone, Debug)]
 pub(crate) enum Mode {
     /// `--dry-run`: no network; a target given is only named in summary.json.
-    DryRun { target: Option<Target> },
-    /// Send to `target`. `credentials` is `None` for the embedded sandbox
-    /// (it has its own).
-    Live {
-        target: Target,
-        credentials: Option<Credentials>,
-    },
+    Dry { target: Option<Target> },
+    /// Send to a target.
+    Live(LiveSettings),
+}
+
+/// What only a live run has.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveSettings {
+    /// Where requests go.
+    pub(crate) target: Target,
+    /// `None` for the embedded sandbox (it has its own).
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) exec: ExecSettings,
+    /// `--resume`: continue the run in `--out`.
+    pub(crate) resume: bool,
+    /// `--state`: the incremental-run state file.
+    pub(crate) state: Option<PathBuf>,
+    /// Flush + fsync results.csv in batches (off only for benchmarks).
+    pub(crate) journal: bool,
 }
 
 impl Mode {
     /// Where requests go (a dry run's is only named).
     pub(crate) fn target(&self) -> Option<&Target> {
         match self {
-            Mode::DryRun { target } => target.as_ref(),
-            Mode::Live { target, .. } => Some(target),
+            Mode::Dry { target } => target.as_ref(),
+            Mode::Live(live) => Some(&live.target),
+        }
+    }
+
+    /// The settings of a live run.
+    #[cfg(test)]
+    fn live(&self) -> Option<&LiveSettings> {
+        match self {
+            Mode::Live(live) => Some(live),
+            Mode::Dry { .. } => None,
         }
     }
 
     /// The credentials of a live run against a URL.
     #[cfg(test)]
     fn credentials(&self) -> Option<&Credentials> {
-        match self {
-            Mode::Live { credentials, .. } => credentials.as_ref(),
-            Mode::DryRun { .. } => None,
-        }
+        self.live().and_then(|l| l.credentials.as_ref())
     }
 }
 
@@ -282,13 +300,7 @@ pub struct RunSettings {
     pub(crate) read: ReadOptions,
     pub(crate) validate: ValidateOptions,
     pub(crate) mode: Mode,
-    pub(crate) exec: ExecSettings,
-    pub(crate) resume: bool,
     pub(crate) out: PathBuf,
-    /// Flush + fsync results.csv in batches (off only for benchmarks).
-    pub(crate) journal: bool,
-    /// `--state`: the incremental-run state file.
-    pub(crate) state: Option<PathBuf>,
     /// `--metrics-file`: the Prometheus text file.
     pub(crate) metrics_file: Option<PathBuf>,
     /// `--shard K/N`: only this shard's rows.
@@ -485,16 +497,17 @@ pub fn resolve_run(
     now: jiff::Timestamp,
 ) -> Result<RunSettings, ConfigError> {
     let target = resolve_target(&args.target, cfg)?;
-    let mode = match (target, args.dry_run) {
-        (target, true) => Mode::DryRun { target },
+    // A dry run only names its target; a live run's target and credentials.
+    let (dry_target, live_target) = match (target, args.dry_run) {
+        (target, true) => (target, None),
         (None, false) => return Err(ConfigError::NoTarget),
-        (Some(target), false) => Mode::Live {
-            credentials: match target {
+        (Some(target), false) => {
+            let credentials = match target {
                 Target::Url(_) => Some(resolve_credentials(&args.credentials, env, cfg)?),
                 Target::Sandbox => None,
-            },
-            target,
-        },
+            };
+            (None, Some((target, credentials)))
+        }
     };
 
     let InputSettings {
@@ -519,6 +532,17 @@ pub fn resolve_run(
         Ok(c.path_of(&c.metrics_file))
     })?;
     let shard = pick(args.shard, cfg, |c| c.shard())?;
+    let mode = match live_target {
+        None => Mode::Dry { target: dry_target },
+        Some((target, credentials)) => Mode::Live(LiveSettings {
+            target,
+            credentials,
+            exec,
+            resume: args.resume,
+            state,
+            journal: !args.no_journal,
+        }),
+    };
     Ok(RunSettings {
         input,
         read: ReadOptions {
@@ -527,11 +551,7 @@ pub fn resolve_run(
         },
         validate,
         mode,
-        exec,
-        resume: args.resume,
         out,
-        journal: !args.no_journal,
-        state,
         metrics_file,
         shard,
     })
@@ -691,13 +711,22 @@ mod tests {
         FakeEnv(HashMap::new())
     }
 
+    /// The execution settings of a live run.
+    fn exec(s: &RunSettings) -> &ExecSettings {
+        &s.mode.live().expect("a live run").exec
+    }
+
     #[test]
     fn defaults() {
         let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), None, now()).unwrap();
-        assert_eq!(s.exec, ExecSettings::default());
+        assert!(s.mode.live().is_none());
         assert_eq!(s.mode.target().cloned(), None);
         assert_eq!(s.read.delimiter, b',');
         assert_eq!(s.out, PathBuf::from("reports/20270115T080000Z"));
+        let s = resolve_run(&run_args(&["--sandbox"]), &no_env(), None, now()).unwrap();
+        assert_eq!(exec(&s), &ExecSettings::default());
+        let live = s.mode.live().expect("a live run");
+        assert!(!live.resume && live.journal && live.state.is_none());
     }
 
     #[test]
@@ -712,10 +741,10 @@ mod tests {
             "rate = 50\nburst = 5\ntimeout = \"5s\"\nsandbox = true\n[columns]\nuser_id = \"Customer ID\"\n",
         );
         let s = resolve_run(&run_args(&["--rate", "7"]), &no_env(), Some(&c), now()).unwrap();
-        assert_eq!(s.exec.rate, Rate::Fixed(7));
-        assert_eq!(s.exec.burst, Some(5));
-        assert_eq!(s.exec.timeout, Duration::from_secs(5));
-        assert_eq!(s.exec.max_attempts, 6);
+        assert_eq!(exec(&s).rate, Rate::Fixed(7));
+        assert_eq!(exec(&s).burst, Some(5));
+        assert_eq!(exec(&s).timeout, Duration::from_secs(5));
+        assert_eq!(exec(&s).max_attempts, 6);
         assert_eq!(s.mode.target().cloned(), Some(Target::Sandbox));
         assert_eq!(s.read.columns.header_for(Field::UserId), "Customer ID");
         let s = resolve_run(
@@ -731,22 +760,22 @@ mod tests {
     #[test]
     fn rate_auto_from_flag_or_file() {
         let c = cfg("rate = \"auto\"\nrate_max = 60\n");
-        let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now()).unwrap();
-        assert_eq!(s.exec.rate, Rate::Auto { start: 10, max: 60 });
+        let s = resolve_run(&run_args(&["--sandbox"]), &no_env(), Some(&c), now()).unwrap();
+        assert_eq!(exec(&s).rate, Rate::Auto { start: 10, max: 60 });
         let s = resolve_run(
-            &run_args(&["--dry-run", "--rate", "5"]),
+            &run_args(&["--sandbox", "--rate", "5"]),
             &no_env(),
             Some(&c),
             now(),
         )
         .unwrap();
-        assert_eq!(s.exec.rate, Rate::Fixed(5));
+        assert_eq!(exec(&s).rate, Rate::Fixed(5));
         let bad = cfg("rate = \"quick\"\n");
         let err = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&bad), now())
             .unwrap_err()
             .to_string();
         assert!(err.contains("rate:"), "{err}");
-        assert_eq!(s.exec.breaker, Breaker::default());
+        assert_eq!(exec(&s).breaker, Breaker::default());
     }
 
     #[test]
@@ -930,8 +959,8 @@ mod tests {
         .to_string();
         assert!(err.contains("columns: unknown field 'email'"), "{err}");
         let c = cfg("error_window = 5\n");
-        let s = resolve_run(&run_args(&["--dry-run"]), &no_env(), Some(&c), now()).unwrap();
-        assert_eq!(s.exec.breaker.window, 10);
+        let s = resolve_run(&run_args(&["--sandbox"]), &no_env(), Some(&c), now()).unwrap();
+        assert_eq!(exec(&s).breaker.window, 10);
     }
 
     #[cfg(unix)]

@@ -3,16 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 
 use super::{ImportSummary, PayloadHash, StateError, StateStore, StoredStatus, payload_hash};
 use crate::input::{InputError, InputSource};
 use crate::intake::{Intake, Step};
-use crate::outcome::Status;
 use crate::report::journal::{RunMeta, sha256_file};
-use crate::report::results::{ResultsError, ResultsReader};
-use crate::rowset::RowSet;
+use crate::report::results::{ResultsError, Successes};
+use crate::report::run_dir::RunDir;
 
 /// Users per transaction while importing (sorted by user_id first, so the
 /// inserts walk the b-tree in order).
@@ -39,9 +38,24 @@ impl StateStore {
         results_csv: &Path,
         intake: &mut Intake,
     ) -> Result<ImportSummary, StateError> {
+        let successes = self.read_import_results(results_csv)?;
+        self.import_successes(results_csv, &successes, intake)
+    }
+
+    /// [`StateStore::import`] of the `successes` already read from
+    /// `results_csv` (a resumed run reads its results.csv once).
+    pub(crate) fn import_successes(
+        &mut self,
+        results_csv: &Path,
+        successes: &Successes,
+        intake: &mut Intake,
+    ) -> Result<ImportSummary, StateError> {
         let fail = |message| import_error(&self.path, results_csv, message);
-        let mut summary = ImportSummary::default();
-        let sets = self.read_import_results(results_csv, &mut summary)?;
+        let mut summary = ImportSummary {
+            results_rows: successes.lines,
+            skipped_changed: successes.changed,
+            ..ImportSummary::default()
+        };
 
         // The run's record, when there is one: its start and input hash.
         let meta = run_meta_beside(results_csv);
@@ -53,8 +67,8 @@ impl StateStore {
         summary.input_verified = verify_input(expected_sha.as_deref(), &source, fail)?;
         summary.at = import_time(meta.as_ref(), results_csv);
 
-        let matched = self.import_users(intake, &sets, &mut summary)?;
-        summary.not_in_input = sets.created.len() + sets.exists.len() - matched;
+        let matched = self.import_users(intake, successes, &mut summary)?;
+        summary.not_in_input = successes.created.len() + successes.exists.len() - matched;
         if matched == 0 && summary.not_in_input > 0 {
             return Err(import_error(
                 &self.path,
@@ -72,18 +86,14 @@ impl StateStore {
         Ok(summary)
     }
 
-    /// The rows `results_csv` calls successes (see [`read_results`]).
-    fn read_import_results(
-        &self,
-        results_csv: &Path,
-        summary: &mut ImportSummary,
-    ) -> Result<ResultSets, StateError> {
+    /// The rows `results_csv` calls successes (see [`Successes::read`]).
+    fn read_import_results(&self, results_csv: &Path) -> Result<Successes, StateError> {
         let file = File::open(results_csv).map_err(|source| StateError::Io {
             path: results_csv.to_path_buf(),
             op: "open the results to import",
             source,
         })?;
-        read_results(BufReader::new(file), summary).map_err(|e| match e {
+        Successes::read(BufReader::new(file)).map_err(|e| match e {
             ResultsError::Io(source) => StateError::Io {
                 path: results_csv.to_path_buf(),
                 op: "read the results to import",
@@ -99,7 +109,7 @@ impl StateStore {
     fn import_users(
         &mut self,
         intake: &mut Intake,
-        sets: &ResultSets,
+        sets: &Successes,
         summary: &mut ImportSummary,
     ) -> Result<u64, StateError> {
         let at = summary.at;
@@ -109,7 +119,7 @@ impl StateStore {
             let Step::Send { row, user, .. } = step else {
                 continue;
             };
-            let Some(status) = sets.status_of(row) else {
+            let Some(status) = stored_status(sets, row) else {
                 continue;
             };
             matched += 1;
@@ -179,9 +189,7 @@ fn import_error(path: &Path, results: &Path, message: String) -> StateError {
 fn run_meta_beside(results_csv: &Path) -> Option<RunMeta> {
     results_csv
         .parent()
-        .map(|d| d.join("run.json"))
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<RunMeta>(&b).ok())
+        .and_then(|d| RunDir::at(d).read_meta().ok())
 }
 
 /// Check the input against the SHA-256 its run.json names (`want`), before
@@ -225,82 +233,13 @@ fn import_time(meta: Option<&RunMeta>, results_csv: &Path) -> jiff::Timestamp {
         .unwrap_or_else(jiff::Timestamp::now)
 }
 
-/// The rows results.csv calls successes, by the status to record.
-#[derive(Debug, Default)]
-struct ResultSets {
-    created: RowSet,
-    exists: RowSet,
-}
-
-impl ResultSets {
-    fn status_of(&self, row: u64) -> Option<StoredStatus> {
-        if self.created.contains(row) {
-            Some(StoredStatus::Created)
-        } else if self.exists.contains(row) {
-            Some(StoredStatus::Exists)
-        } else {
-            None
-        }
-    }
-}
-
-/// The rows results.csv calls `created`, or `exists`/`unchanged`; counts its
-/// data lines and `changed` rows in `summary`. The header must be that of a
-/// results.csv; a torn last line (a crash mid-write) is dropped; a row
-/// listed twice keeps its first line.
-fn read_results<R: BufRead>(
-    rdr: R,
-    summary: &mut ImportSummary,
-) -> Result<ResultSets, ResultsError> {
-    let mut sets = ResultSets::default();
-    let mut seen = RowSet::default();
-    let mut results = ResultsReader::checked(rdr)?;
-    while let Some(rec) = results.next_record()? {
-        summary.results_rows += 1;
-        let (Some(row), Some(status)) = (rec.row(), rec.status()) else {
-            continue;
-        };
-        if seen.contains(row) {
-            continue;
-        }
-        seen.insert(row);
-        match status {
-            Status::Created => sets.created.insert(row),
-            Status::Exists | Status::Unchanged => sets.exists.insert(row),
-            Status::Changed => summary.skipped_changed += 1,
-            _ => {}
-        }
-    }
-    Ok(sets)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_reader_keeps_successes_and_drops_a_torn_line() {
-        let text = "row,user_id,status,http_status,attempts,error,duration_ms\n\
-                    1,u1,created,200,1,,5\n\
-                    2,u2,failed,503,6,HTTP 503,900\n\
-                    3,u3,exists,400,1,,4\n\
-                    4,u4,unchanged,,0,,0\n\
-                    5,u5,changed,,0,differs,0\n\
-                    1,u1,failed,503,1,,5\n\
-                    6,u6,created,200,1,,";
-        let mut s = ImportSummary::default();
-        let Ok(sets) = read_results(text.as_bytes(), &mut s) else {
-            panic!("parse")
-        };
-        assert!(sets.created.contains(1) && !sets.created.contains(6));
-        assert!(sets.exists.contains(3) && sets.exists.contains(4));
-        assert!(!sets.exists.contains(2) && !sets.exists.contains(5));
-        assert_eq!(s.skipped_changed, 1);
-        assert_eq!(s.results_rows, 6);
-        let mut s = ImportSummary::default();
-        assert!(matches!(
-            read_results("a,b,c\n1,2,3\n".as_bytes(), &mut s),
-            Err(ResultsError::NotResults)
-        ));
+/// The status to record for `row` of `sets`, if any.
+fn stored_status(sets: &Successes, row: u64) -> Option<StoredStatus> {
+    if sets.created.contains(row) {
+        Some(StoredStatus::Created)
+    } else if sets.exists.contains(row) {
+        Some(StoredStatus::Exists)
+    } else {
+        None
     }
 }

@@ -190,13 +190,8 @@ fn dry_run(
         .build()
         .unwrap();
     let ui = connect_provision::progress::Ui::new(true);
-    rt.block_on(pipeline::run(
-        settings,
-        pipeline::Sender::DryRun,
-        Stop::new(),
-        &ui,
-    ))
-    .expect("dry run finishes")
+    rt.block_on(pipeline::run(settings, None, Stop::new(), &ui))
+        .expect("dry run finishes")
 }
 
 proptest! {

@@ -9,7 +9,8 @@ use connect_provision::api::model::CreateUser;
 use connect_provision::input::{InputReader, InputSource, ReadOptions};
 use connect_provision::intake::Intake;
 use connect_provision::outcome::Status;
-use connect_provision::report::journal::{RunMeta, sha256_file, write_meta};
+use connect_provision::report::journal::{RunMeta, sha256_file};
+use connect_provision::report::run_dir::write_meta;
 use connect_provision::state::{
     PayloadHash, Recorded, StateError, StateStore, StoredStatus, lock_path, payload_hash,
 };
