@@ -609,6 +609,12 @@ impl Controller {
         };
         self.set(self.held);
         self.verified = self.verified.min(self.held);
+        // A cut by half: the limit fell far under the rates that taught
+        // the noise level, and their 429s may have been its.
+        let held = self.held;
+        if held <= 0.5 * from {
+            self.noise.retain(|&(_, rate, _, _)| rate <= held);
+        }
         self.phase = Phase::Hold {
             since: Duration::ZERO,
         };
@@ -920,21 +926,20 @@ pub(crate) async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start:
         paused_us: c.pool_held_micros.load(Ordering::Relaxed),
     };
     let mut last = read(&counters);
-    // A pause is counted when it begins; it is spread over the ticks it
-    // covers.
+    // A pause is counted when it begins, by the 429s of the tick it began
+    // in: it is spread over the ticks after that one.
     let tick_us = TICK.as_micros() as u64;
     let mut paused = 0u64;
     loop {
         tokio::time::sleep(TICK).await;
         let now = read(&counters);
-        paused += now.paused_us - last.paused_us;
         let delta = Tick {
             requests: now.requests - last.requests,
             throttled: now.throttled - last.throttled,
             overloaded: now.overloaded - last.overloaded,
             paused_us: paused.min(tick_us),
         };
-        paused -= delta.paused_us;
+        paused = paused - delta.paused_us + (now.paused_us - last.paused_us);
         last = now;
         let before = ctl.rate();
         let mut pushed_back = false;
