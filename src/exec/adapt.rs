@@ -451,7 +451,10 @@ impl Controller {
         let creeping = (!pushed && held_phase)
             .then(|| self.held_window(w, secs))
             .flatten();
-        let admitted = admitted_n / busy;
+        // What the partner admitted a second of the whole window: a
+        // bucket refills while the pool is held, so the time it could send
+        // would count that refill as its rate.
+        let admitted = admitted_n / secs;
         // What held: the rate, or what the partner admitted of it when that
         // is less (429s beyond noise that no test caught yet, an idle run).
         let noise = self.expected_noise(w.requests) / secs;
@@ -541,10 +544,10 @@ impl Controller {
         let clock = self.clock;
         // What the partner admitted, at most halving at once, and at
         // least one below the rate that was pushed back. A window the pool
-        // did not fill (paused by a Retry-After, say) measures the pause,
-        // not the limit: at most ×0.9 then.
+        // did not fill, or held for clustered 429s, measures the pause as
+        // much as the limit: at most ×0.9 then.
         let below = (from - 1.0).max(1.0);
-        let most = if in_use { 0.5 } else { 0.9 };
+        let most = if in_use && w.paused_us == 0 { 0.5 } else { 0.9 };
         // A window cut short by a cluster measures high against a fixed
         // window or a bucket, which admit their second's worth early in
         // it: one below that.

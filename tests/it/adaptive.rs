@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use connect_provision::sandbox::{Sandbox, SandboxConfig};
+use connect_provision::sandbox::{LimitAlgorithm, Sandbox, SandboxConfig};
 
 use crate::util::{CliOutput, Fixture, Reports, Run, TestDir, sandbox};
 
@@ -41,8 +41,28 @@ fn steady(lines: &[std::collections::BTreeMap<String, String>], from: u64) -> (u
 // rate it reports is below the limit + 1, and every row is accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_rate_converges_on_the_partner_limit() {
+    converges(LimitAlgorithm::SlidingWindow, false).await;
+}
+
+// The same against a partner that counts per aligned second and says
+// `Retry-After: 1` (two 429s close together hold the whole pool), and
+// against a token bucket, whose credit lets a probe above the limit pass
+// for a while: the rate it reports is still below the limit + 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rate_converges_on_a_fixed_window_with_retry_after() {
+    converges(LimitAlgorithm::FixedWindow, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rate_converges_on_a_token_bucket() {
+    converges(LimitAlgorithm::TokenBucket, false).await;
+}
+
+async fn converges(algorithm: LimitAlgorithm, retry_after: bool) {
     let sb = sandbox(SandboxConfig {
         rate_limit: Some(40),
+        rate_limit_algorithm: algorithm,
+        retry_after,
         ..Default::default()
     })
     .await;
@@ -59,12 +79,15 @@ async fn auto_rate_converges_on_the_partner_limit() {
     assert_eq!(summary.requests_sent, fx.rows + summary.throttled_429);
     // It found the limit (40/s is far below what any machine sends over
     // loopback)...
-    assert!(summary.throttled_429 > 0, "never pushed back: {st:?}");
+    assert!(
+        summary.throttled_429 > 0,
+        "{algorithm}: never pushed back: {st:?}"
+    );
     // ...and, past the slow start, did not keep running into it.
     let (sent, throttled) = steady(&done.timeline, 15);
     assert!(
         throttled * 50 <= sent,
-        "429s {throttled} of {sent} requests after 15 s"
+        "{algorithm}: 429s {throttled} of {sent} requests after 15 s"
     );
     let rate = summary.rate.as_ref().expect("a live run reports its rate");
     assert_eq!(rate.mode, "auto");
@@ -74,7 +97,7 @@ async fn auto_rate_converges_on_the_partner_limit() {
     let settled = rate.final_per_second;
     assert!(
         (1.0..41.0).contains(&settled),
-        "settled at {settled}/s for a 40/s limit"
+        "{algorithm}: settled at {settled}/s for a 40/s limit"
     );
     sb.shutdown().await;
 }
