@@ -7,7 +7,8 @@
 //! * `watch` — the breaker, the state file and the bar, on the recorder's thread.
 //! * [`worker`] — the per-row retry loop (`provision`).
 //! * [`throttle`] — the pool-wide pause after a 429.
-//! * [`pace`] — the shared limiter and its window guard.
+//! * [`pace`] — the shared limiter (`limiter`), its window guard (`window`)
+//!   and what `--rate auto` publishes (`auto`).
 //! * `adapt` — `--rate auto`: the controller that sets the pace's rate.
 //! * [`counters`] — the run-wide request counters.
 //! * `breaker` — the circuit breaker over finished rows.
