@@ -13,6 +13,7 @@
 //! * [`counters`] — the run-wide request counters.
 //! * `breaker` — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
+//! * `tasks` — the run's background tasks: one owner, nothing detached.
 
 mod adapt;
 mod breaker;
@@ -22,6 +23,7 @@ mod feed;
 pub mod pace;
 pub mod pipeline;
 pub mod stop;
+mod tasks;
 pub mod throttle;
 mod watch;
 pub mod worker;
