@@ -2,9 +2,10 @@
 //! task keeps its permit until its outcome is queued for the recorder.
 //!
 //! Sized automatically (no `--concurrency`), the permits follow the latency
-//! both ways ([`Permits`]): every 250 ms they are set to what the rate needs
-//! at a robust latency (the median of the last 5 s of 250 ms means, so one
-//! slow burst does not size the pool), and never to more than the rate
+//! both ways ([`Permits`]): every 250 ms [`size_concurrency`] (a background
+//! task of the pipeline, beside the dispatcher) sets them to what the rate
+//! needs at a robust latency (the median of the last 5 s of 250 ms means, so
+//! one slow burst does not size the pool), and never to more than the rate
 //! times [`MAX_COVERED_LATENCY`]: a partner that slows down or stops
 //! answering gets at most that many requests waiting on it, not thousands.
 
@@ -55,7 +56,8 @@ pub(crate) struct Permits {
 }
 
 impl Permits {
-    fn new(n: u32) -> Permits {
+    /// A pool of `n` permits.
+    pub(crate) fn new(n: u32) -> Permits {
         Permits {
             sem: Arc::new(Semaphore::new(n as usize)),
             target: AtomicU64::new(u64::from(n)),
@@ -103,21 +105,17 @@ impl Permits {
     }
 }
 
-/// Start one task per job, at most `concurrency` at once; grow the limit when
-/// the observed latency says `--rate` is out of reach.
+/// Start one task per job, at most as many at once as `permits` allows
+/// (resized by [`size_concurrency`], which the pipeline runs beside it
+/// without `--concurrency`); returns once the last row task is done.
 pub(crate) async fn dispatch(
     cx: Arc<WorkerCtx>,
-    exec: ExecSettings,
+    permits: Arc<Permits>,
     mut job_rx: mpsc::Receiver<Vec<Queued>>,
     outcome_tx: mpsc::Sender<Vec<Done>>,
     stop: Stop,
 ) {
-    let permits = Arc::new(Permits::new(initial_concurrency(&exec)));
     let tracker = TaskTracker::new();
-    let sizer = exec
-        .concurrency
-        .is_none()
-        .then(|| tokio::spawn(size_concurrency(cx.clone(), permits.clone())));
     'batches: while let Some(batch) = job_rx.recv().await {
         for queued in batch {
             let Ok(permit) = permits.sem.clone().acquire_owned().await else {
@@ -134,9 +132,6 @@ pub(crate) async fn dispatch(
     }
     tracker.close();
     tracker.wait().await;
-    if let Some(s) = sizer {
-        s.abort();
-    }
 }
 
 /// One row's task: provision it, turn a fatal error or a panic into its one
@@ -215,8 +210,8 @@ const LATENCY_BUCKETS: usize = 20;
 /// Every [`SIZE_EVERY`], set the permits to what the current rate needs at
 /// the median of the last 5 s of mean round trips: it grows when the
 /// latency rises for good and shrinks when it falls back, while a single
-/// slow burst (one bucket) moves it little.
-async fn size_concurrency(cx: Arc<WorkerCtx>, permits: Arc<Permits>) {
+/// slow burst (one bucket) moves it little. Runs until aborted.
+pub(crate) async fn size_concurrency(cx: Arc<WorkerCtx>, permits: Arc<Permits>) {
     let mut latency = LatencyWindow::default();
     let mut last = (0u64, 0u64);
     loop {

@@ -7,11 +7,13 @@
 //! * `watch` — the breaker, the state file and the bar, on the recorder's thread.
 //! * [`worker`] — the per-row retry loop (`provision`).
 //! * [`throttle`] — the pool-wide pause after a 429.
-//! * [`pace`] — the shared limiter and its window guard.
+//! * [`pace`] — the shared limiter (`limiter`), its window guard (`window`)
+//!   and what `--rate auto` publishes (`auto`).
 //! * `adapt` — `--rate auto`: the controller that sets the pace's rate.
 //! * [`counters`] — the run-wide request counters.
 //! * `breaker` — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
+//! * `tasks` — the run's background tasks: one owner, nothing detached.
 
 mod adapt;
 mod breaker;
@@ -21,6 +23,7 @@ mod feed;
 pub mod pace;
 pub mod pipeline;
 pub mod stop;
+mod tasks;
 pub mod throttle;
 mod watch;
 pub mod worker;

@@ -22,6 +22,11 @@
 //! ("not sent: …") so results.csv still holds every data row exactly once
 //! and failures.csv can finish the job. Requests already on the wire finish
 //! (bounded by `--timeout`).
+//!
+//! The background tasks (the rate adapter, the concurrency sizer, the time
+//! budget's timer) are all held by one `exec::tasks::Background`, created
+//! here: the first two stop once the dispatcher has drained, the timer when
+//! [`run`] returns. None is detached.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,10 +41,11 @@ use crate::error::Error;
 use crate::exec::adapt;
 use crate::exec::breaker::{CircuitBreaker, Lookahead};
 use crate::exec::counters::EngineCounters;
-use crate::exec::dispatch::{dispatch, initial_concurrency};
+use crate::exec::dispatch::{Permits, dispatch, initial_concurrency, size_concurrency};
 use crate::exec::feed::{Done, LiveFeed, Queued, feed, job_queue_batches};
 use crate::exec::pace::{Pace, Pacing};
 use crate::exec::stop::{Stop, StopKind};
+use crate::exec::tasks::{Background, Until};
 use crate::exec::throttle::Throttle;
 use crate::exec::watch::{
     Gauges, LiveWatch, MetricsSink, RunWatch, StateSink, report_failed_message,
@@ -74,11 +80,27 @@ pub async fn run(
     stop: Stop,
     ui: &Ui,
 ) -> Result<Summary, Error> {
+    let mut background = Background::new();
+    let result = run_stages(settings, live, stop, ui, &mut background).await;
+    // The run ends: whatever still runs in the background (the time budget's
+    // timer; on an early error, every task) stops here, and only here.
+    background.shutdown().await;
+    result
+}
+
+/// [`run`]'s stages, their background tasks spawned into `background`.
+async fn run_stages(
+    settings: &RunSettings,
+    live: Option<LiveRun<'_>>,
+    stop: Stop,
+    ui: &Ui,
+    background: &mut Background,
+) -> Result<Summary, Error> {
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
     let mut opened = open(settings, live.as_ref().map(|l| l.settings), started)?;
     let live = match live {
-        Some(l) => Some(Live::start(settings, l, &stop).await?),
+        Some(l) => Some(Live::start(settings, l, &stop, background).await?),
         None => None,
     };
     let progress = progress_of(&opened.prior, live.as_ref(), clock);
@@ -89,11 +111,11 @@ pub async fn run(
     let recorder_thread = recorder::spawn(opened.recorder, outcome_rx, watch, journaled);
     let (feed, stages) = live
         .as_ref()
-        .map(|l| l.spawn(outcome_tx.clone(), &stop, state_reader))
+        .map(|l| l.spawn(outcome_tx.clone(), &stop, state_reader, background))
         .unzip();
     let read_result = run_feed(opened.intake, outcome_tx, &stop, feed).await?;
     if let Some(stages) = stages {
-        stages.wait(&stop).await;
+        stages.wait(&stop, background).await;
     }
     let (recorder, failed, watch) = recorder_thread
         .await
@@ -291,35 +313,35 @@ impl<'a> Live<'a> {
         settings: &RunSettings,
         run: LiveRun<'a>,
         stop: &Stop,
+        background: &mut Background,
     ) -> Result<Live<'a>, Error> {
+        let exec = &run.settings.exec;
         Ok(Live {
             settings: run.settings,
             target: run.remote.label.clone(),
-            engine: Engine::start(settings, &run.settings.exec, run.remote, stop).await?,
+            engine: Engine::start(settings, exec, run.remote, stop, background).await?,
             lookahead: Arc::new(Lookahead::default()),
         })
     }
 
-    /// Start the dispatcher (with a token) and the adaptive rate; returns
-    /// the feed's live part.
+    /// Start the dispatcher (with a token), and in `background` the
+    /// adaptive rate and the concurrency sizer; returns the feed's live part.
     fn spawn(
         &self,
         outcome_tx: mpsc::Sender<Vec<Done>>,
         stop: &Stop,
         state: Option<StateReader>,
+        background: &mut Background,
     ) -> (LiveFeed, Stages) {
         let (engine, exec) = (&self.engine, &self.settings.exec);
         let (job_tx, job_rx) =
             mpsc::channel::<Vec<Queued>>(job_queue_batches(initial_concurrency(exec)));
-        let adapter = match (exec.rate, &engine.tokens) {
-            (Rate::Auto { start, max }, Some(_)) => Some(tokio::spawn(adapt::adapt(
-                engine.pace.clone(),
-                engine.counters.clone(),
-                start,
-                max,
-            ))),
-            _ => None,
-        };
+        if let (Rate::Auto { start, max }, Some(_)) = (exec.rate, &engine.tokens) {
+            background.spawn(
+                Until::RowsDone,
+                adapt::adapt(engine.pace.clone(), engine.counters.clone(), start, max),
+            );
+        }
         let dispatcher = engine.tokens.as_ref().map(|tokens| {
             let cx = Arc::new(WorkerCtx {
                 client: engine.client.clone(),
@@ -334,20 +356,21 @@ impl<'a> Live<'a> {
                 stop: stop.clone(),
                 counters: engine.counters.clone(),
             });
-            tokio::spawn(dispatch(cx, exec.clone(), job_rx, outcome_tx, stop.clone()))
+            let permits = Arc::new(Permits::new(initial_concurrency(exec)));
+            if exec.concurrency.is_none() {
+                background.spawn(
+                    Until::RowsDone,
+                    size_concurrency(cx.clone(), permits.clone()),
+                );
+            }
+            tokio::spawn(dispatch(cx, permits, job_rx, outcome_tx, stop.clone()))
         });
         let feed = LiveFeed {
             jobs: job_tx,
             state,
             lookahead: self.lookahead.clone(),
         };
-        (
-            feed,
-            Stages {
-                dispatcher,
-                adapter,
-            },
-        )
+        (feed, Stages { dispatcher })
     }
 
     /// The target and the rate part of summary.json.
@@ -385,6 +408,7 @@ impl Engine {
         exec: &ExecSettings,
         remote: &Remote,
         stop: &Stop,
+        background: &mut Background,
     ) -> Result<Engine, Error> {
         let client = ConnectClient::new(&remote.base_url, remote.credentials.clone(), exec.timeout)
             .map_err(|e| Error::Fatal(format!("{e}")))?;
@@ -408,7 +432,7 @@ impl Engine {
             None => None,
         };
         if let Some(budget) = exec.time_budget {
-            spawn_time_budget(budget, stop.clone());
+            spawn_time_budget(budget, stop.clone(), background);
         }
         Ok(Engine {
             client,
@@ -422,29 +446,29 @@ impl Engine {
     }
 }
 
-/// The live run's tasks besides the feed and the recorder.
+/// The live run's stage besides the feed and the recorder (its background
+/// tasks are in the run's [`Background`]).
 struct Stages {
     dispatcher: Option<tokio::task::JoinHandle<()>>,
-    adapter: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Stages {
-    /// Wait for the last row task, then stop adapting the rate.
-    async fn wait(self, stop: &Stop) {
+    /// Wait for the last row task, then stop adapting the rate and sizing
+    /// the concurrency.
+    async fn wait(self, stop: &Stop, background: &mut Background) {
         if let Some(d) = self.dispatcher
             && let Err(e) = d.await
         {
             stop.trip(StopKind::Fatal, format!("dispatcher failed: {e}"));
         }
-        if let Some(a) = self.adapter {
-            a.abort();
-        }
+        background.rows_done().await;
     }
 }
 
-/// Trip `stop` once `budget` is spent.
-fn spawn_time_budget(budget: Duration, stop: Stop) {
-    tokio::spawn(async move {
+/// Trip `stop` once `budget` is spent (a task of `background` until the
+/// run ends: the budget may stop a run while its last rows are recorded).
+fn spawn_time_budget(budget: Duration, stop: Stop, background: &mut Background) {
+    background.spawn(Until::RunEnds, async move {
         tokio::time::sleep(budget).await;
         stop.interrupt(format!(
             "time budget of {} spent",

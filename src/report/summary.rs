@@ -119,7 +119,7 @@ pub struct RateSummary {
     pub mode: String,
     /// A rate safe to start the next night from (`--rate-start`): the fixed
     /// rate, or with `auto` the highest rate held without a 429 over the last
-    /// minute, below the latest ceiling (exec::pace::Controller::safe_rate).
+    /// minute, below the latest ceiling (exec::adapt::Controller::safe_rate).
     pub final_per_second: f64,
     /// `--rate-max` with `auto`.
     pub max_per_second: Option<u32>,

@@ -1,208 +1,16 @@
-//! The pace of the run: one governor limiter shared by every worker, whose
-//! rate can change while the run goes (`--rate auto`), and, unless the
-//! partner is known to allow bursts, a sliding-window guard behind it.
-//!
-//! Connect does not say how it counts its per-second threshold, so the
-//! default assumes the strictest limiter: at most N requests in *any* sliding
-//! one-second window. GCRA alone cannot promise that and still hold its rate:
-//! with a burst of 1 a timer that wakes late loses its slot for good (the run
-//! falls below R), and with a burst of 2 the catch-up lets R + 1 requests into
-//! one window. So [`Pacing::Window`] keeps governor at burst 2 (late wake-ups
-//! catch up) and puts a `Window` guard behind it: a ring of the last
-//! ⌊R⌋ send instants, and a request goes only once the oldest of them is
-//! `SPAN` old. `SPAN` is one second plus a margin for the jitter between
-//! our send and the partner's arrival clock; it caps the run at R / 1.005.
-//! [`Pacing::Burst`] (`--burst N`) is plain GCRA with that burst, for a
-//! partner known to run a token bucket.
-//!
-//! governor's quota is fixed per limiter, so a new rate swaps in a new
-//! limiter behind a lock that is only read on the hot path. Workers already
-//! waiting on the old limiter take one slot from the new one too, so a
-//! change drops, duplicates and stalls nothing.
-//!
-//! The controller of `--rate auto` lives in `exec::adapt` and sets the rate
-//! here; what it last decided (its safe rate, the ceiling, the 429s it took
-//! for noise) is kept here too, for the summary and the timeline.
+//! The sliding-window guard behind the limiter ([`super::Pacing::Window`]):
+//! at most ⌊R⌋ requests in any [`SPAN`] as the partner's clock may see them.
 
-use std::collections::VecDeque;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 /// The sliding window the guard keeps at most ⌊R⌋ requests in: the partner's
 /// one second, plus 5 ms for the jitter between our clock and its.
-const SPAN: Duration = Duration::from_millis(1005);
-
-/// How the limiter may line requests up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pacing {
-    /// At most ⌊R⌋ requests in any sliding `SPAN` (the default).
-    Window,
-    /// GCRA with this burst and no window guard (`--burst N`).
-    Burst(NonZeroU32),
-}
-
-impl Pacing {
-    /// `--burst`: `None` keeps the strict default.
-    pub fn from_burst(burst: Option<u32>) -> Pacing {
-        burst
-            .and_then(NonZeroU32::new)
-            .map_or(Pacing::Window, Pacing::Burst)
-    }
-
-    fn gcra_burst(self) -> NonZeroU32 {
-        match self {
-            // One late wake-up may catch up; the guard keeps the window.
-            Pacing::Window => NonZeroU32::MIN.saturating_add(1),
-            Pacing::Burst(b) => b,
-        }
-    }
-}
-
-/// The shared limiter whose rate can be changed.
-pub struct Pace {
-    /// The limiter in force and its generation (bumped by every change).
-    limiter: RwLock<(u64, Arc<DefaultDirectRateLimiter>)>,
-    /// Current rate in thousandths of a request per second.
-    rate_milli: AtomicU64,
-    /// `--rate auto`: the controller's safe rate, in thousandths.
-    safe_milli: AtomicU64,
-    /// `--rate auto`: the ceiling in force, in thousandths (0: none).
-    ceiling_milli: AtomicU64,
-    /// `--rate auto`: 429s the controller took for noise, so far.
-    noise_429: AtomicU64,
-    pacing: Pacing,
-    /// `Pacing::Window`'s guard.
-    window: Option<Window>,
-}
-
-impl Pace {
-    /// A pace of `rate` requests per second.
-    pub fn new(rate: f64, pacing: Pacing) -> Pace {
-        let rate = rate.max(0.001);
-        Pace {
-            limiter: RwLock::new((0, Arc::new(limiter(rate, pacing.gcra_burst())))),
-            rate_milli: AtomicU64::new((rate * 1000.0) as u64),
-            safe_milli: AtomicU64::new((rate * 1000.0) as u64),
-            ceiling_milli: AtomicU64::new(0),
-            noise_429: AtomicU64::new(0),
-            pacing,
-            window: (pacing == Pacing::Window).then(|| Window::new(rate)),
-        }
-    }
-
-    /// The current rate, requests per second.
-    pub(crate) fn rate(&self) -> f64 {
-        self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
-    }
-
-    /// A rate safe to start the next run from: the rate itself at a fixed
-    /// rate, the highest rate held without push-back lately with `--rate auto`.
-    pub(crate) fn safe_rate(&self) -> f64 {
-        self.safe_milli.load(Ordering::Relaxed) as f64 / 1000.0
-    }
-
-    /// The ceiling `--rate auto` holds under, if any.
-    pub(crate) fn ceiling(&self) -> Option<f64> {
-        match self.ceiling_milli.load(Ordering::Relaxed) {
-            0 => None,
-            m => Some(m as f64 / 1000.0),
-        }
-    }
-
-    /// 429s `--rate auto` took for noise so far.
-    pub(crate) fn noise_429(&self) -> u64 {
-        self.noise_429.load(Ordering::Relaxed)
-    }
-
-    /// What the controller now holds: its safe rate and its ceiling.
-    pub(crate) fn note_controller(&self, safe: f64, ceiling: Option<f64>) {
-        self.safe_milli
-            .store((safe * 1000.0) as u64, Ordering::Relaxed);
-        self.ceiling_milli.store(
-            ceiling.map_or(0, |c| ((c * 1000.0) as u64).max(1)),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// The controller took `n` 429s for noise.
-    pub(crate) fn note_noise(&self, n: u64) {
-        self.noise_429.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// `--rate auto` cut the rate because the partner pushed back: the 429s
-    /// of the last second were its limiter refusing, and leave the window
-    /// guard (see [`Window`]).
-    pub(crate) fn cut_rate(&self, rate: f64) {
-        if let Some(w) = &self.window {
-            w.forget_refused();
-        }
-        self.set_rate(rate);
-    }
-
-    /// Change the rate; takes effect for the next request to wait.
-    pub(crate) fn set_rate(&self, rate: f64) {
-        let rate = rate.max(0.001);
-        let next = Arc::new(limiter(rate, self.pacing.gcra_burst()));
-        if let Ok(mut l) = self.limiter.write() {
-            *l = (l.0 + 1, next);
-        }
-        if let Some(w) = &self.window {
-            w.set_rate(rate);
-        }
-        self.rate_milli
-            .store((rate * 1000.0) as u64, Ordering::Relaxed);
-    }
-
-    /// Wait for this request's slot. A slot granted by a limiter that was
-    /// replaced during the wait does not count: the request then also takes
-    /// one from the new limiter, so the new rate holds at once instead of
-    /// the old waiters draining at the old pace. With the window guard,
-    /// returns the request's place in the window for [`Pace::settle`].
-    pub(crate) async fn until_ready(&self, jitter: Jitter) -> Option<Slot> {
-        loop {
-            let (generation, current) = self.current();
-            current.until_ready_with_jitter(jitter).await;
-            if self.current().0 == generation {
-                break;
-            }
-        }
-        match &self.window {
-            Some(w) => w.admit().await,
-            None => None,
-        }
-    }
-
-    /// The request of `slot` was answered after `rtt`, refused with a 429
-    /// or not: see [`Window::settle`].
-    pub(crate) fn settle(&self, slot: Option<Slot>, rtt: Duration, refused: bool) {
-        if let (Some(w), Some(slot)) = (&self.window, slot) {
-            w.settle(slot, rtt, refused);
-        }
-    }
-
-    fn current(&self) -> (u64, Arc<DefaultDirectRateLimiter>) {
-        match self.limiter.read() {
-            Ok(l) => (l.0, l.1.clone()),
-            Err(poisoned) => {
-                let l = poisoned.into_inner();
-                (l.0, l.1.clone())
-            }
-        }
-    }
-}
-
-fn limiter(rate: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
-    RateLimiter::direct(quota)
-}
+pub(super) const SPAN: Duration = Duration::from_millis(1005);
 
 /// The sliding-window guard: at most `cap` = ⌊rate⌋ (at least 1) requests
 /// in any [`SPAN`] *as the partner's clock may see them*.
@@ -221,17 +29,17 @@ fn limiter(rate: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
 /// A request answered 429 stays in the window: the partner may have
 /// counted it (a spurious 429 comes after the limiter admitted the
 /// request). Only when `--rate auto` cuts the rate because the partner
-/// pushed back ([`Pace::cut_rate`]) do the 429s in the window leave it:
+/// pushed back ([`super::Pace::cut_rate`]) do the 429s in the window leave it:
 /// those were the partner's limiter refusing, which a strict limiter does
 /// not count, so the window then holds what the partner admitted, and the
 /// pool does not stall after the cut waiting for refused requests to age out.
 ///
 /// Above [`GUARD_MAX`] requests per second the guard stands aside: no partner
 /// limit is that high, and a ring that size would cost more than it guards.
-struct Window {
+pub(super) struct Window {
     inner: Mutex<WindowState>,
     /// The rate is above `GUARD_MAX`: admit without taking the lock.
-    open: std::sync::atomic::AtomicBool,
+    open: AtomicBool,
 }
 
 /// The guard's place for one request.
@@ -258,7 +66,7 @@ struct WindowState {
     /// Requests settled as arriving late, moved out of `sent` (which stays
     /// in booking order, so that one slow request does not hold the younger
     /// ones behind it): their estimated arrivals, each with how many.
-    late: std::collections::BTreeMap<Instant, usize>,
+    late: BTreeMap<Instant, usize>,
     spread: RttSpread,
 }
 
@@ -304,7 +112,7 @@ impl WindowState {
 
 impl Window {
     /// A guard for `rate` requests per second.
-    fn new(rate: f64) -> Window {
+    pub(super) fn new(rate: f64) -> Window {
         let cap = window_cap(rate);
         Window {
             inner: Mutex::new(WindowState {
@@ -312,22 +120,22 @@ impl Window {
                 sent: VecDeque::with_capacity(cap.min(4096) + 1),
                 live: 0,
                 front_id: 0,
-                late: std::collections::BTreeMap::new(),
+                late: BTreeMap::new(),
                 spread: RttSpread::default(),
             }),
-            open: std::sync::atomic::AtomicBool::new(rate > GUARD_MAX),
+            open: AtomicBool::new(rate > GUARD_MAX),
         }
     }
 
     /// A new rate: a lower cap holds from the next send on (the sends
     /// already in the window must age out first).
-    fn set_rate(&self, rate: f64) {
+    pub(super) fn set_rate(&self, rate: f64) {
         self.lock().cap = window_cap(rate);
         self.open.store(rate > GUARD_MAX, Ordering::Relaxed);
     }
 
     /// Wait until one more request fits in the window, and book it.
-    async fn admit(&self) -> Option<Slot> {
+    pub(super) async fn admit(&self) -> Option<Slot> {
         if self.open.load(Ordering::Relaxed) {
             return None;
         }
@@ -353,7 +161,7 @@ impl Window {
     /// not: a refused one is marked (see [`Window::forget_refused`]); an
     /// accepted one's arrival is estimated as its send plus how much its
     /// round trip exceeded the usual spread.
-    fn settle(&self, slot: Slot, rtt: Duration, refused: bool) {
+    pub(super) fn settle(&self, slot: Slot, rtt: Duration, refused: bool) {
         let mut w = self.lock();
         let late = w.spread.observe(rtt);
         let Some(i) = slot.id.checked_sub(w.front_id) else {
@@ -375,7 +183,7 @@ impl Window {
 
     /// The partner's limiter refused the requests answered 429: they leave
     /// the window.
-    fn forget_refused(&self) {
+    pub(super) fn forget_refused(&self) {
         let mut w = self.lock();
         let mut gone = 0;
         for entry in w.sent.iter_mut() {
@@ -448,51 +256,8 @@ fn window_cap(rate: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Guard, Pace, Pacing};
     use super::*;
-
-    /// Most sends in any sliding `span` of `times`.
-    fn max_in_span(times: &[Instant], span: Duration) -> usize {
-        let mut most = 0;
-        let mut lo = 0;
-        for hi in 0..times.len() {
-            while times[hi] - times[lo] >= span {
-                lo += 1;
-            }
-            most = most.max(hi - lo + 1);
-        }
-        most
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_window_guard_keeps_a_sliding_second_at_the_rate() {
-        // GCRA at burst 2 lets a late wake-up catch up; the guard keeps any
-        // sliding second at ⌊R⌋ however the waits line up, from several
-        // tasks at once. (That it still reaches R is a benchmark figure.)
-        let pace = Arc::new(Pace::new(50.0, Pacing::Window));
-        let sends = Arc::new(Mutex::new(Vec::new()));
-        let tasks: Vec<_> = (0..4)
-            .map(|t| {
-                let (pace, sends) = (pace.clone(), sends.clone());
-                tokio::spawn(async move {
-                    for i in 0..30u32 {
-                        pace.until_ready(Jitter::up_to(Duration::ZERO)).await;
-                        sends.lock().unwrap().push(Instant::now());
-                        if (i + t) % 7 == 0 {
-                            // A slow task: the next slots catch up.
-                            tokio::time::sleep(Duration::from_millis(30)).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let mut sends = sends.lock().unwrap().clone();
-        sends.sort();
-        assert_eq!(sends.len(), 120);
-        assert!(max_in_span(&sends, SPAN) <= 50);
-    }
 
     #[tokio::test]
     async fn a_request_held_up_on_its_way_counts_from_its_estimated_arrival() {
@@ -568,7 +333,9 @@ mod tests {
         // Cap 2, both slots taken; the partner answered one 429. It may have
         // counted it (a spurious 429): the next request waits for it.
         let pace = Pace::new(2.0, Pacing::Window);
-        let w = pace.window.as_ref().expect("the guard");
+        let Guard::Window(w) = &pace.guard else {
+            panic!("the window guard");
+        };
         let a = w.admit().await.expect("a slot");
         let _b = w.admit().await.expect("a slot");
         w.settle(a, Duration::from_millis(1), true);
@@ -624,18 +391,5 @@ mod tests {
         // The ten must age out down to four before the next fits.
         w.admit().await;
         assert!(start.elapsed() >= SPAN, "{:?}", start.elapsed());
-    }
-
-    #[tokio::test]
-    async fn pace_rate_changes_take_effect() {
-        let pace = Pace::new(1000.0, Pacing::from_burst(Some(1)));
-        assert_eq!(pace.rate(), 1000.0);
-        pace.set_rate(2.5);
-        assert_eq!(pace.rate(), 2.5);
-        // Two slots at 2.5/s (burst 1): the second waits about 400 ms.
-        let start = std::time::Instant::now();
-        pace.until_ready(Jitter::up_to(Duration::ZERO)).await;
-        pace.until_ready(Jitter::up_to(Duration::ZERO)).await;
-        assert!(start.elapsed() >= Duration::from_millis(300));
     }
 }
