@@ -458,6 +458,12 @@ pub struct SandboxArgs {
     /// Seed for the fault decisions, for reproducible runs.
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
+
+    /// Postal-code prefixes the address endpoint flags long_distance_delivery
+    /// (comma-separated, case and spaces ignored; empty for none)
+    /// [default: 995,996,997,998,999,X,Y: Alaska and Canada's territories].
+    #[arg(long, value_name = "PREFIXES", value_delimiter = ',')]
+    pub(crate) long_distance_prefixes: Option<Vec<String>>,
 }
 
 /// `--rate` and the config file's `rate`, as `parse_rate` reads both: a

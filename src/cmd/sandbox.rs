@@ -26,6 +26,10 @@ pub(crate) async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
         reset_rate: args.reset_rate,
         commit_drop_rate: args.commit_drop_rate,
         seed: args.seed,
+        long_distance_prefixes: args
+            .long_distance_prefixes
+            .clone()
+            .unwrap_or_else(|| SandboxConfig::default().long_distance_prefixes),
     };
     let sandbox = Sandbox::start(cfg, args.listen)
         .await
