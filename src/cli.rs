@@ -191,6 +191,10 @@ pub(crate) struct ReadArgs {
     /// Locale sent for rows whose locale is blank, e.g. en-US.
     #[arg(long, value_name = "TAG")]
     pub(crate) default_locale: Option<String>,
+
+    /// A row without an address (address_line_1 and postal_code) is invalid.
+    #[arg(long)]
+    pub(crate) require_address: bool,
 }
 
 /// `run`'s options.

@@ -19,7 +19,9 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::api::model::{ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, USERS_PATH};
+use crate::api::model::{
+    ADDRESSES_SEGMENT, Endpoint, ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, USERS_PATH,
+};
 
 /// Longest Retry-After we honour. A server asking for more is treated as asking
 /// for this much, so one odd header cannot park the whole pool for hours.
@@ -344,11 +346,46 @@ impl ConnectClient {
     }
 
     /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
+    pub async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
+        self.post(token, self.users_url.clone(), body).await
+    }
+
+    /// One request to `endpoint` for `user_id`: create-user, or
+    /// `POST /v2/fulfillment/users/{user_id}/addresses` (the id
+    /// percent-encoded as one path segment).
+    pub async fn send(
+        &self,
+        token: &str,
+        endpoint: Endpoint,
+        user_id: &str,
+        body: Bytes,
+    ) -> Attempt {
+        match endpoint {
+            Endpoint::Users => self.create_user(token, body).await,
+            Endpoint::Addresses => {
+                let mut url = self.users_url.clone();
+                match url.path_segments_mut() {
+                    Ok(mut path) => {
+                        path.push(user_id).push(ADDRESSES_SEGMENT);
+                    }
+                    Err(()) => {
+                        return Attempt::Transport {
+                            kind: TransportKind::Other,
+                            message: "the base URL cannot take a path".into(),
+                        };
+                    }
+                }
+                self.post(token, url, body).await
+            }
+        }
+    }
+
+    /// Exactly one POST of `body` to `url`, whatever happens.
     ///
-    /// `body` is the CreateUser JSON, serialised once per row; retries clone the
+    /// `body` is the JSON, serialised once per row; retries clone the
     /// `Bytes` (a refcount bump). The response body is always read, so the
     /// connection goes back to the pool.
-    pub async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
+    async fn post(&self, token: &str, url: Url, body: Bytes) -> Attempt {
         let mut auth = match HeaderValue::from_str(&format!("Bearer {token}")) {
             Ok(v) => v,
             Err(_) => {
@@ -362,7 +399,7 @@ impl ConnectClient {
         auth.set_sensitive(true);
         let sent = self
             .http
-            .post(self.users_url.clone())
+            .post(url)
             .header(header::AUTHORIZATION, auth)
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)

@@ -2,7 +2,8 @@
 //!
 //! Each attempt goes: pool-wide [`Throttle`] → governor cell (before *every*
 //! attempt, retries included, so the partner never sees more than `--rate`) →
-//! current token → exactly one `create_user` → [`classify`]. A 401 refreshes the
+//! current token → exactly one request to the job's endpoint (create-user or
+//! the address upsert) → [`classify`]. A 401 refreshes the
 //! token and retries without spending the retry budget; transient failures wait
 //! a full-jitter backoff delay (at least the server's Retry-After, and 429s
 //! in a cluster hold the whole pool). Cancellation is honoured only *between* attempts: a
@@ -21,6 +22,7 @@ use governor::Jitter;
 
 use crate::api::classify::{Verdict, classify};
 use crate::api::client::{Attempt, ConnectClient, TokenError};
+use crate::api::model::Endpoint;
 use crate::api::token::{TokenManager, TokenRef};
 use crate::exec::counters::EngineCounters;
 use crate::exec::pace::{Pace, Slot};
@@ -66,7 +68,9 @@ pub struct Job {
     pub row: u64,
     /// The payload's user_id.
     pub user_id: String,
-    /// The CreateUser JSON, serialised once; retries clone the `Bytes`.
+    /// Where it goes: create-user, or the address endpoint (chosen at intake).
+    pub endpoint: Endpoint,
+    /// The JSON body, serialised once; retries clone the `Bytes`.
     pub body: Bytes,
 }
 
@@ -194,9 +198,15 @@ async fn send(row: &mut RowRun, token: &TokenRef, slot: Option<Slot>, cx: &Worke
     row.attempts += 1;
     cx.counters.sending();
     let sent = Instant::now();
+    let job = &row.job;
     let attempt = cx
         .client
-        .create_user(token.token.expose(), row.job.body.clone())
+        .send(
+            token.token.expose(),
+            job.endpoint,
+            &job.user_id,
+            job.body.clone(),
+        )
         .await;
     let rtt = sent.elapsed();
     let verdict = classify(&attempt);

@@ -116,7 +116,7 @@ impl StateStore {
         let mut matched = 0u64;
         let mut pending: Pending = Vec::with_capacity(IMPORT_BATCH);
         while let Some(step) = intake.next_step()? {
-            let Step::Send { row, user, .. } = step else {
+            let Step::Send { row, payload, .. } = step else {
                 continue;
             };
             let Some(status) = stored_status(sets, row) else {
@@ -127,6 +127,7 @@ impl StateStore {
                 StoredStatus::Created => summary.created += 1,
                 StoredStatus::Exists => summary.exists += 1,
             }
+            let user = payload.into_user();
             let hash = payload_hash(&user);
             pending.push((user.user_id, hash, status));
             if pending.len() == IMPORT_BATCH {

@@ -6,7 +6,9 @@ use connect_provision::sandbox::SandboxConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::util::{create, post_address, session, single_error, user};
+use crate::util::{
+    Reports, Run, TestDir, create, post_address, sandbox, session, single_error, user,
+};
 
 fn key(e: &ApiError) -> &str {
     e.meta.as_ref().map_or("", |m| m.key.as_str())
@@ -151,4 +153,95 @@ async fn address_endpoint_needs_a_token_and_shares_the_rate_limit() {
     let resp = post_address(&c, &sb, &t, "u2", &body).await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(sb.stats().throttled, 1);
+}
+
+// --- input, local validation, the endpoint chosen at intake -----------------
+
+/// An export with address columns under their usual export names.
+fn address_file(dir: &TestDir) -> std::path::PathBuf {
+    dir.write_csv(
+        "with_address.csv",
+        &[
+            &["user_id", "first_name", "Street", "Zip", "Town"],
+            &["a1", "ann", "1 main st", "94105", "san francisco"],
+            &["a2", "bob", "", "", ""],
+            &["a3", "cy", "2 elm st", "9410", "oakland"],
+            &["a4", "di", "PO Box 12", "94105", ""],
+            &["a5", "ed", "3 ice rd", "99501", "anchorage"],
+            &["a6", "flo", "4 oak st", "", ""],
+            &["a7", "gus", "5 rue main", "h2x1y4", "montreal"],
+        ],
+    )
+}
+
+#[tokio::test]
+async fn invalid_postal_codes_are_never_sent_and_rows_choose_their_endpoint() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let dir = TestDir::new();
+    let input = address_file(&dir);
+    let out = dir.join("out");
+    let o = Run::live(&sb)
+        .input(&input)
+        .out(&out)
+        .rate(1000)
+        .output_async()
+        .await;
+    o.expect_code(1);
+    let rows = Reports::at(&out).assert_live(&sb, 7).rows;
+    let st = |id: &str| {
+        rows.iter()
+            .find(|r| r.user_id == id)
+            .map(|r| r.status.as_str())
+    };
+    assert_eq!(st("a1"), Some("created"));
+    assert_eq!(st("a2"), Some("created"), "no address: create-user");
+    assert_eq!(st("a3"), Some("invalid"));
+    assert_eq!(st("a6"), Some("invalid"));
+    assert_eq!(st("a7"), Some("created"));
+    let a3 = rows
+        .iter()
+        .find(|r| r.user_id == "a3")
+        .map(|r| r.error.as_str());
+    assert_eq!(
+        a3,
+        Some(
+            "postal_code: '9410' is not a US ZIP code (94105, 94105-1234) or a Canadian postal code (K1A 0B1)"
+        )
+    );
+    // What the sandbox saw: one create-user (a2) and four address requests;
+    // the invalid rows never left the machine.
+    let s = sb.stats();
+    assert_eq!((s.users_requests, s.address_requests), (5, 4));
+    let addressed: Vec<String> = sb.addresses().into_iter().map(|a| a.user_id).collect();
+    assert_eq!(addressed, ["a1", "a5", "a7"]);
+}
+
+#[tokio::test]
+async fn dry_run_reports_invalid_addresses_and_require_address() {
+    let dir = TestDir::new();
+    let input = address_file(&dir);
+    let out = dir.join("dry");
+    Run::dry(&input).out(&out).output().expect_code(1);
+    let rows = Reports::at(&out).assert_consistent(7).rows;
+    let invalid: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.status == "invalid")
+        .map(|r| r.user_id.as_str())
+        .collect();
+    assert_eq!(invalid, ["a3", "a6"]);
+    assert!(rows.iter().filter(|r| r.status == "valid").count() == 5);
+
+    let out = dir.join("dry-required");
+    Run::dry(&input)
+        .out(&out)
+        .arg("--require-address")
+        .output()
+        .expect_code(1);
+    let rows = Reports::at(&out).assert_consistent(7).rows;
+    let a2 = rows.iter().find(|r| r.user_id == "a2").expect("row a2");
+    assert_eq!(a2.status, "invalid");
+    assert_eq!(
+        a2.error,
+        "address_line_1: required (--require-address): the row has no address"
+    );
 }
