@@ -252,6 +252,7 @@ impl Intake {
                     attempts: r.attempts,
                     error: Some(r.error),
                     duration: std::time::Duration::ZERO,
+                    address: None,
                 }));
             }
         }

@@ -92,6 +92,19 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// What the tool keeps of an address endpoint's 200 answer (read in
+/// `api::model`): the validated address and the long-distance flag, each
+/// `None` when the answer did not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedAddress {
+    /// `address_line_1` as the partner answered.
+    pub address_line_1: Option<String>,
+    /// `postal_code` as the partner answered.
+    pub postal_code: Option<String>,
+    /// `long_distance_delivery`.
+    pub long_distance_delivery: Option<bool>,
+}
+
 /// What happened to one data row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -109,6 +122,9 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Time from the row's first attempt to its final status.
     pub(crate) duration: Duration,
+    /// The address as the partner validated it (address rows answered 200).
+    /// Boxed: most outcomes have none, and outcomes travel in batches.
+    pub address: Option<Box<ValidatedAddress>>,
 }
 
 impl Outcome {
@@ -127,6 +143,7 @@ impl Outcome {
             attempts: 0,
             error,
             duration: Duration::ZERO,
+            address: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::api::model::{
     ADDRESSES_SEGMENT, Endpoint, ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, USERS_PATH,
+    ValidatedAddress,
 };
 
 /// Longest Retry-After we honour. A server asking for more is treated as asking
@@ -147,6 +148,9 @@ pub enum Attempt {
         error: Option<ErrorBody>,
         /// Start of a non-2xx body that did not parse as [`ErrorBody`].
         snippet: Option<String>,
+        /// The address endpoint's 2xx answer, read liberally (fields at
+        /// the top level or under `address`); `None` for create-user.
+        validated: Option<ValidatedAddress>,
     },
     /// No answer: the request failed in transport.
     Transport {
@@ -347,7 +351,7 @@ impl ConnectClient {
 
     /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
     pub async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
-        self.post(token, self.users_url.clone(), body).await
+        self.post(token, self.users_url.clone(), body, false).await
     }
 
     /// One request to `endpoint` for `user_id`: create-user, or
@@ -375,7 +379,7 @@ impl ConnectClient {
                         };
                     }
                 }
-                self.post(token, url, body).await
+                self.post(token, url, body, true).await
             }
         }
     }
@@ -384,8 +388,9 @@ impl ConnectClient {
     ///
     /// `body` is the JSON, serialised once per row; retries clone the
     /// `Bytes` (a refcount bump). The response body is always read, so the
-    /// connection goes back to the pool.
-    async fn post(&self, token: &str, url: Url, body: Bytes) -> Attempt {
+    /// connection goes back to the pool. With `read_address`, a 2xx body is
+    /// read as the address endpoint's answer.
+    async fn post(&self, token: &str, url: Url, body: Bytes, read_address: bool) -> Attempt {
         let mut auth = match HeaderValue::from_str(&format!("Bearer {token}")) {
             Ok(v) => v,
             Err(_) => {
@@ -430,11 +435,23 @@ impl ConnectClient {
         } else {
             read_error_body(&bytes)
         };
+        let validated = (read_address && status.is_success())
+            .then(|| {
+                let v = ValidatedAddress::from_answer(&bytes);
+                if v.is_none() {
+                    tracing::debug!(
+                        "the address answer is not a JSON object; nothing validated kept"
+                    );
+                }
+                v
+            })
+            .flatten();
         Attempt::Answered {
             status: status.as_u16(),
             retry_after,
             error,
             snippet,
+            validated,
         }
     }
 }

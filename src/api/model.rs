@@ -205,20 +205,11 @@ pub struct AddressAnswer {
     pub long_distance_delivery: bool,
 }
 
-/// What the tool keeps of an address endpoint's 200 answer, read liberally:
-/// each field at the top level, or nested under `address` (and the flag also
-/// under `flags`, as the deprecated sibling answers). A field that is absent
-/// stays `None`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ValidatedAddress {
-    /// `address_line_1` as the partner answered.
-    pub address_line_1: Option<String>,
-    /// `postal_code` as the partner answered.
-    pub postal_code: Option<String>,
-    /// `long_distance_delivery`.
-    pub long_distance_delivery: Option<bool>,
-}
+pub use crate::outcome::ValidatedAddress;
 
+/// Reading the address endpoint's 200 answer liberally: each field at the
+/// top level, or nested under `address` (and the flag also under `flags`,
+/// as the deprecated sibling answers). A field that is absent stays `None`.
 impl ValidatedAddress {
     /// Read a 200 body; `None` when it is not a JSON object.
     pub fn from_answer(bytes: &[u8]) -> Option<ValidatedAddress> {

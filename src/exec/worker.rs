@@ -28,7 +28,7 @@ use crate::exec::counters::EngineCounters;
 use crate::exec::pace::{Pace, Slot};
 use crate::exec::stop::Stop;
 use crate::exec::throttle::Throttle;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Status, ValidatedAddress};
 use crate::retry::{Backoff, RetryPolicy};
 
 /// 401s per row answered by refreshing the token "for free". Beyond this a 401
@@ -211,6 +211,9 @@ async fn send(row: &mut RowRun, token: &TokenRef, slot: Option<Slot>, cx: &Worke
     let rtt = sent.elapsed();
     let verdict = classify(&attempt);
     cx.counters.observe(&attempt, &verdict, rtt);
+    if let (Verdict::Done(..), Attempt::Answered { validated, .. }) = (&verdict, &attempt) {
+        row.validated = validated.clone().map(Box::new);
+    }
     if matches!(attempt, Attempt::Answered { .. }) {
         // When the partner saw it is only known for an answered request.
         let refused = matches!(
@@ -252,6 +255,8 @@ struct RowRun {
     free_unauthorized: u32,
     /// Last HTTP status and reason, for `failed` rows.
     last: (Option<u16>, String),
+    /// The address endpoint's validated answer, once an attempt succeeded.
+    validated: Option<Box<ValidatedAddress>>,
 }
 
 impl RowRun {
@@ -263,6 +268,7 @@ impl RowRun {
             backoff,
             free_unauthorized: 0,
             last: (None, String::new()),
+            validated: None,
         }
     }
 
@@ -318,6 +324,7 @@ impl RowRun {
             attempts: self.attempts,
             error,
             duration: self.started.elapsed(),
+            address: self.validated,
         }
     }
 

@@ -260,6 +260,13 @@ fn facts(s: &Summary) -> String {
             severity(exit),
         ),
     ];
+    if s.long_distance_delivery > 0 {
+        // After "Rows finished": a fact about the rows, not the requests.
+        rows.insert(
+            8,
+            ("Long-distance addresses", int(s.long_distance_delivery), ""),
+        );
+    }
     if let Some(e) = &s.fatal_error {
         rows.push(("Fatal error", escape(e), "bad"));
     }
@@ -413,6 +420,7 @@ mod tests {
             elapsed_seconds: t.len() as f64,
             rows_read: rows,
             counts,
+            long_distance_delivery: 0,
             requests_sent: sum(|s| s.sent),
             retries: sum(|s| s.retries),
             throttled_429: sum(|s| s.throttled_429),

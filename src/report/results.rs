@@ -19,7 +19,7 @@ use std::io::{self, BufRead};
 
 use csv::StringRecord;
 
-use super::RESULTS_HEADER;
+use super::{RESULTS_HEADER, RESULTS_HEADER_V1};
 use crate::outcome::Status;
 use crate::rowset::RowSet;
 
@@ -74,12 +74,17 @@ pub(crate) struct ResultsReader<R> {
     rec: StringRecord,
     /// Fields a data line must have to count.
     width: usize,
+    /// Also counts: the recorder's fields before the address columns, in
+    /// the run's own file from an older build (resume).
+    old_width: Option<usize>,
 }
 
 impl<R: BufRead> ResultsReader<R> {
     /// The run's own results.csv (resume): the header line is skipped
     /// unread, and a data line counts only with the recorder's fields
-    /// ([`RESULTS_HEADER`]). A file without a complete header has no records.
+    /// ([`RESULTS_HEADER`]), or those of a build before the address
+    /// columns ([`RESULTS_HEADER_V1`]). A file without a complete header
+    /// has no records.
     pub(crate) fn own(rdr: R) -> io::Result<Self> {
         let mut lines = Lines::new(rdr);
         lines.next_line()?;
@@ -87,6 +92,7 @@ impl<R: BufRead> ResultsReader<R> {
             lines,
             rec: StringRecord::new(),
             width: RESULTS_HEADER.len(),
+            old_width: Some(RESULTS_HEADER_V1),
         })
     }
 
@@ -108,7 +114,12 @@ impl<R: BufRead> ResultsReader<R> {
             return Err(ResultsError::NotResults);
         }
         let width = rec.len();
-        Ok(ResultsReader { lines, rec, width })
+        Ok(ResultsReader {
+            lines,
+            rec,
+            width,
+            old_width: None,
+        })
     }
 
     /// The next data line that parses with the expected width; `None` at
@@ -118,7 +129,9 @@ impl<R: BufRead> ResultsReader<R> {
             let Some(line) = self.lines.next_line()? else {
                 return Ok(None);
             };
-            if parse_line(line, &mut self.rec) && self.rec.len() == self.width {
+            if parse_line(line, &mut self.rec)
+                && (self.rec.len() == self.width || Some(self.rec.len()) == self.old_width)
+            {
                 break;
             }
         }
@@ -180,6 +193,21 @@ impl<'a> ResultRecord<'a> {
     /// The `error` cell, as written.
     pub(crate) fn error(&self) -> &'a str {
         self.cell(5)
+    }
+
+    /// `long_distance_delivery`: `None` when empty or absent (a row
+    /// without an address, or a file from before the address columns).
+    pub(crate) fn long_distance(&self) -> Option<bool> {
+        match self.cell(9) {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Fields on the line.
+    pub(crate) fn width(&self) -> usize {
+        self.rec.len()
     }
 
     /// The whole line as written, `\n` included.

@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::util::{
-    Reports, Run, TestDir, create, post_address, sandbox, session, single_error, user,
+    Reports, Run, TestDir, create, post_address, sample, sandbox, session, single_error,
+    status_counts, user,
 };
 
 fn key(e: &ApiError) -> &str {
@@ -244,4 +245,219 @@ async fn dry_run_reports_invalid_addresses_and_require_address() {
         a2.error,
         "address_line_1: required (--require-address): the row has no address"
     );
+}
+
+// --- answers, outcomes and reports ------------------------------------------
+
+// Issue #20 point 3: flat answers read into results.csv, refused addresses
+// named in failures.csv, long-distance counted everywhere the operator looks.
+#[tokio::test]
+async fn validated_addresses_refusals_and_long_distance_reach_every_report() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let dir = TestDir::new();
+    let input = address_file(&dir);
+    let out = dir.join("out");
+    let o = Run::live(&sb)
+        .input(&input)
+        .out(&out)
+        .rate(1000)
+        .output_async()
+        .await;
+    o.expect_code(1)
+        .expect_stdout("long-distance addresses: 1 (long_distance_delivery=true in results.csv)");
+    let reports = Reports::at(&out);
+    let checked = reports.assert_live(&sb, 7);
+    let row = |id: &str| {
+        checked
+            .rows
+            .iter()
+            .find(|r| r.user_id == id)
+            .unwrap_or_else(|| panic!("row {id}"))
+            .clone()
+    };
+    let a1 = row("a1");
+    assert_eq!(
+        (
+            a1.status.as_str(),
+            a1.validated_address_line_1.as_str(),
+            a1.validated_postal_code.as_str(),
+            a1.long_distance_delivery.as_str()
+        ),
+        ("created", "1 Main St", "94105", "false")
+    );
+    let a5 = row("a5");
+    assert_eq!(
+        (
+            a5.validated_postal_code.as_str(),
+            a5.long_distance_delivery.as_str()
+        ),
+        ("99501", "true")
+    );
+    assert_eq!(row("a7").validated_postal_code, "H2X 1Y4");
+    // No address: the three columns stay empty.
+    let a2 = row("a2");
+    assert_eq!(
+        (
+            a2.validated_address_line_1.as_str(),
+            a2.validated_postal_code.as_str(),
+            a2.long_distance_delivery.as_str()
+        ),
+        ("", "", "")
+    );
+    // The P.O. box: rejected with the partner's message, in failures.csv.
+    let a4 = row("a4");
+    let refused = "address_line_1: is undeliverable: P.O. boxes are not delivered to (1001)";
+    assert_eq!(
+        (a4.status.as_str(), a4.http_status),
+        ("rejected", Some(400))
+    );
+    assert_eq!(a4.error, refused);
+    let (header, failures) = reports.failure_records();
+    assert_eq!(header.last().map(String::as_str), Some("error_message"));
+    let failed_a4 = failures
+        .iter()
+        .find(|f| f[0] == "a4")
+        .expect("a4 in failures.csv");
+    assert_eq!(failed_a4.last().map(String::as_str), Some(refused));
+    assert_eq!(failed_a4[2], "PO Box 12", "the input's own cells, verbatim");
+
+    assert_eq!(checked.summary.long_distance_delivery, 1);
+    let page = std::fs::read_to_string(reports.path("report.html")).expect("report.html");
+    assert!(
+        page.contains("<dt>Long-distance addresses</dt><dd>1</dd>"),
+        "report.html shows the count"
+    );
+    assert_eq!(sb.stats().undeliverable, 1);
+
+    // failures.csv reruns safely: the endpoint is an upsert. Fixed rows are created.
+    let fixed = dir.write_csv(
+        "fixed.csv",
+        &[
+            &["user_id", "first_name", "Street", "Zip", "Town"],
+            &["a4", "di", "12 Pine St", "94105", ""],
+            &["a1", "ann", "9 New Rd", "94107", ""],
+        ],
+    );
+    let out2 = dir.join("rerun");
+    Run::live(&sb)
+        .input(&fixed)
+        .out(&out2)
+        .rate(1000)
+        .output_async()
+        .await
+        .expect_code(0);
+    let rows = Reports::at(&out2).assert_consistent(2).rows;
+    assert!(rows.iter().all(|r| r.status == "created"), "{rows:?}");
+    assert_eq!(sb.stats().duplicate_creations, 0);
+}
+
+/// A stand-in Connect whose address endpoint answers in the nested layout
+/// (`{"user_id", "address": {…, "flags": {"long_distance_delivery"}}}`),
+/// the other layout the stored docs leave open.
+async fn nested_partner() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::Router;
+    use axum::extract::Path;
+    use axum::routing::post;
+    let router = Router::new()
+        .route(
+            connect_provision::api::model::TOKEN_PATH,
+            post(|| async {
+                axum::Json(
+                    json!({"access_token": "t0123456789abcdef", "token_type": "Bearer",
+                                  "expires_in": 86400, "created_at": 1_796_000_000}),
+                )
+            }),
+        )
+        .route(
+            connect_provision::api::model::ADDRESSES_ROUTE,
+            post(
+                |Path(id): Path<String>, axum::Json(body): axum::Json<Value>| async move {
+                    let far = body["postal_code"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with('9'));
+                    axum::Json(json!({"user_id": id, "address": {
+                    "address_line_1": body["address_line_1"].as_str().map(str::to_uppercase),
+                    "postal_code": body["postal_code"],
+                    "flags": {"long_distance_delivery": far}}}))
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}"), task)
+}
+
+#[tokio::test]
+async fn a_nested_answer_is_read_too() {
+    let (base, task) = nested_partner().await;
+    let dir = TestDir::new();
+    let input = dir.write_csv(
+        "nested.csv",
+        &[
+            &["user_id", "first_name", "address_line_1", "postal_code"],
+            &["n1", "ann", "1 main st", "99501"],
+            &["n2", "bob", "2 elm st", "K1A 0B1"],
+        ],
+    );
+    let out = dir.join("out");
+    Run::live_at(base)
+        .input(&input)
+        .out(&out)
+        .output_async()
+        .await
+        .expect_code(0);
+    let rows = Reports::at(&out).assert_consistent(2).rows;
+    let got: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.user_id.as_str(),
+                r.validated_address_line_1.as_str(),
+                r.validated_postal_code.as_str(),
+                r.long_distance_delivery.as_str(),
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("n1", "1 MAIN ST", "99501", "true"),
+            ("n2", "2 ELM ST", "K1A 0B1", "false")
+        ]
+    );
+    assert_eq!(Reports::at(&out).summary().long_distance_delivery, 1);
+    task.abort();
+}
+
+// README: Users with addresses (the samples it runs).
+#[test]
+fn the_address_samples_dry_run_as_the_readme_says() {
+    let dir = TestDir::new();
+    let out = dir.join("sample");
+    Run::dry(sample("customers_with_address.csv"))
+        .out(&out)
+        .output()
+        .expect_code(1);
+    let counts = status_counts(&Reports::at(&out).assert_consistent(200).rows);
+    assert_eq!(
+        (counts.get("invalid"), counts.get("valid")),
+        (Some(&6), Some(&194))
+    );
+    let out = dir.join("export");
+    Run::dry(sample("customers_export_with_address.csv"))
+        .out(&out)
+        .args([
+            "--config".as_ref(),
+            sample("mapping_with_address.toml").as_os_str(),
+        ])
+        .output()
+        .expect_code(0);
+    Reports::at(&out).assert_consistent(20);
 }
