@@ -27,11 +27,15 @@ pub enum Status {
     Unchanged,
     /// State store: provisioned earlier with a different payload; not sent.
     Changed,
+    /// State store: provisioned earlier with the same user fields but another
+    /// address; sent again through the address endpoint (an upsert) and
+    /// answered 200.
+    Updated,
 }
 
 impl Status {
     /// Every status, in report order.
-    pub(crate) const ALL: [Status; 9] = [
+    pub(crate) const ALL: [Status; 10] = [
         Status::Created,
         Status::Exists,
         Status::Invalid,
@@ -41,6 +45,7 @@ impl Status {
         Status::Valid,
         Status::Unchanged,
         Status::Changed,
+        Status::Updated,
     ];
 
     /// The word used in results.csv and summary.json.
@@ -55,6 +60,7 @@ impl Status {
             Status::Valid => "valid",
             Status::Unchanged => "unchanged",
             Status::Changed => "changed",
+            Status::Updated => "updated",
         }
     }
 
@@ -77,6 +83,7 @@ impl Status {
                 | Status::Duplicate
                 | Status::Unchanged
                 | Status::Changed
+                | Status::Updated
         )
     }
 

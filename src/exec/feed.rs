@@ -17,7 +17,7 @@ use crate::input::InputError;
 use crate::intake::{Intake, Step};
 use crate::outcome::{Outcome, Status};
 use crate::report::recorder;
-use crate::state::{PayloadHash, StateReader, payload_hash};
+use crate::state::{Fingerprint, StateReader, fingerprint};
 
 /// A finished row for the recorder.
 pub(crate) type Done = recorder::Done<Tag>;
@@ -28,8 +28,8 @@ pub(crate) struct Tag {
     /// The row's place among the rows the feed handed on (0, 1, 2, … in
     /// input order): the circuit breaker judges rows in this order.
     pub(crate) seq: u64,
-    /// With `--state`, the hash of the payload that was sent.
-    pub(crate) hash: Option<PayloadHash>,
+    /// With `--state`, the fingerprint of the payload that was sent.
+    pub(crate) hash: Option<Fingerprint>,
 }
 
 /// A row decided without a request; `raw` only when it is a failure.
@@ -135,19 +135,24 @@ fn prepare(
     state: &mut Option<StateReader>,
     stop: &Stop,
 ) -> Prepared {
-    let hash = state.as_ref().map(|_| payload_hash(payload.user()));
+    let hash = state.as_ref().map(|_| fingerprint(&payload));
+    // With `--state`, a known user whose address changed is sent again
+    // (the upsert attaches it) and ends `updated`.
+    let mut update = false;
     if let (Some(reader), Some(h)) = (state.as_mut(), &hash) {
         match reader.lookup(&payload.user().user_id) {
-            Ok(Some(k)) => {
-                // Provisioned by an earlier run: not sent again.
-                let status = k.classify(h);
-                let error = (status == Status::Changed).then(|| k.changed_message());
-                return Prepared::Local(local(
-                    seq,
-                    Outcome::local(row, payload.into_user().user_id, status, error),
-                    None,
-                ));
-            }
+            Ok(Some(k)) => match k.classify_payload(h) {
+                Status::Updated => update = true,
+                status => {
+                    // Provisioned by an earlier run: not sent again.
+                    let error = (status == Status::Changed).then(|| k.changed_message());
+                    return Prepared::Local(local(
+                        seq,
+                        Outcome::local(row, payload.into_user().user_id, status, error),
+                        None,
+                    ));
+                }
+            },
             Ok(None) => {}
             Err(e) => stop.trip(StopKind::Fatal, crate::error::chain(&e)),
         }
@@ -166,6 +171,7 @@ fn prepare(
                 user_id,
                 endpoint,
                 body: Bytes::from(body),
+                update,
             },
             raw: raw.clone(),
             tag: Tag { seq, hash },

@@ -72,6 +72,9 @@ pub struct Job {
     pub endpoint: Endpoint,
     /// The JSON body, serialised once; retries clone the `Bytes`.
     pub body: Bytes,
+    /// With `--state`: a known user sent again for a changed address; its
+    /// 200 is `updated`, not `created`.
+    pub update: bool,
 }
 
 /// A problem that ends the whole run (exit 3), not just one row.
@@ -275,6 +278,9 @@ impl RowRun {
     /// What to do after an attempt classified `verdict`.
     fn decide(&mut self, verdict: Verdict) -> Next {
         match verdict {
+            Verdict::Done(Status::Created, http) if self.job.update => {
+                Next::Finish(Status::Updated, Some(http), None)
+            }
             Verdict::Done(status, http) => Next::Finish(status, Some(http), None),
             Verdict::Final(http, message) => {
                 Next::Finish(Status::Rejected, Some(http), Some(message))

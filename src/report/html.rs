@@ -378,6 +378,7 @@ mod tests {
                     0,
                     0,
                     done - done * 8 / 10 - done / 10,
+                    0,
                 ],
                 throttled_429: throttled,
                 retries,
@@ -595,7 +596,7 @@ mod tests {
             Second {
                 second: u64::MAX - 1,
                 sent: u64::MAX,
-                outcomes: [u64::MAX; 9],
+                outcomes: [u64::MAX; 10],
                 rate: Some(f64::INFINITY),
                 latency_ms: Some([f64::NAN, 1.0, -5.0]),
                 ..Second::default()

@@ -264,7 +264,8 @@ pub(crate) fn scan_results<R: BufRead, W: Write>(
             | Status::Exists
             | Status::Duplicate
             | Status::Unchanged
-            | Status::Changed => {
+            | Status::Changed
+            | Status::Updated => {
                 scan.earlier.done.insert(row);
                 scan.kept_counts.add(status);
             }

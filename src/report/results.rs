@@ -254,7 +254,9 @@ impl Successes {
     pub(crate) fn note(&mut self, row: u64, status: Status) {
         match status {
             Status::Created => self.created.insert(row),
-            Status::Exists | Status::Unchanged => self.exists.insert(row),
+            // `updated`: known before (and created then, if this tool
+            // did); the address was attached again.
+            Status::Exists | Status::Unchanged | Status::Updated => self.exists.insert(row),
             Status::Changed => self.changed += 1,
             _ => {}
         }

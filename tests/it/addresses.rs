@@ -461,3 +461,114 @@ fn the_address_samples_dry_run_as_the_readme_says() {
         .expect_code(0);
     Reports::at(&out).assert_consistent(20);
 }
+
+// --- `--state`: only changed addresses are sent again -----------------------
+
+// Issue #20 point 4 (README: Incremental nightly runs).
+#[tokio::test]
+async fn state_sends_only_changed_addresses_and_records_them_updated() {
+    let sb = sandbox(SandboxConfig::default()).await;
+    let dir = TestDir::new();
+    let state = dir.join("state.db");
+    let header: &[&str] = &[
+        "user_id",
+        "first_name",
+        "last_name",
+        "address_line_1",
+        "postal_code",
+    ];
+    let night1 = dir.write_csv(
+        "n1.csv",
+        &[
+            header,
+            &["s1", "ann", "lee", "1 Main St", "94105"],
+            &["s2", "bob", "ray", "2 Elm St", "94107"],
+            &["s3", "cy", "dee", "", ""],
+            &["s4", "di", "fox", "4 Oak St", "94110"],
+        ],
+    );
+    let run = |input: &std::path::Path, out: &str| {
+        Run::live(&sb)
+            .input(input)
+            .out(dir.join(out))
+            .rate(1000)
+            .arg("--state")
+            .arg(&state)
+            .output_async()
+    };
+    run(&night1, "n1").await.expect_code(0);
+    assert_eq!(sb.stats().users_requests, 4);
+
+    // The same file again: nothing sent.
+    run(&night1, "n1-again").await.expect_code(0);
+    let rows = Reports::at(dir.join("n1-again")).assert_consistent(4).rows;
+    assert!(rows.iter().all(|r| r.status == "unchanged"), "{rows:?}");
+    assert_eq!(sb.stats().users_requests, 4);
+
+    // Night 2: s1 moved (sent again, `updated`), s2 renamed (`changed`,
+    // not sent, even though its address moved too), s3 now has an address
+    // (attached: `updated`), s4 as before, s5 new.
+    let night2 = dir.write_csv(
+        "n2.csv",
+        &[
+            header,
+            &["s1", "ann", "lee", "1 Ice Rd", "99501"],
+            &["s2", "bobby", "ray", "9 Elm St", "94107"],
+            &["s3", "cy", "dee", "3 Pine Rd", "K1A 0B1"],
+            &["s4", "di", "fox", "4 Oak St", "94110"],
+            &["s5", "ed", "gus", "5 Birch Way", "94111"],
+        ],
+    );
+    let o = run(&night2, "n2").await;
+    o.expect_code(0);
+    let checked = Reports::at(dir.join("n2")).assert_consistent(5);
+    let st = |id: &str| {
+        checked
+            .rows
+            .iter()
+            .find(|r| r.user_id == id)
+            .map(|r| (r.status.clone(), r.long_distance_delivery.clone()))
+    };
+    assert_eq!(st("s1"), Some(("updated".into(), "true".into())));
+    assert_eq!(st("s2").map(|s| s.0), Some("changed".into()));
+    assert_eq!(st("s3").map(|s| s.0), Some("updated".into()));
+    assert_eq!(st("s4").map(|s| s.0), Some("unchanged".into()));
+    assert_eq!(st("s5").map(|s| s.0), Some("created".into()));
+    assert_eq!(checked.summary.counts.get("updated"), Some(&2));
+    assert_eq!(checked.summary.long_distance_delivery, 1);
+    // Three requests: s1, s3 and s5; all to the address endpoint.
+    let s = sb.stats();
+    assert_eq!((s.users_requests, s.address_requests), (7, 6));
+    let moved = sb
+        .addresses()
+        .into_iter()
+        .find(|a| a.user_id == "s1")
+        .expect("s1");
+    assert_eq!(moved.postal_code, "99501");
+
+    // The state keeps the last validated address per user.
+    let conn = rusqlite::Connection::open(&state).expect("state db");
+    let kept: String = conn
+        .query_row(
+            "SELECT validated_address FROM users WHERE user_id = 's1'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("s1's address");
+    let kept: Value = serde_json::from_str(&kept).expect("json");
+    assert_eq!(
+        kept,
+        json!({"address_line_1": "1 Ice Rd", "postal_code": "99501", "long_distance_delivery": true})
+    );
+
+    // Night 2 again: everything known, nothing sent.
+    run(&night2, "n2-again").await.expect_code(0);
+    let rows = Reports::at(dir.join("n2-again")).assert_consistent(5).rows;
+    let changed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.status != "unchanged")
+        .map(|r| r.user_id.as_str())
+        .collect();
+    assert_eq!(changed, ["s2"], "only the renamed user stays changed");
+    assert_eq!(sb.stats().users_requests, 7);
+}

@@ -56,6 +56,7 @@ fn job_with(row: u64, first_name: &str) -> Job {
         user_id: user.user_id.clone(),
         endpoint: Endpoint::Users,
         body: Bytes::from(serde_json::to_vec(&user).expect("json")),
+        update: false,
     }
 }
 
