@@ -590,6 +590,27 @@ mod tests {
     }
 
     #[test]
+    fn address_flags_parse() {
+        assert!(
+            run_args(&["run", "x.csv", "--require-address"])
+                .read
+                .require_address
+        );
+        assert!(!run_args(&["run", "x.csv"]).read.require_address);
+        let r = run_args(&["run", "x.csv", "--map", "postal_code=PLZ"]);
+        assert_eq!(r.read.map, [("postal_code".to_string(), "PLZ".to_string())]);
+        let sandbox = |args: &[&str]| match parse(args).expect("parses").command {
+            Command::Sandbox(s) => s.long_distance_prefixes,
+            other => panic!("not sandbox: {other:?}"),
+        };
+        assert_eq!(
+            sandbox(&["sandbox", "--long-distance-prefixes", "995,K0"]),
+            Some(vec!["995".to_string(), "K0".to_string()])
+        );
+        assert_eq!(sandbox(&["sandbox"]), None);
+    }
+
+    #[test]
     fn no_secret_flag_exists() {
         let err = parse(&["run", "x.csv", "--client-secret", "s3cret"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
