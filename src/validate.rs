@@ -213,7 +213,7 @@ impl Validator {
         };
         Ok(match address {
             None => Payload::User(user),
-            Some(a) => Payload::WithAddress(user, a),
+            Some(a) => Payload::WithAddress(user, Box::new(a)),
         })
     }
 
@@ -445,7 +445,7 @@ mod tests {
         };
         assert_eq!(user.first_name, "Ann");
         assert_eq!(
-            address,
+            *address,
             Address {
                 address_line_1: "1 Main St".into(),
                 address_line_2: None,

@@ -116,8 +116,10 @@ pub enum Endpoint {
 pub enum Payload {
     /// A row without an address: create-user.
     User(CreateUser),
-    /// A row with an address: the address endpoint, carrying the user's fields.
-    WithAddress(CreateUser, Address),
+    /// A row with an address: the address endpoint, carrying the user's
+    /// fields. Boxed, so a payload without one stays as small as before
+    /// (payloads are moved through the intake's batches).
+    WithAddress(CreateUser, Box<Address>),
 }
 
 /// The address endpoint's body: the address and the user's fields (the
@@ -171,7 +173,7 @@ impl Payload {
         match self {
             Payload::User(u) => serde_json::to_vec(u),
             Payload::WithAddress(u, a) => serde_json::to_vec(&AddressBody {
-                address: a,
+                address: a.as_ref(),
                 first_name: &u.first_name,
                 last_name: u.last_name.as_deref(),
                 phone_number: u.phone_number.as_deref(),
@@ -938,7 +940,7 @@ mod tests {
             postal_code: "94105".into(),
             ..Default::default()
         };
-        let p = Payload::WithAddress(user.clone(), address);
+        let p = Payload::WithAddress(user.clone(), Box::new(address));
         assert_eq!(p.endpoint(), Endpoint::Addresses);
         assert_eq!(
             String::from_utf8(p.to_body().unwrap()).unwrap(),

@@ -164,20 +164,26 @@ impl Recorder {
             .map_err(csv_err)?;
         w.write_field(self.itoa.format(o.duration.as_millis() as u64))
             .map_err(csv_err)?;
-        let a = o.address.as_deref();
-        for text in [
-            a.and_then(|a| a.address_line_1.as_deref()),
-            a.and_then(|a| a.postal_code.as_deref()),
-        ] {
-            w.write_field(neutralize(text.unwrap_or("")).as_bytes())
-                .map_err(csv_err)?;
+        match o.address.as_deref() {
+            // Most rows: the three address columns empty, nothing to neutralise.
+            None => {
+                for _ in 0..3 {
+                    w.write_field([]).map_err(csv_err)?;
+                }
+            }
+            Some(a) => {
+                for text in [a.address_line_1.as_deref(), a.postal_code.as_deref()] {
+                    w.write_field(neutralize(text.unwrap_or("")).as_bytes())
+                        .map_err(csv_err)?;
+                }
+                let far = match a.long_distance_delivery {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "",
+                };
+                w.write_field(far).map_err(csv_err)?;
+            }
         }
-        let far = match a.and_then(|a| a.long_distance_delivery) {
-            Some(true) => "true",
-            Some(false) => "false",
-            None => "",
-        };
-        w.write_field(far).map_err(csv_err)?;
         w.write_record(None::<&[u8]>).map_err(csv_err)
     }
 
