@@ -277,6 +277,37 @@ mod tests {
         out
     }
 
+    // Issue #20: every reader takes results.csv with or without the three
+    // address columns (resume: `own`; state import and report DIR: `checked`).
+    #[test]
+    fn files_with_and_without_the_address_columns_read_alike() {
+        let old = format!("{HEADER}1,u1,created,200,1,,5\n2,u2,exists,400,1,,5\n");
+        let new = "row,user_id,status,http_status,attempts,error,duration_ms,\
+                   validated_address_line_1,validated_postal_code,long_distance_delivery\n\
+                   1,u1,created,200,1,,5,1 Ice Rd,99501,true\n\
+                   2,u2,exists,400,1,,5,,,\n\
+                   3,u3,updated,200,1,,5,3 Elm St,94105,false\n";
+        for text in [old.as_str(), new] {
+            let got = rows(ResultsReader::own(text.as_bytes()).unwrap());
+            assert_eq!(
+                got[..2],
+                [(Some(1), "u1".to_string()), (Some(2), "u2".to_string())]
+            );
+            let checked = rows(ResultsReader::checked(text.as_bytes()).unwrap());
+            assert_eq!(checked, got);
+            let s = Successes::read(text.as_bytes()).unwrap();
+            assert!(s.created.contains(1) && s.exists.contains(2));
+        }
+        let s = Successes::read(new.as_bytes()).unwrap();
+        assert!(s.exists.contains(3), "updated: known, recorded exists");
+        let mut r = ResultsReader::own(new.as_bytes()).unwrap();
+        let first = r.next_record().unwrap().unwrap();
+        assert_eq!((first.long_distance(), first.width()), (Some(true), 10));
+        let mut r = ResultsReader::own(old.as_bytes()).unwrap();
+        let first = r.next_record().unwrap().unwrap();
+        assert_eq!((first.long_distance(), first.width()), (None, 7));
+    }
+
     #[test]
     fn lines_stop_at_a_torn_last_line() {
         let mut l = Lines::new("a\nb\nc".as_bytes());
