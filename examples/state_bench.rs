@@ -88,6 +88,8 @@ fn main() {
                 user_id: u.user_id,
                 status: StoredStatus::Created,
                 at,
+                address_hash: None,
+                validated_address: None,
             });
             if batch.len() == 10_000 {
                 st.record(&batch).expect("record");
@@ -197,6 +199,8 @@ fn main() {
             user_id: u.user_id,
             status: StoredStatus::Created,
             at,
+            address_hash: None,
+            validated_address: None,
         });
         if batch.len() == 100 {
             st.record(&batch).expect("record");

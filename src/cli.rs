@@ -191,6 +191,10 @@ pub(crate) struct ReadArgs {
     /// Locale sent for rows whose locale is blank, e.g. en-US.
     #[arg(long, value_name = "TAG")]
     pub(crate) default_locale: Option<String>,
+
+    /// A row without an address (address_line_1 and postal_code) is invalid.
+    #[arg(long)]
+    pub(crate) require_address: bool,
 }
 
 /// `run`'s options.
@@ -458,6 +462,12 @@ pub struct SandboxArgs {
     /// Seed for the fault decisions, for reproducible runs.
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
+
+    /// Postal-code prefixes the address endpoint flags long_distance_delivery
+    /// (comma-separated, case and spaces ignored; empty for none)
+    /// [default: 995,996,997,998,999,X,Y: Alaska and Canada's territories].
+    #[arg(long, value_name = "PREFIXES", value_delimiter = ',')]
+    pub(crate) long_distance_prefixes: Option<Vec<String>>,
 }
 
 /// `--rate` and the config file's `rate`, as `parse_rate` reads both: a
@@ -577,6 +587,27 @@ mod tests {
         assert!(parse(&["check", "--env", "development", "--base-url", "https://x"]).is_err());
         let r = run_args(&["run", "x.csv", "--env", "development"]);
         assert_eq!(r.target.env, Some(EnvName::Development));
+    }
+
+    #[test]
+    fn address_flags_parse() {
+        assert!(
+            run_args(&["run", "x.csv", "--require-address"])
+                .read
+                .require_address
+        );
+        assert!(!run_args(&["run", "x.csv"]).read.require_address);
+        let r = run_args(&["run", "x.csv", "--map", "postal_code=PLZ"]);
+        assert_eq!(r.read.map, [("postal_code".to_string(), "PLZ".to_string())]);
+        let sandbox = |args: &[&str]| match parse(args).expect("parses").command {
+            Command::Sandbox(s) => s.long_distance_prefixes,
+            other => panic!("not sandbox: {other:?}"),
+        };
+        assert_eq!(
+            sandbox(&["sandbox", "--long-distance-prefixes", "995,K0"]),
+            Some(vec!["995".to_string(), "K0".to_string()])
+        );
+        assert_eq!(sandbox(&["sandbox"]), None);
     }
 
     #[test]

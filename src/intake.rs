@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use csv::ByteRecord;
 
-use crate::api::model::CreateUser;
+use crate::api::model::Payload;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
 use crate::rowset::RowSet;
@@ -59,7 +59,7 @@ impl Dedup {
     }
 
     /// Turn a validated row into its step: invalid, duplicate, or to send.
-    fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, CreateUser), Outcome> {
+    fn decide(&mut self, row: u64, v: Validated) -> Result<(u64, Payload), Outcome> {
         match v.result {
             Err(invalid) => Err(Outcome::local(
                 row,
@@ -67,7 +67,7 @@ impl Dedup {
                 Status::Invalid,
                 Some(invalid.to_string()),
             )),
-            Ok(user) if self.claim(&user.user_id) => Ok((row, user)),
+            Ok(payload) if self.claim(&payload.user().user_id) => Ok((row, payload)),
             Ok(_) => Err(Outcome::local(
                 row,
                 v.user_id,
@@ -87,8 +87,8 @@ pub enum Step<'a> {
     Send {
         /// 1-based data-row number.
         row: u64,
-        /// The payload to send.
-        user: CreateUser,
+        /// The payload to send, and so the endpoint.
+        payload: Payload,
         /// The row as read.
         raw: &'a ByteRecord,
     },
@@ -131,7 +131,7 @@ pub struct Intake {
 /// What becomes of a validated row that is not skipped.
 enum Decision {
     Local(Outcome),
-    Send { row: u64, user: CreateUser },
+    Send { row: u64, payload: Payload },
 }
 
 impl Intake {
@@ -219,7 +219,7 @@ impl Intake {
         };
         Ok(Some(match decision {
             Decision::Local(o) => Step::Local(o, raw),
-            Decision::Send { row, user } => Step::Send { row, user, raw },
+            Decision::Send { row, payload } => Step::Send { row, payload, raw },
         }))
     }
 
@@ -235,14 +235,14 @@ impl Intake {
         if let Some(resume) = &mut self.resume {
             if resume.done.contains(row) {
                 // A success of the earlier part still claims its user_id.
-                if let Ok(user) = v.result {
-                    self.seen.claim(&user.user_id);
+                if let Ok(payload) = v.result {
+                    self.seen.claim(&payload.user().user_id);
                 }
                 return None;
             }
             if let Some(r) = resume.rejected.remove(&row) {
-                if let Ok(user) = v.result {
-                    self.seen.claim(&user.user_id);
+                if let Ok(payload) = v.result {
+                    self.seen.claim(&payload.user().user_id);
                 }
                 return Some(Decision::Local(Outcome {
                     row,
@@ -252,6 +252,7 @@ impl Intake {
                     attempts: r.attempts,
                     error: Some(r.error),
                     duration: std::time::Duration::ZERO,
+                    address: None,
                 }));
             }
         }
@@ -259,7 +260,7 @@ impl Intake {
             v.result = Err(crate::validate::Invalid::unterminated());
         }
         Some(match self.seen.decide(row, v) {
-            Ok((row, user)) => Decision::Send { row, user },
+            Ok((row, payload)) => Decision::Send { row, payload },
             Err(outcome) => Decision::Local(outcome),
         })
     }

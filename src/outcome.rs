@@ -27,11 +27,15 @@ pub enum Status {
     Unchanged,
     /// State store: provisioned earlier with a different payload; not sent.
     Changed,
+    /// State store: provisioned earlier with the same user fields but another
+    /// address; sent again through the address endpoint (an upsert) and
+    /// answered 200.
+    Updated,
 }
 
 impl Status {
     /// Every status, in report order.
-    pub(crate) const ALL: [Status; 9] = [
+    pub(crate) const ALL: [Status; 10] = [
         Status::Created,
         Status::Exists,
         Status::Invalid,
@@ -41,6 +45,7 @@ impl Status {
         Status::Valid,
         Status::Unchanged,
         Status::Changed,
+        Status::Updated,
     ];
 
     /// The word used in results.csv and summary.json.
@@ -55,6 +60,7 @@ impl Status {
             Status::Valid => "valid",
             Status::Unchanged => "unchanged",
             Status::Changed => "changed",
+            Status::Updated => "updated",
         }
     }
 
@@ -77,6 +83,7 @@ impl Status {
                 | Status::Duplicate
                 | Status::Unchanged
                 | Status::Changed
+                | Status::Updated
         )
     }
 
@@ -90,6 +97,19 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What the tool keeps of an address endpoint's 200 answer (read in
+/// `api::model`): the validated address and the long-distance flag, each
+/// `None` when the answer did not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedAddress {
+    /// `address_line_1` as the partner answered.
+    pub address_line_1: Option<String>,
+    /// `postal_code` as the partner answered.
+    pub postal_code: Option<String>,
+    /// `long_distance_delivery`.
+    pub long_distance_delivery: Option<bool>,
 }
 
 /// What happened to one data row.
@@ -109,6 +129,9 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Time from the row's first attempt to its final status.
     pub(crate) duration: Duration,
+    /// The address as the partner validated it (address rows answered 200).
+    /// Boxed: most outcomes have none, and outcomes travel in batches.
+    pub address: Option<Box<ValidatedAddress>>,
 }
 
 impl Outcome {
@@ -127,6 +150,7 @@ impl Outcome {
             attempts: 0,
             error,
             duration: Duration::ZERO,
+            address: None,
         }
     }
 }

@@ -1,5 +1,11 @@
 //! One CSV record → the Connect payload, or the reason it cannot be sent.
 //!
+//! The payload is chosen here, once: a row with an address (`address_line_1`
+//! and `postal_code`) is a [`Payload::WithAddress`] for the address endpoint,
+//! a row with neither a [`Payload::User`] for create-user. Later stages only
+//! carry the endpoint and the bytes. An input without address columns never
+//! looks at them.
+//!
 //! Pure and per-row: a bad row is data (`Invalid`), never an `Err` that ends
 //! the run. Phone numbers go through libphonenumber (rlibphonenumber) and are
 //! always sent in E.164; locales through ICU4X's `icu_locale_core`, which
@@ -11,7 +17,9 @@ use csv::ByteRecord;
 use icu_locale_core::Locale;
 use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, enums::Region};
 
-use crate::api::model::{CreateUser, FORBIDDEN_NAME_CHARS};
+use crate::api::model::{
+    Address, CreateUser, FORBIDDEN_NAME_CHARS, Payload, canonical_postal_code,
+};
 use crate::input::{ColumnMap, Field};
 
 /// Options of validation that come from the command line.
@@ -21,6 +29,8 @@ pub struct ValidateOptions {
     phone_region: Region,
     /// Canonical tag sent when a row's locale is blank.
     default_locale: Option<String>,
+    /// `--require-address`: a row without an address is invalid.
+    require_address: bool,
 }
 
 impl Default for ValidateOptions {
@@ -28,6 +38,7 @@ impl Default for ValidateOptions {
         ValidateOptions {
             phone_region: Region::US,
             default_locale: None,
+            require_address: false,
         }
     }
 }
@@ -64,7 +75,14 @@ impl ValidateOptions {
         Ok(ValidateOptions {
             phone_region: region,
             default_locale,
+            require_address: false,
         })
+    }
+
+    /// `--require-address`: a row without an address is invalid.
+    pub fn require_address(mut self, yes: bool) -> Self {
+        self.require_address = yes;
+        self
     }
 }
 
@@ -110,7 +128,7 @@ impl std::fmt::Display for Invalid {
 pub(crate) struct Validated {
     /// The trimmed user_id (lossy for bytes that are not UTF-8), for reports.
     pub(crate) user_id: String,
-    pub(crate) result: Result<CreateUser, Invalid>,
+    pub(crate) result: Result<Payload, Invalid>,
 }
 
 /// Validates records of one input: options plus the resolved columns.
@@ -119,15 +137,20 @@ pub struct Validator {
     opts: ValidateOptions,
     columns: ColumnMap,
     headers: Vec<String>,
+    /// The input has an address column: resolved once, so a file without
+    /// one pays nothing per row.
+    has_address: bool,
 }
 
 impl Validator {
     /// A validator for records whose header is `headers`.
     pub fn new(opts: ValidateOptions, columns: ColumnMap, headers: Vec<String>) -> Self {
+        let has_address = columns.has_address();
         Validator {
             opts,
             columns,
             headers,
+            has_address,
         }
     }
 
@@ -141,7 +164,7 @@ impl Validator {
         Validated { user_id, result }
     }
 
-    fn check(&self, rec: &ByteRecord) -> Result<CreateUser, Invalid> {
+    fn check(&self, rec: &ByteRecord) -> Result<Payload, Invalid> {
         self.check_shape(rec)?;
         let get = |field: Field| -> &str {
             self.columns
@@ -169,14 +192,74 @@ impl Validator {
             Some(p) => Some(self.phone(p)?),
         };
         let locale = self.locale(get(Field::Locale))?;
+        let address = if self.has_address {
+            self.address(get)?
+        } else {
+            None
+        };
+        if address.is_none() && self.opts.require_address {
+            return Err(Invalid::field(
+                Field::AddressLine1,
+                "required (--require-address): the row has no address",
+            ));
+        }
 
-        Ok(CreateUser {
+        let user = CreateUser {
             user_id: user_id.to_string(),
             first_name: first_name.to_string(),
             last_name: last_name.map(str::to_string),
             phone_number,
             locale,
+        };
+        Ok(match address {
+            None => Payload::User(user),
+            Some(a) => Payload::WithAddress(user, Box::new(a)),
         })
+    }
+
+    /// The row's address: `None` when it has neither `address_line_1` nor
+    /// `postal_code`; the two are required together, and the postal code
+    /// must be a US ZIP or a Canadian postal code (sent in canonical form).
+    /// Deliverability (a P.O. box, say) is the partner's to judge.
+    fn address<'r>(&self, get: impl Fn(Field) -> &'r str) -> Result<Option<Address>, Invalid> {
+        let line_1 = get(Field::AddressLine1);
+        let postal = get(Field::PostalCode);
+        match (line_1.is_empty(), postal.is_empty()) {
+            (true, true) => return Ok(None),
+            (true, false) => {
+                return Err(Invalid::field(
+                    Field::AddressLine1,
+                    "required with postal_code",
+                ));
+            }
+            (false, true) => {
+                return Err(Invalid::field(
+                    Field::PostalCode,
+                    "required with address_line_1",
+                ));
+            }
+            (false, false) => {}
+        }
+        for field in Field::ADDRESS {
+            check_controls(field, get(field))?;
+        }
+        let postal_code = canonical_postal_code(postal).ok_or_else(|| {
+            Invalid::field(
+                Field::PostalCode,
+                format!(
+                    "'{}' is not a US ZIP code (94105, 94105-1234) or a Canadian postal code (K1A 0B1)",
+                    crate::input::printable(postal)
+                ),
+            )
+        })?;
+        let optional = |f: Field| non_blank(get(f)).map(str::to_string);
+        Ok(Some(Address {
+            address_line_1: line_1.to_string(),
+            address_line_2: optional(Field::AddressLine2),
+            address_type: optional(Field::AddressType),
+            postal_code,
+            city: optional(Field::City),
+        }))
     }
 
     /// The record as a whole: as many fields as the header, all UTF-8.
@@ -305,7 +388,10 @@ mod tests {
     use crate::input::ColumnSpec;
 
     fn validator(opts: ValidateOptions) -> Validator {
-        let headers: Vec<String> = crate::input::FIELDS.iter().map(|s| s.to_string()).collect();
+        let headers: Vec<String> = crate::input::FIELDS[..5]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let columns = ColumnMap::resolve(&headers, &ColumnSpec::default()).unwrap();
         Validator::new(opts, columns, headers)
     }
@@ -315,7 +401,124 @@ mod tests {
         validator(ValidateOptions::default())
             .validate(&rec)
             .result
+            .map(Payload::into_user)
             .map_err(|e| e.to_string())
+    }
+
+    const ADDRESS_HEADER: [&str; 7] = [
+        "user_id",
+        "first_name",
+        "Street",
+        "address_line_2",
+        "address_type",
+        "Zip",
+        "Town",
+    ];
+
+    fn check_address(opts: ValidateOptions, fields: &[&str]) -> Result<Payload, String> {
+        let headers: Vec<String> = ADDRESS_HEADER.iter().map(|s| s.to_string()).collect();
+        let columns = ColumnMap::resolve(&headers, &ColumnSpec::default()).unwrap();
+        let rec = ByteRecord::from(fields.to_vec());
+        Validator::new(opts, columns, headers)
+            .validate(&rec)
+            .result
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_row_with_an_address_goes_to_the_address_endpoint() {
+        let p = check_address(
+            ValidateOptions::default(),
+            &[
+                "u1",
+                "Ann",
+                " 1 Main St ",
+                "",
+                "residential",
+                "k1a0b1",
+                "Ottawa",
+            ],
+        )
+        .unwrap();
+        let Payload::WithAddress(user, address) = p else {
+            panic!("expected an address payload")
+        };
+        assert_eq!(user.first_name, "Ann");
+        assert_eq!(
+            *address,
+            Address {
+                address_line_1: "1 Main St".into(),
+                address_line_2: None,
+                address_type: Some("residential".into()),
+                postal_code: "K1A 0B1".into(),
+                city: Some("Ottawa".into()),
+            }
+        );
+        // Neither line 1 nor postal code: create-user, whatever else is set.
+        let p = check_address(
+            ValidateOptions::default(),
+            &["u1", "Ann", "", "Apt 2", "", "", "X"],
+        );
+        assert!(matches!(p, Ok(Payload::User(_))), "{p:?}");
+    }
+
+    #[test]
+    fn address_rules() {
+        let opts = ValidateOptions::default;
+        assert_eq!(
+            check_address(opts(), &["u1", "Ann", "1 Main St", "", "", "", ""]).unwrap_err(),
+            "postal_code: required with address_line_1"
+        );
+        assert_eq!(
+            check_address(opts(), &["u1", "Ann", "", "", "", "94105", ""]).unwrap_err(),
+            "address_line_1: required with postal_code"
+        );
+        for bad in ["9410", "941051", "ABC 123", "SW1A 1AA", "94105-12"] {
+            assert_eq!(
+                check_address(opts(), &["u1", "Ann", "1 Main St", "", "", bad, ""]).unwrap_err(),
+                format!(
+                    "postal_code: '{bad}' is not a US ZIP code (94105, 94105-1234) or a Canadian postal code (K1A 0B1)"
+                )
+            );
+        }
+        for good in ["94105", "94105-1234", "K1A 0B1", "h2x1y4"] {
+            assert!(
+                check_address(opts(), &["u1", "Ann", "1 Main St", "", "", good, ""]).is_ok(),
+                "{good}"
+            );
+        }
+        assert_eq!(
+            check_address(opts(), &["u1", "Ann", "1 Main\u{7}St", "", "", "94105", ""])
+                .unwrap_err(),
+            "address_line_1: contains a control character"
+        );
+        assert!(
+            check_address(
+                opts(),
+                &["u1", "Ann", "1 Main St", "", "", "94105", "Ott\nawa"]
+            )
+            .unwrap_err()
+            .starts_with("city: contains a line break")
+        );
+    }
+
+    #[test]
+    fn require_address_makes_a_row_without_one_invalid() {
+        let need = || ValidateOptions::default().require_address(true);
+        assert_eq!(
+            check_address(need(), &["u1", "Ann", "", "", "", "", ""]).unwrap_err(),
+            "address_line_1: required (--require-address): the row has no address"
+        );
+        assert!(check_address(need(), &["u1", "Ann", "1 A St", "", "", "94105", ""]).is_ok());
+        // Without address columns at all, too.
+        let rec = ByteRecord::from(vec!["u1", "Ann", "", "", ""]);
+        assert!(validator(need()).validate(&rec).result.is_err());
+        assert!(
+            validator(ValidateOptions::default())
+                .validate(&rec)
+                .result
+                .is_ok()
+        );
     }
 
     #[test]
@@ -420,7 +623,12 @@ mod tests {
         let v = validator(ValidateOptions::new("gb", None).unwrap());
         let rec = ByteRecord::from(vec!["u1", "Ann", "", "020 7946 0958", ""]);
         assert_eq!(
-            v.validate(&rec).result.unwrap().phone_number.as_deref(),
+            v.validate(&rec)
+                .result
+                .unwrap()
+                .user()
+                .phone_number
+                .as_deref(),
             Some("+442079460958")
         );
         assert!(ValidateOptions::new("XX", None).is_err());
@@ -451,12 +659,12 @@ mod tests {
         let v = validator(ValidateOptions::new("US", Some("en-us")).unwrap());
         let blank = ByteRecord::from(vec!["u1", "Ann", "", "", ""]);
         assert_eq!(
-            v.validate(&blank).result.unwrap().locale.as_deref(),
+            v.validate(&blank).result.unwrap().user().locale.as_deref(),
             Some("en-US")
         );
         let set = ByteRecord::from(vec!["u1", "Ann", "", "", "es-MX"]);
         assert_eq!(
-            v.validate(&set).result.unwrap().locale.as_deref(),
+            v.validate(&set).result.unwrap().user().locale.as_deref(),
             Some("es-MX")
         );
         assert!(ValidateOptions::new("US", Some("not a tag")).is_err());

@@ -106,8 +106,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(o.row, rows, "rows numbered without gaps");
                 assert!(o.error.as_deref().is_some_and(|e| !e.is_empty()));
             }
-            Step::Send { row, user, .. } => {
+            Step::Send { row, payload, .. } => {
                 assert_eq!(row, rows, "rows numbered without gaps");
+                let user = payload.user();
                 assert!(!user.user_id.is_empty());
                 assert_eq!(user.user_id.trim(), user.user_id);
                 assert!(!user.user_id.chars().any(char::is_control));

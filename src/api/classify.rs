@@ -60,6 +60,7 @@ pub fn classify(attempt: &Attempt) -> Verdict {
             retry_after,
             error,
             snippet,
+            ..
         } => {
             let status = *status;
             let detail = || {
@@ -118,6 +119,7 @@ mod tests {
             retry_after: None,
             error,
             snippet: None,
+            validated: None,
         }
     }
 
@@ -208,6 +210,7 @@ mod tests {
             retry_after: None,
             error,
             snippet,
+            validated: None,
         }
     }
 
@@ -372,6 +375,7 @@ mod tests {
             retry_after: Some(Duration::from_secs(2)),
             error: body("rate", "too many requests", codes::RETRY_LATER),
             snippet: None,
+            validated: None,
         };
         assert_eq!(
             classify(&a),
@@ -391,6 +395,7 @@ mod tests {
             retry_after: None,
             error: None,
             snippet: Some("<html>nope</html>".into()),
+            validated: None,
         };
         assert_eq!(
             classify(&a),

@@ -19,7 +19,10 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::api::model::{ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, USERS_PATH};
+use crate::api::model::{
+    ADDRESSES_SEGMENT, Endpoint, ErrorBody, TOKEN_PATH, TokenRequestRef, TokenResponse, USERS_PATH,
+    ValidatedAddress,
+};
 
 /// Longest Retry-After we honour. A server asking for more is treated as asking
 /// for this much, so one odd header cannot park the whole pool for hours.
@@ -145,6 +148,9 @@ pub enum Attempt {
         error: Option<ErrorBody>,
         /// Start of a non-2xx body that did not parse as [`ErrorBody`].
         snippet: Option<String>,
+        /// The address endpoint's 2xx answer, read liberally (fields at
+        /// the top level or under `address`); `None` for create-user.
+        validated: Option<ValidatedAddress>,
     },
     /// No answer: the request failed in transport.
     Transport {
@@ -344,11 +350,47 @@ impl ConnectClient {
     }
 
     /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
-    ///
-    /// `body` is the CreateUser JSON, serialised once per row; retries clone the
-    /// `Bytes` (a refcount bump). The response body is always read, so the
-    /// connection goes back to the pool.
     pub async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
+        self.post(token, self.users_url.clone(), body, false).await
+    }
+
+    /// One request to `endpoint` for `user_id`: create-user, or
+    /// `POST /v2/fulfillment/users/{user_id}/addresses` (the id
+    /// percent-encoded as one path segment).
+    pub async fn send(
+        &self,
+        token: &str,
+        endpoint: Endpoint,
+        user_id: &str,
+        body: Bytes,
+    ) -> Attempt {
+        match endpoint {
+            Endpoint::Users => self.create_user(token, body).await,
+            Endpoint::Addresses => {
+                let mut url = self.users_url.clone();
+                match url.path_segments_mut() {
+                    Ok(mut path) => {
+                        path.push(user_id).push(ADDRESSES_SEGMENT);
+                    }
+                    Err(()) => {
+                        return Attempt::Transport {
+                            kind: TransportKind::Other,
+                            message: "the base URL cannot take a path".into(),
+                        };
+                    }
+                }
+                self.post(token, url, body, true).await
+            }
+        }
+    }
+
+    /// Exactly one POST of `body` to `url`, whatever happens.
+    ///
+    /// `body` is the JSON, serialised once per row; retries clone the
+    /// `Bytes` (a refcount bump). The response body is always read, so the
+    /// connection goes back to the pool. With `read_address`, a 2xx body is
+    /// read as the address endpoint's answer.
+    async fn post(&self, token: &str, url: Url, body: Bytes, read_address: bool) -> Attempt {
         let mut auth = match HeaderValue::from_str(&format!("Bearer {token}")) {
             Ok(v) => v,
             Err(_) => {
@@ -362,7 +404,7 @@ impl ConnectClient {
         auth.set_sensitive(true);
         let sent = self
             .http
-            .post(self.users_url.clone())
+            .post(url)
             .header(header::AUTHORIZATION, auth)
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
@@ -393,11 +435,23 @@ impl ConnectClient {
         } else {
             read_error_body(&bytes)
         };
+        let validated = (read_address && status.is_success())
+            .then(|| {
+                let v = ValidatedAddress::from_answer(&bytes);
+                if v.is_none() {
+                    tracing::debug!(
+                        "the address answer is not a JSON object; nothing validated kept"
+                    );
+                }
+                v
+            })
+            .flatten();
         Attempt::Answered {
             status: status.as_u16(),
             retry_after,
             error,
             snippet,
+            validated,
         }
     }
 }

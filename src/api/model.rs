@@ -80,6 +80,208 @@ pub struct CreateUser {
     pub locale: Option<String>,
 }
 
+/// A delivery address as the tool sends it to
+/// `POST /v2/fulfillment/users/{user_id}/addresses` (SPEC "Create a user and
+/// validate an address"). Blank optional fields are `None` and left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    /// Street address (required).
+    pub address_line_1: String,
+    /// Apartment, suite, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line_2: Option<String>,
+    /// E.g. `residential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+    /// US ZIP or Canadian postal code (required), in canonical form.
+    pub postal_code: String,
+    /// City.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+}
+
+/// Which Connect endpoint a payload goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /v2/fulfillment/users`: create a bare user.
+    Users,
+    /// `POST /v2/fulfillment/users/{user_id}/addresses`: create (or find) the
+    /// user and validate an address (an upsert).
+    Addresses,
+}
+
+/// What one valid row sends: the one request type chosen at intake, so later
+/// stages carry an endpoint and bytes and never ask which kind of row it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// A row without an address: create-user.
+    User(CreateUser),
+    /// A row with an address: the address endpoint, carrying the user's
+    /// fields. Boxed, so a payload without one stays as small as before
+    /// (payloads are moved through the intake's batches).
+    WithAddress(CreateUser, Box<Address>),
+}
+
+/// The address endpoint's body: the address and the user's fields (the
+/// `user_id` is in the path).
+#[derive(Serialize)]
+struct AddressBody<'a> {
+    #[serde(flatten)]
+    address: &'a Address,
+    first_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
+}
+
+impl Payload {
+    /// The user's fields.
+    pub fn user(&self) -> &CreateUser {
+        match self {
+            Payload::User(u) | Payload::WithAddress(u, _) => u,
+        }
+    }
+
+    /// The user's fields, by value.
+    pub fn into_user(self) -> CreateUser {
+        match self {
+            Payload::User(u) | Payload::WithAddress(u, _) => u,
+        }
+    }
+
+    /// The address, when the row has one.
+    pub fn address(&self) -> Option<&Address> {
+        match self {
+            Payload::User(_) => None,
+            Payload::WithAddress(_, a) => Some(a),
+        }
+    }
+
+    /// The endpoint it goes to.
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Payload::User(_) => Endpoint::Users,
+            Payload::WithAddress(..) => Endpoint::Addresses,
+        }
+    }
+
+    /// The exact JSON body sent (serialised once per row).
+    pub fn to_body(&self) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Payload::User(u) => serde_json::to_vec(u),
+            Payload::WithAddress(u, a) => serde_json::to_vec(&AddressBody {
+                address: a.as_ref(),
+                first_name: &u.first_name,
+                last_name: u.last_name.as_deref(),
+                phone_number: u.phone_number.as_deref(),
+                locale: u.locale.as_deref(),
+            }),
+        }
+    }
+}
+
+/// The sandbox's 200 answer to the address endpoint, in the flat layout of
+/// the deprecated `validate_address` sibling (SPEC: the stored docs do not
+/// show the layout).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressAnswer {
+    /// The user the address is attached to.
+    pub user_id: String,
+    /// The validated street address.
+    pub address_line_1: String,
+    /// The second line, as validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_line_2: Option<String>,
+    /// The validated postal code.
+    pub postal_code: String,
+    /// The city, as validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// The address type, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_type: Option<String>,
+    /// More than 30 minutes from the closest stores.
+    pub long_distance_delivery: bool,
+}
+
+pub use crate::outcome::ValidatedAddress;
+
+/// Reading the address endpoint's 200 answer liberally: each field at the
+/// top level, or nested under `address` (and the flag also under `flags`,
+/// as the deprecated sibling answers). A field that is absent stays `None`.
+impl ValidatedAddress {
+    /// Read a 200 body; `None` when it is not a JSON object.
+    pub fn from_answer(bytes: &[u8]) -> Option<ValidatedAddress> {
+        let root: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let root = root.as_object()?;
+        let nested = root.get("address").and_then(serde_json::Value::as_object);
+        let text = |key: &str| {
+            let pick = |o: &serde_json::Map<String, serde_json::Value>| {
+                o.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+            };
+            pick(root).or_else(|| nested.and_then(pick))
+        };
+        let flag = |o: &serde_json::Map<String, serde_json::Value>| {
+            let v = o
+                .get("long_distance_delivery")
+                .or_else(|| o.get("flags").and_then(|f| f.get("long_distance_delivery")))?;
+            match v {
+                serde_json::Value::Bool(b) => Some(*b),
+                serde_json::Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+                serde_json::Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+                _ => None,
+            }
+        };
+        Some(ValidatedAddress {
+            address_line_1: text("address_line_1"),
+            postal_code: text("postal_code"),
+            long_distance_delivery: flag(root).or_else(|| nested.and_then(flag)),
+        })
+    }
+}
+
+/// A postal code Connect serves: a US ZIP (`94105`, `94105-1234`) or a
+/// Canadian postal code (`K1A 0B1`, space optional, any case). Returns the
+/// canonical form (`K1A 0B1`), or `None`.
+pub fn canonical_postal_code(s: &str) -> Option<String> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
+    match b.len() {
+        5 if digits(b) => return Some(s.to_owned()),
+        10 if digits(&b[..5]) && b[5] == b'-' && digits(&b[6..]) => return Some(s.to_owned()),
+        _ => {}
+    }
+    let compact: Vec<u8> = match b.len() {
+        6 => b.to_vec(),
+        7 if b[3] == b' ' => [&b[..3], &b[4..]].concat(),
+        _ => return None,
+    };
+    let compact = compact.to_ascii_uppercase();
+    // Letters D, F, I, O, Q, U never appear; W and Z never first.
+    let letter = |c: u8, first: bool| {
+        c.is_ascii_uppercase() && !b"DFIOQU".contains(&c) && !(first && (c == b'W' || c == b'Z'))
+    };
+    let ok = letter(compact[0], true)
+        && compact[1].is_ascii_digit()
+        && letter(compact[2], false)
+        && compact[3].is_ascii_digit()
+        && letter(compact[4], false)
+        && compact[5].is_ascii_digit();
+    if !ok {
+        return None;
+    }
+    let text = String::from_utf8(compact).ok()?;
+    Some(format!("{} {}", &text[..3], &text[3..]))
+}
+
 /// The `error` member of an error body: what went wrong, as text and as a code
 /// (see [`codes`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,6 +659,11 @@ pub const FORBIDDEN_NAME_CHARS: &[char] = &['/', ':', '<', '>', '$', '%', '?'];
 pub const TOKEN_PATH: &str = "/v2/oauth/token";
 /// Path of the create-user endpoint.
 pub const USERS_PATH: &str = "/v2/fulfillment/users";
+/// Route of the create-user-and-validate-address endpoint (`{user_id}` is
+/// the user's id, percent-encoded as one path segment).
+pub const ADDRESSES_ROUTE: &str = "/v2/fulfillment/users/{user_id}/addresses";
+/// The last path segment of the address endpoint.
+pub const ADDRESSES_SEGMENT: &str = "addresses";
 
 #[cfg(test)]
 mod tests {
@@ -684,6 +891,91 @@ mod tests {
         );
         // A single error is not a multiple-errors body.
         assert!(serde_json::from_str::<ApiErrors>(&serde_json::to_string(&one).unwrap()).is_err());
+    }
+
+    #[test]
+    fn postal_codes_us_and_canadian() {
+        for (given, want) in [
+            ("94105", "94105"),
+            (" 94105-1234 ", "94105-1234"),
+            ("K1A 0B1", "K1A 0B1"),
+            ("k1a0b1", "K1A 0B1"),
+            ("h2x 1y4", "H2X 1Y4"),
+        ] {
+            assert_eq!(
+                canonical_postal_code(given).as_deref(),
+                Some(want),
+                "{given}"
+            );
+        }
+        for bad in [
+            "",
+            "9410",
+            "941051",
+            "94105-12",
+            "94105 1234",
+            "ABCDE",
+            "K1A  0B1",
+            "D1A 0B1",
+            "K1O 0B1",
+            "W1A 0B1",
+            "K1A-0B1",
+            "SW1A 1AA",
+            "941O5",
+        ] {
+            assert_eq!(canonical_postal_code(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn address_payload_goes_to_its_endpoint_with_the_user_fields() {
+        let user = CreateUser {
+            user_id: "u1".into(),
+            first_name: "Ann".into(),
+            phone_number: Some("+18005550100".into()),
+            ..Default::default()
+        };
+        let address = Address {
+            address_line_1: "1 Main St".into(),
+            postal_code: "94105".into(),
+            ..Default::default()
+        };
+        let p = Payload::WithAddress(user.clone(), Box::new(address));
+        assert_eq!(p.endpoint(), Endpoint::Addresses);
+        assert_eq!(
+            String::from_utf8(p.to_body().unwrap()).unwrap(),
+            r#"{"address_line_1":"1 Main St","postal_code":"94105","first_name":"Ann","phone_number":"+18005550100"}"#
+        );
+        let p = Payload::User(user);
+        assert_eq!(p.endpoint(), Endpoint::Users);
+        assert_eq!(
+            String::from_utf8(p.to_body().unwrap()).unwrap(),
+            r#"{"user_id":"u1","first_name":"Ann","phone_number":"+18005550100"}"#
+        );
+    }
+
+    #[test]
+    fn validated_address_is_read_flat_or_nested() {
+        let flat = br#"{"user_id":"u1","address_line_1":"1 Main St","postal_code":"94105","long_distance_delivery":true}"#;
+        let nested = br#"{"user_id":"u1","address":{"address_line_1":"1 Main St","postal_code":"94105","flags":{"long_distance_delivery":true}}}"#;
+        let want = ValidatedAddress {
+            address_line_1: Some("1 Main St".into()),
+            postal_code: Some("94105".into()),
+            long_distance_delivery: Some(true),
+        };
+        assert_eq!(ValidatedAddress::from_answer(flat), Some(want.clone()));
+        assert_eq!(ValidatedAddress::from_answer(nested), Some(want));
+        let sibling = br#"{"address_line_1":"1 Main St","postal_code":"94105","flags":{"long_distance_delivery":false}}"#;
+        assert_eq!(
+            ValidatedAddress::from_answer(sibling).and_then(|v| v.long_distance_delivery),
+            Some(false)
+        );
+        assert_eq!(
+            ValidatedAddress::from_answer(b"{}"),
+            Some(ValidatedAddress::default())
+        );
+        assert_eq!(ValidatedAddress::from_answer(b"not json"), None);
+        assert_eq!(ValidatedAddress::from_answer(b"[1]"), None);
     }
 
     #[test]

@@ -27,6 +27,12 @@ fn render_summary(summary: &Summary, out: &std::path::Path) -> String {
             counts
         }
     );
+    if summary.long_distance_delivery > 0 {
+        s.push_str(&format!(
+            "long-distance addresses: {} (long_distance_delivery=true in {RESULTS})\n",
+            summary.long_distance_delivery
+        ));
+    }
     s.push_str(&format!(
         "reports: {}/ ({PAGE}, {RESULTS}, {FAILURES}, {SUMMARY}, {TIMELINE})\n",
         out.display()

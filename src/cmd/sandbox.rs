@@ -6,6 +6,18 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::sandbox::{Sandbox, SandboxConfig};
 
+/// `--long-distance-prefixes`, or the sandbox's default rule.
+fn cfg_prefixes(args: &SandboxArgs) -> Vec<String> {
+    match &args.long_distance_prefixes {
+        Some(given) => given
+            .iter()
+            .filter(|p| !p.trim().is_empty())
+            .cloned()
+            .collect(),
+        None => SandboxConfig::default().long_distance_prefixes,
+    }
+}
+
 /// Serve until a signal; prints the URL, the credentials and a first call.
 pub(crate) async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
     let cfg = SandboxConfig {
@@ -26,6 +38,7 @@ pub(crate) async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
         reset_rate: args.reset_rate,
         commit_drop_rate: args.commit_drop_rate,
         seed: args.seed,
+        long_distance_prefixes: cfg_prefixes(args),
     };
     let sandbox = Sandbox::start(cfg, args.listen)
         .await
@@ -71,6 +84,12 @@ pub(crate) async fn serve(args: &SandboxArgs) -> Result<Exit, Error> {
     }
     if let Some(n) = args.capacity {
         println!("  capacity:      {n} users requests started per second (queued, never 429)");
+    }
+    let far = cfg_prefixes(args);
+    if far.is_empty() {
+        println!("  long distance: none");
+    } else {
+        println!("  long distance: postal codes starting {}", far.join(", "));
     }
     println!("try: curl -s -X POST {url}/v2/oauth/token -H 'Content-Type: application/json' \\");
     println!(

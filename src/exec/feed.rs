@@ -9,7 +9,7 @@ use bytes::Bytes;
 use csv::ByteRecord;
 use tokio::sync::mpsc;
 
-use crate::api::model::CreateUser;
+use crate::api::model::Payload;
 use crate::exec::breaker::Lookahead;
 use crate::exec::stop::{Stop, StopKind};
 use crate::exec::worker::Job;
@@ -17,7 +17,7 @@ use crate::input::InputError;
 use crate::intake::{Intake, Step};
 use crate::outcome::{Outcome, Status};
 use crate::report::recorder;
-use crate::state::{PayloadHash, StateReader, payload_hash};
+use crate::state::{Fingerprint, StateReader, fingerprint};
 
 /// A finished row for the recorder.
 pub(crate) type Done = recorder::Done<Tag>;
@@ -28,8 +28,8 @@ pub(crate) struct Tag {
     /// The row's place among the rows the feed handed on (0, 1, 2, … in
     /// input order): the circuit breaker judges rows in this order.
     pub(crate) seq: u64,
-    /// With `--state`, the hash of the payload that was sent.
-    pub(crate) hash: Option<PayloadHash>,
+    /// With `--state`, the fingerprint of the payload that was sent.
+    pub(crate) hash: Option<Fingerprint>,
 }
 
 /// A row decided without a request; `raw` only when it is a failure.
@@ -104,7 +104,7 @@ pub(crate) fn feed(
                 let raw = o.status.is_failure().then(|| raw.clone());
                 out.recorder.push(local(seq, o, raw))
             }
-            Step::Send { row, user, raw } => out.valid(seq, row, user, raw),
+            Step::Send { row, payload, raw } => out.valid(seq, row, payload, raw),
         };
         seq += 1;
         if handed.is_err() {
@@ -130,37 +130,48 @@ enum Prepared {
 fn prepare(
     seq: u64,
     row: u64,
-    user: CreateUser,
+    payload: Payload,
     raw: &ByteRecord,
     state: &mut Option<StateReader>,
     stop: &Stop,
 ) -> Prepared {
-    let hash = state.as_ref().map(|_| payload_hash(&user));
+    let hash = state.as_ref().map(|_| fingerprint(&payload));
+    // With `--state`, a known user whose address changed is sent again
+    // (the upsert attaches it) and ends `updated`.
+    let mut update = false;
     if let (Some(reader), Some(h)) = (state.as_mut(), &hash) {
-        match reader.lookup(&user.user_id) {
-            Ok(Some(k)) => {
-                // Provisioned by an earlier run: not sent again.
-                let status = k.classify(h);
-                let error = (status == Status::Changed).then(|| k.changed_message());
-                return Prepared::Local(local(
-                    seq,
-                    Outcome::local(row, user.user_id, status, error),
-                    None,
-                ));
-            }
+        match reader.lookup(&payload.user().user_id) {
+            Ok(Some(k)) => match k.classify_payload(h) {
+                Status::Updated => update = true,
+                status => {
+                    // Provisioned by an earlier run: not sent again.
+                    let error = (status == Status::Changed).then(|| k.changed_message());
+                    return Prepared::Local(local(
+                        seq,
+                        Outcome::local(row, payload.into_user().user_id, status, error),
+                        None,
+                    ));
+                }
+            },
             Ok(None) => {}
             Err(e) => stop.trip(StopKind::Fatal, crate::error::chain(&e)),
         }
     }
     if stop.is_tripped() {
-        return Prepared::Local(not_sent(seq, row, user.user_id, raw.clone(), stop));
+        let user_id = payload.into_user().user_id;
+        return Prepared::Local(not_sent(seq, row, user_id, raw.clone(), stop));
     }
-    match serde_json::to_vec(&user) {
+    let endpoint = payload.endpoint();
+    let body = payload.to_body();
+    let user_id = payload.into_user().user_id;
+    match body {
         Ok(body) => Prepared::Job(Queued {
             job: Job {
                 row,
-                user_id: user.user_id,
+                user_id,
+                endpoint,
                 body: Bytes::from(body),
+                update,
             },
             raw: raw.clone(),
             tag: Tag { seq, hash },
@@ -168,7 +179,7 @@ fn prepare(
         Err(e) => {
             let o = Outcome::local(
                 row,
-                user.user_id,
+                user_id,
                 Status::Invalid,
                 Some(format!("cannot encode the payload: {e}")),
             );
@@ -235,14 +246,14 @@ impl Handoff {
         &mut self,
         seq: u64,
         row: u64,
-        user: CreateUser,
+        payload: Payload,
         raw: &ByteRecord,
     ) -> Result<(), Gone> {
         let Some(d) = &mut self.dispatcher else {
-            let valid = Outcome::local(row, user.user_id, Status::Valid, None);
+            let valid = Outcome::local(row, payload.into_user().user_id, Status::Valid, None);
             return self.recorder.push(local(seq, valid, None));
         };
-        match prepare(seq, row, user, raw, &mut d.live.state, &self.stop) {
+        match prepare(seq, row, payload, raw, &mut d.live.state, &self.stop) {
             Prepared::Local(done) => self.recorder.push(done),
             Prepared::Job(queued) => d.push(queued, &mut self.recorder, &self.stop),
         }

@@ -18,7 +18,7 @@ use crate::report::metrics::{self, Snapshot};
 use crate::report::recorder::Watch;
 use crate::report::timeline::{Sample, Second};
 use crate::report::{Counts, EngineFigures, ReportError, Summary};
-use crate::state::{PayloadHash, Recorded, StateStore, StoredStatus};
+use crate::state::{Fingerprint, Recorded, StateStore, StoredStatus};
 
 /// The run's [`Watch`].
 pub(crate) struct RunWatch<P> {
@@ -250,13 +250,23 @@ impl StateSink {
         }
     }
 
-    fn note(&mut self, o: &Outcome, hash: Option<PayloadHash>) {
-        if let (Some(status), Some(payload_hash)) = (StoredStatus::from_outcome(o.status), hash) {
+    fn note(&mut self, o: &Outcome, print: Option<Fingerprint>) {
+        if let (Some(status), Some(print)) = (StoredStatus::from_outcome(o.status), print) {
+            let validated_address = o.address.as_deref().map(|a| {
+                serde_json::json!({
+                    "address_line_1": a.address_line_1,
+                    "postal_code": a.postal_code,
+                    "long_distance_delivery": a.long_distance_delivery,
+                })
+                .to_string()
+            });
             self.pending.push(Recorded {
                 user_id: o.user_id.clone(),
-                payload_hash,
+                payload_hash: print.user,
                 status,
                 at: jiff::Timestamp::now(),
+                address_hash: print.address,
+                validated_address,
             });
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Each attempt goes: pool-wide [`Throttle`] → governor cell (before *every*
 //! attempt, retries included, so the partner never sees more than `--rate`) →
-//! current token → exactly one `create_user` → [`classify`]. A 401 refreshes the
+//! current token → exactly one request to the job's endpoint (create-user or
+//! the address upsert) → [`classify`]. A 401 refreshes the
 //! token and retries without spending the retry budget; transient failures wait
 //! a full-jitter backoff delay (at least the server's Retry-After, and 429s
 //! in a cluster hold the whole pool). Cancellation is honoured only *between* attempts: a
@@ -21,12 +22,13 @@ use governor::Jitter;
 
 use crate::api::classify::{Verdict, classify};
 use crate::api::client::{Attempt, ConnectClient, TokenError};
+use crate::api::model::Endpoint;
 use crate::api::token::{TokenManager, TokenRef};
 use crate::exec::counters::EngineCounters;
 use crate::exec::pace::{Pace, Slot};
 use crate::exec::stop::Stop;
 use crate::exec::throttle::Throttle;
-use crate::outcome::{Outcome, Status};
+use crate::outcome::{Outcome, Status, ValidatedAddress};
 use crate::retry::{Backoff, RetryPolicy};
 
 /// 401s per row answered by refreshing the token "for free". Beyond this a 401
@@ -66,8 +68,13 @@ pub struct Job {
     pub row: u64,
     /// The payload's user_id.
     pub user_id: String,
-    /// The CreateUser JSON, serialised once; retries clone the `Bytes`.
+    /// Where it goes: create-user, or the address endpoint (chosen at intake).
+    pub endpoint: Endpoint,
+    /// The JSON body, serialised once; retries clone the `Bytes`.
     pub body: Bytes,
+    /// With `--state`: a known user sent again for a changed address; its
+    /// 200 is `updated`, not `created`.
+    pub update: bool,
 }
 
 /// A problem that ends the whole run (exit 3), not just one row.
@@ -194,13 +201,22 @@ async fn send(row: &mut RowRun, token: &TokenRef, slot: Option<Slot>, cx: &Worke
     row.attempts += 1;
     cx.counters.sending();
     let sent = Instant::now();
+    let job = &row.job;
     let attempt = cx
         .client
-        .create_user(token.token.expose(), row.job.body.clone())
+        .send(
+            token.token.expose(),
+            job.endpoint,
+            &job.user_id,
+            job.body.clone(),
+        )
         .await;
     let rtt = sent.elapsed();
     let verdict = classify(&attempt);
     cx.counters.observe(&attempt, &verdict, rtt);
+    if let (Verdict::Done(..), Attempt::Answered { validated, .. }) = (&verdict, &attempt) {
+        row.validated = validated.clone().map(Box::new);
+    }
     if matches!(attempt, Attempt::Answered { .. }) {
         // When the partner saw it is only known for an answered request.
         let refused = matches!(
@@ -242,6 +258,8 @@ struct RowRun {
     free_unauthorized: u32,
     /// Last HTTP status and reason, for `failed` rows.
     last: (Option<u16>, String),
+    /// The address endpoint's validated answer, once an attempt succeeded.
+    validated: Option<Box<ValidatedAddress>>,
 }
 
 impl RowRun {
@@ -253,12 +271,16 @@ impl RowRun {
             backoff,
             free_unauthorized: 0,
             last: (None, String::new()),
+            validated: None,
         }
     }
 
     /// What to do after an attempt classified `verdict`.
     fn decide(&mut self, verdict: Verdict) -> Next {
         match verdict {
+            Verdict::Done(Status::Created, http) if self.job.update => {
+                Next::Finish(Status::Updated, Some(http), None)
+            }
             Verdict::Done(status, http) => Next::Finish(status, Some(http), None),
             Verdict::Final(http, message) => {
                 Next::Finish(Status::Rejected, Some(http), Some(message))
@@ -308,6 +330,7 @@ impl RowRun {
             attempts: self.attempts,
             error,
             duration: self.started.elapsed(),
+            address: self.validated,
         }
     }
 

@@ -9,13 +9,19 @@ pub use columns::{ColumnSpec, Field};
 pub(crate) use reader::{Compression, InputDigest, InputError};
 pub use reader::{InputReader, InputSource, ReadOptions, encoding_for_label};
 
-/// Payload fields, in the order of SPEC "Input and mapping".
-pub(crate) const FIELDS: [&str; 5] = [
+/// Payload fields, in the order of SPEC "Input and mapping", then the
+/// address fields of the address endpoint (issue #20).
+pub(crate) const FIELDS: [&str; 10] = [
     "user_id",
     "first_name",
     "last_name",
     "phone_number",
     "locale",
+    "address_line_1",
+    "address_line_2",
+    "address_type",
+    "postal_code",
+    "city",
 ];
 
 /// Extra columns that a failures.csv carries after the input's own columns.

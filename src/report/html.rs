@@ -260,6 +260,13 @@ fn facts(s: &Summary) -> String {
             severity(exit),
         ),
     ];
+    if s.long_distance_delivery > 0 {
+        // After "Rows finished": a fact about the rows, not the requests.
+        rows.insert(
+            8,
+            ("Long-distance addresses", int(s.long_distance_delivery), ""),
+        );
+    }
     if let Some(e) = &s.fatal_error {
         rows.push(("Fatal error", escape(e), "bad"));
     }
@@ -371,6 +378,7 @@ mod tests {
                     0,
                     0,
                     done - done * 8 / 10 - done / 10,
+                    0,
                 ],
                 throttled_429: throttled,
                 retries,
@@ -413,6 +421,7 @@ mod tests {
             elapsed_seconds: t.len() as f64,
             rows_read: rows,
             counts,
+            long_distance_delivery: 0,
             requests_sent: sum(|s| s.sent),
             retries: sum(|s| s.retries),
             throttled_429: sum(|s| s.throttled_429),
@@ -587,7 +596,7 @@ mod tests {
             Second {
                 second: u64::MAX - 1,
                 sent: u64::MAX,
-                outcomes: [u64::MAX; 9],
+                outcomes: [u64::MAX; 10],
                 rate: Some(f64::INFINITY),
                 latency_ms: Some([f64::NAN, 1.0, -5.0]),
                 ..Second::default()

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::results::{ResultsReader, Successes};
+use super::results::{ResultRecord, ResultsReader, Successes};
 use super::timeline;
-use super::{Counts, EngineFigures};
+use super::{Counts, EngineFigures, RESULTS_HEADER};
 use crate::intake::{Earlier, Rejected};
 use crate::outcome::Status;
 use crate::rowset::RowSet;
@@ -252,16 +252,20 @@ pub(crate) fn scan_results<R: BufRead, W: Write>(
         let is_kept = status.is_done();
         rebase.line(is_kept.then_some(status));
         if is_kept {
-            kept.write_all(rec.line()).map_err(ScanError::Write)?;
+            write_kept(kept, &rec).map_err(ScanError::Write)?;
             scan.successes.lines += 1;
             scan.successes.note(row, status);
+            if rec.long_distance() == Some(true) {
+                scan.kept_counts.add_long_distance();
+            }
         }
         match status {
             Status::Created
             | Status::Exists
             | Status::Duplicate
             | Status::Unchanged
-            | Status::Changed => {
+            | Status::Changed
+            | Status::Updated => {
                 scan.earlier.done.insert(row);
                 scan.kept_counts.add(status);
             }
@@ -285,9 +289,60 @@ pub(crate) fn scan_results<R: BufRead, W: Write>(
     Ok(scan)
 }
 
+/// Copy a kept line verbatim, a line of an older build (without the
+/// address columns) padded with empty ones so the file stays rectangular
+/// under the current header.
+fn write_kept<W: Write>(kept: &mut W, rec: &ResultRecord<'_>) -> std::io::Result<()> {
+    let line = rec.line();
+    let missing = RESULTS_HEADER.len().saturating_sub(rec.width());
+    if missing == 0 {
+        return kept.write_all(line);
+    }
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    kept.write_all(body)?;
+    kept.write_all(",".repeat(missing).as_bytes())?;
+    kept.write_all(b"\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_results_csv_is_kept_padded_and_long_distance_counted() {
+        let text = "row,user_id,status,http_status,attempts,error,duration_ms\n\
+                    1,u1,created,200,1,,5\n\
+                    2,u2,failed,503,6,HTTP 503,900\n";
+        let mut kept = Vec::new();
+        let Ok(s) = scan_results(text.as_bytes(), &mut timeline::Rebase::default(), &mut kept)
+        else {
+            panic!("scan")
+        };
+        assert!(s.earlier.done.contains(1) && !s.earlier.done.contains(2));
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            "1,u1,created,200,1,,5,,,\n"
+        );
+
+        let text = "row,user_id,status,http_status,attempts,error,duration_ms,\
+                    validated_address_line_1,validated_postal_code,long_distance_delivery\n\
+                    1,u1,created,200,1,,5,1 Ice Rd,99501,true\n\
+                    2,u2,created,200,1,,5,,,\n\
+                    3,u3,created,200,1,,5,2 Main St,94105,false\n";
+        let mut kept = Vec::new();
+        let Ok(s) = scan_results(text.as_bytes(), &mut timeline::Rebase::default(), &mut kept)
+        else {
+            panic!("scan")
+        };
+        assert_eq!(s.kept_counts.get(Status::Created), 3);
+        assert_eq!(s.kept_counts.long_distance(), 1);
+        assert!(
+            String::from_utf8(kept)
+                .unwrap()
+                .starts_with("1,u1,created,200,1,,5,1 Ice Rd,99501,true\n")
+        );
+    }
 
     #[test]
     fn scan_keeps_final_rows_and_drops_a_torn_line() {
@@ -315,7 +370,8 @@ mod tests {
         assert_eq!(s.successes.lines, 2);
         assert_eq!(
             String::from_utf8(kept).unwrap(),
-            "1,u1,created,200,1,,5\n5,u5,exists,400,2,,7\n"
+            // A file from before the address columns: its lines padded.
+            "1,u1,created,200,1,,5,,,\n5,u5,exists,400,2,,7,,,\n"
         );
     }
 

@@ -29,8 +29,10 @@ pub use summary::{ShardSummary, Summary};
 use crate::outcome::Outcome;
 use run_dir::RunDir;
 
-/// Header of results.csv.
-pub const RESULTS_HEADER: [&str; 7] = [
+/// Header of results.csv. The last three (issue #20) are empty for rows
+/// without an address; readers take files without them too
+/// ([`RESULTS_HEADER_V1`]).
+pub const RESULTS_HEADER: [&str; 10] = [
     "row",
     "user_id",
     "status",
@@ -38,7 +40,13 @@ pub const RESULTS_HEADER: [&str; 7] = [
     "attempts",
     "error",
     "duration_ms",
+    "validated_address_line_1",
+    "validated_postal_code",
+    "long_distance_delivery",
 ];
+
+/// Columns of a results.csv written before the address columns.
+pub(crate) const RESULTS_HEADER_V1: usize = 7;
 
 /// Why a report could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +128,12 @@ impl Recorder {
     /// row goes to failures.csv.
     fn record(&mut self, o: &Outcome, raw: Option<&ByteRecord>) -> Result<(), ReportError> {
         self.counts.add(o.status);
+        if o.address
+            .as_ref()
+            .is_some_and(|a| a.long_distance_delivery == Some(true))
+        {
+            self.counts.add_long_distance();
+        }
         self.timeline.note(o.status);
         if o.status.is_failure() {
             self.errors
@@ -150,6 +164,26 @@ impl Recorder {
             .map_err(csv_err)?;
         w.write_field(self.itoa.format(o.duration.as_millis() as u64))
             .map_err(csv_err)?;
+        match o.address.as_deref() {
+            // Most rows: the three address columns empty, nothing to neutralise.
+            None => {
+                for _ in 0..3 {
+                    w.write_field([]).map_err(csv_err)?;
+                }
+            }
+            Some(a) => {
+                for text in [a.address_line_1.as_deref(), a.postal_code.as_deref()] {
+                    w.write_field(neutralize(text.unwrap_or("")).as_bytes())
+                        .map_err(csv_err)?;
+                }
+                let far = match a.long_distance_delivery {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "",
+                };
+                w.write_field(far).map_err(csv_err)?;
+            }
+        }
         w.write_record(None::<&[u8]>).map_err(csv_err)
     }
 
@@ -257,8 +291,20 @@ mod tests {
             attempts: 1,
             error: None,
             duration: Duration::from_millis(12),
+            address: None,
         };
         rec.record(&ok, None).unwrap();
+        let far = Outcome {
+            row: 3,
+            user_id: "u3".into(),
+            address: Some(Box::new(crate::outcome::ValidatedAddress {
+                address_line_1: Some("=1 Ice Rd".into()),
+                postal_code: Some("99501".into()),
+                long_distance_delivery: Some(true),
+            })),
+            ..ok.clone()
+        };
+        rec.record(&far, None).unwrap();
         let bad = Outcome::local(2, "=cmd", Status::Invalid, Some("-bad".into()));
         let raw = ByteRecord::from(vec!["=cmd", "Ann", "+15555550100"]);
         rec.record(&bad, Some(&raw)).unwrap();
@@ -266,9 +312,11 @@ mod tests {
         let results = std::fs::read_to_string(rec.dir().results()).unwrap();
         assert_eq!(
             results,
-            "row,user_id,status,http_status,attempts,error,duration_ms\n\
-             1,u1,created,200,1,,12\n\
-             2,'=cmd,invalid,,0,'-bad,0\n"
+            "row,user_id,status,http_status,attempts,error,duration_ms,\
+             validated_address_line_1,validated_postal_code,long_distance_delivery\n\
+             1,u1,created,200,1,,12,,,\n\
+             3,u3,created,200,1,,12,'=1 Ice Rd,99501,true\n\
+             2,'=cmd,invalid,,0,'-bad,0,,,\n"
         );
         let failures = std::fs::read_to_string(rec.dir().failures()).unwrap();
         assert_eq!(
@@ -277,5 +325,6 @@ mod tests {
              =cmd,Ann,+15555550100,invalid,'-bad\n"
         );
         assert_eq!(rec.counts().get(Status::Invalid), 1);
+        assert_eq!(rec.counts().long_distance(), 1);
     }
 }

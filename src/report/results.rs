@@ -19,7 +19,7 @@ use std::io::{self, BufRead};
 
 use csv::StringRecord;
 
-use super::RESULTS_HEADER;
+use super::{RESULTS_HEADER, RESULTS_HEADER_V1};
 use crate::outcome::Status;
 use crate::rowset::RowSet;
 
@@ -74,12 +74,17 @@ pub(crate) struct ResultsReader<R> {
     rec: StringRecord,
     /// Fields a data line must have to count.
     width: usize,
+    /// Also counts: the recorder's fields before the address columns, in
+    /// the run's own file from an older build (resume).
+    old_width: Option<usize>,
 }
 
 impl<R: BufRead> ResultsReader<R> {
     /// The run's own results.csv (resume): the header line is skipped
     /// unread, and a data line counts only with the recorder's fields
-    /// ([`RESULTS_HEADER`]). A file without a complete header has no records.
+    /// ([`RESULTS_HEADER`]), or those of a build before the address
+    /// columns ([`RESULTS_HEADER_V1`]). A file without a complete header
+    /// has no records.
     pub(crate) fn own(rdr: R) -> io::Result<Self> {
         let mut lines = Lines::new(rdr);
         lines.next_line()?;
@@ -87,6 +92,7 @@ impl<R: BufRead> ResultsReader<R> {
             lines,
             rec: StringRecord::new(),
             width: RESULTS_HEADER.len(),
+            old_width: Some(RESULTS_HEADER_V1),
         })
     }
 
@@ -108,7 +114,12 @@ impl<R: BufRead> ResultsReader<R> {
             return Err(ResultsError::NotResults);
         }
         let width = rec.len();
-        Ok(ResultsReader { lines, rec, width })
+        Ok(ResultsReader {
+            lines,
+            rec,
+            width,
+            old_width: None,
+        })
     }
 
     /// The next data line that parses with the expected width; `None` at
@@ -118,7 +129,9 @@ impl<R: BufRead> ResultsReader<R> {
             let Some(line) = self.lines.next_line()? else {
                 return Ok(None);
             };
-            if parse_line(line, &mut self.rec) && self.rec.len() == self.width {
+            if parse_line(line, &mut self.rec)
+                && (self.rec.len() == self.width || Some(self.rec.len()) == self.old_width)
+            {
                 break;
             }
         }
@@ -182,6 +195,21 @@ impl<'a> ResultRecord<'a> {
         self.cell(5)
     }
 
+    /// `long_distance_delivery`: `None` when empty or absent (a row
+    /// without an address, or a file from before the address columns).
+    pub(crate) fn long_distance(&self) -> Option<bool> {
+        match self.cell(9) {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Fields on the line.
+    pub(crate) fn width(&self) -> usize {
+        self.rec.len()
+    }
+
     /// The whole line as written, `\n` included.
     pub(crate) fn line(&self) -> &'a [u8] {
         self.line
@@ -226,7 +254,9 @@ impl Successes {
     pub(crate) fn note(&mut self, row: u64, status: Status) {
         match status {
             Status::Created => self.created.insert(row),
-            Status::Exists | Status::Unchanged => self.exists.insert(row),
+            // `updated`: known before (and created then, if this tool
+            // did); the address was attached again.
+            Status::Exists | Status::Unchanged | Status::Updated => self.exists.insert(row),
             Status::Changed => self.changed += 1,
             _ => {}
         }
@@ -245,6 +275,37 @@ mod tests {
             out.push((rec.row(), rec.user_id().to_string()));
         }
         out
+    }
+
+    // Issue #20: every reader takes results.csv with or without the three
+    // address columns (resume: `own`; state import and report DIR: `checked`).
+    #[test]
+    fn files_with_and_without_the_address_columns_read_alike() {
+        let old = format!("{HEADER}1,u1,created,200,1,,5\n2,u2,exists,400,1,,5\n");
+        let new = "row,user_id,status,http_status,attempts,error,duration_ms,\
+                   validated_address_line_1,validated_postal_code,long_distance_delivery\n\
+                   1,u1,created,200,1,,5,1 Ice Rd,99501,true\n\
+                   2,u2,exists,400,1,,5,,,\n\
+                   3,u3,updated,200,1,,5,3 Elm St,94105,false\n";
+        for text in [old.as_str(), new] {
+            let got = rows(ResultsReader::own(text.as_bytes()).unwrap());
+            assert_eq!(
+                got[..2],
+                [(Some(1), "u1".to_string()), (Some(2), "u2".to_string())]
+            );
+            let checked = rows(ResultsReader::checked(text.as_bytes()).unwrap());
+            assert_eq!(checked, got);
+            let s = Successes::read(text.as_bytes()).unwrap();
+            assert!(s.created.contains(1) && s.exists.contains(2));
+        }
+        let s = Successes::read(new.as_bytes()).unwrap();
+        assert!(s.exists.contains(3), "updated: known, recorded exists");
+        let mut r = ResultsReader::own(new.as_bytes()).unwrap();
+        let first = r.next_record().unwrap().unwrap();
+        assert_eq!((first.long_distance(), first.width()), (Some(true), 10));
+        let mut r = ResultsReader::own(old.as_bytes()).unwrap();
+        let first = r.next_record().unwrap().unwrap();
+        assert_eq!((first.long_distance(), first.width()), (None, 7));
     }
 
     #[test]

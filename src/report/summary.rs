@@ -6,14 +6,24 @@ use serde::{Deserialize, Serialize};
 use crate::exit::Exit;
 use crate::outcome::Status;
 
-/// Rows per status.
+/// Rows per status, and the addresses the partner flagged long-distance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Counts([u64; Status::ALL.len()]);
+pub(crate) struct Counts([u64; Status::ALL.len()], u64);
 
 impl Counts {
     /// Count one row.
     pub(crate) fn add(&mut self, status: Status) {
         self.0[status.index()] += 1;
+    }
+
+    /// Count one validated address flagged `long_distance_delivery`.
+    pub(crate) fn add_long_distance(&mut self) {
+        self.1 += 1;
+    }
+
+    /// Validated addresses flagged `long_distance_delivery`.
+    pub(crate) fn long_distance(&self) -> u64 {
+        self.1
     }
 
     /// Rows with `status`.
@@ -168,6 +178,11 @@ pub struct Summary {
     pub shard: Option<ShardSummary>,
     /// Rows per final status.
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// Validated addresses the partner flagged `long_distance_delivery`
+    /// (more than 30 minutes from the closest stores). 0 in a summary
+    /// written before addresses.
+    #[serde(default)]
+    pub long_distance_delivery: u64,
     /// Create requests sent, retries included.
     pub requests_sent: u64,
     /// Backoff delays taken (retries after a transient failure).
@@ -223,6 +238,7 @@ impl Summary {
             rows_read: p.rows_read,
             shard: p.shard,
             counts: p.counts.to_map(),
+            long_distance_delivery: p.counts.long_distance(),
             requests_sent: p.engine.requests_sent,
             retries: p.engine.retries,
             throttled_429: p.engine.throttled_429,

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 use super::EngineFigures;
 use crate::outcome::Status;
 
-/// The status columns, in [`Status::ALL`] order.
-pub(crate) const STATUS_NAMES: [&str; 9] = [
+/// The statuses, in [`Status::ALL`] order. On a line, the first
+/// [`MID_STATUSES`] sit between the lead and the tail, and `updated`
+/// (issue #20), newer, comes last, after the tail.
+pub(crate) const STATUS_NAMES: [&str; 10] = [
     "created",
     "exists",
     "invalid",
@@ -36,7 +38,11 @@ pub(crate) const STATUS_NAMES: [&str; 9] = [
     "valid",
     "unchanged",
     "changed",
+    "updated",
 ];
+
+/// The statuses written between the lead and the tail.
+const MID_STATUSES: usize = 9;
 
 /// The columns before the statuses.
 const LEAD: [&str; 4] = ["second", "unix_time", "part", "sent"];
@@ -57,6 +63,8 @@ const TAIL: [&str; 10] = [
 /// A line written before `ceiling` and `noise_429` (an older build's run,
 /// resumed by this one) lacks them.
 const OLD_TAIL: usize = 8;
+/// A line written before `updated` ends with the tail.
+const LAST: usize = 1;
 
 /// One second of the run: a line of timeline.csv.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -71,7 +79,7 @@ pub(crate) struct Second {
     /// Requests sent this second (retries included).
     pub(crate) sent: u64,
     /// Rows recorded this second per status, in [`STATUS_NAMES`] order.
-    pub(crate) outcomes: [u64; 9],
+    pub(crate) outcomes: [u64; 10],
     /// 429 answers this second.
     pub(crate) throttled_429: u64,
     /// Retries (backoff waits) this second.
@@ -135,7 +143,7 @@ impl Second {
             "{},{},{},{}",
             self.second, self.unix_time, self.part, self.sent
         );
-        for n in self.outcomes {
+        for n in &self.outcomes[..MID_STATUSES] {
             let _ = write!(out, ",{n}");
         }
         let _ = write!(
@@ -156,15 +164,16 @@ impl Second {
         if let Some(c) = self.ceiling {
             let _ = write!(out, "{c:.1}");
         }
-        let _ = writeln!(out, ",{}", self.noise_429);
+        let _ = writeln!(out, ",{},{}", self.noise_429, self.outcomes[MID_STATUSES]);
     }
 
     /// A line read back; `None` when it is not one (a torn last line).
     fn parse(line: &str) -> Option<Second> {
         let cells: Vec<&str> = line.trim_end().split(',').collect();
-        let head = LEAD.len() + STATUS_NAMES.len();
+        let head = LEAD.len() + MID_STATUSES;
         let old = cells.len() == head + OLD_TAIL;
-        if cells.len() != head + TAIL.len() && !old {
+        let with_updated = cells.len() == head + TAIL.len() + LAST;
+        if cells.len() != head + TAIL.len() && !old && !with_updated {
             return None;
         }
         let int = |i: usize| cells[i].parse::<u64>().ok();
@@ -172,11 +181,14 @@ impl Second {
             "" => Some(None),
             s => s.parse::<f64>().ok().filter(|f| f.is_finite()).map(Some),
         };
-        let mut outcomes = [0; 9];
-        for (k, n) in outcomes.iter_mut().enumerate() {
+        let mut outcomes = [0; 10];
+        for (k, n) in outcomes[..MID_STATUSES].iter_mut().enumerate() {
             *n = int(LEAD.len() + k)?;
         }
-        let t = LEAD.len() + STATUS_NAMES.len();
+        if with_updated {
+            outcomes[MID_STATUSES] = int(head + TAIL.len())?;
+        }
+        let t = LEAD.len() + MID_STATUSES;
         let latency = match (float(t + 5)?, float(t + 6)?, float(t + 7)?) {
             (Some(a), Some(b), Some(c)) => Some([a, b, c]),
             _ => None,
@@ -201,8 +213,9 @@ impl Second {
 
 fn header_line() -> String {
     let mut h: Vec<&str> = LEAD.to_vec();
-    h.extend(STATUS_NAMES);
+    h.extend(&STATUS_NAMES[..MID_STATUSES]);
     h.extend(TAIL);
+    h.extend(&STATUS_NAMES[MID_STATUSES..]);
     h.join(",") + "\n"
 }
 
@@ -280,7 +293,7 @@ impl Rebase {
         }
         let recorded = old.iter().map(|l| l.outcomes.iter().sum()).collect();
         for l in &mut old {
-            l.outcomes = [0; 9];
+            l.outcomes = [0; 10];
         }
         Rebase {
             lines: old,
@@ -460,8 +473,8 @@ mod tests {
     use super::*;
 
     /// Per-status sums of `lines`.
-    fn sum_outcomes(lines: &[Second]) -> [u64; 9] {
-        let mut sum = [0; 9];
+    fn sum_outcomes(lines: &[Second]) -> [u64; 10] {
+        let mut sum = [0; 10];
         for l in lines {
             for (s, n) in sum.iter_mut().zip(l.outcomes) {
                 *s += n;
@@ -525,8 +538,17 @@ mod tests {
         assert_eq!(Second::parse(&text), Some(s.clone()));
         assert_eq!(Second::parse("1,2,3"), None);
         assert_eq!(Second::parse(&header_line()), None);
+        // A line of a build before `updated` (issue #20) resumes with 0.
+        s.outcomes[Status::Updated.index()] = 4;
+        text.clear();
+        s.write_line(&mut text);
+        assert!(text.ends_with(",1,4\n"), "{text}");
+        assert_eq!(Second::parse(&text), Some(s.clone()));
+        let before_updated = text.trim_end().rsplitn(2, ',').last().unwrap().to_string() + "\n";
+        s.outcomes[Status::Updated.index()] = 0;
+        assert_eq!(Second::parse(&before_updated), Some(s.clone()));
         // A line of an older build, without ceiling and noise_429, resumes.
-        let old = text.trim_end().rsplitn(3, ',').last().unwrap().to_string() + "\n";
+        let old = text.trim_end().rsplitn(4, ',').last().unwrap().to_string() + "\n";
         s.noise_429 = 0;
         assert_eq!(Second::parse(&old), Some(s));
     }

@@ -2,8 +2,11 @@
 //! on loopback, so the job, its tests and a first run need no credentials and no
 //! network (SPEC: "The sandbox").
 //!
-//! It implements `POST /v2/oauth/token` and `POST /v2/fulfillment/users` with the
-//! documented validation and error shapes, plus the faults a real partner API
+//! It implements `POST /v2/oauth/token`, `POST /v2/fulfillment/users` and
+//! `POST /v2/fulfillment/users/{user_id}/addresses` (an upsert: creates the
+//! user or finds it, validates the address, refuses P.O. boxes, flags
+//! long-distance postal codes by prefix) with the documented validation and
+//! error shapes, plus the faults a real partner API
 //! shows: a per-second rate limit (429), latency, random 500/503, spurious 429s,
 //! connections dropped unanswered (reset), and the ambiguous case where the user
 //! is stored but the answer is lost (commit-drop). `/_sandbox/*` endpoints expose
@@ -69,7 +72,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::model::CreateUser;
+use crate::api::model::{AddressAnswer, CreateUser};
 
 pub use limit::LimitAlgorithm;
 pub use schedule::{RateSchedule, ScheduleStep};
@@ -123,7 +126,17 @@ pub struct SandboxConfig {
     pub commit_drop_rate: f64,
     /// Seed for the fault dice, making the n-th request's fate reproducible.
     pub seed: Option<u64>,
+    /// Postal-code prefixes whose addresses the address endpoint flags
+    /// `long_distance_delivery` (case and spaces ignored; default
+    /// [`DEFAULT_LONG_DISTANCE_PREFIXES`]: Alaska and Canada's north).
+    pub long_distance_prefixes: Vec<String>,
 }
+
+/// The default long-distance rule: Alaska's ZIP codes (995–999) and the
+/// Canadian postal districts of the territories (X: Northwest Territories
+/// and Nunavut, Y: Yukon). A deterministic stand-in for "more than 30
+/// minutes from the closest stores".
+pub const DEFAULT_LONG_DISTANCE_PREFIXES: [&str; 7] = ["995", "996", "997", "998", "999", "X", "Y"];
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -145,6 +158,10 @@ impl Default for SandboxConfig {
             reset_rate: 0.0,
             commit_drop_rate: 0.0,
             seed: None,
+            long_distance_prefixes: DEFAULT_LONG_DISTANCE_PREFIXES
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
         }
     }
 }
@@ -169,6 +186,7 @@ impl fmt::Debug for SandboxConfig {
             .field("reset_rate", &self.reset_rate)
             .field("commit_drop_rate", &self.commit_drop_rate)
             .field("seed", &self.seed)
+            .field("long_distance_prefixes", &self.long_distance_prefixes)
             .finish()
     }
 }
@@ -370,6 +388,12 @@ impl Sandbox {
     /// Stored users in creation order (`GET /_sandbox/users`).
     pub fn users(&self) -> Vec<CreateUser> {
         self.shared.users()
+    }
+
+    /// The last validated address of each user, by `user_id`
+    /// (`GET /_sandbox/addresses`).
+    pub fn addresses(&self) -> Vec<AddressAnswer> {
+        self.shared.addresses()
     }
 
     /// Per-second counts since the first users request, the last hour of them

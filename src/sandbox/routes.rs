@@ -1,5 +1,8 @@
-//! The sandbox's HTTP surface: the two Connect endpoints and the `/_sandbox/*`
-//! inspection and control endpoints, as an axum `Router`.
+//! The sandbox's HTTP surface: the Connect endpoints (token, create-user, and
+//! create-user-and-validate-address) and the `/_sandbox/*` inspection and
+//! control endpoints, as an axum `Router`. The address endpoint goes through
+//! the same stages as create-user, sharing its rate limit, and ends in the
+//! upsert instead of the store.
 //!
 //! A users request goes through the same stages in the same order every time:
 //! authenticate (401) → rate limit (429; every request reaching it counts in
@@ -21,18 +24,20 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::error::HttpError;
 use super::seconds::Tally;
-use super::state::{Admission, ConfigPatch, Fault, Shared, Store};
-use super::validate::{UserInput, field_error, validate};
+use super::state::{Admission, ConfigPatch, Fault, Shared, Store, Upsert};
+use super::validate::{
+    AddressInput, AddressRefusal, UserInput, field_error, validate, validate_address,
+};
 use crate::api::model::{
-    ApiError, CreateUser, ErrorDetail, ErrorMeta, TOKEN_PATH, TokenRequest, TokenResponse,
-    USERS_PATH, codes,
+    ADDRESSES_ROUTE, AddressAnswer, ApiError, CreateUser, ErrorDetail, ErrorMeta, TOKEN_PATH,
+    TokenRequest, TokenResponse, USERS_PATH, codes,
 };
 
 /// Response extension telling the connection layer to drop the connection instead
@@ -46,9 +51,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(TOKEN_PATH, post(token))
         .route(USERS_PATH, post(create_user))
+        .route(ADDRESSES_ROUTE, post(create_address))
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/seconds", get(seconds))
         .route("/_sandbox/users", get(users))
+        .route("/_sandbox/addresses", get(addresses))
         .route("/_sandbox/reset", post(reset))
         .route("/_sandbox/revoke-tokens", post(revoke_tokens))
         .route("/_sandbox/config", get(get_config).post(set_config))
@@ -217,13 +224,94 @@ async fn create_user(
         Ok(user) => Json(user).into_response(),
         Err(e) => e.into_response(),
     };
+    commit(&sh, fault, resp)
+}
+
+/// The answer of a request that reached the store, unless the commit-drop
+/// fault drops it.
+fn commit(sh: &Shared, fault: Fault, resp: Response) -> Response {
     if fault == Fault::CommitDrop {
         // The ambiguous case: the request took effect, the client never hears so.
-        bump(&c.commit_drops);
+        bump(&sh.counters.commit_drops);
         tracing::debug!("sandbox: dropping connection after commit (commit-drop fault)");
         return dropped();
     }
     resp
+}
+
+/// `POST /v2/fulfillment/users/{user_id}/addresses`: the same stages as
+/// create-user (token, the shared users rate limit, faults, latency), then
+/// the upsert: validate the address, create the user or find it, attach
+/// the address, answer the validated address flat.
+async fn create_address(
+    State(sh): Shr,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let c = &sh.counters;
+    bump(&c.requests);
+    bump(&c.users_requests);
+    bump(&c.address_requests);
+    if let Err(e) = authenticate(&sh, &headers) {
+        return e.into_response();
+    }
+    let _in_flight = sh.enter();
+
+    let admission = sh.admit();
+    if !admission.admitted {
+        bump(&c.throttled);
+        return throttled(&sh);
+    }
+
+    let fault = sh.roll();
+    if let Some(resp) = inject_fault(&sh, admission, fault).await {
+        return resp;
+    }
+
+    let resp = match upsert_address(&sh, &user_id, body) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    };
+    commit(&sh, fault, resp)
+}
+
+fn upsert_address(
+    sh: &Shared,
+    user_id: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<AddressAnswer, HttpError> {
+    let c = &sh.counters;
+    let parsed = body
+        .map_err(|r| HttpError::malformed(r.body_text()))
+        .and_then(|b| {
+            serde_json::from_slice::<AddressInput>(&b)
+                .map_err(|e| HttpError::malformed(format!("malformed JSON body: {e}")))
+        });
+    let checked = parsed.and_then(|input| {
+        validate_address(user_id, input, &sh.long_distance).map_err(|refusal| match refusal {
+            AddressRefusal::Invalid(errors) => HttpError::BadRequest(errors),
+            AddressRefusal::Undeliverable(e) => {
+                bump(&c.undeliverable);
+                HttpError::BadRequest(vec![e])
+            }
+        })
+    });
+    let checked = match checked {
+        Ok(ch) => ch,
+        Err(e) => {
+            bump(&c.rejected);
+            return Err(e);
+        }
+    };
+    if let Upsert::Found = sh.upsert_address(&checked.user, &checked.answer) {
+        bump(&c.address_users_found);
+    }
+    bump(&c.addresses_validated);
+    if checked.answer.long_distance_delivery {
+        bump(&c.long_distance);
+    }
+    Ok(checked.answer)
 }
 
 /// The 401 for a users request without a valid bearer token, counted.
@@ -343,6 +431,11 @@ async fn seconds(State(sh): Shr) -> Response {
 /// `GET /_sandbox/users`.
 async fn users(State(sh): Shr) -> Response {
     Json(sh.users()).into_response()
+}
+
+/// `GET /_sandbox/addresses`.
+async fn addresses(State(sh): Shr) -> Response {
+    Json(sh.addresses()).into_response()
 }
 
 /// `POST /_sandbox/reset`.

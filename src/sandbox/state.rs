@@ -27,7 +27,7 @@ use super::schedule::RateSchedule;
 use super::seconds::{SecondCounts, Seconds, Tally};
 use super::service::Service;
 use super::{SandboxConfig, SandboxError};
-use crate::api::model::CreateUser;
+use crate::api::model::{AddressAnswer, CreateUser};
 
 /// Declares [`Stats`] and its atomic twin `Counters` from one field list, so the
 /// snapshot and the reset can never forget a counter.
@@ -109,6 +109,18 @@ stats! {
     /// Most create requests that reached the rate limiter (after authentication,
     /// admitted or refused) in any sliding 1 s window.
     max_window,
+    /// Requests to `POST /v2/fulfillment/users/{user_id}/addresses` (also
+    /// counted in `users_requests`: they share the users rate limit).
+    address_requests,
+    /// Address requests answered 200 (the address validated and attached).
+    addresses_validated,
+    /// Of those, the ones whose `user_id` existed (the upsert found the user;
+    /// the others created it and count in `created`).
+    address_users_found,
+    /// Address requests refused as undeliverable (P.O. boxes); also in `rejected`.
+    undeliverable,
+    /// Validated addresses flagged `long_distance_delivery`.
+    long_distance,
 }
 
 /// What the fault dice decided for one users request.
@@ -309,6 +321,14 @@ pub(crate) enum Store {
     Taken,
 }
 
+/// Result of the address endpoint's upsert.
+pub(crate) enum Upsert {
+    /// The `user_id` was new: the user was created with the address.
+    Created,
+    /// The `user_id` existed: the address was attached to that user.
+    Found,
+}
+
 /// A change to the live fault/limit settings (`POST /_sandbox/config`); absent
 /// fields are left as they are.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -386,6 +406,10 @@ pub(crate) struct Shared {
     pub(crate) token_ttl: Duration,
     tokens: RwLock<HashMap<String, Instant>>,
     users: Users,
+    /// The last validated address of each user, by `user_id`.
+    addresses: Mutex<HashMap<String, AddressAnswer>>,
+    /// Postal-code prefixes flagged long-distance (upper case, no spaces).
+    pub(crate) long_distance: Vec<String>,
     limiter: Mutex<Limiter>,
     /// `--retry-after`; a plain flag read by every 429, so an atomic rather than a lock.
     retry_after: AtomicBool,
@@ -409,6 +433,8 @@ impl Shared {
             token_ttl: cfg.token_ttl,
             tokens: RwLock::default(),
             users: Users::new(),
+            addresses: Mutex::default(),
+            long_distance: super::validate::long_distance_prefixes(&cfg.long_distance_prefixes),
             limiter: Mutex::new(Limiter::new(
                 cfg.rate_limit,
                 cfg.rate_limit_algorithm,
@@ -535,6 +561,25 @@ impl Shared {
         Store::Created
     }
 
+    /// The address endpoint's upsert: stores `user` unless its `user_id`
+    /// exists (an existing user keeps its names: the upsert is not
+    /// documented to update them), then attaches `answer` as its address.
+    pub(crate) fn upsert_address(&self, user: &CreateUser, answer: &AddressAnswer) -> Upsert {
+        let upsert = match self.store(user) {
+            Store::Created => Upsert::Created,
+            Store::Taken => Upsert::Found,
+        };
+        lock(&self.addresses).insert(user.user_id.clone(), answer.clone());
+        upsert
+    }
+
+    /// The last validated address of every user that has one, by `user_id`.
+    pub(crate) fn addresses(&self) -> Vec<AddressAnswer> {
+        let mut list: Vec<AddressAnswer> = lock(&self.addresses).values().cloned().collect();
+        list.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+        list
+    }
+
     /// Stored users in creation order.
     pub(crate) fn users(&self) -> Vec<CreateUser> {
         let mut list: Vec<(u64, CreateUser)> = Vec::new();
@@ -555,6 +600,7 @@ impl Shared {
             *lock(shard) = HashMap::new();
         }
         self.users.next_seq.store(0, Relaxed);
+        *lock(&self.addresses) = HashMap::new();
         self.revoke_tokens();
         {
             let mut l = lock(&self.limiter);

@@ -47,6 +47,7 @@ pub struct ConfigFile {
     delimiter: Option<String>,
     pub(crate) phone_region: Option<String>,
     pub(crate) default_locale: Option<String>,
+    pub(crate) require_address: Option<bool>,
     rate: Option<RateValue>,
     pub(crate) rate_max: Option<u32>,
     pub(crate) rate_start: Option<u32>,

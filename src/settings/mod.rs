@@ -593,7 +593,10 @@ pub(crate) fn resolve_input(
             columns,
             limit: None,
         },
-        validate: ValidateOptions::new(phone_region.unwrap_or("US"), default_locale)?,
+        validate: ValidateOptions::new(phone_region.unwrap_or("US"), default_locale)?
+            .require_address(
+                args.require_address || cfg.and_then(|c| c.require_address).unwrap_or(false),
+            ),
     })
 }
 

@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use super::{ImportSummary, PayloadHash, StateError, StateStore, StoredStatus, payload_hash};
+use super::sql::UpsertRow;
+use super::{Fingerprint, ImportSummary, StateError, StateStore, StoredStatus, fingerprint};
 use crate::input::{InputError, InputSource};
 use crate::intake::{Intake, Step};
 use crate::report::journal::{RunMeta, sha256_file};
@@ -18,7 +19,7 @@ use crate::report::run_dir::RunDir;
 const IMPORT_BATCH: usize = 50_000;
 
 /// Users waiting for their import transaction.
-type Pending = Vec<(String, PayloadHash, StoredStatus)>;
+type Pending = Vec<(String, Fingerprint, StoredStatus)>;
 
 impl StateStore {
     /// Seed the state from an earlier run: `results_csv` (the rows it says
@@ -116,7 +117,7 @@ impl StateStore {
         let mut matched = 0u64;
         let mut pending: Pending = Vec::with_capacity(IMPORT_BATCH);
         while let Some(step) = intake.next_step()? {
-            let Step::Send { row, user, .. } = step else {
+            let Step::Send { row, payload, .. } = step else {
                 continue;
             };
             let Some(status) = stored_status(sets, row) else {
@@ -127,8 +128,8 @@ impl StateStore {
                 StoredStatus::Created => summary.created += 1,
                 StoredStatus::Exists => summary.exists += 1,
             }
-            let hash = payload_hash(&user);
-            pending.push((user.user_id, hash, status));
+            let print = fingerprint(&payload);
+            pending.push((payload.into_user().user_id, print, status));
             if pending.len() == IMPORT_BATCH {
                 self.import_batch(&mut pending, at)?;
             }
@@ -147,9 +148,14 @@ impl StateStore {
             return Ok(());
         }
         pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let rows = pending
-            .iter()
-            .map(|(id, hash, status)| (id.as_str(), hash, *status, at));
+        let rows = pending.iter().map(|(id, print, status)| UpsertRow {
+            user_id: id.as_str(),
+            hash: &print.user,
+            status: *status,
+            at,
+            address_hash: print.address.as_ref(),
+            validated_address: None,
+        });
         self.upsert_all("import users", rows)?;
         pending.clear();
         Ok(())

@@ -22,13 +22,17 @@
 //!   mapped, so resident memory does not grow with the number of users; the
 //!   rest of the state stays in the OS page cache.
 //! - **Schema.** `users(user_id TEXT PRIMARY KEY, payload_hash BLOB(16),
-//!   status TEXT, first_seen INTEGER, last_seen INTEGER) WITHOUT ROWID` (the
+//!   status TEXT, first_seen INTEGER, last_seen INTEGER, address_hash BLOB,
+//!   validated_address TEXT) WITHOUT ROWID` (schema 2; a schema-1 file is
+//!   migrated on open by adding the last two) (the
 //!   user_id is the b-tree key: one seek per lookup, no second index) and
 //!   `runs(id, kind, started, finished, input_sha256, reports, counts_json)`.
 //!   Times are Unix seconds, UTC. `PRAGMA application_id` marks the file as
 //!   ours and `PRAGMA user_version` is the schema version.
 //!
-//! The state holds user_ids and hashes only: no names, phones or locales.
+//! The state holds user_ids, hashes and each user's last validated address
+//! (street, postal code, long-distance flag, as the partner answered): no
+//! names, phones or locales.
 //!
 //! Layout: this module holds the values and the error; `store` the
 //! connections, the lock and [`StateStore`] / `StateReader`; `sql` the
@@ -41,7 +45,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::model::CreateUser;
+use crate::api::model::{Address, CreateUser, Payload};
 use crate::input::InputError;
 use crate::outcome::Status;
 
@@ -102,6 +106,42 @@ pub fn payload_hash(user: &CreateUser) -> PayloadHash {
     PayloadHash(out)
 }
 
+/// Domain tag hashed before an address.
+const ADDRESS_HASH_TAG: &[u8] = b"connect-provision address v1\n";
+
+/// The hash of `address` as it is sent (its JSON fields, blank optionals
+/// left out), like [`payload_hash`].
+pub fn address_hash(address: &Address) -> PayloadHash {
+    let mut h = Sha256::new();
+    h.update(ADDRESS_HASH_TAG);
+    // An Address is strings only: serialising it cannot fail.
+    h.update(serde_json::to_vec(address).unwrap_or_default());
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    PayloadHash(out)
+}
+
+/// What the state remembers of a payload: its user fields' hash (the hash
+/// of before addresses, so a state written then still matches) and, for a
+/// row with an address, the address's. Together they are the payload's
+/// fingerprint: either changing is a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// [`payload_hash`] of the user fields.
+    pub user: PayloadHash,
+    /// [`address_hash`] of the address, when the row has one.
+    pub address: Option<PayloadHash>,
+}
+
+/// The fingerprint of `payload`.
+pub fn fingerprint(payload: &Payload) -> Fingerprint {
+    Fingerprint {
+        user: payload_hash(payload.user()),
+        address: payload.address().map(address_hash),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Values
 
@@ -133,11 +173,12 @@ impl StoredStatus {
         }
     }
 
-    /// The status to record for a row outcome: `created` and `exists` only.
+    /// The status to record for a row outcome: `created` and `exists` only
+    /// (`updated`: known before, recorded `exists`; a `created` stays so).
     pub(crate) fn from_outcome(s: Status) -> Option<StoredStatus> {
         match s {
             Status::Created => Some(StoredStatus::Created),
-            Status::Exists => Some(StoredStatus::Exists),
+            Status::Exists | Status::Updated => Some(StoredStatus::Exists),
             _ => None,
         }
     }
@@ -158,6 +199,9 @@ pub struct Known {
     pub status: StoredStatus,
     /// When a run last recorded it.
     pub last_seen: jiff::Timestamp,
+    /// Hash of the last address sent for it (`None`: none yet, or a state
+    /// from before addresses).
+    pub address_hash: Option<PayloadHash>,
 }
 
 impl Known {
@@ -168,6 +212,21 @@ impl Known {
             Status::Unchanged
         } else {
             Status::Changed
+        }
+    }
+
+    /// The row status for a row whose payload has fingerprint `print`:
+    /// `changed` when the user fields differ (Connect has no update-user
+    /// call, and the upsert is not documented to update names), else
+    /// `updated` when the row has an address the state does not hold
+    /// (send it again: the upsert attaches it), else `unchanged`.
+    pub fn classify_payload(&self, print: &Fingerprint) -> Status {
+        if self.payload_hash != print.user {
+            return Status::Changed;
+        }
+        match print.address {
+            Some(a) if self.address_hash != Some(a) => Status::Updated,
+            _ => Status::Unchanged,
         }
     }
 
@@ -191,6 +250,11 @@ pub struct Recorded {
     pub status: StoredStatus,
     /// When.
     pub at: jiff::Timestamp,
+    /// Hash of the address sent with it, if any.
+    pub address_hash: Option<PayloadHash>,
+    /// The partner's validated address (JSON: `address_line_1`,
+    /// `postal_code`, `long_distance_delivery`), if it answered one.
+    pub validated_address: Option<String>,
 }
 
 /// One run (or import) as the `runs` table keeps it.
@@ -486,9 +550,29 @@ pub(crate) mod tests {
             payload_hash: PayloadHash([1; 16]),
             status: StoredStatus::Created,
             last_seen: jiff::Timestamp::UNIX_EPOCH,
+            address_hash: Some(PayloadHash([7; 16])),
         };
         assert_eq!(k.classify(&PayloadHash([1; 16])), Status::Unchanged);
         assert_eq!(k.classify(&PayloadHash([2; 16])), Status::Changed);
+        // Issue #20: the address is part of the fingerprint; only an
+        // address change with the same user fields is sent again.
+        let print = |user: u8, address: Option<u8>| Fingerprint {
+            user: PayloadHash([user; 16]),
+            address: address.map(|a| PayloadHash([a; 16])),
+        };
+        assert_eq!(k.classify_payload(&print(1, Some(7))), Status::Unchanged);
+        assert_eq!(k.classify_payload(&print(1, None)), Status::Unchanged);
+        assert_eq!(k.classify_payload(&print(1, Some(8))), Status::Updated);
+        assert_eq!(k.classify_payload(&print(2, Some(8))), Status::Changed);
+        assert_eq!(k.classify_payload(&print(2, Some(7))), Status::Changed);
+        let no_address = Known {
+            address_hash: None,
+            ..k
+        };
+        assert_eq!(
+            no_address.classify_payload(&print(1, Some(7))),
+            Status::Updated
+        );
         assert!(k.changed_message().contains("different payload"));
         for s in [StoredStatus::Created, StoredStatus::Exists] {
             assert_eq!(StoredStatus::parse(s.as_str()), Some(s));

@@ -10,8 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Known, PayloadHash, RunInfo, StateError, StateStats, StoredStatus};
 use crate::report::neutralize;
 
-/// Schema version written to `PRAGMA user_version`.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// Schema version written to `PRAGMA user_version`. 2 added the address
+/// columns (issue #20); a version-1 file is migrated by [`MIGRATE_1_TO_2`].
+pub(super) const SCHEMA_VERSION: i64 = 2;
 /// `PRAGMA application_id` of a state file: "CPST".
 pub(super) const APPLICATION_ID: i64 = 0x4350_5354;
 /// Ids per query in `StateReader::lookup_many`.
@@ -24,7 +25,9 @@ CREATE TABLE IF NOT EXISTS users (
     payload_hash BLOB    NOT NULL,
     status       TEXT    NOT NULL CHECK (status IN ('created', 'exists')),
     first_seen   INTEGER NOT NULL,
-    last_seen    INTEGER NOT NULL
+    last_seen    INTEGER NOT NULL,
+    address_hash BLOB,
+    validated_address TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id           INTEGER PRIMARY KEY,
@@ -36,19 +39,32 @@ CREATE TABLE IF NOT EXISTS runs (
     counts_json  TEXT
 );";
 
-const LOOKUP_SQL: &str = "SELECT payload_hash, status, last_seen FROM users WHERE user_id = ?1";
+/// Version 1 → 2: each user's last address (its hash as sent, and the
+/// partner's validated answer as JSON); NULL for users without one.
+pub(super) const MIGRATE_1_TO_2: &str = "
+ALTER TABLE users ADD COLUMN address_hash BLOB;
+ALTER TABLE users ADD COLUMN validated_address TEXT;";
+
+const LOOKUP_SQL: &str =
+    "SELECT payload_hash, status, last_seen, address_hash FROM users WHERE user_id = ?1";
 
 /// Insert or update one user. `first_seen` only ever moves back, `last_seen`
 /// only forward; the payload hash is the one of the latest record (an import
 /// of an older results.csv does not overwrite a newer hash); `created` is
 /// sticky: a user this tool once created stays `created` when a later run
-/// finds it `exists` (e.g. resent after a crash).
+/// finds it `exists` (e.g. resent after a crash). The address columns are
+/// the latest record's that has one: a row without an address does not
+/// forget the user's.
 pub(super) const UPSERT_SQL: &str = "
-INSERT INTO users (user_id, payload_hash, status, first_seen, last_seen)
-VALUES (?1, ?2, ?3, ?4, ?4)
+INSERT INTO users (user_id, payload_hash, status, first_seen, last_seen, address_hash, validated_address)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
 ON CONFLICT (user_id) DO UPDATE SET
     payload_hash = CASE WHEN excluded.last_seen >= users.last_seen
                         THEN excluded.payload_hash ELSE users.payload_hash END,
+    address_hash = CASE WHEN excluded.address_hash IS NOT NULL AND excluded.last_seen >= users.last_seen
+                        THEN excluded.address_hash ELSE users.address_hash END,
+    validated_address = CASE WHEN excluded.validated_address IS NOT NULL AND excluded.last_seen >= users.last_seen
+                        THEN excluded.validated_address ELSE users.validated_address END,
     status       = CASE WHEN users.status = 'created' THEN 'created' ELSE excluded.status END,
     first_seen   = MIN(users.first_seen, excluded.first_seen),
     last_seen    = MAX(users.last_seen, excluded.last_seen)";
@@ -61,17 +77,22 @@ pub(super) fn lookup_in(conn: &Connection, user_id: &str) -> rusqlite::Result<Op
         .map(Option::flatten)
 }
 
-/// Columns `payload_hash, status, last_seen` from `at`; `None` for a row
+/// Columns `payload_hash, status, last_seen, address_hash` from `at`; `None` for a row
 /// this version cannot read (treated as unknown: the row is sent, and the
 /// answer `exists` re-records it).
 fn known_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Known>> {
     let hash = PayloadHash::from_blob(r.get_ref(at)?.as_blob()?);
     let status = StoredStatus::parse(r.get_ref(at + 1)?.as_str()?);
     let last = jiff::Timestamp::from_second(r.get(at + 2)?).unwrap_or_default();
+    let address_hash = match r.get_ref(at + 3)? {
+        rusqlite::types::ValueRef::Blob(b) => PayloadHash::from_blob(b),
+        _ => None,
+    };
     Ok(hash.zip(status).map(|(payload_hash, status)| Known {
         payload_hash,
         status,
         last_seen: last,
+        address_hash,
     }))
 }
 
@@ -111,7 +132,9 @@ pub(super) fn lookup_many_in<S: AsRef<str>>(
 
 fn batch_sql(n: usize) -> String {
     let mut sql = String::with_capacity(80 + n * 2);
-    sql.push_str("SELECT user_id, payload_hash, status, last_seen FROM users WHERE user_id IN (");
+    sql.push_str(
+        "SELECT user_id, payload_hash, status, last_seen, address_hash FROM users WHERE user_id IN (",
+    );
     for i in 0..n {
         sql.push_str(if i == 0 { "?" } else { ",?" });
     }
@@ -235,18 +258,27 @@ pub(super) fn export_from(
 /// Execute [`UPSERT_SQL`] for one user.
 pub(super) fn upsert(
     stmt: &mut rusqlite::CachedStatement<'_>,
-    user_id: &str,
-    hash: &PayloadHash,
-    status: StoredStatus,
-    at: jiff::Timestamp,
+    row: UpsertRow<'_>,
 ) -> rusqlite::Result<()> {
     stmt.execute(params![
-        user_id,
-        &hash.0[..],
-        status.as_str(),
-        at.as_second()
+        row.user_id,
+        &row.hash.0[..],
+        row.status.as_str(),
+        row.at.as_second(),
+        row.address_hash.map(|h| &h.0[..]),
+        row.validated_address,
     ])
     .map(drop)
+}
+
+/// One user to upsert.
+pub(super) struct UpsertRow<'a> {
+    pub(super) user_id: &'a str,
+    pub(super) hash: &'a PayloadHash,
+    pub(super) status: StoredStatus,
+    pub(super) at: jiff::Timestamp,
+    pub(super) address_hash: Option<&'a PayloadHash>,
+    pub(super) validated_address: Option<&'a str>,
 }
 
 /// `PATH-wal`, the write-ahead log beside the state file.

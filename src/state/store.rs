@@ -11,10 +11,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::sql::{
-    APPLICATION_ID, LOOKUP_BATCH, SCHEMA, SCHEMA_VERSION, UPSERT_SQL, export_from, lookup_in,
-    lookup_many_in, run_from_row, stats_in, upsert,
+    APPLICATION_ID, LOOKUP_BATCH, MIGRATE_1_TO_2, SCHEMA, SCHEMA_VERSION, UPSERT_SQL, UpsertRow,
+    export_from, lookup_in, lookup_many_in, run_from_row, stats_in, upsert,
 };
-use super::{Known, PayloadHash, Recorded, RunInfo, StateError, StateStats, StoredStatus};
+use super::{Known, Recorded, RunInfo, StateError, StateStats};
 
 /// Page cache of a [`StateReader`] (and of the store's own lookups), KiB.
 pub(super) const READER_CACHE_KIB: i64 = 32 * 1024;
@@ -189,7 +189,15 @@ impl StateStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(StateError::sql(path, "set synchronous=FULL"))?;
-        if version < SCHEMA_VERSION {
+        if version == 1 {
+            // A state file of a build before addresses: add their columns.
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {MIGRATE_1_TO_2}
+                 PRAGMA user_version = {SCHEMA_VERSION};
+                 COMMIT;"
+            ))
+            .map_err(StateError::sql(path, "migrate the schema to version 2"))?;
+        } else if version < SCHEMA_VERSION {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA}
                  PRAGMA application_id = {APPLICATION_ID};
@@ -251,9 +259,14 @@ impl StateStore {
     /// Remember a batch of successes, in one transaction (durable when this
     /// returns). Upsert: `first_seen` is kept, see `UPSERT_SQL`.
     pub fn record(&mut self, batch: &[Recorded]) -> Result<(), StateError> {
-        let rows = batch
-            .iter()
-            .map(|r| (r.user_id.as_str(), &r.payload_hash, r.status, r.at));
+        let rows = batch.iter().map(|r| UpsertRow {
+            user_id: r.user_id.as_str(),
+            hash: &r.payload_hash,
+            status: r.status,
+            at: r.at,
+            address_hash: r.address_hash.as_ref(),
+            validated_address: r.validated_address.as_deref(),
+        });
         self.upsert_all("record users", rows)
     }
 
@@ -262,7 +275,7 @@ impl StateStore {
     pub(super) fn upsert_all<'a>(
         &mut self,
         op: &'static str,
-        rows: impl ExactSizeIterator<Item = (&'a str, &'a PayloadHash, StoredStatus, jiff::Timestamp)>,
+        rows: impl ExactSizeIterator<Item = UpsertRow<'a>>,
     ) -> Result<(), StateError> {
         if rows.len() == 0 {
             return Ok(());
@@ -276,8 +289,8 @@ impl StateStore {
             let mut stmt = tx
                 .prepare_cached(UPSERT_SQL)
                 .map_err(StateError::sql(path, op))?;
-            for (user_id, hash, status, at) in rows {
-                upsert(&mut stmt, user_id, hash, status, at).map_err(StateError::sql(path, op))?;
+            for row in rows {
+                upsert(&mut stmt, row).map_err(StateError::sql(path, op))?;
             }
         }
         tx.commit().map_err(StateError::sql(path, op))
@@ -455,6 +468,57 @@ mod tests {
     use crate::state::tests::user;
     use crate::state::{StoredStatus, payload_hash};
 
+    // Issue #20: a state file of a build before addresses (schema 1) still
+    // opens; it is migrated in place and keeps its users.
+    #[test]
+    fn a_version_1_state_file_opens_and_gains_the_address_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE users (
+                    user_id TEXT PRIMARY KEY NOT NULL, payload_hash BLOB NOT NULL,
+                    status TEXT NOT NULL CHECK (status IN ('created', 'exists')),
+                    first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE runs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL DEFAULT 'run',
+                    started INTEGER NOT NULL, finished INTEGER, input_sha256 TEXT NOT NULL,
+                    reports TEXT, counts_json TEXT);
+                 INSERT INTO users VALUES ('u1', x'01010101010101010101010101010101', 'created', 5, 5);
+                 PRAGMA application_id = {APPLICATION_ID};
+                 PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        let mut st = StateStore::open(&path).unwrap();
+        let known = st.lookup("u1").unwrap().expect("u1 kept");
+        assert_eq!(known.payload_hash, crate::state::PayloadHash([1; 16]));
+        assert_eq!(known.address_hash, None);
+        let at = jiff::Timestamp::from_second(10).unwrap();
+        st.record(&[Recorded {
+            user_id: "u1".into(),
+            payload_hash: crate::state::PayloadHash([1; 16]),
+            status: crate::state::StoredStatus::Exists,
+            at,
+            address_hash: Some(crate::state::PayloadHash([9; 16])),
+            validated_address: Some("{}".into()),
+        }])
+        .unwrap();
+        let known = st.lookup("u1").unwrap().expect("u1");
+        assert_eq!(known.address_hash, Some(crate::state::PayloadHash([9; 16])));
+        assert_eq!(
+            known.status,
+            crate::state::StoredStatus::Created,
+            "created is sticky"
+        );
+        drop(st);
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
     #[test]
     fn batch_lookup_matches_point_lookups_with_repeats_and_misses() {
         let dir = tempfile::tempdir().unwrap();
@@ -470,6 +534,8 @@ mod tests {
                     StoredStatus::Exists
                 },
                 at,
+                address_hash: None,
+                validated_address: None,
             })
             .collect();
         st.record(&batch).unwrap();

@@ -301,7 +301,8 @@ fn header_only_is_zero_rows_and_exit_0() {
     Run::dry(&input).out(&dir).output().expect_code(0);
     assert_eq!(
         std::fs::read_to_string(dir.join("results.csv")).unwrap(),
-        "row,user_id,status,http_status,attempts,error,duration_ms\n"
+        "row,user_id,status,http_status,attempts,error,duration_ms,\
+         validated_address_line_1,validated_postal_code,long_distance_delivery\n"
     );
     assert!(Reports::at(&dir).results().is_empty());
     let s = Reports::at(&dir).summary();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use connect_provision::api::client::{
     Attempt, BaseUrl, ConnectClient, Credentials, TokenError, TransportKind,
 };
-use connect_provision::api::model::CreateUser;
+use connect_provision::api::model::{CreateUser, Endpoint};
 use connect_provision::api::token::{TokenManager, TokenOptions};
 use connect_provision::exec::counters::EngineCounters;
 use connect_provision::exec::pace::{Pace, Pacing};
@@ -54,7 +54,9 @@ fn job_with(row: u64, first_name: &str) -> Job {
     Job {
         row,
         user_id: user.user_id.clone(),
+        endpoint: Endpoint::Users,
         body: Bytes::from(serde_json::to_vec(&user).expect("json")),
+        update: false,
     }
 }
 

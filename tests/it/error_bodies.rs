@@ -46,6 +46,7 @@ fn verdict(status: u16, body: &[u8]) -> Verdict {
         retry_after: None,
         error: Some(ErrorBody::parse(body).unwrap()),
         snippet: None,
+        validated: None,
     })
 }
 

@@ -1,4 +1,5 @@
 mod adaptive;
+mod addresses;
 mod chaos;
 mod cli;
 mod disk_full;

@@ -38,6 +38,8 @@ fn rec(u: &CreateUser, status: StoredStatus, at: i64) -> Recorded {
         payload_hash: payload_hash(u),
         status,
         at: t(at),
+        address_hash: None,
+        validated_address: None,
     }
 }
 

@@ -49,8 +49,9 @@ const LABEL: RGBColor = RGBColor(0x44, 0x4c, 0x56);
 
 /// The statuses in the order the outcome bar stacks them: good, neutral,
 /// then what needs attention.
-const BAR_ORDER: [&str; 9] = [
+const BAR_ORDER: [&str; 10] = [
     "created",
+    "updated",
     "exists",
     "changed",
     "unchanged",
@@ -74,6 +75,7 @@ pub(super) fn status_color(name: &str) -> RGBColor {
     match name {
         "created" => RGBColor(0x2e, 0x7d, 0x32),
         "exists" => RGBColor(0x81, 0xc7, 0x84),
+        "updated" => RGBColor(0x66, 0xbb, 0x6a),
         "duplicate" => RGBColor(0x75, 0x75, 0x75),
         "unchanged" => RGBColor(0xbd, 0xbd, 0xbd),
         "changed" => RGBColor(0xff, 0xca, 0x28),
@@ -760,7 +762,7 @@ mod tests {
             second: i,
             part: 1,
             sent: i % 7,
-            outcomes: [i % 3, 1, 0, 0, 0, i % 2, 0, 0, 0],
+            outcomes: [i % 3, 1, 0, 0, 0, i % 2, 0, 0, 0, 0],
             throttled_429: u64::from(i.is_multiple_of(50)),
             token_refreshes: u64::from(i.is_multiple_of(1000)),
             rate: Some(10.0 + (i % 5) as f64),

@@ -21,6 +21,13 @@ pub struct ResultRow {
     pub attempts: u32,
     pub error: String,
     pub duration_ms: u64,
+    /// The address columns (issue #20): empty for rows without an address.
+    #[serde(default)]
+    pub validated_address_line_1: String,
+    #[serde(default)]
+    pub validated_postal_code: String,
+    #[serde(default)]
+    pub long_distance_delivery: String,
 }
 
 /// The report directory (`--out`) of a run.

@@ -85,6 +85,29 @@ pub async fn create(
         .await
 }
 
+/// POST `body` to the address endpoint of `user_id` with `token`, the way
+/// the docs' curl does (`user_id` percent-encoded as one path segment).
+pub async fn post_address(
+    c: &reqwest::Client,
+    sb: &Sandbox,
+    token: &str,
+    user_id: &str,
+    body: &Value,
+) -> reqwest::Response {
+    let mut url = reqwest::Url::parse(&format!("{}{USERS_PATH}", sb.url())).expect("users URL");
+    url.path_segments_mut()
+        .expect("a base URL")
+        .push(user_id)
+        .push("addresses");
+    c.post(url)
+        .bearer_auth(token)
+        .header("Accept", "application/json")
+        .json(body)
+        .send()
+        .await
+        .expect("address request")
+}
+
 /// The smallest valid create-user body.
 pub fn user(id: &str) -> Value {
     json!({"user_id": id, "first_name": "ann"})
