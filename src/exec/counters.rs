@@ -36,8 +36,9 @@ pub struct EngineCounters {
     /// Sum of the time each request took on the wire (µs), limiter waits
     /// excluded: the pipeline sizes its concurrency from the mean.
     pub(crate) request_micros: AtomicU64,
-    /// Time the whole pool was held by clustered 429s (µs): the auto rate
-    /// does not count it as a pool left idle.
+    /// Time the whole pool was held by clustered 429s that carried a
+    /// `Retry-After` (µs): the auto rate does not count it as a pool left
+    /// idle.
     pub(crate) pool_held_micros: AtomicU64,
 }
 
@@ -82,7 +83,8 @@ impl EngineCounters {
         }
     }
 
-    /// A cluster of 429s held the whole pool `d` longer than it already was.
+    /// A cluster of 429s with a `Retry-After` held the whole pool `d`
+    /// longer than it already was.
     pub(crate) fn pool_held(&self, d: Duration) {
         self.pool_held_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);

@@ -160,7 +160,12 @@ async fn back_off(
     };
     let delay = retry_after.map_or(delay, |ra| ra.max(delay));
     if throttled {
-        cx.counters.pool_held(cx.throttle.throttled(delay));
+        let held = cx.throttle.throttled(delay);
+        // A pause the partner asked for is push-back the auto rate reads;
+        // one of our own backoff is not.
+        if retry_after.is_some() {
+            cx.counters.pool_held(held);
+        }
     }
     cx.counters.retried();
     tracing::debug!(row = row.job.row, attempt = row.attempts, ?delay, reason = %row.last.1, "retrying");
