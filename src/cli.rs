@@ -1,7 +1,8 @@
 //! The command line, as clap derive structs kept as close to the flags as
 //! possible ("LowArgs"). Fields that the config file can also set are
-//! `Option`s with no clap default, so `settings` can apply SPEC's precedence
-//! (flag > environment > config file > default).
+//! `Option`s with no clap default, so `settings` can apply the precedence of
+//! README "Config file and precedence" (flag > environment > config file >
+//! default).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

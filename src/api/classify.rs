@@ -1,4 +1,4 @@
-//! What one attempt's answer means for the row (SPEC "Execution").
+//! What one attempt's answer means for the row (ARCHITECTURE.md "The path of one row").
 //!
 //! Sits between `api::client` (which reports an [`Attempt`]) and
 //! `exec::worker` (which acts on the [`Verdict`]). Pure, so every status has a
@@ -142,7 +142,7 @@ mod tests {
         }
     }
 
-    // SPEC "Execution": one case per status.
+    // ARCHITECTURE.md "The path of one row": one case per status.
     #[test]
     fn status_table() {
         let taken = body(
@@ -240,7 +240,7 @@ mod tests {
         format!(r#"{{"errors":[{}]}}"#, list.join(","))
     }
 
-    // issue #12: every documented body (SPEC "Errors"), the legacy one and
+    // issue #12: every documented body (README "Error bodies"), the legacy one and
     // garbage, from bytes to the rendered text and the verdict.
     #[test]
     fn documented_bodies_fixtures() {

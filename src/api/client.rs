@@ -1,4 +1,4 @@
-//! The HTTP client for the two Connect endpoints (SPEC "The remote API").
+//! The HTTP client for the two Connect endpoints (README "Running against Instacart").
 //!
 //! One [`reqwest::Client`] is built once and shared (cloning a [`ConnectClient`]
 //! is cheap), so connections are pooled across all workers. The client only

@@ -81,8 +81,9 @@ pub struct CreateUser {
 }
 
 /// A delivery address as the tool sends it to
-/// `POST /v2/fulfillment/users/{user_id}/addresses` (SPEC "Create a user and
-/// validate an address"). Blank optional fields are `None` and left out.
+/// `POST /v2/fulfillment/users/{user_id}/addresses` (README "Users with
+/// addresses"; Connect's "Create a user and validate an address"). Blank
+/// optional fields are `None` and left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {
     /// Street address (required).
@@ -184,7 +185,7 @@ impl Payload {
 }
 
 /// The sandbox's 200 answer to the address endpoint, in the flat layout of
-/// the deprecated `validate_address` sibling (SPEC: the stored docs do not
+/// the deprecated `validate_address` sibling (the stored docs do not
 /// show the layout).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressAnswer {
@@ -323,7 +324,7 @@ impl ApiError {
         self.meta.as_ref().map(|m| m.key.as_str())
     }
 
-    /// True when this error says the `user_id` is already taken (SPEC, assumed
+    /// True when this error says the `user_id` is already taken (an assumed
     /// answer): `meta.key` is `user_id` and the message says so. The code alone
     /// cannot tell: a blank `user_id` is the same 1001 "invalid parameter".
     fn is_user_id_taken(&self) -> bool {
@@ -521,7 +522,7 @@ impl ErrorBody {
         self.errors().iter().map(|e| e.error.code).chain(wrapper)
     }
 
-    /// True when the body says the `user_id` is already taken (SPEC: the
+    /// True when the body says the `user_id` is already taken (the
     /// undocumented "already exists" answer) and says nothing else.
     ///
     /// Only a lone "taken" counts, in either shape: a multiple-errors body that
@@ -601,7 +602,7 @@ mod meta_field {
     }
 }
 
-/// Error codes. The first group is the table in Connect's docs (SPEC "Errors");
+/// Error codes. The first group is the table in Connect's docs (README "Error bodies");
 /// identify an error by its code together with `meta.key`.
 pub mod codes {
     /// A request parameter is invalid or missing; `meta.key` names it.
@@ -673,7 +674,7 @@ mod tests {
         ErrorBody::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
     }
 
-    // SPEC "Errors", single shape: meta with a key, `{}`, `null`, or absent.
+    // README "Error bodies", single shape: meta with a key, `{}`, `null`, or absent.
     #[test]
     fn single_shape_with_every_kind_of_meta() {
         let cases = [
@@ -705,7 +706,7 @@ mod tests {
         }
     }
 
-    // SPEC "Errors", multiple shape: nested under `error.errors`, code 9999.
+    // README "Error bodies", multiple shape: nested under `error.errors`, code 9999.
     #[test]
     fn nested_multiple_shape() {
         let body = parse(

@@ -9,7 +9,7 @@ pub use columns::{ColumnSpec, Field};
 pub(crate) use reader::{Compression, InputDigest, InputError};
 pub use reader::{InputReader, InputSource, ReadOptions, encoding_for_label};
 
-/// Payload fields, in the order of SPEC "Input and mapping", then the
+/// Payload fields, in the order of README "Input format", then the
 /// address fields of the address endpoint (issue #20).
 pub(crate) const FIELDS: [&str; 10] = [
     "user_id",

@@ -1,5 +1,5 @@
 //! summary.json: counts per status and the run's figures, and the exit code
-//! that follows from them (SPEC "Exit codes").
+//! that follows from them (the exit-code table in README "The nightly recipe").
 
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ pub(crate) enum Ending {
     Fatal,
 }
 
-/// SPEC exit code for a run's counts and ending.
+/// The exit code (README "The nightly recipe") for a run's counts and ending.
 fn exit_code(counts: &Counts, ending: Ending) -> u8 {
     exit(counts, ending).code()
 }

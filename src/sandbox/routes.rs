@@ -117,7 +117,8 @@ fn issue(
     Ok(token_response(sh))
 }
 
-// SPEC: credentials as query parameters are refused with 403, whatever the body says.
+// README "Hostile input, secrets and transport": credentials as query
+// parameters are refused with 403, whatever the body says.
 fn refuse_query_credentials(query: Option<&str>) -> Result<(), HttpError> {
     let Some(q) = query else {
         return Ok(());
