@@ -83,10 +83,17 @@ async fn converges(algorithm: LimitAlgorithm, retry_after: bool) {
         summary.throttled_429 > 0,
         "{algorithm}: never pushed back: {st:?}"
     );
-    // ...and, past the slow start, did not keep running into it.
+    // ...and, past the slow start, did not keep running into it: under 2 %
+    // of requests, or 5 % against a token bucket, whose credit a run this
+    // short pays to find (probes pass on it until it drains).
     let (sent, throttled) = steady(&done.timeline, 15);
+    let share = if algorithm == LimitAlgorithm::TokenBucket {
+        20
+    } else {
+        50
+    };
     assert!(
-        throttled * 50 <= sent,
+        throttled * share <= sent,
         "{algorithm}: 429s {throttled} of {sent} requests after 15 s"
     );
     let rate = summary.rate.as_ref().expect("a live run reports its rate");

@@ -23,7 +23,16 @@ async fn paced_run(algorithm: LimitAlgorithm, rate: u32, rows: u64) {
     );
     let st = sb.stats();
     assert_eq!(st.throttled, 0, "{algorithm}: {st:?}");
-    assert!(st.max_window <= u64::from(rate), "{algorithm}: {st:?}");
+    // The guard keeps R sends in any 1.005 s by the tool's clock; the
+    // sandbox counts arrivals, which a loaded machine can delay by more than
+    // those 5 ms and so squeeze into one second. Against a sliding window
+    // that would be a 429 (asserted above); against the laxer limiters,
+    // which refuse nothing for it, one over is that jitter.
+    let slack = u64::from(algorithm != LimitAlgorithm::SlidingWindow);
+    assert!(
+        st.max_window <= u64::from(rate) + slack,
+        "{algorithm}: {st:?}"
+    );
     assert_eq!(st.users_requests, rows, "{algorithm}: one request a row");
     assert_eq!(done.summary.throttled_429, 0);
     sb.shutdown().await;
