@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 
 use super::error::HttpError;
 use super::seconds::Tally;
-use super::state::{Admission, ConfigPatch, Fault, Shared, Store, Upsert};
+use super::state::{Admission, ConfigPatch, Fault, InFlight, Shared, Store, Upsert};
 use super::validate::{
     AddressInput, AddressRefusal, UserInput, field_error, validate, validate_address,
 };
@@ -202,30 +202,40 @@ async fn create_user(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let c = &sh.counters;
-    bump(&c.requests);
-    bump(&c.users_requests);
-    if let Err(e) = authenticate(&sh, &headers) {
-        return e.into_response();
-    }
-    let _in_flight = sh.enter();
-
-    let admission = sh.admit();
-    if !admission.admitted {
-        bump(&c.throttled);
-        return throttled(&sh);
-    }
-
-    let fault = sh.roll();
-    if let Some(resp) = inject_fault(&sh, admission, fault).await {
-        return resp;
-    }
-
+    let (_in_flight, fault) = match users_request(&sh, &headers).await {
+        Ok(passed) => passed,
+        Err(resp) => return resp,
+    };
     let resp = match create(&sh, body) {
         Ok(user) => Json(user).into_response(),
         Err(e) => e.into_response(),
     };
     commit(&sh, fault, resp)
+}
+
+/// The stages a users request (create-user or the address upsert) passes
+/// before the store: the token, the shared users rate limit, the injected
+/// faults and latency. Returns the in-flight guard, held until the answer,
+/// and the fault rolled for the commit; or the answer that ends it here.
+async fn users_request<'a>(
+    sh: &'a Shared,
+    headers: &HeaderMap,
+) -> Result<(InFlight<'a>, Fault), Response> {
+    let c = &sh.counters;
+    bump(&c.requests);
+    bump(&c.users_requests);
+    authenticate(sh, headers).map_err(IntoResponse::into_response)?;
+    let in_flight = sh.enter();
+    let admission = sh.admit();
+    if !admission.admitted {
+        bump(&c.throttled);
+        return Err(throttled(sh));
+    }
+    let fault = sh.roll();
+    match inject_fault(sh, admission, fault).await {
+        Some(resp) => Err(resp),
+        None => Ok((in_flight, fault)),
+    }
 }
 
 /// The answer of a request that reached the store, unless the commit-drop
@@ -250,26 +260,11 @@ async fn create_address(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let c = &sh.counters;
-    bump(&c.requests);
-    bump(&c.users_requests);
-    bump(&c.address_requests);
-    if let Err(e) = authenticate(&sh, &headers) {
-        return e.into_response();
-    }
-    let _in_flight = sh.enter();
-
-    let admission = sh.admit();
-    if !admission.admitted {
-        bump(&c.throttled);
-        return throttled(&sh);
-    }
-
-    let fault = sh.roll();
-    if let Some(resp) = inject_fault(&sh, admission, fault).await {
-        return resp;
-    }
-
+    bump(&sh.counters.address_requests);
+    let (_in_flight, fault) = match users_request(&sh, &headers).await {
+        Ok(passed) => passed,
+        Err(resp) => return resp,
+    };
     let resp = match upsert_address(&sh, &user_id, body) {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => e.into_response(),
