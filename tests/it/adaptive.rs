@@ -100,10 +100,18 @@ async fn converges(algorithm: LimitAlgorithm, retry_after: bool) {
     assert_eq!(rate.mode, "auto");
     assert_eq!(rate.max_per_second, Some(200));
     // Never above the limit + 1 (the pacer sends ⌊R⌋ a second); a slow
-    // machine settles lower.
+    // machine settles lower. Against a token bucket, a loaded machine sends
+    // under its rate and the bucket banks the difference, so a probe at +1
+    // can pass on that credit near the end of a run this short: 41 at most
+    // there (bench/limits.py measures 40 on a quiet machine).
     let settled = rate.final_per_second;
+    let most = if algorithm == LimitAlgorithm::TokenBucket {
+        41.0
+    } else {
+        40.0
+    };
     assert!(
-        (1.0..41.0).contains(&settled),
+        (1.0..=most).contains(&settled),
         "{algorithm}: settled at {settled}/s for a 40/s limit"
     );
     sb.shutdown().await;
