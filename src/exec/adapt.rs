@@ -33,7 +33,11 @@
 //!   After a wait it probes above: +1 for two windows (one 429 costs one
 //!   retry), or four when it re-tests a standing ceiling, then a step that
 //!   doubles each window that passes (+2, +4, …), so a limit that rose is
-//!   found in seconds. A probe that is pushed back returns to the held rate
+//!   found in seconds. A step never passes a ceiling that stands, and a
+//!   rate that passed with more 429s than the noise level expects holds
+//!   instead of stepping on (against a fixed window, one above the limit
+//!   is refused once a second, and two above draw a cluster and a
+//!   `Retry-After` pause). A probe that is pushed back returns to the held rate
 //!   and sets a *ceiling* there; each probe that fails at the same ceiling
 //!   doubles the wait (2 s up to [`PROBE_WAIT_MAX`]), since each can cost a
 //!   `Retry-After` pause somewhere. A ceiling expires after [`CEILING_TTL`],
@@ -45,7 +49,11 @@
 //!   ([`Bucket`]: the refill it measured, and the credit this client lets
 //!   build by sending under it), and from then on a probe's windows count
 //!   only once that credit is spent; windows carried by credit never count
-//!   as held.
+//!   as held. A full window that admits less than the refill a bucket was
+//!   thought to have shows the same.
+//! - **A pool-wide pause is push-back, not a measure.** A window in which
+//!   clustered 429s held the whole pool (or one began) admitted less for
+//!   the pause: its cut is at most ×0.9, and it shows no bucket.
 //! - **A limit that creeps up under a held rate** (the held rate was one
 //!   above the limit, or the limit fell by a little) shows as 429s in every
 //!   window: three held windows whose 429s together exceed the noise cut
@@ -55,8 +63,11 @@
 //!   tenth of the requests met a 503 or a timeout cuts ×0.9 and waits before
 //!   probing; scattered ones are ignored.
 //!
+//! Every cut forgets the noise that held windows above the new rate taught:
+//! those rates were pushed back, and their 429s may have been the limit's.
+//!
 //! [`Controller::safe_rate`] is the highest rate held without push-back over
-//! the last minute: what `rate.final_per_second` reports, a rate the next
+//! the last minute, below any ceiling that stands: what `rate.final_per_second` reports, a rate the next
 //! night can start from (not the trough after the last cut). Every decision
 //! is one log line (`rate decision`, debug) with the window's figures.
 
@@ -125,6 +136,9 @@ pub(crate) struct Tick {
     pub(crate) overloaded: u64,
     /// Microseconds the whole pool was held by clustered 429s.
     pub(crate) paused_us: u64,
+    /// Pool-wide pauses that began: their time is counted in the ticks
+    /// after, but the tick a pause began in was cut short by it too.
+    pub(crate) pauses: u64,
 }
 
 impl Tick {
@@ -133,6 +147,13 @@ impl Tick {
         self.throttled += t.throttled;
         self.overloaded += t.overloaded;
         self.paused_us += t.paused_us;
+        self.pauses += t.pauses;
+    }
+
+    /// Whether a pool-wide pause began in or held any part of it: what
+    /// such a window admitted measures the pause as much as the limit.
+    fn paused(&self) -> bool {
+        self.paused_us > 0 || self.pauses > 0
     }
 }
 
@@ -143,8 +164,9 @@ enum Phase {
     SlowStart,
     /// Holding the best rate known to pass, until `since` reaches the wait.
     Hold { since: Duration },
-    /// Above the held rate: `windows` passed so far, the next `step`.
-    Probe { windows: u32, step: f64 },
+    /// Above the held rate: `windows` passed so far, the next `step`, and
+    /// what the windows at this rate saw.
+    Probe { windows: u32, step: f64, seen: Tick },
     /// One below `rate`, whose windows saw 429s taken for noise (`above`):
     /// if the 429s stop down here, they were the limit's. `below` is what
     /// the `windows` so far saw.
@@ -328,7 +350,9 @@ impl Controller {
     /// noise) when that is less. A rate that held before the latest
     /// push-back counts only below the rate pushed back, or up to what the
     /// partner then admitted when the limit fell or the earlier passes were
-    /// a token bucket's credit. The held rate when no window qualifies.
+    /// a token bucket's credit; and never at or above a ceiling that
+    /// stands (a probe there has not passed yet). The held rate when no
+    /// window qualifies.
     pub(crate) fn safe_rate(&self) -> f64 {
         let last_push = self
             .history
@@ -341,7 +365,9 @@ impl Controller {
         self.history
             .iter()
             .enumerate()
-            .filter(|&(i, &(_, rate, pushed))| pushed.is_none() && rate <= most(i))
+            .filter(|&(i, &(_, rate, pushed))| {
+                pushed.is_none() && rate <= most(i) && self.ceiling.is_none_or(|c| rate < c.rate)
+            })
             .map(|(_, &(_, rate, _))| rate)
             .fold(None, |best: Option<f64>, r| {
                 Some(best.map_or(r, |b| b.max(r)))
@@ -547,14 +573,15 @@ impl Controller {
         // did not fill, or held for clustered 429s, measures the pause as
         // much as the limit: at most ×0.9 then.
         let below = (from - 1.0).max(1.0);
-        let most = if in_use && w.paused_us == 0 { 0.5 } else { 0.9 };
+        let most = if in_use && !w.paused() { 0.5 } else { 0.9 };
         // A window cut short by a cluster measures high against a fixed
         // window or a bucket, which admit their second's worth early in
         // it: one below that.
         let short = secs < WINDOW.as_secs_f64();
         let measured = (admitted.floor() - if short { 1.0 } else { 0.0 })
             .clamp((from * most).floor().max(1.0), below);
-        let full = in_use && secs >= WINDOW.as_secs_f64();
+        // A paused window admitted less for the pause: no bucket shows.
+        let full = in_use && secs >= WINDOW.as_secs_f64() && !w.paused();
         // Noise refused some of what the limit admitted.
         let noise = self.expected_noise(w.requests) / secs.max(f64::EPSILON);
         let credit_spent = self.judge_probe((admitted + noise).floor(), full, 1.0);
@@ -612,12 +639,10 @@ impl Controller {
         };
         self.set(self.held);
         self.verified = self.verified.min(self.held);
-        // A cut by half: the limit fell far under the rates that taught
-        // the noise level, and their 429s may have been its.
+        // The rates above the new one were pushed back: the 429s their
+        // held windows taught the noise level may have been the limit's.
         let held = self.held;
-        if held <= 0.5 * from {
-            self.noise.retain(|&(_, rate, _, _)| rate <= held);
-        }
+        self.noise.retain(|&(_, rate, _, _)| rate <= held);
         self.phase = Phase::Hold {
             since: Duration::ZERO,
         };
@@ -676,6 +701,7 @@ impl Controller {
                 self.phase = Phase::Probe {
                     windows: 0,
                     step: 2.0,
+                    seen: Tick::default(),
                 };
                 vec![Decision::ProbeStarted { from, to }]
             }
@@ -723,7 +749,11 @@ impl Controller {
             // input) says nothing of the probe's rate: it neither passes
             // nor fails.
             Phase::Probe { .. } if !in_use => Vec::new(),
-            Phase::Probe { windows, step } => {
+            Phase::Probe {
+                windows,
+                step,
+                mut seen,
+            } => {
                 // +1 holds a second window: the first 429 above a limit
                 // can take a full second to come. Re-testing a ceiling
                 // that stands at this rate, it holds four: a limit a
@@ -733,12 +763,14 @@ impl Controller {
                 if self.bucket.is_some_and(|b| b.carried(from)) {
                     return Vec::new();
                 }
+                seen.add(self.last);
                 let known = self.ceiling.is_some_and(|c| c.rate <= from) || self.bucket.is_some();
                 let hold = if known { RETEST_WINDOWS } else { 2 };
                 if step <= 2.0 && windows + 1 < hold {
                     self.phase = Phase::Probe {
                         windows: windows + 1,
                         step,
+                        seen,
                     };
                     return Vec::new();
                 }
@@ -753,7 +785,13 @@ impl Controller {
                 if self.ceiling.is_some_and(|c| c.rate <= from) {
                     self.ceiling = None;
                 }
-                if from >= self.max {
+                // A rate that passed with more 429s than the noise level
+                // expects holds, and does not step on: a rate one above a
+                // fixed window's limit is refused about once a second, and
+                // a step above it draws a cluster (a `Retry-After` pause).
+                // Held, its 429s are checked one below.
+                let expected = self.expected_noise(seen.requests);
+                if from >= self.max || seen.throttled as f64 > expected + expected.sqrt() {
                     self.phase = Phase::Hold {
                         since: Duration::ZERO,
                     };
@@ -762,11 +800,16 @@ impl Controller {
                         next: from,
                     }];
                 }
-                let next = (from + step).min(self.max);
+                // Never past a ceiling that stands: it is re-tested first.
+                let next = (from + step)
+                    .min(self.max)
+                    .min(self.ceiling.map_or(f64::INFINITY, |c| c.rate))
+                    .max(from + 1.0);
                 self.set(next);
                 self.phase = Phase::Probe {
                     windows: windows + 1,
                     step: step * 2.0,
+                    seen: Tick::default(),
                 };
                 vec![Decision::ProbePassed { held: from, next }]
             }
@@ -784,10 +827,14 @@ impl Controller {
     /// A push-back found `measured` a second admitted, over a `full`
     /// window or not, give or take `margin`: whether the last probe's
     /// passes were a token bucket's credit (a full window admitted less
-    /// than a rate that passed), and what that teaches of the bucket.
+    /// than a rate that passed, or than a known bucket's refill), and what
+    /// that teaches of the bucket.
     fn judge_probe(&mut self, measured: f64, full: bool, margin: f64) -> bool {
         let probe = self.probe;
-        let credit_spent = full && probe.is_some_and(|p| measured + margin < p.top);
+        let under = |top: f64| measured + margin < top;
+        let credit_spent = full
+            && (probe.is_some_and(|p| under(p.top))
+                || self.bucket.is_some_and(|b| under(b.refill)));
         if let Some(p) = probe.filter(|_| credit_spent) {
             // At least a second's worth: the common burst, and more than
             // one probe can show.
@@ -927,6 +974,7 @@ pub(crate) async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start:
         throttled: c.throttled_429.load(Ordering::Relaxed),
         overloaded: c.overloaded.load(Ordering::Relaxed),
         paused_us: c.pool_held_micros.load(Ordering::Relaxed),
+        pauses: 0,
     };
     let mut last = read(&counters);
     // A pause is counted when it begins, by the 429s of the tick it began
@@ -941,6 +989,7 @@ pub(crate) async fn adapt(pace: Arc<Pace>, counters: Arc<EngineCounters>, start:
             throttled: now.throttled - last.throttled,
             overloaded: now.overloaded - last.overloaded,
             paused_us: paused.min(tick_us),
+            pauses: u64::from(now.paused_us > last.paused_us),
         };
         paused = paused - delta.paused_us + (now.paused_us - last.paused_us);
         last = now;

@@ -131,6 +131,7 @@ impl Partner {
         }
         if self.retry_after && t.throttled >= 2 {
             self.pause = 4;
+            t.pauses = 1;
         }
         t
     }
@@ -196,6 +197,29 @@ fn retry_after_pauses_do_not_keep_the_rate_above_the_limit() {
             assert!((36.0..41.0).contains(&safe), "{algo:?}: {safe}");
         }
     }
+}
+
+#[test]
+fn against_a_fixed_window_with_retry_after_probes_stay_within_one_of_the_limit() {
+    // One above a fixed window's limit is refused once a second, at its
+    // end; two above draw a pair, which holds the whole pool for the
+    // Retry-After. A probe that passes with 429s holds instead of stepping
+    // on, a step never passes a standing ceiling, and a paused window's
+    // shortfall is the pause's, not a token bucket's.
+    let mut c = Controller::new(10.0, 200.0);
+    let mut p = Partner::new(40).counting(Algo::Fixed);
+    p.retry_after = true;
+    run(&mut c, &mut p, 30.0);
+    let (mut pauses, mut top) = (0, 0.0f64);
+    for _ in 0..(300 * 4) {
+        let t = p.tick(c.rate());
+        pauses += t.pauses;
+        c.tick(t, TICK);
+        top = top.max(c.rate().floor());
+    }
+    assert!(top <= 41.0, "probed up to {top}");
+    assert!(pauses <= 5, "{pauses} pauses in 300 s");
+    assert!(c.bucket.is_none(), "a bucket seen in the pauses");
 }
 
 #[test]
