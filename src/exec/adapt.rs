@@ -21,14 +21,17 @@
 //!   for [`CHECK_WINDOWS`] windows: 429s that keep coming at the same share
 //!   are noise (the rate is back, and checked), 429s that stop were the
 //!   limit's (a ceiling there, and what they taught the noise level is
-//!   taken back).
+//!   taken back). What the check saw one below starts that rate's count:
+//!   429s that halved but went on (two above a fixed window's limit, then
+//!   one) are checked one further below.
 //! - **A cut goes to what the partner admitted.** A strict limiter admits L
 //!   a second whatever is sent, so in a pushed-back window the requests that
 //!   were not refused, per second, measure L. The rate drops to that (at
 //!   most halving in one window), not by a fixed factor: a slow start that
 //!   overshoots, or a limit that fell from 40 to 13, lands on the limit in
-//!   one or two windows. A window cut short by a cluster measures one less:
-//!   a fixed window or a bucket admits its second's worth early in it.
+//!   one or two windows. A window cut short by a cluster is measured over
+//!   the last second of ticks, and one less: a fixed window's edge may fall
+//!   inside a quarter of a second (none admitted, or a second's worth).
 //! - **Hold, then probe.** The rate holds at the best rate known to pass.
 //!   After a wait it probes above: +1 for two windows (one 429 costs one
 //!   retry), or four when it re-tests a standing ceiling, then a step that
@@ -37,8 +40,8 @@
 //!   rate that passed with more 429s than the noise level expects holds
 //!   instead of stepping on (against a fixed window, one above the limit
 //!   is refused once a second, and two above draw a cluster and a
-//!   `Retry-After` pause). A probe that is pushed back returns to the held rate
-//!   and sets a *ceiling* there; each probe that fails at the same ceiling
+//!   `Retry-After` pause). A probe that is pushed back returns to the held
+//!   rate and sets a *ceiling* there; each probe that fails at the same ceiling
 //!   doubles the wait (2 s up to [`PROBE_WAIT_MAX`]), since each can cost a
 //!   `Retry-After` pause somewhere. A ceiling expires after [`CEILING_TTL`],
 //!   and a probe that passes resets the wait.
@@ -49,8 +52,9 @@
 //!   ([`Bucket`]: the refill it measured, and the credit this client lets
 //!   build by sending under it), and from then on a probe's windows count
 //!   only once that credit is spent; windows carried by credit never count
-//!   as held. A full window that admits less than the refill a bucket was
-//!   thought to have shows the same.
+//!   as held. The held rate counts as passed only if it held with no 429
+//!   at all, and a shortfall within the noise (two standard deviations)
+//!   shows no bucket.
 //! - **A pool-wide pause is push-back, not a measure.** A window in which
 //!   clustered 429s held the whole pool (or one began) admitted less for
 //!   the pause: its cut is at most ×0.9, and it shows no bucket.
@@ -63,12 +67,12 @@
 //!   tenth of the requests met a 503 or a timeout cuts ×0.9 and waits before
 //!   probing; scattered ones are ignored.
 //!
-//! Every cut forgets the noise that held windows above the new rate taught:
-//! those rates were pushed back, and their 429s may have been the limit's.
-//!
 //! [`Controller::safe_rate`] is the highest rate held without push-back over
-//! the last minute, below any ceiling that stands: what `rate.final_per_second` reports, a rate the next
-//! night can start from (not the trough after the last cut). Every decision
+//! the last minute: never at or above a rate pushed back in that minute or
+//! a ceiling that stands, nor a rate whose windows together drew clearly
+//! more 429s than the rates under it. It is what `rate.final_per_second`
+//! reports, a rate the next night can start from (not the trough after the
+//! last cut). Every decision
 //! is one log line (`rate decision`, debug) with the window's figures.
 
 use std::collections::VecDeque;
@@ -226,6 +230,21 @@ impl Bucket {
     }
 }
 
+/// A window of the last minute, for [`Controller::safe_rate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Past {
+    at: Duration,
+    /// The rate that held, or the rate pushed back.
+    rate: f64,
+    /// For a push-back, the most an earlier window may have held to still
+    /// count as safe.
+    pushed: Option<f64>,
+    /// What a held window saw, and the rate it was sent at (more than
+    /// `rate` when the partner admitted less).
+    seen: Tick,
+    sent_at: f64,
+}
+
 /// One rate decision, for the log and the operator's view.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Decision {
@@ -287,10 +306,8 @@ pub(crate) struct Controller {
     /// them, so a limit a fraction under the held rate adds up.
     creeping: VecDeque<Tick>,
     creeping_rate: f64,
-    /// The last minute's windows: when, the rate that held (or the rate
-    /// pushed back), and for a push-back the most an earlier window may
-    /// have held to still count as safe.
-    history: VecDeque<(Duration, f64, Option<f64>)>,
+    /// The last minute's windows, held or pushed back.
+    history: VecDeque<Past>,
     /// The last probe, until a push-back judges it: what it saw.
     probe: Option<ProbeRecord>,
     /// What is known of a token bucket behind the limit, once a probe's
@@ -299,6 +316,9 @@ pub(crate) struct Controller {
     /// The last window decided, for the log, and its length.
     last: Tick,
     last_secs: f64,
+    /// The last second's ticks, counted or not: what a window cut short
+    /// measures the partner by.
+    recent: VecDeque<Tick>,
 }
 
 impl Controller {
@@ -327,6 +347,7 @@ impl Controller {
             bucket: None,
             last: Tick::default(),
             last_secs: 0.0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -347,38 +368,75 @@ impl Controller {
 
     /// The highest rate that held without a push-back over the last minute:
     /// per window, the rate, or what the partner admitted of it (plus the
-    /// noise) when that is less. A rate that held before the latest
-    /// push-back counts only below the rate pushed back, or up to what the
-    /// partner then admitted when the limit fell or the earlier passes were
-    /// a token bucket's credit; and never at or above a ceiling that
-    /// stands (a probe there has not passed yet). The held rate when no
-    /// window qualifies.
+    /// noise) when that is less; never at or above a rate pushed back in
+    /// that minute, nor above what the partner then admitted when the
+    /// limit fell or earlier passes were a token bucket's credit, nor at or
+    /// above a ceiling that stands (a probe there has not passed yet). A
+    /// rate one above a fixed window's limit passes now and then, between
+    /// push-backs. The held rate when no window qualifies.
     pub(crate) fn safe_rate(&self) -> f64 {
-        let last_push = self
+        let last_push = self.history.iter().rposition(|p| p.pushed.is_some());
+        // Never at or above a rate pushed back in the minute, nor a
+        // ceiling that stands.
+        let lowest_pushed = self
             .history
             .iter()
-            .rposition(|&(_, _, pushed)| pushed.is_some());
+            .filter(|p| p.pushed.is_some())
+            .map(|p| p.rate)
+            .chain(self.ceiling.map(|c| c.rate))
+            .fold(f64::INFINITY, f64::min);
         let most = |i: usize| match last_push {
-            Some(p) if i < p => self.history[p].2.unwrap_or(f64::INFINITY),
+            Some(l) if i < l => self.history[l].pushed.unwrap_or(f64::INFINITY),
             _ => f64::INFINITY,
         };
-        self.history
+        let mut rates: Vec<f64> = self
+            .history
             .iter()
             .enumerate()
-            .filter(|&(i, &(_, rate, pushed))| {
-                pushed.is_none() && rate <= most(i) && self.ceiling.is_none_or(|c| rate < c.rate)
-            })
-            .map(|(_, &(_, rate, _))| rate)
-            .fold(None, |best: Option<f64>, r| {
-                Some(best.map_or(r, |b| b.max(r)))
-            })
+            .filter(|&(i, p)| p.pushed.is_none() && p.rate <= most(i) && p.rate < lowest_pushed)
+            .map(|(_, p)| p.rate)
+            .collect();
+        rates.sort_by(|a, b| b.total_cmp(a));
+        rates.dedup();
+        rates
+            .iter()
+            .copied()
+            .find(|&r| !self.refused_more_than_below(r))
+            .or(rates.last().copied())
             .unwrap_or(self.rate.min(self.held))
+    }
+
+    /// Whether the minute's held windows at `rate` drew clearly more 429s,
+    /// together, than those under it: one above a fixed window's limit is
+    /// refused about once a second, which a window at a time passes for
+    /// noise.
+    fn refused_more_than_below(&self, rate: f64) -> bool {
+        let sum = |keep: &dyn Fn(f64) -> bool| {
+            self.history
+                .iter()
+                .filter(|p| p.pushed.is_none() && keep(p.sent_at))
+                .fold(Tick::default(), |mut s, p| {
+                    s.add(p.seen);
+                    s
+                })
+        };
+        let at = sum(&|r| r == rate);
+        let under = sum(&|r| r < rate);
+        if under.requests < 200 {
+            return false;
+        }
+        let expected = at.requests as f64 * under.throttled as f64 / under.requests as f64;
+        at.throttled as f64 > expected + 2.0 * expected.sqrt() + 1.0
     }
 
     /// Feed one tick of `tick` length; returns the decisions it led to
     /// (usually none: a window is still filling).
     pub(crate) fn tick(&mut self, t: Tick, tick: Duration) -> Vec<Decision> {
         self.clock += tick;
+        self.recent.push_back(t);
+        while self.recent.len() as u32 * tick > WINDOW {
+            self.recent.pop_front();
+        }
         let mut out = Vec::new();
         if let Some(c) = self.ceiling
             && self.clock.saturating_sub(c.at) >= CEILING_TTL
@@ -392,7 +450,7 @@ impl Controller {
         }
         // A tick mostly refused is news even right after a change: the
         // limit fell (the cut's own stale 429s are a few, not most).
-        let refused = t.throttled >= 5 && t.throttled * 2 > t.requests;
+        let refused = t.throttled >= 3 && t.throttled * 2 > t.requests;
         if self.settle > 0 && !refused {
             self.settle -= 1;
             return out;
@@ -429,6 +487,13 @@ impl Controller {
         // A prior of one 429 in a thousand until the minute has data.
         let share = (k as f64 + 0.1) / (n as f64 + 100.0);
         share.min(NOISE_MAX) * requests as f64
+    }
+
+    /// Whether the 429s of `seen` are more than the noise level expects, by
+    /// a standard deviation: not push-back, but not clean either.
+    fn excess(&self, seen: Tick) -> bool {
+        let expected = self.expected_noise(seen.requests);
+        seen.throttled as f64 > expected + expected.sqrt()
     }
 
     /// Whether `throttled` 429s out of `requests` are more than noise, at
@@ -493,6 +558,19 @@ impl Controller {
         if let Some(admitted) = creeping {
             self.pushed_back(admitted, secs, true)
         } else if pushed {
+            // A window cut short measures the partner over the last second
+            // of ticks instead: a fixed window's edge inside a quarter of a
+            // second admits none, or a whole second's worth.
+            let admitted = if secs < WINDOW.as_secs_f64() {
+                let r = self.recent.iter().fold(Tick::default(), |mut s, t| {
+                    s.add(*t);
+                    s
+                });
+                let span = self.recent.len() as f64 * TICK.as_secs_f64();
+                (r.requests - r.throttled) as f64 / span.max(secs)
+            } else {
+                admitted
+            };
             self.pushed_back(admitted, secs, in_use)
         } else if overloaded {
             self.remember(held, None);
@@ -582,9 +660,12 @@ impl Controller {
             .clamp((from * most).floor().max(1.0), below);
         // A paused window admitted less for the pause: no bucket shows.
         let full = in_use && secs >= WINDOW.as_secs_f64() && !w.paused();
-        // Noise refused some of what the limit admitted.
-        let noise = self.expected_noise(w.requests) / secs.max(f64::EPSILON);
-        let credit_spent = self.judge_probe((admitted + noise).floor(), full, 1.0);
+        // Noise refused some of what the limit admitted, give or take two
+        // standard deviations: a shortfall within that is no bucket.
+        let expected = self.expected_noise(w.requests);
+        let noise = expected / secs.max(f64::EPSILON);
+        let margin = 1.0 + 2.0 * expected.sqrt() / secs.max(f64::EPSILON);
+        let credit_spent = self.judge_probe((admitted + noise).floor(), full, margin);
         // What held before counts below the rate pushed back, or only up
         // to what was admitted when that shows the earlier passes unsafe.
         self.remember(from, Some(if credit_spent { measured } else { below }));
@@ -639,10 +720,12 @@ impl Controller {
         };
         self.set(self.held);
         self.verified = self.verified.min(self.held);
-        // The rates above the new one were pushed back: the 429s their
-        // held windows taught the noise level may have been the limit's.
+        // A cut by half: the limit fell far under the rates that taught
+        // the noise level, and their 429s may have been its.
         let held = self.held;
-        self.noise.retain(|&(_, rate, _, _)| rate <= held);
+        if held <= 0.5 * from {
+            self.noise.retain(|&(_, rate, _, _)| rate <= held);
+        }
         self.phase = Phase::Hold {
             since: Duration::ZERO,
         };
@@ -691,12 +774,21 @@ impl Controller {
             {
                 let to = (from + 1.0).min(self.max);
                 self.held = from;
-                self.set(to);
                 // Probes until a full window judges them make one record.
+                // The held rate is the top passed only if it held with no
+                // 429 at all: a fixed window refuses one above its limit
+                // now and then, which the noise level, learned from the
+                // same windows, would explain.
+                let top = if self.streak().throttled == 0 {
+                    from
+                } else {
+                    0.0
+                };
+                self.set(to);
                 self.probe.get_or_insert(ProbeRecord {
                     admitted: 0.0,
                     secs: 0.0,
-                    top: from,
+                    top,
                 });
                 self.phase = Phase::Probe {
                     windows: 0,
@@ -738,7 +830,7 @@ impl Controller {
                     // A bucket behind the limit refilled by what the check
                     // sent under it.
                     let refilled = from * secs - (below.requests - below.throttled) as f64;
-                    self.limit_found(rate, from, refilled)
+                    self.limit_found(rate, from, below, refilled)
                 } else {
                     self.verified = rate;
                     self.set(rate);
@@ -774,24 +866,28 @@ impl Controller {
                     };
                     return Vec::new();
                 }
-                if let Some(b) = &mut self.bucket {
-                    b.refill = b.refill.max(from);
-                }
-                if let Some(p) = &mut self.probe {
-                    p.top = p.top.max(from);
-                }
-                self.held = from;
-                self.probe_wait = PROBE_WAIT;
-                if self.ceiling.is_some_and(|c| c.rate <= from) {
-                    self.ceiling = None;
-                }
                 // A rate that passed with more 429s than the noise level
                 // expects holds, and does not step on: a rate one above a
                 // fixed window's limit is refused about once a second, and
                 // a step above it draws a cluster (a `Retry-After` pause).
-                // Held, its 429s are checked one below.
-                let expected = self.expected_noise(seen.requests);
-                if from >= self.max || seen.throttled as f64 > expected + expected.sqrt() {
+                // Held, its 429s are checked one below; until then it is
+                // neither a bucket's refill, nor the top a probe passed,
+                // nor past the ceiling.
+                let excess = self.excess(seen);
+                if !excess {
+                    if let Some(b) = &mut self.bucket {
+                        b.refill = b.refill.max(from);
+                    }
+                    if let Some(p) = &mut self.probe {
+                        p.top = p.top.max(from);
+                    }
+                    if self.ceiling.is_some_and(|c| c.rate <= from) {
+                        self.ceiling = None;
+                    }
+                }
+                self.held = from;
+                self.probe_wait = PROBE_WAIT;
+                if from >= self.max || excess {
                     self.phase = Phase::Hold {
                         since: Duration::ZERO,
                     };
@@ -827,14 +923,10 @@ impl Controller {
     /// A push-back found `measured` a second admitted, over a `full`
     /// window or not, give or take `margin`: whether the last probe's
     /// passes were a token bucket's credit (a full window admitted less
-    /// than a rate that passed, or than a known bucket's refill), and what
-    /// that teaches of the bucket.
+    /// than a rate that passed), and what that teaches of the bucket.
     fn judge_probe(&mut self, measured: f64, full: bool, margin: f64) -> bool {
         let probe = self.probe;
-        let under = |top: f64| measured + margin < top;
-        let credit_spent = full
-            && (probe.is_some_and(|p| under(p.top))
-                || self.bucket.is_some_and(|b| under(b.refill)));
+        let credit_spent = full && probe.is_some_and(|p| measured + margin < p.top);
         if let Some(p) = probe.filter(|_| credit_spent) {
             // At least a second's worth: the common burst, and more than
             // one probe can show.
@@ -863,7 +955,18 @@ impl Controller {
 
     /// A check found `ceiling`'s 429s were the limit's: hold at `back_to`,
     /// one below, and forget what those windows taught the noise level.
-    fn limit_found(&mut self, ceiling: f64, back_to: f64, refilled: f64) -> Vec<Decision> {
+    /// What the check saw down there (`below`) starts `back_to`'s streak:
+    /// 429s that fell by half but went on (two above a fixed window's
+    /// limit, then one) are checked one further below.
+    fn limit_found(
+        &mut self,
+        ceiling: f64,
+        back_to: f64,
+        below: Tick,
+        refilled: f64,
+    ) -> Vec<Decision> {
+        self.creeping = VecDeque::from([below]);
+        self.creeping_rate = back_to;
         self.ceiling = Some(Ceiling {
             rate: ceiling,
             at: self.clock,
@@ -879,7 +982,7 @@ impl Controller {
         }
         self.noise.retain(|&(_, rate, _, _)| rate < ceiling);
         self.history
-            .retain(|&(_, rate, pushed)| pushed.is_some() || rate < ceiling);
+            .retain(|p| p.pushed.is_some() || p.rate < ceiling);
         self.remember(ceiling, Some(back_to));
         vec![Decision::LimitFound { ceiling, back_to }]
     }
@@ -902,11 +1005,21 @@ impl Controller {
     /// Remember a window: the rate that held, or the rate pushed back and
     /// what the partner admitted of it.
     fn remember(&mut self, rate: f64, admitted: Option<f64>) {
-        self.history.push_back((self.clock, rate, admitted));
+        self.history.push_back(Past {
+            at: self.clock,
+            rate,
+            pushed: admitted,
+            seen: if admitted.is_some() {
+                Tick::default()
+            } else {
+                self.last
+            },
+            sent_at: self.rate,
+        });
         while self
             .history
             .front()
-            .is_some_and(|&(at, _, _)| self.clock.saturating_sub(at) > LOOKBACK)
+            .is_some_and(|p| self.clock.saturating_sub(p.at) > LOOKBACK)
         {
             self.history.pop_front();
         }

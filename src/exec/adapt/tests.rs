@@ -8,17 +8,22 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
-/// How the simulated partner counts, at tick resolution (the sandbox's
-/// three algorithms).
+/// How the simulated partner counts, at half-tick resolution (the
+/// sandbox's three algorithms).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Algo {
-    /// At most `limit` in any four consecutive ticks (a sliding second).
+    /// At most `limit` in any eight consecutive half-ticks (a sliding
+    /// second).
     Sliding,
-    /// At most `limit` in each aligned second (four ticks).
+    /// At most `limit` in each aligned second, whose edge falls in the
+    /// middle of a controller's tick (the two clocks are not aligned).
     Fixed,
     /// A bucket of `limit` tokens refilled at `limit` a second.
     Bucket,
 }
+
+/// Half-ticks a second.
+const HALVES: u64 = 8;
 
 /// A partner that admits at most `limit` requests a second as `algo`
 /// counts, and answers a share of the admitted ones 429 (`spurious`) or 503
@@ -26,8 +31,8 @@ enum Algo {
 struct Partner {
     limit: u64,
     algo: Algo,
-    /// Ticks so far (the fixed window's alignment).
-    ticks: u64,
+    /// Half-ticks so far (the fixed window's alignment).
+    halves: u64,
     /// The bucket's tokens.
     tokens: f64,
     /// The share of ⌊rate⌋ actually sent (the real pacer reaches 0.99 R,
@@ -35,17 +40,24 @@ struct Partner {
     efficiency: f64,
     spurious: f64,
     overloaded: f64,
+    /// Admitted in each of the last seven half-ticks.
     admitted: VecDeque<u64>,
     rng: SmallRng,
-    /// Requests a tick (fractional rates add up across ticks).
+    /// Requests a half-tick (fractional rates add up).
     carry: f64,
     /// Totals: requests, genuine 429s.
     requests: u64,
     genuine: u64,
-    /// Whether 429s carry `Retry-After: 1`: two in a tick hold the client's
-    /// whole pool for a second (`exec::throttle`), `pause` ticks left.
+    /// Whether 429s carry `Retry-After: 1`: a 429 within 500 ms of another
+    /// holds the client's whole pool for a second (`exec::throttle`) from
+    /// the next half-tick, `pause` half-ticks left; the half-tick of the
+    /// last 429.
     retry_after: bool,
-    pause: u32,
+    pause: u64,
+    last_429: Option<u64>,
+    /// Pause time begun and not yet reported: the adapt loop reports it in
+    /// the ticks after the one it began in, a tick's length at most each.
+    owed_us: u64,
 }
 
 impl Partner {
@@ -53,18 +65,20 @@ impl Partner {
         Partner {
             limit,
             algo: Algo::Sliding,
-            ticks: 0,
+            halves: 0,
             tokens: limit as f64,
             efficiency: 0.99,
             spurious: 0.0,
             overloaded: 0.0,
-            admitted: VecDeque::from(vec![0; 3]),
+            admitted: VecDeque::from(vec![0; HALVES as usize - 1]),
             rng: SmallRng::seed_from_u64(7),
             carry: 0.0,
             requests: 0,
             genuine: 0,
             retry_after: false,
             pause: 0,
+            last_429: None,
+            owed_us: 0,
         }
     }
 
@@ -79,61 +93,75 @@ impl Partner {
         self
     }
 
-    /// One tick of sending at `rate` (⌊rate⌋ a second, as the pacer does).
+    /// One tick of sending at `rate` (⌊rate⌋ a second, as the pacer does),
+    /// as the adapt loop reads it.
     fn tick(&mut self, rate: f64) -> Tick {
-        let paused = self.pause > 0;
-        if paused {
+        let tick_us = TICK.as_micros() as u64;
+        let mut t = Tick {
+            paused_us: self.owed_us.min(tick_us),
+            ..Tick::default()
+        };
+        self.owed_us -= t.paused_us;
+        for _ in 0..2 {
+            self.half(rate, &mut t);
+        }
+        t
+    }
+
+    fn half(&mut self, rate: f64, t: &mut Tick) {
+        let half = TICK.as_secs_f64() / 2.0;
+        if self.pause > 0 {
             self.pause -= 1;
         } else {
-            self.carry += rate.floor() * self.efficiency * TICK.as_secs_f64();
+            self.carry += rate.floor() * self.efficiency * half;
         }
         let sent = self.carry.floor() as u64;
         self.carry -= sent as f64;
         let room = match self.algo {
             Algo::Sliding => self.limit.saturating_sub(self.admitted.iter().sum()),
             Algo::Fixed => {
-                let this_second = (self.ticks % 4) as usize;
-                let counted: u64 = self.admitted.iter().rev().take(this_second).sum();
+                // The second's edge is a half-tick into a controller tick.
+                let into = ((self.halves + 1) % HALVES) as usize;
+                let counted: u64 = self.admitted.iter().rev().take(into).sum();
                 self.limit.saturating_sub(counted)
             }
             Algo::Bucket => {
-                let refill = self.limit as f64 * TICK.as_secs_f64();
+                let refill = self.limit as f64 * half;
                 self.tokens = (self.tokens + refill).min(self.limit as f64);
                 self.tokens.floor() as u64
             }
         };
-        self.ticks += 1;
         let admitted = sent.min(room);
         if self.algo == Algo::Bucket {
             self.tokens -= admitted as f64;
         }
         self.admitted.push_back(admitted);
-        if self.admitted.len() > 3 {
+        if self.admitted.len() >= HALVES as usize {
             self.admitted.pop_front();
         }
-        let mut t = Tick {
-            requests: sent,
-            throttled: sent - admitted,
-            ..Tick::default()
-        };
+        let mut throttled = sent - admitted;
         self.genuine += sent - admitted;
         self.requests += sent;
+        t.requests += sent;
         for _ in 0..admitted {
             let u: f64 = self.rng.random();
             if u < self.spurious {
-                t.throttled += 1;
+                throttled += 1;
             } else if u < self.spurious + self.overloaded {
                 t.overloaded += 1;
             }
         }
-        if paused {
-            t.paused_us = TICK.as_micros() as u64;
+        t.throttled += throttled;
+        if throttled > 0 {
+            let close = throttled >= 2 || self.last_429.is_some_and(|at| self.halves - at < 4);
+            if self.retry_after && close && self.pause == 0 {
+                self.pause = HALVES;
+                self.owed_us += 1_000_000;
+                t.pauses += 1;
+            }
+            self.last_429 = Some(self.halves);
         }
-        if self.retry_after && t.throttled >= 2 {
-            self.pause = 4;
-            t.pauses = 1;
-        }
-        t
+        self.halves += 1;
     }
 }
 
@@ -289,6 +317,13 @@ fn a_probe_carried_by_a_token_buckets_credit_does_not_raise_the_safe_rate() {
 fn spurious_429s_and_5xx_do_not_drag_the_rate_down() {
     // 1 % spurious 429s and 1.5 % 503s (the 500s the sandbox adds are
     // retried and never reach the controller), over several draws.
+    //
+    // The safe rate is in [36, 41) in most draws, not all: one above a
+    // fixed window's limit is refused about as often as 1 % noise, and a
+    // check one below tells them apart about half the time; and a noise
+    // cluster pushes back now and then at a rate under the limit, which
+    // keeps the safe rate under it for a minute (README, Adaptive rate).
+    let mut outside = Vec::new();
     for (algo, seed) in ALGOS.into_iter().flat_map(|a| (0..8).map(move |s| (a, s))) {
         let mut c = Controller::new(10.0, 200.0);
         let mut p = Partner::new(40).counting(algo).noisy(0.01, 0.015);
@@ -309,10 +344,17 @@ fn spurious_429s_and_5xx_do_not_drag_the_rate_down() {
         assert_eq!(low, 0, "{algo:?} seed {seed}");
         let safe = c.safe_rate();
         assert!(
-            (36.0..41.0).contains(&safe),
+            (34.0..42.0).contains(&safe),
             "{algo:?} seed {seed}: safe rate {safe}"
         );
+        if !(36.0..41.0).contains(&safe) {
+            outside.push((algo, seed, safe));
+        }
     }
+    assert!(
+        outside.len() <= 6,
+        "safe rates outside [36, 41): {outside:?}"
+    );
 }
 
 #[test]
@@ -331,7 +373,7 @@ fn limit_falls(algo: Algo) {
     let after = run(&mut c, &mut p, 10.0);
     assert!(
         p.genuine - g0 <= 40,
-        "{} 429s after the fall",
+        "{algo:?}: {} 429s after the fall",
         p.genuine - g0
     );
     let (r0, g0) = (p.requests, p.genuine);
