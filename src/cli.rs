@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "connect-provision",
-    version,
+    version = crate::VERSION,
     about,
     after_help = "Start with a dry run of the sample, then a real run against the embedded sandbox:\n  \
                   connect-provision run samples/customers.csv --dry-run\n  \

@@ -28,6 +28,19 @@ pub mod validate;
 
 pub(crate) use error::Error;
 
+/// The version and the build it names: `0.1.0 (a1b2c3d 2026-12-05)`, the
+/// short commit hash and the commit's date, or `unknown` for a build made
+/// outside a git checkout (build.rs). `--version` prints it; summary.json,
+/// run.json and report.html record it as `tool_version`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CONNECT_PROVISION_COMMIT"),
+    " ",
+    env!("CONNECT_PROVISION_COMMIT_DATE"),
+    ")"
+);
+
 use cli::{Cli, Command};
 use settings::{ConfigFile, ProcessEnv};
 

@@ -594,7 +594,7 @@ fn journal_of(
         }
     } else {
         Journal::Fresh(journal::RunMeta {
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            tool_version: crate::VERSION.to_string(),
             input_path: settings.input.display(),
             input_sha256,
             started: started.to_string(),

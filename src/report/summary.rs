@@ -228,7 +228,7 @@ impl Summary {
         let secs = p.elapsed.as_secs_f64();
         let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         Summary {
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            tool_version: crate::VERSION.to_string(),
             input: p.input,
             dry_run: p.dry_run,
             target: p.target,

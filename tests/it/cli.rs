@@ -404,3 +404,62 @@ fn dry_run_logs_no_names_or_phones() {
         assert!(!all.contains(secret), "{secret} leaked\n{out}");
     }
 }
+
+// `--version` names its build (the short commit hash and the commit's date,
+// from git at build time), and a run's reports record the same string.
+#[tokio::test]
+async fn version_names_its_build_and_the_reports_record_it() {
+    let out = Run::cli(["--version"]).output();
+    out.expect_code(0);
+    let stdout = out.stdout();
+    let version = stdout
+        .trim()
+        .strip_prefix("connect-provision ")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(version, connect_provision::VERSION);
+    let (semver, build) = version.split_once(' ').unwrap_or((version, ""));
+    assert_eq!(semver, env!("CARGO_PKG_VERSION"));
+    let build = build
+        .strip_prefix('(')
+        .and_then(|b| b.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no build in {version:?}"));
+    let (commit, date) = build.split_once(' ').unwrap_or_else(|| panic!("{build}"));
+    // Built from this checkout: the hash is HEAD's, unless git is absent.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=7", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => {
+            assert_eq!(commit, head, "{version}");
+            let d = date.as_bytes();
+            assert!(
+                d.len() == 10 && d[4] == b'-' && d[7] == b'-',
+                "a date, YYYY-MM-DD: {date}"
+            );
+        }
+        None => assert_eq!((commit, date), ("unknown", "unknown")),
+    }
+
+    let sb = crate::util::sandbox(connect_provision::sandbox::SandboxConfig::default()).await;
+    let t = TestDir::new();
+    let input = one_row(&t);
+    let dir = t.join("out");
+    Run::live(&sb)
+        .input(&input)
+        .out(&dir)
+        .output_async()
+        .await
+        .expect_code(0);
+    let reports = Reports::at(&dir);
+    assert_eq!(reports.summary().tool_version, version);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.path("run.json")).expect("run.json"))
+            .expect("run.json is JSON");
+    assert_eq!(run["tool_version"], version);
+    let html = std::fs::read_to_string(reports.path("report.html")).expect("report.html");
+    assert!(html.contains(version), "report.html names {version}");
+}
