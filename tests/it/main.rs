@@ -3,6 +3,7 @@ mod addresses;
 mod chaos;
 mod cli;
 mod disk_full;
+mod docs;
 mod dry_run;
 mod engine;
 mod engine_parts;
