@@ -240,7 +240,7 @@ mod tests {
         format!(r#"{{"errors":[{}]}}"#, list.join(","))
     }
 
-    // issue #12: every documented body (README "Error bodies"), the legacy one and
+    // issue #12: every documented body (docs/rate-limiting.md "Error bodies"), the legacy one and
     // garbage, from bytes to the rendered text and the verdict.
     #[test]
     fn documented_bodies_fixtures() {

@@ -81,7 +81,7 @@ pub struct CreateUser {
 }
 
 /// A delivery address as the tool sends it to
-/// `POST /v2/fulfillment/users/{user_id}/addresses` (README "Users with
+/// `POST /v2/fulfillment/users/{user_id}/addresses` (docs/addresses.md "Users with
 /// addresses"; Connect's "Create a user and validate an address"). Blank
 /// optional fields are `None` and left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -602,7 +602,7 @@ mod meta_field {
     }
 }
 
-/// Error codes. The first group is the table in Connect's docs (README "Error bodies");
+/// Error codes. The first group is the table in Connect's docs (docs/rate-limiting.md "Error bodies");
 /// identify an error by its code together with `meta.key`.
 pub mod codes {
     /// A request parameter is invalid or missing; `meta.key` names it.
@@ -674,7 +674,7 @@ mod tests {
         ErrorBody::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
     }
 
-    // README "Error bodies", single shape: meta with a key, `{}`, `null`, or absent.
+    // docs/rate-limiting.md "Error bodies", single shape: meta with a key, `{}`, `null`, or absent.
     #[test]
     fn single_shape_with_every_kind_of_meta() {
         let cases = [
@@ -706,7 +706,7 @@ mod tests {
         }
     }
 
-    // README "Error bodies", multiple shape: nested under `error.errors`, code 9999.
+    // docs/rate-limiting.md "Error bodies", multiple shape: nested under `error.errors`, code 9999.
     #[test]
     fn nested_multiple_shape() {
         let body = parse(

@@ -1,4 +1,4 @@
-//! The reports of a run (README "Reports"): results.csv (every data row exactly
+//! The reports of a run (docs/reports.md "Reports"): results.csv (every data row exactly
 //! once), failures.csv (the failing rows verbatim, valid input for another
 //! run) and summary.json. The `Recorder` is their only writer.
 

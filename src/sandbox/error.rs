@@ -154,7 +154,7 @@ mod tests {
         single(message, codes::INVALID_PARAMETER, Some(key))
     }
 
-    // README "Error bodies": the documented single and multiple shapes, `meta` always present.
+    // docs/rate-limiting.md "Error bodies": the documented single and multiple shapes, `meta` always present.
     #[tokio::test]
     async fn bodies_are_in_the_documented_shapes() {
         let cases = [

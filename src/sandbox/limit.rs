@@ -2,7 +2,7 @@
 //! peak-window meter behind `max_window` in `/_sandbox/stats`.
 //!
 //! Connect publishes neither its number nor its algorithm, only that a per-second
-//! threshold exists (README "Rate limiting"). The sandbox therefore assumes the strictest
+//! threshold exists (docs/rate-limiting.md "Rate limiting"). The sandbox therefore assumes the strictest
 //! reading by default: at most N requests in *any* sliding 1-second window
 //! ([`LimitAlgorithm::SlidingWindow`]). A client that stays under it stays under
 //! every other plausible limiter too. Two laxer algorithms are kept for

@@ -1,6 +1,6 @@
 //! The sandbox: a faithful fake of the Instacart Connect API served over real HTTP
 //! on loopback, so the job, its tests and a first run need no credentials and no
-//! network (README "The sandbox").
+//! network (docs/sandbox.md "The sandbox").
 //!
 //! It implements `POST /v2/oauth/token`, `POST /v2/fulfillment/users` and
 //! `POST /v2/fulfillment/users/{user_id}/addresses` (an upsert: creates the

@@ -117,7 +117,7 @@ fn issue(
     Ok(token_response(sh))
 }
 
-// README "Hostile input, secrets and transport": credentials as query
+// docs/security.md "Hostile input, secrets and transport": credentials as query
 // parameters are refused with 403, whatever the body says.
 fn refuse_query_credentials(query: Option<&str>) -> Result<(), HttpError> {
     let Some(q) = query else {

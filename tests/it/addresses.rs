@@ -1,5 +1,5 @@
 //! Users with addresses (issue #20): the sandbox's address endpoint over
-//! loopback HTTP (README: The sandbox, Users with addresses).
+//! loopback HTTP (docs/sandbox.md: The sandbox, Users with addresses).
 
 use connect_provision::api::model::{AddressAnswer, ApiError, codes};
 use connect_provision::sandbox::SandboxConfig;
@@ -436,7 +436,7 @@ async fn a_nested_answer_is_read_too() {
     task.abort();
 }
 
-// README: Users with addresses (the samples it runs).
+// docs/addresses.md: Users with addresses (the samples it runs).
 #[test]
 fn the_address_samples_dry_run_as_the_readme_says() {
     let dir = TestDir::new();
@@ -464,7 +464,7 @@ fn the_address_samples_dry_run_as_the_readme_says() {
 
 // --- `--state`: only changed addresses are sent again -----------------------
 
-// Issue #20 point 4 (README: Incremental nightly runs).
+// Issue #20 point 4 (docs/operations.md: Incremental nightly runs).
 #[tokio::test]
 async fn state_sends_only_changed_addresses_and_records_them_updated() {
     let sb = sandbox(SandboxConfig::default()).await;

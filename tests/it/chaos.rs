@@ -3,7 +3,7 @@
 //! whose answer is lost, a 429 threshold below the tool's `--rate`, latency,
 //! 2 s tokens, and every token revoked in the background every 1.5 s).
 //!
-//! Invariants (README: Reports, How a run executes, The nightly recipe's
+//! Invariants (docs/reports.md: Reports, How a run executes, The nightly recipe's
 //! exit codes; ARCHITECTURE: Invariants):
 //! - every data row appears in results.csv exactly once;
 //! - the sandbox stores exactly the users reported `created`/`exists`

@@ -104,7 +104,7 @@ fn two_targets_are_refused() {
     out.expect_code(2).expect_stderr("more than one target");
 }
 
-// README: Hostile input, secrets and transport (Transport: `http://` only
+// docs/security.md: Hostile input, secrets and transport (Transport: `http://` only
 // for loopback hosts).
 #[test]
 fn plain_http_base_url_is_only_for_loopback() {
@@ -375,7 +375,7 @@ fn config_columns_table_and_flag_overrides() {
     out.expect_code(2).expect_stderr("Customer ID");
 }
 
-// README: How a run executes (Logs: "Names and phone numbers are not logged
+// docs/rate-limiting.md: How a run executes (Logs: "Names and phone numbers are not logged
 // above debug level").
 #[test]
 fn dry_run_logs_no_names_or_phones() {

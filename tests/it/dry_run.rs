@@ -41,7 +41,7 @@ fn cp1252(s: &str) -> Vec<u8> {
         .collect()
 }
 
-// README: Reports; exit codes as in The nightly recipe. The sample has 8
+// docs/reports.md: Reports; exit codes as in The nightly recipe. The sample has 8
 // invalid and 2 duplicate rows by design.
 #[test]
 fn sample_customers_dry_run_reports_every_row_once() {
@@ -250,7 +250,7 @@ fn a_dry_run_of_a_mostly_invalid_file_is_not_cut_short() {
     assert_eq!(summary.fatal_error, None);
 }
 
-// README: Reports (`valid` is a success), The nightly recipe (exit 0).
+// docs/reports.md: Reports (`valid` is a success), The nightly recipe (exit 0).
 #[test]
 fn clean_file_is_all_valid_and_exits_0() {
     let t = TestDir::new();
@@ -739,7 +739,7 @@ fn repeated_user_id_is_a_duplicate() {
     assert_eq!(Reports::at(&dir).failures(b',').len(), 2);
 }
 
-// README: Reports ("all created with mode 0600").
+// docs/reports.md: Reports ("all created with mode 0600").
 #[cfg(unix)]
 #[test]
 fn report_files_are_private() {
@@ -762,7 +762,7 @@ fn report_files_are_private() {
     }
 }
 
-// README: Reports (formula injection; the input's own cells stay verbatim in
+// docs/reports.md: Reports (formula injection; the input's own cells stay verbatim in
 // failures.csv).
 #[test]
 fn tool_cells_are_neutralised_and_input_cells_stay_verbatim() {

@@ -11,7 +11,7 @@ use connect_provision::sandbox::SandboxConfig;
 
 use crate::util::{Fixture, Run, sandbox};
 
-// README: How a run executes ("The token is refreshed ahead of expiry"); a
+// docs/rate-limiting.md: How a run executes ("The token is refreshed ahead of expiry"); a
 // job may outlive its token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiring_several_times_loses_nothing() {
@@ -32,7 +32,7 @@ async fn token_expiring_several_times_loses_nothing() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Retries: 429s in a cluster pause the whole
+// docs/rate-limiting.md: How a run executes (Retries: 429s in a cluster pause the whole
 // pool); nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_loses_nothing() {
@@ -51,7 +51,7 @@ async fn a_429_storm_loses_nothing() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Retries): 500/503 and dropped connections are
+// docs/rate-limiting.md: How a run executes (Retries): 500/503 and dropped connections are
 // retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_and_resets_are_retried() {
@@ -77,7 +77,7 @@ async fn server_errors_and_resets_are_retried() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Retries: "when a request was sent but its
+// docs/rate-limiting.md: How a run executes (Retries: "when a request was sent but its
 // answer lost, and the retry is told the user is taken, the row ends
 // `exists`").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +104,7 @@ async fn the_ambiguous_case_ends_exists_never_twice() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Token: refused credentials exit 3 before any
+// docs/rate-limiting.md: How a run executes (Token: refused credentials exit 3 before any
 // user request).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_exit_3_and_send_nothing() {
@@ -164,7 +164,7 @@ async fn an_unreachable_target_exits_3_with_reports() {
     );
 }
 
-// README: Reports (`exists`: the `user_id` is already taken, 400 with
+// docs/reports.md: Reports (`exists`: the `user_id` is already taken, 400 with
 // `meta.key = user_id`), a success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_created_earlier_come_back_exists() {

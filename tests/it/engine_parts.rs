@@ -1,6 +1,6 @@
 //! The engine's parts (client, token manager, classification, worker loop)
 //! against the real sandbox over loopback HTTP: what the server saw is the
-//! assertion (README: How a run executes, The sandbox).
+//! assertion (docs/rate-limiting.md: How a run executes, The sandbox).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -154,7 +154,7 @@ async fn token_is_fetched_before_any_user_request() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Token): refused credentials exit 3 before any
+// docs/rate-limiting.md: How a run executes (Token): refused credentials exit 3 before any
 // user request.
 #[tokio::test]
 async fn refused_credentials_fail_before_any_user_request() {
@@ -241,7 +241,7 @@ async fn cancelled_before_sending_is_failed_not_sent() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Token): a job may outlive its token; it is
+// docs/rate-limiting.md: How a run executes (Token): a job may outlive its token; it is
 // refreshed ahead of expiry.
 #[tokio::test]
 async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
@@ -261,7 +261,7 @@ async fn short_token_ttl_is_refreshed_ahead_of_expiry() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Token): "On a 401, the token is refreshed
+// docs/rate-limiting.md: How a run executes (Token): "On a 401, the token is refreshed
 // once, however many workers saw the 401 at once".
 #[tokio::test]
 async fn revoked_token_is_refreshed_once_for_all_workers() {
@@ -295,7 +295,7 @@ async fn revoked_token_is_refreshed_once_for_all_workers() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Retries: 429s in a cluster pause the whole
+// docs/rate-limiting.md: How a run executes (Retries: 429s in a cluster pause the whole
 // pool); nothing is lost.
 #[tokio::test]
 async fn rate_limited_storm_creates_everything() {
@@ -316,7 +316,7 @@ async fn rate_limited_storm_creates_everything() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Retries): 500/503 are retried with backoff;
+// docs/rate-limiting.md: How a run executes (Retries): 500/503 are retried with backoff;
 // the report matches the server.
 #[tokio::test]
 async fn random_server_errors_are_retried() {
@@ -354,7 +354,7 @@ async fn random_server_errors_are_retried() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Retries): a retry after an ambiguous failure
+// docs/rate-limiting.md: How a run executes (Retries): a retry after an ambiguous failure
 // that is told the user is taken ends `exists`, not an error.
 #[tokio::test]
 async fn lost_answers_end_as_created_or_exists() {

@@ -1,5 +1,5 @@
 //! Instacart's documented error bodies over real loopback HTTP (issue #12,
-//! README: Error bodies): the sandbox answers in the documented shapes,
+//! docs/rate-limiting.md: Error bodies): the sandbox answers in the documented shapes,
 //! the library's parser reads them, and the reports name each error as
 //! `key: message (code)`.
 

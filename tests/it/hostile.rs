@@ -425,7 +425,7 @@ fn every_corpus_file_is_in_the_table() {
     }
 }
 
-// README: Reports (formula injection). The tool's cells are neutralised, the
+// docs/reports.md: Reports (formula injection). The tool's cells are neutralised, the
 // input's cells in failures.csv stay verbatim.
 #[test]
 fn formula_values_are_neutralised_in_results_and_verbatim_in_failures() {

@@ -2,7 +2,7 @@
 //! second at the sandbox holds more than R users requests, retries included,
 //! whichever algorithm the partner runs, and no request is answered 429.
 //! Only outcomes and bounds are asserted here; how close the run comes to R
-//! is a benchmark figure (bench/limits.py, README "Rate limiting").
+//! is a benchmark figure (bench/limits.py, docs/rate-limiting.md "Rate limiting").
 
 use connect_provision::sandbox::{LimitAlgorithm, SandboxConfig};
 

@@ -203,7 +203,7 @@ proptest! {
         let _ = drain(&bytes, &opts);
     }
 
-    // README: Reports ("one line for every data row of the input, exactly once").
+    // docs/reports.md: Reports ("one line for every data row of the input, exactly once").
     #[test]
     fn dry_run_reports_each_csv_record_once(bytes in csv_input()) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Protocol tests of the sandbox over real HTTP on loopback (README: The
+//! Protocol tests of the sandbox over real HTTP on loopback (docs/sandbox.md: The
 //! sandbox, Error bodies). Every test starts its own server on port 0.
 
 use std::net::SocketAddr;
@@ -69,7 +69,7 @@ async fn token_wrong_credentials_is_401_single_shape() {
 
 #[tokio::test]
 async fn token_credentials_in_query_are_403() {
-    // README: The sandbox ("Credentials sent as query parameters get 403").
+    // docs/sandbox.md: The sandbox ("Credentials sent as query parameters get 403").
     let sb = sandbox(SandboxConfig::default()).await;
     let c = client();
     let resp = c
@@ -226,7 +226,7 @@ async fn several_validation_errors_use_multiple_shape() {
     let resp = create(&c, &sb, &t, &body).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let raw: Value = resp.json().await.unwrap();
-    // README: Error bodies: nested under the 9999 wrapper, with `meta` {}
+    // docs/rate-limiting.md: Error bodies: nested under the 9999 wrapper, with `meta` {}
     // (issue #12).
     assert_eq!(raw["error"]["code"], 9999, "{raw}");
     assert_eq!(raw["meta"], json!({}), "{raw}");
@@ -275,7 +275,7 @@ async fn malformed_json_body_is_400_in_documented_shape() {
 
 #[tokio::test]
 async fn taken_user_id_is_400_with_meta_key_user_id() {
-    // README: The sandbox ("A `user_id` already stored gets 400 `has already
+    // docs/sandbox.md: The sandbox ("A `user_id` already stored gets 400 `has already
     // been taken`").
     let (sb, c, t) = session(SandboxConfig::default()).await;
     assert_eq!(
@@ -440,7 +440,7 @@ async fn revoked_tokens_are_401() {
 
 // --- rate limit and faults -------------------------------------------------
 
-// README: The sandbox ("The rate limit is as strict as a partner may be";
+// docs/sandbox.md: The sandbox ("The rate limit is as strict as a partner may be";
 // a 429 carries no `Retry-After`, as documented).
 #[tokio::test]
 async fn rate_limit_answers_429_without_retry_after_by_default() {

@@ -1,4 +1,4 @@
-//! The sandbox's rate limit over real HTTP on loopback (README: The sandbox,
+//! The sandbox's rate limit over real HTTP on loopback (docs/sandbox.md: The sandbox,
 //! Rate limiting; issue #12): the strict sliding window by default, the other
 //! algorithms when asked for, `Retry-After` only when asked for, spurious 429s,
 //! and `max_window` in the stats.

@@ -1,6 +1,6 @@
-//! Secrets and personal data stay out of logs and reports (README: Hostile
+//! Secrets and personal data stay out of logs and reports (docs/security.md: Hostile
 //! input, secrets and transport, "Secrets"; ARCHITECTURE: Invariants, "No
-//! secret in argv, logs, reports or `Debug`"; README: How a run executes,
+//! secret in argv, logs, reports or `Debug`"; docs/rate-limiting.md: How a run executes,
 //! "Logs": names and phone numbers are not logged above debug level).
 //!
 //! Each run goes through the real binary against an in-process sandbox that
@@ -153,7 +153,7 @@ fn check(sb: &Sandbox, fmt: Option<&str>) -> Run {
         .env("CONNECT_CLIENT_ID", SANDBOX_CLIENT)
 }
 
-// README: Hostile input, secrets and transport (Secrets): the secret from
+// docs/security.md: Hostile input, secrets and transport (Secrets): the secret from
 // CONNECT_CLIENT_SECRET appears in no
 // output and no report, even at trace level (-vvv), in text and JSON logs;
 // nor does the access token.
@@ -188,7 +188,7 @@ async fn env_secret_and_token_are_absent_at_trace_level() {
     sb.shutdown().await;
 }
 
-// README: Hostile input, secrets and transport (Secrets): the secret read
+// docs/security.md: Hostile input, secrets and transport (Secrets): the secret read
 // from --client-secret-file likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_file_value_is_absent_at_trace_level() {
@@ -252,7 +252,7 @@ async fn check_never_prints_the_secret_or_the_token() {
     sb.shutdown().await;
 }
 
-// README: How a run executes (Logs): names and phone numbers are not logged at the
+// docs/rate-limiting.md: How a run executes (Logs): names and phone numbers are not logged at the
 // default level, in a live run with valid and invalid rows, text and JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_phones_are_not_logged_at_info_level() {
@@ -309,7 +309,7 @@ fn the_token_detector_works() {
     assert!(hex_runs_of_len(sha.as_bytes(), 48).is_empty());
 }
 
-// README: Reports ("created with mode 0600"): every file of a live run
+// docs/reports.md: Reports ("created with mode 0600"): every file of a live run
 // (results.csv, failures.csv,
 // summary.json, and the run.json / progress.json kept for --resume) is
 // created with mode 0600, and no temporary file is left behind (summary.json

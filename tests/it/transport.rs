@@ -1,4 +1,4 @@
-//! Transport safety (README: Hostile input, secrets and transport,
+//! Transport safety (docs/security.md: Hostile input, secrets and transport,
 //! "Transport": plain `http://` only for loopback hosts; redirects are never
 //! followed, so the secret and the bearer token go only to the target).
 //!
@@ -127,7 +127,7 @@ fn tool(base: &str, input: &Path, out: &Path) -> Run {
         .secret(SECRET)
 }
 
-// README: Hostile input, secrets and transport (Transport): plain http to a
+// docs/security.md: Hostile input, secrets and transport (Transport): plain http to a
 // non-loopback host is refused before anything
 // is sent (no network needed: the check happens first).
 #[test]
@@ -273,7 +273,7 @@ async fn formula_errors() -> (String, tokio::task::JoinHandle<()>) {
     serve(router).await
 }
 
-// README: Reports (formula injection): cells the tool writes (error messages
+// docs/reports.md: Reports (formula injection): cells the tool writes (error messages
 // everywhere) are
 // neutralised against formula injection, also when the text comes from the
 // API; the input's own cells stay verbatim in failures.csv.

@@ -322,7 +322,7 @@ fn spurious_429s_and_5xx_do_not_drag_the_rate_down() {
     // fixed window's limit is refused about as often as 1 % noise, and a
     // check one below tells them apart about half the time; and a noise
     // cluster pushes back now and then at a rate under the limit, which
-    // keeps the safe rate under it for a minute (README, Adaptive rate).
+    // keeps the safe rate under it for a minute (docs/rate-limiting.md, Adaptive rate).
     let mut outside = Vec::new();
     for (algo, seed) in ALGOS.into_iter().flat_map(|a| (0..8).map(move |s| (a, s))) {
         let mut c = Controller::new(10.0, 200.0);

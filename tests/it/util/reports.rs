@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::sandbox::assert_sandbox_matches;
 
-/// One row of results.csv (README: Reports).
+/// One row of results.csv (docs/reports.md: Reports).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct ResultRow {
     pub row: u64,
@@ -160,7 +160,7 @@ impl Reports {
     /// timeline.csv parsed back: its per-second columns must sum to
     /// summary.json's counts and request figures exactly, its seconds must
     /// increase, and its parts must count up from 1 without a gap
-    /// (README: Reports, `timeline.csv`).
+    /// (docs/reports.md: Reports, `timeline.csv`).
     #[track_caller]
     pub fn timeline(&self) -> Vec<BTreeMap<String, String>> {
         let summary = self.summary();
@@ -282,7 +282,7 @@ pub fn result_row(results: &[ResultRow], row: u64) -> &ResultRow {
         .unwrap_or_else(|| panic!("no row {row} in results: {results:#?}"))
 }
 
-/// README: Reports ("one line for every data row of the input, exactly
+/// docs/reports.md: Reports ("one line for every data row of the input, exactly
 /// once"): every data row 1..=n appears exactly once.
 #[track_caller]
 pub fn assert_each_row_once(results: &[ResultRow], n_rows: u64) {
