@@ -271,8 +271,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub(crate) time_budget: Option<Duration>,
 
-    /// Report directory [default: reports/<UTC timestamp>/].
-    #[arg(long, value_name = "DIR")]
+    /// Report directory (by default `reports/<UTC timestamp>/`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Report directory [default: reports/<UTC timestamp>/]."
+    )]
     pub(crate) out: Option<PathBuf>,
 
     /// SQLite file remembering what earlier runs provisioned: known users

@@ -3,7 +3,7 @@
 //! A cluster of 429s means the *partner's* per-second threshold was
 //! exceeded, not one worker's, so one worker backing off alone would let the
 //! others keep hitting the wall. A worker that gets a 429 calls
-//! `Throttle::throttled`; when another 429 came less than [`CLUSTER`]
+//! `Throttle::throttled`; when another 429 came less than `CLUSTER`
 //! before it, the whole pool is held for the delay. Every worker calls
 //! `Throttle::wait` before each attempt and so pauses too. A lone 429 holds
 //! only its own row: partners answer 429 for reasons other than this

@@ -31,7 +31,7 @@ use run_dir::RunDir;
 
 /// Header of results.csv. The last three (issue #20) are empty for rows
 /// without an address; readers take files without them too
-/// ([`RESULTS_HEADER_V1`]).
+/// (`RESULTS_HEADER_V1`).
 pub const RESULTS_HEADER: [&str; 10] = [
     "row",
     "user_id",
