@@ -56,8 +56,10 @@
 //!   at all, and a shortfall within the noise (two standard deviations)
 //!   shows no bucket.
 //! - **A pool-wide pause is push-back, not a measure.** A window in which
-//!   clustered 429s held the whole pool (or one began) admitted less for
-//!   the pause: its cut is at most ×0.9, and it shows no bucket.
+//!   the partner's `Retry-After` held the whole pool (two 429s close
+//!   together) is pushed back unless the noise explains its 429s. What it
+//!   admitted measures the pause as much as the limit: its cut is at most
+//!   ×0.9, and it shows no bucket.
 //! - **A limit that creeps up under a held rate** (the held rate was one
 //!   above the limit, or the limit fell by a little) shows as 429s in every
 //!   window: three held windows whose 429s together exceed the noise cut
@@ -70,7 +72,10 @@
 //! [`Controller::safe_rate`] is the highest rate held without push-back over
 //! the last minute: never at or above a rate pushed back in that minute or
 //! a ceiling that stands, nor a rate whose windows together drew clearly
-//! more 429s than the rates under it. It is what `rate.final_per_second`
+//! more 429s than the rates under it; and when the partner paused the pool
+//! twice or more in that minute, no more than it admitted a second over the
+//! minute (a token bucket refills during each pause, so a rate far above its
+//! refill can hold, paused every few seconds). It is what `rate.final_per_second`
 //! reports, a rate the next night can start from (not the trough after the
 //! last cut). Every decision
 //! is one log line (`rate decision`, debug) with the window's figures.
@@ -319,6 +324,9 @@ pub(crate) struct Controller {
     /// The last second's ticks, counted or not: what a window cut short
     /// measures the partner by.
     recent: VecDeque<Tick>,
+    /// The last minute's ticks, counted or not, summed: what the partner
+    /// admitted, and the pool pauses it asked for.
+    minute: VecDeque<Tick>,
 }
 
 impl Controller {
@@ -348,6 +356,7 @@ impl Controller {
             last: Tick::default(),
             last_secs: 0.0,
             recent: VecDeque::new(),
+            minute: VecDeque::new(),
         }
     }
 
@@ -398,12 +407,27 @@ impl Controller {
             .collect();
         rates.sort_by(|a, b| b.total_cmp(a));
         rates.dedup();
-        rates
+        let best = rates
             .iter()
             .copied()
             .find(|&r| !self.refused_more_than_below(r))
             .or(rates.last().copied())
-            .unwrap_or(self.rate.min(self.held))
+            .unwrap_or(self.rate.min(self.held));
+        // A rate held by pausing for the partner's Retry-After again and
+        // again is not a rate it admits: a token bucket refills during each
+        // pause, and the rate after it drains the bucket again. Then the
+        // minute's admitted rate is the most that is safe.
+        let minute = self.minute.iter().fold(Tick::default(), |mut s, t| {
+            s.add(*t);
+            s
+        });
+        let secs = self.minute.len() as f64 * TICK.as_secs_f64();
+        if minute.pauses >= 2 && secs > 0.0 {
+            let admitted = (minute.requests - minute.throttled) as f64 / secs;
+            best.min(admitted.round().max(1.0))
+        } else {
+            best
+        }
     }
 
     /// Whether the minute's held windows at `rate` drew clearly more 429s,
@@ -436,6 +460,10 @@ impl Controller {
         self.recent.push_back(t);
         while self.recent.len() as u32 * tick > WINDOW {
             self.recent.pop_front();
+        }
+        self.minute.push_back(t);
+        while self.minute.len() as u32 * tick > LOOKBACK {
+            self.minute.pop_front();
         }
         let mut out = Vec::new();
         if let Some(c) = self.ceiling
@@ -524,7 +552,11 @@ impl Controller {
     fn decide(&mut self, w: Tick, secs: f64) -> Vec<Decision> {
         self.last = w;
         self.last_secs = secs;
-        let pushed = self.pushed(w);
+        // A pool-wide pause the partner asked for (two 429s close together,
+        // with Retry-After) is push-back, unless the noise explains them:
+        // a token bucket refills during each pause, and a rate far above
+        // its refill would otherwise hold, paused every other second.
+        let pushed = self.pushed(w) || w.pauses > 0 && self.excess(w);
         // The time the pool could send: a pause for clustered 429s (a
         // partner's Retry-After) is push-back, not a pool left idle.
         let busy = (secs - w.paused_us as f64 / 1e6).max(0.25 * secs);
