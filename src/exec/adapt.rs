@@ -53,8 +53,9 @@
 //!   build by sending under it), and from then on a probe's windows count
 //!   only once that credit is spent; windows carried by credit never count
 //!   as held. The held rate counts as passed only if it held with no 429
-//!   at all, and a shortfall within the noise (two standard deviations)
-//!   shows no bucket.
+//!   at all, and a shortfall of less than two, plus two standard
+//!   deviations of the noise, shows no bucket: a bucket believed from
+//!   noise turns every stray 429 into a cut to what was admitted.
 //! - **A pool-wide pause is push-back, not a measure.** A window in which
 //!   the partner's `Retry-After` held the whole pool (two 429s close
 //!   together) is pushed back unless the noise explains its 429s. What it
@@ -508,9 +509,15 @@ impl Controller {
     /// The expected 429s of `requests` at the noise level: the 429 share of
     /// the last minute's held windows, at most [`NOISE_MAX`].
     fn expected_noise(&self, requests: u64) -> f64 {
+        self.expected_noise_under(requests, f64::INFINITY)
+    }
+
+    /// The same, learned only from windows held under `rate`.
+    fn expected_noise_under(&self, requests: u64, rate: f64) -> f64 {
         let (n, k) = self
             .noise
             .iter()
+            .filter(|&&(_, r, _, _)| r < rate)
             .fold((0u64, 0u64), |(n, k), &(_, _, wn, wk)| (n + wn, k + wk));
         // A prior of one 429 in a thousand until the minute has data.
         let share = (k as f64 + 0.1) / (n as f64 + 100.0);
@@ -696,7 +703,7 @@ impl Controller {
         // standard deviations: a shortfall within that is no bucket.
         let expected = self.expected_noise(w.requests);
         let noise = expected / secs.max(f64::EPSILON);
-        let margin = 1.0 + 2.0 * expected.sqrt() / secs.max(f64::EPSILON);
+        let margin = 2.0 + 2.0 * expected.sqrt() / secs.max(f64::EPSILON);
         let credit_spent = self.judge_probe((admitted + noise).floor(), full, margin);
         // What held before counts below the rate pushed back, or only up
         // to what was admitted when that shows the earlier passes unsafe.
@@ -987,9 +994,10 @@ impl Controller {
 
     /// A check found `ceiling`'s 429s were the limit's: hold at `back_to`,
     /// one below, and forget what those windows taught the noise level.
-    /// What the check saw down there (`below`) starts `back_to`'s streak:
-    /// 429s that fell by half but went on (two above a fixed window's
-    /// limit, then one) are checked one further below.
+    /// What the check saw down there (`below`) starts `back_to`'s streak
+    /// when the noise does not explain it: 429s that fell by half but went
+    /// on (two above a fixed window's limit, then one) are checked one
+    /// further below.
     fn limit_found(
         &mut self,
         ceiling: f64,
@@ -997,8 +1005,6 @@ impl Controller {
         below: Tick,
         refilled: f64,
     ) -> Vec<Decision> {
-        self.creeping = VecDeque::from([below]);
-        self.creeping_rate = back_to;
         self.ceiling = Some(Ceiling {
             rate: ceiling,
             at: self.clock,
@@ -1016,6 +1022,14 @@ impl Controller {
         self.history
             .retain(|p| p.pushed.is_some() || p.rate < ceiling);
         self.remember(ceiling, Some(back_to));
+        // 429s down there beyond what the noise learned under it explains
+        // start the lower rate's count, so they are checked one further
+        // below soon; noise alone does not.
+        let expected = self.expected_noise_under(below.requests, back_to);
+        if below.throttled as f64 > expected + expected.sqrt() {
+            self.creeping = VecDeque::from([below]);
+            self.creeping_rate = back_to;
+        }
         vec![Decision::LimitFound { ceiling, back_to }]
     }
 
