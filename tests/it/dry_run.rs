@@ -97,7 +97,7 @@ fn sample_customers_dry_run_reports_every_row_once() {
     // A dry run has no target: the field is there, as null.
     assert_eq!(raw["target"], serde_json::Value::Null);
 
-    assert_eq!(s.tool_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(s.tool_version, connect_provision::VERSION);
     assert!(s.dry_run);
     assert_eq!(s.target, None);
     assert_eq!(s.input.path, input.to_str().unwrap());
