@@ -35,18 +35,22 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The page's lines outside fenced code blocks.
+fn prose(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
 /// The targets of the page's inline links, outside code blocks and spans.
 fn links(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose(text) {
         // Drop inline code spans: `[a](b)` inside backticks is not a link.
         let mut plain = String::new();
         for (i, part) in line.split('`').enumerate() {
@@ -70,13 +74,8 @@ fn links(text: &str) -> Vec<String> {
 /// and `_`, spaces to `-`; a repeated slug gets `-1`, `-2`, ….
 fn anchors(text: &str) -> HashSet<String> {
     let mut seen = HashSet::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced || !line.starts_with('#') {
+    for line in prose(text) {
+        if !line.starts_with('#') {
             continue;
         }
         let title = line.trim_start_matches('#').trim();
