@@ -50,6 +50,7 @@ use crate::input::InputError;
 use crate::outcome::Status;
 
 mod import;
+mod preload;
 mod sql;
 mod store;
 
