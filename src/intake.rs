@@ -2,18 +2,22 @@
 //! it, and catch in-file duplicate user_ids. Each data row comes out as a
 //! [`Step`]: either already final (`invalid`, `duplicate`) or a payload to send.
 //!
-//! Duplicates are found with a set of 64-bit SipHash fingerprints of the
-//! user_ids that were accepted, 8 bytes a row instead of the whole string,
-//! so memory stays small at millions of rows. (Two distinct ids share a
-//! fingerprint with probability about n²/2⁶⁵: ~3·10⁻⁶ at 10M rows.)
+//! Duplicates are found with a set of 64-bit fingerprints of the user_ids
+//! that were accepted (`crate::fpset`: about 7 bytes an id at 10M rows, no
+//! whole-set resize), so memory stays small at millions of rows. The
+//! fingerprint is SipHash-1-3 under a key drawn at random for each run, so
+//! no input can be built to collide: two distinct ids share a fingerprint
+//! with probability at most n²/2⁶⁵ (~3·10⁻⁶ at 10M rows; README
+//! "Performance").
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use csv::ByteRecord;
 
 use crate::api::model::Payload;
+use crate::fpset::FpSet;
 use crate::input::{InputError, InputReader};
 use crate::outcome::{Outcome, Status};
 use crate::rowset::RowSet;
@@ -23,39 +27,18 @@ use crate::validate::{Validated, Validator};
 
 mod pool;
 
-/// A hasher for keys that are already uniformly distributed hashes.
-#[derive(Default)]
-struct Passthrough(u64);
-
-impl Hasher for Passthrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Shards of the fingerprint set. Each grows on its own, so a resize holds
-/// two copies of one shard, not of the whole set (the RSS peak at 1M rows).
-const SHARDS: usize = 16;
-
 /// The in-file duplicate filter: fingerprints of the user_ids accepted so far.
 #[derive(Default)]
 struct Dedup {
-    shards: [HashSet<u64, BuildHasherDefault<Passthrough>>; SHARDS],
+    seen: FpSet,
+    /// The fingerprint's key, random for each run.
+    key: RandomState,
 }
 
 impl Dedup {
     /// Record `user_id`; false when an earlier row had it.
     fn claim(&mut self, user_id: &str) -> bool {
-        let f = fingerprint(user_id);
-        self.shards[(f >> 60) as usize % SHARDS].insert(f)
+        self.seen.insert(self.key.hash_one(user_id))
     }
 
     /// Turn a validated row into its step: invalid, duplicate, or to send.
@@ -269,12 +252,6 @@ impl Intake {
     pub fn reader(&self) -> &InputReader {
         &self.reader
     }
-}
-
-fn fingerprint(user_id: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    user_id.hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub(crate) mod error_chain;
 pub mod exec;
 pub(crate) mod exit;
+pub(crate) mod fpset;
 pub mod input;
 pub mod intake;
 pub(crate) mod logging;

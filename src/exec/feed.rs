@@ -140,6 +140,12 @@ fn prepare(
     // (the upsert attaches it) and ends `updated`.
     let mut update = false;
     if let (Some(reader), Some(h)) = (state.as_mut(), &hash) {
+        if reader.unchanged(h) {
+            // Known with this payload (from the pre-load): not sent again.
+            let user_id = payload.into_user().user_id;
+            let o = Outcome::local(row, user_id, Status::Unchanged, None);
+            return Prepared::Local(local(seq, o, None));
+        }
         match reader.lookup(&payload.user().user_id) {
             Ok(Some(k)) => match k.classify_payload(h) {
                 Status::Updated => update = true,

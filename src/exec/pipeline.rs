@@ -623,8 +623,15 @@ fn open_state(
         store.import_successes(&results, &run_dir.prior.successes, &mut fresh)?;
     }
     let run_id = store.begin_run(journal.input_sha256(), Some(&settings.out))?;
-    let reader = store.reader()?;
-    tracing::info!(state = %path.display(), "known users are not sent again");
+    let mut reader = store.reader()?;
+    let started = std::time::Instant::now();
+    let known = reader.preload()?;
+    tracing::info!(
+        state = %path.display(),
+        known,
+        preload_ms = started.elapsed().as_millis() as u64,
+        "known users are not sent again"
+    );
     Ok(Some((StateSink::new(store, run_id), reader)))
 }
 

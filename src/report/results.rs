@@ -71,6 +71,7 @@ pub(crate) enum ResultsError {
 /// buffer, reused).
 pub(crate) struct ResultsReader<R> {
     lines: Lines<R>,
+    parser: LineParser,
     rec: StringRecord,
     /// Fields a data line must have to count.
     width: usize,
@@ -90,6 +91,7 @@ impl<R: BufRead> ResultsReader<R> {
         lines.next_line()?;
         Ok(ResultsReader {
             lines,
+            parser: LineParser::default(),
             rec: StringRecord::new(),
             width: RESULTS_HEADER.len(),
             old_width: Some(RESULTS_HEADER_V1),
@@ -101,11 +103,12 @@ impl<R: BufRead> ResultsReader<R> {
     /// fields as the header.
     pub(crate) fn checked(rdr: R) -> Result<Self, ResultsError> {
         let mut lines = Lines::new(rdr);
+        let mut parser = LineParser::default();
         let mut rec = StringRecord::new();
         let Some(header) = lines.next_line()? else {
             return Err(ResultsError::Empty);
         };
-        if !parse_line(header, &mut rec)
+        if !parser.parse(header, &mut rec)
             || rec.len() < 3
             || &rec[0] != "row"
             || &rec[1] != "user_id"
@@ -116,6 +119,7 @@ impl<R: BufRead> ResultsReader<R> {
         let width = rec.len();
         Ok(ResultsReader {
             lines,
+            parser,
             rec,
             width,
             old_width: None,
@@ -129,7 +133,7 @@ impl<R: BufRead> ResultsReader<R> {
             let Some(line) = self.lines.next_line()? else {
                 return Ok(None);
             };
-            if parse_line(line, &mut self.rec)
+            if self.parser.parse(line, &mut self.rec)
                 && (self.rec.len() == self.width || Some(self.rec.len()) == self.old_width)
             {
                 break;
@@ -142,14 +146,62 @@ impl<R: BufRead> ResultsReader<R> {
     }
 }
 
-/// Parse `line` as one CSV record into `rec`; `false` when it is not one.
-fn parse_line(line: &[u8], rec: &mut StringRecord) -> bool {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(line)
-        .read_record(rec)
-        .unwrap_or(false)
+/// One CSV parser for every line (building one per line cost more than
+/// the rest of a `state import`): each line parses as if read alone by a
+/// `csv::Reader` with default options, no headers and flexible widths.
+struct LineParser {
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for LineParser {
+    fn default() -> LineParser {
+        LineParser {
+            // `new`, not `default`: only the builder builds the DFA.
+            core: csv_core::Reader::new(),
+            out: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl LineParser {
+    /// Parse `line` as one CSV record into `rec`; `false` when it is not
+    /// one (no record, or a field that is not UTF-8).
+    fn parse(&mut self, line: &[u8], rec: &mut StringRecord) -> bool {
+        use csv_core::ReadRecordResult::{End, InputEmpty, OutputEndsFull, OutputFull, Record};
+        self.core.reset();
+        // A record's fields are never longer than its line, nor more than
+        // its bytes + 1: neither buffer fills.
+        self.out.resize(line.len().max(1), 0);
+        self.ends.resize(line.len() + 1, 0);
+        let (mut input, mut nout, mut nend) = (line, 0, 0);
+        loop {
+            let (res, i, o, e) =
+                self.core
+                    .read_record(input, &mut self.out[nout..], &mut self.ends[nend..]);
+            input = &input[i..];
+            nout += o;
+            nend += e;
+            match res {
+                // Empty input is the end of the line, which ends a record.
+                InputEmpty => continue,
+                Record => break,
+                End | OutputFull | OutputEndsFull => return false,
+            }
+        }
+        rec.clear();
+        let mut start = 0;
+        for &end in &self.ends[..nend] {
+            match std::str::from_utf8(&self.out[start..end]) {
+                Ok(field) => rec.push_field(field),
+                Err(_) => return false,
+            }
+            start = end;
+        }
+        true
+    }
 }
 
 /// One data line: `row,user_id,status,http_status,attempts,error,…`. Cells
@@ -268,6 +320,46 @@ mod tests {
     use super::*;
 
     const HEADER: &str = "row,user_id,status,http_status,attempts,error,duration_ms\n";
+
+    /// What a fresh `csv::Reader` makes of `line` alone (the reading before
+    /// `LineParser`).
+    fn alone(line: &[u8]) -> Option<Vec<String>> {
+        let mut rec = StringRecord::new();
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(line)
+            .read_record(&mut rec)
+            .unwrap_or(false)
+            .then(|| rec.iter().map(str::to_string).collect())
+    }
+
+    #[test]
+    fn one_parser_reads_each_line_as_a_reader_of_its_own_would() {
+        let lines: &[&[u8]] = &[
+            b"1,u1,created,201,1,,3\n",
+            b"2,\"u,2\",failed,,3,\"said \"\"no\"\"\nthen more\",9\n",
+            b"3,u3,exists,200,1,,4",
+            b"\n",
+            b"",
+            b"\r\n",
+            b"4,u4\r5,u5\n",
+            b"\"unterminated,quote\n",
+            b"5,\xff\xfe,created\n",
+            b"6,,,,,,\n",
+            b"\xef\xbb\xbfrow,user_id,status\n",
+            b"7,a\"b\"c,created\n",
+        ];
+        let mut parser = LineParser::default();
+        let mut rec = StringRecord::new();
+        // Twice, so a line never sees what the one before left.
+        for line in lines.iter().chain(lines.iter()) {
+            let got = parser
+                .parse(line, &mut rec)
+                .then(|| rec.iter().map(str::to_string).collect::<Vec<_>>());
+            assert_eq!(got, alone(line), "{:?}", String::from_utf8_lossy(line));
+        }
+    }
 
     fn rows<R: BufRead>(mut r: ResultsReader<R>) -> Vec<(Option<u64>, String)> {
         let mut out = Vec::new();

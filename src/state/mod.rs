@@ -19,8 +19,9 @@
 //!   while the recorder commits in another.
 //! - **Bounded memory.** Each connection's page cache is capped
 //!   (`READER_CACHE_KIB`, `WRITER_CACHE_KIB`) and nothing is memory
-//!   mapped, so resident memory does not grow with the number of users; the
-//!   rest of the state stays in the OS page cache.
+//!   mapped; the rest of the state stays in the OS page cache. What grows
+//!   with the number of users is the run's pre-load (`preload`): a 64-bit
+//!   fingerprint of each known payload, about 7 bytes a user.
 //! - **Schema.** `users(user_id TEXT PRIMARY KEY, payload_hash BLOB(16),
 //!   status TEXT, first_seen INTEGER, last_seen INTEGER, address_hash BLOB,
 //!   validated_address TEXT) WITHOUT ROWID` (schema 2; a schema-1 file is
@@ -36,7 +37,8 @@
 //!
 //! Layout: this module holds the values and the error; `store` the
 //! connections, the lock and [`StateStore`] / `StateReader`; `sql` the
-//! schema and the queries they share; `import` [`StateStore::import`].
+//! schema and the queries they share; `preload` the known payloads in
+//! memory; `import` [`StateStore::import`].
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -50,6 +52,7 @@ use crate::input::InputError;
 use crate::outcome::Status;
 
 mod import;
+mod preload;
 mod sql;
 mod store;
 

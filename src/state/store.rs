@@ -10,16 +10,19 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
 
+use super::preload::Preloaded;
 use super::sql::{
     APPLICATION_ID, LOOKUP_BATCH, MIGRATE_1_TO_2, SCHEMA, SCHEMA_VERSION, UPSERT_SQL, UpsertRow,
     export_from, lookup_in, lookup_many_in, run_from_row, stats_in, upsert,
 };
-use super::{Known, Recorded, RunInfo, StateError, StateStats};
+use super::{Fingerprint, Known, Recorded, RunInfo, StateError, StateStats};
 
 /// Page cache of a [`StateReader`] (and of the store's own lookups), KiB.
 pub(super) const READER_CACHE_KIB: i64 = 32 * 1024;
 /// Page cache of the writing connection, KiB.
 pub(super) const WRITER_CACHE_KIB: i64 = 8 * 1024;
+/// Page cache of [`StateReader::preload`]'s one pass over the users, KiB.
+const PRELOAD_CACHE_KIB: i64 = 2 * 1024;
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -238,6 +241,7 @@ impl StateStore {
             conn: open_reader_conn(&self.path)?,
             path: self.path.clone(),
             txn_left: 0,
+            known: None,
             _lock: self.lock.clone(),
         })
     }
@@ -384,6 +388,8 @@ pub struct StateReader {
     path: PathBuf,
     /// Lookups left in the current read transaction (0: none open).
     txn_left: u32,
+    /// The known payloads in memory, once [`StateReader::preload`] ran.
+    known: Option<Preloaded>,
     _lock: Option<Arc<Lock>>,
 }
 
@@ -430,6 +436,34 @@ impl StateReader {
                 .map_err(StateError::sql(&self.path, "end a read transaction"))?;
         }
         Ok(())
+    }
+
+    /// Read every known payload's fingerprint into memory (about 7 bytes a
+    /// user, a few seconds for 10M), so [`StateReader::unchanged`] decides
+    /// most rows of a night without a lookup, whatever their order (see
+    /// `state::preload`). The table is read in one pass through a small page
+    /// cache, which does not stay resident. Returns the users held.
+    pub fn preload(&mut self) -> Result<u64, StateError> {
+        self.release()?;
+        let path = &self.path;
+        self.conn
+            .pragma_update(None, "cache_size", -PRELOAD_CACHE_KIB)
+            .map_err(StateError::sql(path, "set the cache size"))?;
+        let known =
+            Preloaded::load(&self.conn).map_err(StateError::sql(path, "read the known users"))?;
+        self.conn
+            .pragma_update(None, "cache_size", -READER_CACHE_KIB)
+            .map_err(StateError::sql(path, "set the cache size"))?;
+        let n = known.len();
+        self.known = Some(known);
+        Ok(n)
+    }
+
+    /// Whether a row whose payload has fingerprint `print` is known and
+    /// `unchanged`, decided from the pre-load alone (false without one, or
+    /// when the row must be looked up: new, `changed` or `updated`).
+    pub fn unchanged(&self, print: &Fingerprint) -> bool {
+        self.known.as_ref().is_some_and(|k| k.unchanged(print))
     }
 
     /// Resize this connection's page cache (default `READER_CACHE_KIB`, 32 MiB).
