@@ -53,9 +53,10 @@
 //!   build by sending under it), and from then on a probe's windows count
 //!   only once that credit is spent; windows carried by credit never count
 //!   as held. The held rate counts as passed only if it held with no 429
-//!   at all, and a shortfall of less than two, plus two standard
-//!   deviations of the noise, shows no bucket: a bucket believed from
-//!   noise turns every stray 429 into a cut to what was admitted.
+//!   at all, and a shortfall of less than a twentieth of the rate (at
+//!   least one), plus two standard deviations of the noise, shows no
+//!   bucket: a bucket believed from noise turns every stray 429 into a cut
+//!   to what was admitted.
 //! - **A pool-wide pause is push-back, not a measure.** A window in which
 //!   the partner's `Retry-After` held the whole pool (two 429s close
 //!   together) is pushed back unless the noise explains its 429s. What it
@@ -700,10 +701,12 @@ impl Controller {
         // A paused window admitted less for the pause: no bucket shows.
         let full = in_use && secs >= WINDOW.as_secs_f64() && !w.paused();
         // Noise refused some of what the limit admitted, give or take two
-        // standard deviations: a shortfall within that is no bucket.
+        // standard deviations, and a twentieth of the rate (at least one)
+        // is the measure's own slack: a shortfall within that is no
+        // bucket.
         let expected = self.expected_noise(w.requests);
         let noise = expected / secs.max(f64::EPSILON);
-        let margin = 2.0 + 2.0 * expected.sqrt() / secs.max(f64::EPSILON);
+        let margin = (0.05 * from).max(1.0) + 2.0 * expected.sqrt() / secs.max(f64::EPSILON);
         let credit_spent = self.judge_probe((admitted + noise).floor(), full, margin);
         // What held before counts below the rate pushed back, or only up
         // to what was admitted when that shows the earlier passes unsafe.
