@@ -72,8 +72,8 @@
 //!   probing; scattered ones are ignored.
 //!
 //! [`Controller::safe_rate`] is the highest rate held without push-back over
-//! the last minute: never at or above a rate pushed back in that minute or
-//! a ceiling that stands, nor a rate whose windows together drew clearly
+//! the last minute: never at or above a rate pushed back by a cluster (or
+//! found a limit by a check) in that minute, or a ceiling that stands, nor a rate whose windows together drew clearly
 //! more 429s than the rates under it; and when the partner paused the pool
 //! twice or more in that minute, no more than it admitted a second over the
 //! minute (a token bucket refills during each pause, so a rate far above its
@@ -250,6 +250,8 @@ struct Past {
     /// `rate` when the partner admitted less).
     seen: Tick,
     sent_at: f64,
+    /// For a push-back: by two 429s or more, or a check's verdict.
+    clustered: bool,
 }
 
 /// One rate decision, for the log and the operator's view.
@@ -387,12 +389,13 @@ impl Controller {
     /// push-backs. The held rate when no window qualifies.
     pub(crate) fn safe_rate(&self) -> f64 {
         let last_push = self.history.iter().rposition(|p| p.pushed.is_some());
-        // Never at or above a rate pushed back in the minute, nor a
-        // ceiling that stands.
+        // Never at or above a rate pushed back in the minute by a cluster
+        // (a lone 429 failing a probe may be noise), nor a ceiling that
+        // stands.
         let lowest_pushed = self
             .history
             .iter()
-            .filter(|p| p.pushed.is_some())
+            .filter(|p| p.pushed.is_some() && p.clustered)
             .map(|p| p.rate)
             .chain(self.ceiling.map(|c| c.rate))
             .fold(f64::INFINITY, f64::min);
@@ -1025,6 +1028,9 @@ impl Controller {
         self.history
             .retain(|p| p.pushed.is_some() || p.rate < ceiling);
         self.remember(ceiling, Some(back_to));
+        if let Some(p) = self.history.back_mut() {
+            p.clustered = true;
+        }
         // 429s down there beyond what the noise learned under it explains
         // start the lower rate's count, so they are checked one further
         // below soon; noise alone does not.
@@ -1064,6 +1070,7 @@ impl Controller {
                 self.last
             },
             sent_at: self.rate,
+            clustered: admitted.is_some() && self.last.throttled >= 2,
         });
         while self
             .history

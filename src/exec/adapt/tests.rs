@@ -317,11 +317,12 @@ fn spurious_429s_and_5xx_do_not_drag_the_rate_down() {
     // 1 % spurious 429s and 1.5 % 503s (the 500s the sandbox adds are
     // retried and never reach the controller), over several draws.
     //
-    // The safe rate is in [36, 41) in most draws, not all: one above a
-    // fixed window's limit is refused about as often as 1 % noise, and a
-    // check one below tells them apart about half the time; and a noise
-    // cluster pushes back now and then at a rate under the limit, which
-    // keeps the safe rate under it for a minute (docs/rate-limiting.md, Adaptive rate).
+    // The safe rate is in [36, 41) in most draws against a sliding window
+    // or a bucket: a noise cluster pushes back now and then at a rate
+    // under the limit, which keeps the safe rate under it for a minute.
+    // Against a fixed window it may end one above the limit: one above is
+    // refused about as often as 1 % noise, and a check one below tells
+    // them apart about half the time (docs/rate-limiting.md, Adaptive rate).
     let mut outside = Vec::new();
     for (algo, seed) in ALGOS.into_iter().flat_map(|a| (0..8).map(move |s| (a, s))) {
         let mut c = Controller::new(10.0, 200.0);
@@ -346,12 +347,12 @@ fn spurious_429s_and_5xx_do_not_drag_the_rate_down() {
             (34.0..42.0).contains(&safe),
             "{algo:?} seed {seed}: safe rate {safe}"
         );
-        if !(36.0..41.0).contains(&safe) {
+        if algo != Algo::Fixed && !(36.0..41.0).contains(&safe) {
             outside.push((algo, seed, safe));
         }
     }
     assert!(
-        outside.len() <= 6,
+        outside.len() <= 2,
         "safe rates outside [36, 41): {outside:?}"
     );
 }
