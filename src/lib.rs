@@ -12,6 +12,8 @@ pub(crate) mod error;
 pub(crate) mod error_chain;
 pub mod exec;
 pub(crate) mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod input;
 pub mod intake;
 pub(crate) mod logging;

@@ -320,33 +320,7 @@ impl ConnectClient {
             kind: transport_kind(&e),
             message: crate::error_chain::chain(&e),
         })?;
-        let code = status.as_u16();
-        if status.is_success() {
-            let parsed: TokenResponse =
-                serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
-            if parsed.access_token.is_empty() {
-                return Err(TokenError::Malformed("empty access_token".into()));
-            }
-            return Ok(Token {
-                access_token: SecretString::from(parsed.access_token),
-                expires_in: Duration::from_secs(parsed.expires_in),
-            });
-        }
-        let message = || describe_body(&bytes).unwrap_or_else(|| status_text(status));
-        Err(match code {
-            400 | 401 | 403 => TokenError::Refused {
-                status: code,
-                message: message(),
-            },
-            408 | 429 | 500..=599 => TokenError::Unavailable {
-                status: code,
-                retry_after,
-            },
-            _ => TokenError::Unexpected {
-                status: code,
-                message: message(),
-            },
-        })
+        read_token_answer(status, retry_after, &bytes)
     }
 
     /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
@@ -420,7 +394,11 @@ impl ConnectClient {
             }
         };
         let status = resp.status();
-        let retry_after = retry_after(resp.headers());
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // A failed body read does not change what the status line said (a 200
         // is a creation even if the echo was cut off), so keep the status.
         let bytes = match resp.bytes().await {
@@ -430,14 +408,35 @@ impl ConnectClient {
                 Bytes::new()
             }
         };
+        Attempt::answered(
+            status,
+            retry_after.as_deref(),
+            &bytes,
+            read_address,
+            SystemTime::now(),
+        )
+    }
+}
+
+impl Attempt {
+    /// An answer as [`ConnectClient`] reads it: the status, the
+    /// `Retry-After` header's text, the body; with `read_address`, a 2xx
+    /// body is read as the address endpoint's answer.
+    pub(crate) fn answered(
+        status: StatusCode,
+        retry_after: Option<&str>,
+        bytes: &[u8],
+        read_address: bool,
+        now: SystemTime,
+    ) -> Attempt {
         let (error, snippet) = if status.is_success() {
             (None, None)
         } else {
-            read_error_body(&bytes)
+            read_error_body(bytes)
         };
         let validated = (read_address && status.is_success())
             .then(|| {
-                let v = ValidatedAddress::from_answer(&bytes);
+                let v = ValidatedAddress::from_answer(bytes);
                 if v.is_none() {
                     tracing::debug!(
                         "the address answer is not a JSON object; nothing validated kept"
@@ -448,12 +447,47 @@ impl ConnectClient {
             .flatten();
         Attempt::Answered {
             status: status.as_u16(),
-            retry_after,
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
             error,
             snippet,
             validated,
         }
     }
+}
+
+/// The token endpoint's answer: a token from a 2xx, else the typed refusal.
+pub(crate) fn read_token_answer(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    bytes: &[u8],
+) -> Result<Token, TokenError> {
+    let code = status.as_u16();
+    if status.is_success() {
+        let parsed: TokenResponse =
+            serde_json::from_slice(bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if parsed.access_token.is_empty() {
+            return Err(TokenError::Malformed("empty access_token".into()));
+        }
+        return Ok(Token {
+            access_token: SecretString::from(parsed.access_token),
+            expires_in: Duration::from_secs(parsed.expires_in),
+        });
+    }
+    let message = || describe_body(bytes).unwrap_or_else(|| status_text(status));
+    Err(match code {
+        400 | 401 | 403 => TokenError::Refused {
+            status: code,
+            message: message(),
+        },
+        408 | 429 | 500..=599 => TokenError::Unavailable {
+            status: code,
+            retry_after,
+        },
+        _ => TokenError::Unexpected {
+            status: code,
+            message: message(),
+        },
+    })
 }
 
 /// True for `localhost` and loopback IP hosts (`127.0.0.0/8`, `[::1]`).
