@@ -28,6 +28,10 @@ use crate::api::model::{
 /// for this much, so one odd header cannot park the whole pool for hours.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
+/// Longest token lifetime we believe. A token answer that claims more (up to
+/// `u64::MAX` seconds) is taken to say this much: the clock cannot add more.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How much of an unparseable error body is kept for messages.
 const SNIPPET_LEN: usize = 200;
 
@@ -470,7 +474,7 @@ pub(crate) fn read_token_answer(
         }
         return Ok(Token {
             access_token: SecretString::from(parsed.access_token),
-            expires_in: Duration::from_secs(parsed.expires_in),
+            expires_in: Duration::from_secs(parsed.expires_in).min(MAX_TOKEN_LIFETIME),
         });
     }
     let message = || describe_body(bytes).unwrap_or_else(|| status_text(status));
@@ -599,6 +603,22 @@ fn status_text(status: StatusCode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Found by the `answer` fuzz target (fuzz/corpus/answer/token_forever):
+    // a token answer with `"expires_in": 18446744073709551615` made the
+    // token manager panic adding the lifetime to the clock.
+    #[test]
+    fn a_token_that_lasts_forever_is_taken_for_a_year() {
+        let body = br#"{"access_token":"t","token_type":"Bearer","expires_in":18446744073709551615,"created_at":0}"#;
+        let Ok(token) = read_token_answer(StatusCode::OK, None, body) else {
+            panic!("a token");
+        };
+        let now = tokio::time::Instant::now();
+        let opts = crate::api::token::TokenOptions::default();
+        let (expires, refresh) = crate::api::token::deadlines(now, token.expires_in, &opts);
+        assert!(now < refresh && refresh < expires);
+        assert_eq!(token.expires_in, MAX_TOKEN_LIFETIME);
+    }
 
     fn creds() -> Credentials {
         Credentials {
