@@ -22,7 +22,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 nice -n 10 cargo +nightly fuzz build >/dev/null
 mkdir -p fuzz/work
 
-artifacts() { find "fuzz/artifacts/$1" -type f 2>/dev/null | wc -l; }
+artifacts() { { find "fuzz/artifacts/$1" -type f 2>/dev/null || true; } | wc -l; }
 
 echo "| target | minutes | runs | cov | ft | corpus | crashes |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
