@@ -13,6 +13,8 @@ pub(crate) mod error_chain;
 pub mod exec;
 pub(crate) mod exit;
 pub(crate) mod fpset;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod input;
 pub mod intake;
 pub(crate) mod logging;

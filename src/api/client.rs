@@ -28,6 +28,10 @@ use crate::api::model::{
 /// for this much, so one odd header cannot park the whole pool for hours.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
+/// Longest token lifetime we believe. A token answer that claims more (up to
+/// `u64::MAX` seconds) is taken to say this much: the clock cannot add more.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// How much of an unparseable error body is kept for messages.
 const SNIPPET_LEN: usize = 200;
 
@@ -320,33 +324,7 @@ impl ConnectClient {
             kind: transport_kind(&e),
             message: crate::error_chain::chain(&e),
         })?;
-        let code = status.as_u16();
-        if status.is_success() {
-            let parsed: TokenResponse =
-                serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
-            if parsed.access_token.is_empty() {
-                return Err(TokenError::Malformed("empty access_token".into()));
-            }
-            return Ok(Token {
-                access_token: SecretString::from(parsed.access_token),
-                expires_in: Duration::from_secs(parsed.expires_in),
-            });
-        }
-        let message = || describe_body(&bytes).unwrap_or_else(|| status_text(status));
-        Err(match code {
-            400 | 401 | 403 => TokenError::Refused {
-                status: code,
-                message: message(),
-            },
-            408 | 429 | 500..=599 => TokenError::Unavailable {
-                status: code,
-                retry_after,
-            },
-            _ => TokenError::Unexpected {
-                status: code,
-                message: message(),
-            },
-        })
+        read_token_answer(status, retry_after, &bytes)
     }
 
     /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
@@ -420,7 +398,11 @@ impl ConnectClient {
             }
         };
         let status = resp.status();
-        let retry_after = retry_after(resp.headers());
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // A failed body read does not change what the status line said (a 200
         // is a creation even if the echo was cut off), so keep the status.
         let bytes = match resp.bytes().await {
@@ -430,14 +412,35 @@ impl ConnectClient {
                 Bytes::new()
             }
         };
+        Attempt::answered(
+            status,
+            retry_after.as_deref(),
+            &bytes,
+            read_address,
+            SystemTime::now(),
+        )
+    }
+}
+
+impl Attempt {
+    /// An answer as [`ConnectClient`] reads it: the status, the
+    /// `Retry-After` header's text, the body; with `read_address`, a 2xx
+    /// body is read as the address endpoint's answer.
+    pub(crate) fn answered(
+        status: StatusCode,
+        retry_after: Option<&str>,
+        bytes: &[u8],
+        read_address: bool,
+        now: SystemTime,
+    ) -> Attempt {
         let (error, snippet) = if status.is_success() {
             (None, None)
         } else {
-            read_error_body(&bytes)
+            read_error_body(bytes)
         };
         let validated = (read_address && status.is_success())
             .then(|| {
-                let v = ValidatedAddress::from_answer(&bytes);
+                let v = ValidatedAddress::from_answer(bytes);
                 if v.is_none() {
                     tracing::debug!(
                         "the address answer is not a JSON object; nothing validated kept"
@@ -448,12 +451,47 @@ impl ConnectClient {
             .flatten();
         Attempt::Answered {
             status: status.as_u16(),
-            retry_after,
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
             error,
             snippet,
             validated,
         }
     }
+}
+
+/// The token endpoint's answer: a token from a 2xx, else the typed refusal.
+pub(crate) fn read_token_answer(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    bytes: &[u8],
+) -> Result<Token, TokenError> {
+    let code = status.as_u16();
+    if status.is_success() {
+        let parsed: TokenResponse =
+            serde_json::from_slice(bytes).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if parsed.access_token.is_empty() {
+            return Err(TokenError::Malformed("empty access_token".into()));
+        }
+        return Ok(Token {
+            access_token: SecretString::from(parsed.access_token),
+            expires_in: Duration::from_secs(parsed.expires_in).min(MAX_TOKEN_LIFETIME),
+        });
+    }
+    let message = || describe_body(bytes).unwrap_or_else(|| status_text(status));
+    Err(match code {
+        400 | 401 | 403 => TokenError::Refused {
+            status: code,
+            message: message(),
+        },
+        408 | 429 | 500..=599 => TokenError::Unavailable {
+            status: code,
+            retry_after,
+        },
+        _ => TokenError::Unexpected {
+            status: code,
+            message: message(),
+        },
+    })
 }
 
 /// True for `localhost` and loopback IP hosts (`127.0.0.0/8`, `[::1]`).
@@ -565,6 +603,22 @@ fn status_text(status: StatusCode) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Found by the `answer` fuzz target (fuzz/corpus/answer/token_forever):
+    // a token answer with `"expires_in": 18446744073709551615` made the
+    // token manager panic adding the lifetime to the clock.
+    #[test]
+    fn a_token_that_lasts_forever_is_taken_for_a_year() {
+        let body = br#"{"access_token":"t","token_type":"Bearer","expires_in":18446744073709551615,"created_at":0}"#;
+        let Ok(token) = read_token_answer(StatusCode::OK, None, body) else {
+            panic!("a token");
+        };
+        let now = tokio::time::Instant::now();
+        let opts = crate::api::token::TokenOptions::default();
+        let (expires, refresh) = crate::api::token::deadlines(now, token.expires_in, &opts);
+        assert!(now < refresh && refresh < expires);
+        assert_eq!(token.expires_in, MAX_TOKEN_LIFETIME);
+    }
 
     fn creds() -> Credentials {
         Credentials {

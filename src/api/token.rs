@@ -181,10 +181,11 @@ impl TokenManager {
     ) -> Result<Arc<TokenManager>, TokenError> {
         let first = fetch_with_retry(&source, &opts.retry).await?;
         let now = Instant::now();
+        let (expires_at, next_refresh) = deadlines(now, first.expires_in, &opts);
         let (tx, rx) = watch::channel(Current {
             generation: 1,
             token: to_access(&first),
-            expires_at: now + first.expires_in,
+            expires_at,
             issued_at: now,
             failure: None,
         });
@@ -199,7 +200,7 @@ impl TokenManager {
             refreshes: refreshes.clone(),
             last_good: last_good.clone(),
             unusable_streak: 0,
-            next_refresh: now + refresh_delay(first.expires_in, &opts),
+            next_refresh,
             issued_at: now,
         };
         let task = tokio::spawn(refresher.run()).abort_handle();
@@ -294,6 +295,16 @@ impl TokenManager {
 /// When to refresh a token of this lifetime: the earlier of 80 % and
 /// `lifetime − 60 s`, but not before half the lifetime (short test TTLs) and
 /// not sooner than `min_refresh_interval`.
+/// When a token received at `now` that lasts `lifetime` expires, and when
+/// its scheduled refresh is due.
+pub(crate) fn deadlines(
+    now: Instant,
+    lifetime: Duration,
+    opts: &TokenOptions,
+) -> (Instant, Instant) {
+    (now + lifetime, now + refresh_delay(lifetime, opts))
+}
+
 fn refresh_delay(lifetime: Duration, opts: &TokenOptions) -> Duration {
     let ahead = lifetime
         .mul_f64(0.8)
@@ -424,12 +435,13 @@ impl<S: FetchToken> Refresher<S> {
     fn publish(&mut self, token: &Token, why: Why) {
         let now = Instant::now();
         self.issued_at = now;
-        self.next_refresh = now + refresh_delay(token.expires_in, &self.opts);
+        let (expires_at, next_refresh) = deadlines(now, token.expires_in, &self.opts);
+        self.next_refresh = next_refresh;
         let generation = self.tx.borrow().generation + 1;
         self.tx.send_replace(Current {
             generation,
             token: to_access(token),
-            expires_at: now + token.expires_in,
+            expires_at,
             issued_at: now,
             failure: None,
         });

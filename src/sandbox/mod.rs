@@ -80,6 +80,23 @@ pub use seconds::SecondCounts;
 pub use service::SlowStart;
 pub use state::{ConfigPatch, LiveConfig, Stats};
 
+pub(crate) use routes::BodyRoute;
+
+/// The statuses one fresh sandbox answers `body` sent twice to `route`,
+/// past the token, limiter and fault stages, and the users it then holds
+/// (the fuzz targets' entry, `crate::fuzzing`).
+pub(crate) fn answer_twice(
+    route: BodyRoute,
+    query: Option<&str>,
+    user_id: &str,
+    body: &[u8],
+) -> ([u16; 2], usize) {
+    let sh = state::Shared::new(&SandboxConfig::default());
+    let once = || routes::answer_body(&sh, route, query, user_id, body).as_u16();
+    let first = once();
+    ([first, once()], sh.users().len())
+}
+
 /// How long `shutdown` lets in-flight requests finish before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

@@ -453,6 +453,13 @@ async fn get_config(State(sh): Shr) -> Response {
 
 /// `POST /_sandbox/config`: applies a [`ConfigPatch`] and answers the new settings.
 async fn set_config(State(sh): Shr, body: Result<Bytes, BytesRejection>) -> Response {
+    match configure(&sh, body) {
+        Ok(()) => Json(sh.live_config()).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn configure(sh: &Shared, body: Result<Bytes, BytesRejection>) -> Result<(), HttpError> {
     let patch = body
         .map_err(|r| HttpError::malformed(r.body_text()))
         .and_then(|b| {
@@ -464,11 +471,45 @@ async fn set_config(State(sh): Shr, body: Result<Bytes, BytesRejection>) -> Resp
                 .map(|()| p)
                 .map_err(|e| HttpError::malformed(e.to_string()))
         });
-    match patch.and_then(|p| {
+    patch.and_then(|p| {
         sh.apply(&p)
             .map_err(|e| HttpError::malformed(e.to_string()))
-    }) {
-        Ok(()) => Json(sh.live_config()).into_response(),
-        Err(e) => e.into_response(),
+    })
+}
+
+/// A request body the sandbox reads, for [`answer_body`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum BodyRoute {
+    /// `POST /v2/oauth/token`, with its query string.
+    Token,
+    /// `POST /v2/fulfillment/users`.
+    User,
+    /// `POST /v2/fulfillment/users/{user_id}/addresses`.
+    Address,
+    /// `POST /_sandbox/config`.
+    Config,
+}
+
+/// The status the sandbox answers `body` at `route` with, past the token,
+/// limiter and fault stages (the fuzz targets' entry, `crate::fuzzing`).
+pub(crate) fn answer_body(
+    sh: &Shared,
+    route: BodyRoute,
+    query: Option<&str>,
+    user_id: &str,
+    body: &[u8],
+) -> StatusCode {
+    let body = Ok(Bytes::copy_from_slice(body));
+    let status = |r: Result<Response, HttpError>| match r {
+        Ok(resp) => resp.status(),
+        Err(e) => e.into_response().status(),
+    };
+    match route {
+        BodyRoute::Token => status(issue(sh, query, body)),
+        BodyRoute::User => status(create(sh, body).map(|u| Json(u).into_response())),
+        BodyRoute::Address => {
+            status(upsert_address(sh, user_id, body).map(|a| Json(a).into_response()))
+        }
+        BodyRoute::Config => status(configure(sh, body).map(|()| StatusCode::OK.into_response())),
     }
 }

@@ -89,7 +89,12 @@ impl ConfigFile {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| ConfigFileError::Parse {
+        Ok(Self::parse(&text, path)?)
+    }
+
+    /// Parse `text`, the contents of the file at `path`.
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigFileError> {
+        let mut cfg: ConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
             path: path.to_path_buf(),
             message: e.message().to_string()
                 + &e.span()

@@ -11,8 +11,8 @@
 //! so a fingerprint names one user's one payload: a row taken for
 //! `unchanged` that is not has a fingerprint equal to one of the n stored
 //! ones by chance, which for m rows happens with probability at most
-//! m·n/2⁶⁴ (~5·10⁻⁶ for a night of 10M rows against 10M users; README
-//! "Incremental nightly runs"). SHA-256 cannot be steered to such a match.
+//! m·n/2⁶⁴ (~5·10⁻⁶ for a night of 10M rows against 10M users;
+//! docs/operations.md "Incremental nightly runs"). SHA-256 cannot be steered to such a match.
 
 use rusqlite::Connection;
 
