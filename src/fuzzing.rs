@@ -155,7 +155,7 @@ pub fn config_toml(text: &str) {
 /// the address endpoint): `status` (100–999), the `Retry-After` header's
 /// text, the body. Classified, it always gives a verdict the status table
 /// allows (`api::classify`).
-pub fn partner_answer(status: u16, retry_after: Option<&str>, body: &[u8], address: bool) {
+pub(crate) fn partner_answer(status: u16, retry_after: Option<&str>, body: &[u8], address: bool) {
     let Ok(code) = StatusCode::from_u16(status) else {
         return;
     };
@@ -202,7 +202,7 @@ pub fn partner_answer(status: u16, retry_after: Option<&str>, body: &[u8], addre
 
 /// The token endpoint's answer: `status` (100–999), the body. A token it
 /// grants gets its expiry and refresh times as the token manager sets them.
-pub fn token_answer(status: u16, retry_after: Option<Duration>, body: &[u8]) {
+pub(crate) fn token_answer(status: u16, retry_after: Option<Duration>, body: &[u8]) {
     let Ok(code) = StatusCode::from_u16(status) else {
         return;
     };
@@ -220,7 +220,7 @@ pub fn token_answer(status: u16, retry_after: Option<Duration>, body: &[u8]) {
 /// A request body the sandbox reads (which one: `route`), sent twice to one
 /// fresh sandbox past its token, limiter and fault stages. Checks the
 /// statuses docs/sandbox.md documents and that nothing is created twice.
-pub fn sandbox_body(route: u8, query: Option<&str>, user_id: &str, body: &[u8]) {
+pub(crate) fn sandbox_body(route: u8, query: Option<&str>, user_id: &str, body: &[u8]) {
     let route = match route % 4 {
         0 => BodyRoute::Token,
         1 => BodyRoute::User,

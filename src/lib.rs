@@ -21,11 +21,11 @@ pub(crate) mod logging;
 pub mod outcome;
 pub mod progress;
 pub mod report;
-pub mod retry;
+pub(crate) mod retry;
 pub(crate) mod rowset;
 pub mod sandbox;
 pub mod settings;
-pub mod shard;
+pub(crate) mod shard;
 pub mod state;
 pub mod validate;
 

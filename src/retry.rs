@@ -16,7 +16,7 @@ use rand::Rng;
 
 /// How often and how patiently a request is retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Requests allowed per row, the first one included (`--max-attempts`).
     pub max_attempts: u32,
     /// Ceiling of the first delay.

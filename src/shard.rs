@@ -11,29 +11,29 @@ use std::str::FromStr;
 
 /// Shard `index` of `count` (1 ≤ index ≤ count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
+pub(crate) struct Shard {
     index: u32,
     count: u32,
 }
 
 impl Shard {
     /// Shard `index` of `count`; `None` unless 1 ≤ index ≤ count.
-    pub fn new(index: u32, count: u32) -> Option<Shard> {
+    pub(crate) fn new(index: u32, count: u32) -> Option<Shard> {
         (index >= 1 && index <= count).then_some(Shard { index, count })
     }
 
     /// Its number, 1-based.
-    pub fn index(self) -> u32 {
+    pub(crate) fn index(self) -> u32 {
         self.index
     }
 
     /// How many shards there are.
-    pub fn count(self) -> u32 {
+    pub(crate) fn count(self) -> u32 {
         self.count
     }
 
     /// The shard (1-based) a row with this `user_id` belongs to, of `count`.
-    pub fn of(user_id: &str, count: u32) -> u32 {
+    pub(crate) fn of(user_id: &str, count: u32) -> u32 {
         let h = xxhash_rust::xxh3::xxh3_64(user_id.as_bytes());
         (h % u64::from(count.max(1))) as u32 + 1
     }

@@ -80,7 +80,7 @@ impl ValidateOptions {
     }
 
     /// `--require-address`: a row without an address is invalid.
-    pub fn require_address(mut self, yes: bool) -> Self {
+    pub(crate) fn require_address(mut self, yes: bool) -> Self {
         self.require_address = yes;
         self
     }

@@ -1,12 +1,12 @@
 //! The HTTP client for the two Connect endpoints (README "Running against Instacart").
 //!
-//! One [`reqwest::Client`] is built once and shared (cloning a [`ConnectClient`]
+//! One [`reqwest::Client`] is built once and shared (cloning a `ConnectClient`
 //! is cheap), so connections are pooled across all workers. The client only
-//! *reports* what happened: [`ConnectClient::create_user`] makes exactly one
+//! *reports* what happened: `ConnectClient::create_user` makes exactly one
 //! request and returns an [`Attempt`] (data, never an error); deciding whether
 //! that means created / exists / retry / rejected is `api::classify`'s job, and
-//! retrying is `exec::worker`'s. [`ConnectClient::fetch_token`] returns a typed
-//! [`TokenError`] so the caller can tell "credentials refused" (fatal, exit 3)
+//! retrying is `exec::worker`'s. `ConnectClient::fetch_token` returns a typed
+//! `TokenError` so the caller can tell "credentials refused" (fatal, exit 3)
 //! from "the endpoint is down" (retry).
 
 use std::error::Error as _;
@@ -39,7 +39,7 @@ const SNIPPET_LEN: usize = 200;
 ///
 /// `Debug` shows the secret as `[REDACTED]` (secrecy's `SecretString`).
 #[derive(Clone, Debug)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// OAuth `client_id`.
     pub client_id: String,
     /// OAuth `client_secret`.
@@ -51,11 +51,11 @@ pub struct Credentials {
 /// A base URL, parsed once: http or https, with a host. It shows without a
 /// trailing slash, as messages and summary.json name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseUrl(Url);
+pub(crate) struct BaseUrl(Url);
 
 impl BaseUrl {
     /// Parse `s`; an error names the URL and what is wrong with it.
-    pub fn parse(s: &str) -> Result<BaseUrl, ClientBuildError> {
+    pub(crate) fn parse(s: &str) -> Result<BaseUrl, ClientBuildError> {
         let url = Url::parse(s.trim()).map_err(|e| invalid_url(s, &e.to_string()))?;
         BaseUrl::new(url).map_err(|reason| invalid_url(s, reason))
     }
@@ -93,7 +93,7 @@ fn invalid_url(url: &str, reason: &str) -> ClientBuildError {
 
 /// Why a [`ConnectClient`] could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBuildError {
+pub(crate) enum ClientBuildError {
     /// The base URL does not parse or is not http(s).
     #[error("invalid base URL {url:?}: {reason}")]
     InvalidUrl {
@@ -167,7 +167,7 @@ pub enum Attempt {
 
 /// An access token as issued by `POST /v2/oauth/token`.
 #[derive(Debug)]
-pub struct Token {
+pub(crate) struct Token {
     /// The bearer token for `Authorization` headers.
     pub access_token: SecretString,
     /// Lifetime from the moment it was received (`expires_in`).
@@ -176,7 +176,7 @@ pub struct Token {
 
 /// Why no token could be fetched.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// 400/401/403: the credentials (or scope) were refused. Fatal: exit 3.
     #[error("credentials refused by the token endpoint (HTTP {status}): {message}")]
     Refused {
@@ -222,7 +222,7 @@ pub enum TokenError {
 
 impl TokenError {
     /// Worth retrying with backoff (the endpoint may come back).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self,
             TokenError::Unavailable { .. } | TokenError::Transport { .. }
@@ -240,7 +240,7 @@ impl TokenError {
 
 /// Client for the Connect endpoints. Cheap to clone (the pool is shared).
 #[derive(Clone)]
-pub struct ConnectClient {
+pub(crate) struct ConnectClient {
     http: reqwest::Client,
     base: Url,
     token_url: Url,
@@ -264,7 +264,7 @@ impl ConnectClient {
     /// Redirects are never followed (a redirected POST would silently become a
     /// GET or leak the bearer token), and loopback targets bypass any
     /// `HTTP_PROXY` from the environment.
-    pub fn new(
+    pub(crate) fn new(
         base: &BaseUrl,
         credentials: Credentials,
         timeout: Duration,
@@ -300,7 +300,7 @@ impl ConnectClient {
 
     /// `POST /v2/oauth/token` with the credentials in a JSON body (as query
     /// parameters Connect refuses them with 403). One request, no retries.
-    pub async fn fetch_token(&self) -> Result<Token, TokenError> {
+    pub(crate) async fn fetch_token(&self) -> Result<Token, TokenError> {
         let creds = &*self.credentials;
         let body = TokenRequestRef {
             client_id: &creds.client_id,
@@ -328,14 +328,14 @@ impl ConnectClient {
     }
 
     /// `POST /v2/fulfillment/users`: exactly one request, whatever happens.
-    pub async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
+    pub(crate) async fn create_user(&self, token: &str, body: Bytes) -> Attempt {
         self.post(token, self.users_url.clone(), body, false).await
     }
 
     /// One request to `endpoint` for `user_id`: create-user, or
     /// `POST /v2/fulfillment/users/{user_id}/addresses` (the id
     /// percent-encoded as one path segment).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         token: &str,
         endpoint: Endpoint,

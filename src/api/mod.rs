@@ -4,12 +4,12 @@
 pub mod classify;
 pub mod client;
 pub mod model;
-pub mod token;
+pub(crate) mod token;
 
 use client::{BaseUrl, Credentials};
 
 /// Where a live run sends its requests.
-pub struct Remote {
+pub(crate) struct Remote {
     pub(crate) base_url: BaseUrl,
     pub(crate) credentials: Credentials,
     /// Named in summary.json.

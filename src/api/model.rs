@@ -103,7 +103,7 @@ pub struct Address {
 
 /// Which Connect endpoint a payload goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// `POST /v2/fulfillment/users`: create a bare user.
     Users,
     /// `POST /v2/fulfillment/users/{user_id}/addresses`: create (or find) the
@@ -147,14 +147,14 @@ impl Payload {
     }
 
     /// The user's fields, by value.
-    pub fn into_user(self) -> CreateUser {
+    pub(crate) fn into_user(self) -> CreateUser {
         match self {
             Payload::User(u) | Payload::WithAddress(u, _) => u,
         }
     }
 
     /// The address, when the row has one.
-    pub fn address(&self) -> Option<&Address> {
+    pub(crate) fn address(&self) -> Option<&Address> {
         match self {
             Payload::User(_) => None,
             Payload::WithAddress(_, a) => Some(a),
@@ -162,7 +162,7 @@ impl Payload {
     }
 
     /// The endpoint it goes to.
-    pub fn endpoint(&self) -> Endpoint {
+    pub(crate) fn endpoint(&self) -> Endpoint {
         match self {
             Payload::User(_) => Endpoint::Users,
             Payload::WithAddress(..) => Endpoint::Addresses,
@@ -170,7 +170,7 @@ impl Payload {
     }
 
     /// The exact JSON body sent (serialised once per row).
-    pub fn to_body(&self) -> serde_json::Result<Vec<u8>> {
+    pub(crate) fn to_body(&self) -> serde_json::Result<Vec<u8>> {
         match self {
             Payload::User(u) => serde_json::to_vec(u),
             Payload::WithAddress(u, a) => serde_json::to_vec(&AddressBody {
@@ -208,14 +208,14 @@ pub struct AddressAnswer {
     pub long_distance_delivery: bool,
 }
 
-pub use crate::outcome::ValidatedAddress;
+pub(crate) use crate::outcome::ValidatedAddress;
 
 /// Reading the address endpoint's 200 answer liberally: each field at the
 /// top level, or nested under `address` (and the flag also under `flags`,
 /// as the deprecated sibling answers). A field that is absent stays `None`.
 impl ValidatedAddress {
     /// Read a 200 body; `None` when it is not a JSON object.
-    pub fn from_answer(bytes: &[u8]) -> Option<ValidatedAddress> {
+    pub(crate) fn from_answer(bytes: &[u8]) -> Option<ValidatedAddress> {
         let root: serde_json::Value = serde_json::from_slice(bytes).ok()?;
         let root = root.as_object()?;
         let nested = root.get("address").and_then(serde_json::Value::as_object);
@@ -251,7 +251,7 @@ impl ValidatedAddress {
 /// A postal code Connect serves: a US ZIP (`94105`, `94105-1234`) or a
 /// Canadian postal code (`K1A 0B1`, space optional, any case). Returns the
 /// canonical form (`K1A 0B1`), or `None`.
-pub fn canonical_postal_code(s: &str) -> Option<String> {
+pub(crate) fn canonical_postal_code(s: &str) -> Option<String> {
     let s = s.trim();
     let b = s.as_bytes();
     let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
@@ -284,12 +284,12 @@ pub fn canonical_postal_code(s: &str) -> Option<String> {
 }
 
 /// The `error` member of an error body: what went wrong, as text and as a code
-/// (see [`codes`]).
+/// (see `codes`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     /// Human-readable description.
     pub message: String,
-    /// Numeric error code (see [`codes`]).
+    /// Numeric error code (see `codes`).
     pub code: u32,
 }
 
@@ -604,7 +604,7 @@ mod meta_field {
 
 /// Error codes. The first group is the table in Connect's docs (docs/rate-limiting.md "Error bodies");
 /// identify an error by its code together with `meta.key`.
-pub mod codes {
+pub(crate) mod codes {
     /// A request parameter is invalid or missing; `meta.key` names it.
     pub(crate) const INVALID_PARAMETER: u32 = 1001;
     /// Transient: try the same request again later.
@@ -632,39 +632,25 @@ pub mod codes {
     // What the sandbox answers for each refusal: names for readability at the
     // call sites, every one a documented code above.
     /// A required field is blank or missing.
-    pub const BLANK: u32 = INVALID_PARAMETER;
-    /// A name contains one of `/ : < > $ % ?`.
-    pub const FORBIDDEN_CHARS: u32 = INVALID_PARAMETER;
+    pub(crate) const BLANK: u32 = INVALID_PARAMETER;
     /// The `user_id` already exists (with a "has already been taken" message).
-    pub const TAKEN: u32 = INVALID_PARAMETER;
-    /// `phone_number` is not E.164.
-    pub const INVALID_PHONE: u32 = INVALID_PARAMETER;
-    /// `locale` is not a supported IETF language tag.
-    pub const INVALID_LOCALE: u32 = INVALID_PARAMETER;
+    pub(crate) const TAKEN: u32 = INVALID_PARAMETER;
     /// The body is not the expected JSON.
-    pub const MALFORMED: u32 = INVALID_REQUEST;
-    /// 401: missing, wrong or expired token, or wrong client credentials.
-    pub const UNAUTHORIZED: u32 = INVALID_REQUEST;
-    /// 403: credentials in the query string.
-    pub const FORBIDDEN: u32 = INVALID_REQUEST;
-    /// 404 / 405: no such endpoint.
-    pub const NOT_FOUND: u32 = RECORD_NOT_FOUND;
-    /// 429: the per-second threshold was exceeded.
-    pub const RATE_LIMITED: u32 = RETRY_LATER;
+    pub(crate) const MALFORMED: u32 = INVALID_REQUEST;
 }
 
 /// Characters Connect forbids in `first_name` / `last_name`.
 pub const FORBIDDEN_NAME_CHARS: &[char] = &['/', ':', '<', '>', '$', '%', '?'];
 
 /// Path of the token endpoint.
-pub const TOKEN_PATH: &str = "/v2/oauth/token";
+pub(crate) const TOKEN_PATH: &str = "/v2/oauth/token";
 /// Path of the create-user endpoint.
-pub const USERS_PATH: &str = "/v2/fulfillment/users";
+pub(crate) const USERS_PATH: &str = "/v2/fulfillment/users";
 /// Route of the create-user-and-validate-address endpoint (`{user_id}` is
 /// the user's id, percent-encoded as one path segment).
-pub const ADDRESSES_ROUTE: &str = "/v2/fulfillment/users/{user_id}/addresses";
+pub(crate) const ADDRESSES_ROUTE: &str = "/v2/fulfillment/users/{user_id}/addresses";
 /// The last path segment of the address endpoint.
-pub const ADDRESSES_SEGMENT: &str = "addresses";
+pub(crate) const ADDRESSES_SEGMENT: &str = "addresses";
 
 #[cfg(test)]
 mod tests {

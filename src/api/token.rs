@@ -46,7 +46,7 @@ use crate::retry::RetryPolicy;
 
 /// Tuning of the token manager; [`Default`] suits production.
 #[derive(Clone, Copy, Debug)]
-pub struct TokenOptions {
+pub(crate) struct TokenOptions {
     /// Retries of a failing token request (transient errors only).
     pub retry: RetryPolicy,
     /// Fresh tokens in a row that may be 401'd before giving up.
@@ -77,11 +77,11 @@ impl Default for TokenOptions {
 
 /// The bearer token value. `Debug` does not show it.
 #[derive(Clone)]
-pub struct AccessToken(Arc<str>);
+pub(crate) struct AccessToken(Arc<str>);
 
 impl AccessToken {
     /// The raw token, for the Authorization header only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -95,7 +95,7 @@ impl fmt::Debug for AccessToken {
 /// A snapshot of the current token, with the generation to pass to
 /// `TokenManager::invalidate` when it is refused.
 #[derive(Clone, Debug)]
-pub struct TokenRef {
+pub(crate) struct TokenRef {
     /// Counts the tokens published, from 1; a refresh publishes the next.
     pub generation: u64,
     /// The token itself.
@@ -135,7 +135,7 @@ impl FetchToken for ConnectClient {
 }
 
 /// Shared owner of the access token. See the module docs.
-pub struct TokenManager {
+pub(crate) struct TokenManager {
     rx: watch::Receiver<Current>,
     invalidate_tx: mpsc::UnboundedSender<Refusal>,
     refreshes: Arc<AtomicU64>,
@@ -163,12 +163,12 @@ impl Drop for TokenManager {
 impl TokenManager {
     /// Fetch the first token, then keep it fresh in a background task.
     /// Must be called inside a tokio runtime.
-    pub async fn start(client: ConnectClient) -> Result<Arc<TokenManager>, TokenError> {
+    pub(crate) async fn start(client: ConnectClient) -> Result<Arc<TokenManager>, TokenError> {
         Self::start_with(client, TokenOptions::default()).await
     }
 
     /// [`TokenManager::start`] with explicit options.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         client: ConnectClient,
         opts: TokenOptions,
     ) -> Result<Arc<TokenManager>, TokenError> {
@@ -214,7 +214,7 @@ impl TokenManager {
     }
 
     /// The token to use for the next request.
-    pub fn current(&self) -> TokenRef {
+    pub(crate) fn current(&self) -> TokenRef {
         let cur = self.rx.borrow();
         TokenRef {
             generation: cur.generation,
@@ -282,7 +282,7 @@ impl TokenManager {
     }
 
     /// Successful token fetches after the first one.
-    pub fn refreshes(&self) -> u64 {
+    pub(crate) fn refreshes(&self) -> u64 {
         self.refreshes.load(Ordering::Relaxed)
     }
 

@@ -15,7 +15,7 @@ use crate::report::EngineFigures;
 
 /// Run-wide request counters, updated by every worker (relaxed atomics).
 #[derive(Debug, Default)]
-pub struct EngineCounters {
+pub(crate) struct EngineCounters {
     /// Requests answered or failed on the wire: with `requests_sent`, the
     /// requests in flight.
     finished: AtomicU64,
@@ -114,7 +114,7 @@ impl EngineCounters {
 
     /// The figures the reports and the bar show; `token_refreshes` comes
     /// from the token manager (none before the first token).
-    pub fn snapshot(&self, tokens: Option<&TokenManager>) -> EngineFigures {
+    pub(crate) fn snapshot(&self, tokens: Option<&TokenManager>) -> EngineFigures {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         EngineFigures {
             requests_sent: get(&self.requests_sent),

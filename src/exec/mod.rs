@@ -5,25 +5,28 @@
 //! * `feed` — the intake's thread: rows to send, or decided on the spot.
 //! * `dispatch` — one task per row under a growing semaphore.
 //! * `watch` — the breaker, the state file and the bar, on the recorder's thread.
-//! * [`worker`] — the per-row retry loop (`provision`).
-//! * [`throttle`] — the pool-wide pause after a 429.
-//! * [`pace`] — the shared limiter (`limiter`), its window guard (`window`)
+//! * `worker` — the per-row retry loop (`provision`).
+//! * `throttle` — the pool-wide pause after a 429.
+//! * `pace` — the shared limiter (`limiter`), its window guard (`window`)
 //!   and what `--rate auto` publishes (`auto`).
 //! * `adapt` — `--rate auto`: the controller that sets the pace's rate.
-//! * [`counters`] — the run-wide request counters.
+//! * `counters` — the run-wide request counters.
 //! * `breaker` — the circuit breaker over finished rows.
 //! * [`stop`] — the run-wide stop switch and its reason.
 //! * `tasks` — the run's background tasks: one owner, nothing detached.
 
 mod adapt;
 mod breaker;
-pub mod counters;
+pub(crate) mod counters;
 mod dispatch;
 mod feed;
-pub mod pace;
+pub(crate) mod pace;
 pub mod pipeline;
 pub mod stop;
 mod tasks;
-pub mod throttle;
+pub(crate) mod throttle;
 mod watch;
-pub mod worker;
+pub(crate) mod worker;
+
+#[cfg(test)]
+mod tests;

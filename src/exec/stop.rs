@@ -49,7 +49,7 @@ impl Stop {
     }
 
     /// Stop the run as interrupted (a signal, a spent time budget).
-    pub fn interrupt(&self, reason: impl Into<String>) {
+    pub(crate) fn interrupt(&self, reason: impl Into<String>) {
         self.trip(StopKind::Interrupted, reason);
     }
 

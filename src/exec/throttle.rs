@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// Shared "not before" deadline. Cloning shares the same gate.
 #[derive(Clone, Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     inner: Arc<Inner>,
 }
 
@@ -47,7 +47,7 @@ impl Default for Throttle {
 
 impl Throttle {
     /// An open gate.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Throttle {
             inner: Arc::new(Inner {
                 base: Instant::now(),

@@ -40,7 +40,7 @@ const FREE_UNAUTHORIZED_PER_ROW: u32 = 3;
 const INTERRUPTED: &str = "interrupted";
 
 /// Everything a worker needs, built once before the run (`Arc`-shared).
-pub struct WorkerCtx {
+pub(crate) struct WorkerCtx {
     /// Sends the create requests.
     pub client: ConnectClient,
     /// Hands out the current access token and refreshes it.
@@ -63,7 +63,7 @@ pub struct WorkerCtx {
 
 /// A row ready to send.
 #[derive(Clone, Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// 1-based data-row number.
     pub row: u64,
     /// The payload's user_id.
@@ -79,7 +79,7 @@ pub struct Job {
 
 /// A problem that ends the whole run (exit 3), not just one row.
 #[derive(Debug, thiserror::Error)]
-pub enum FatalError {
+pub(crate) enum FatalError {
     /// The token could not be refreshed: credentials refused, the endpoint
     /// unreachable past the retry budget, or fresh tokens refused at once.
     #[error("row {row}: cannot refresh the access token")]
@@ -97,7 +97,7 @@ pub enum FatalError {
 ///
 /// Each turn: wait for a slot (cancellable) → send once → decide. Waits
 /// between attempts are cancellable; a request on the wire is not.
-pub async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> {
+pub(crate) async fn provision(job: Job, cx: &WorkerCtx) -> Result<Outcome, FatalError> {
     let mut row = RowRun::new(job, cx.retry.backoff());
     loop {
         let Some(slot) = until_cancelled(cx, wait_for_slot(cx)).await else {

@@ -74,7 +74,7 @@ pub(crate) struct Snapshot<'a> {
 
 /// Why the metrics file could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
+pub(crate) enum MetricsError {
     /// The registry could not be encoded (cannot happen into a `String`, but
     /// the encoder's signature allows it).
     #[error("cannot encode the metrics in the Prometheus text format")]

@@ -12,7 +12,7 @@ pub mod run_dir;
 mod sanitize;
 mod summary;
 pub(crate) mod timeline;
-pub mod view;
+pub(crate) mod view;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

@@ -99,7 +99,7 @@ fn exit(counts: &Counts, ending: Ending) -> Exit {
 
 /// Figures gathered by the engine (all zero in a dry run).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineFigures {
+pub(crate) struct EngineFigures {
     /// Create requests sent, retries included.
     pub requests_sent: u64,
     /// Backoff delays taken (retries after a transient failure).

@@ -97,7 +97,7 @@ pub(crate) fn write(
 
 /// `connect-provision report DIR`: draw report.html again from the files
 /// of a finished run (summary.json, timeline.csv and results.csv).
-pub fn rebuild(dir: &Path) -> Result<PathBuf, ViewError> {
+pub(crate) fn rebuild(dir: &Path) -> Result<PathBuf, ViewError> {
     let run_dir = RunDir::at(dir);
     let summary = read_summary(&run_dir.summary(), dir)?;
     let errors = tally_results(&run_dir.results())?;

@@ -75,7 +75,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::model::{AddressAnswer, CreateUser};
 
 pub use limit::LimitAlgorithm;
-pub use schedule::{RateSchedule, ScheduleStep};
+pub(crate) use schedule::RateSchedule;
 pub use seconds::SecondCounts;
 pub use service::SlowStart;
 pub use state::{ConfigPatch, LiveConfig, Stats};
@@ -145,7 +145,7 @@ pub struct SandboxConfig {
     pub seed: Option<u64>,
     /// Postal-code prefixes whose addresses the address endpoint flags
     /// `long_distance_delivery` (case and spaces ignored; default
-    /// [`DEFAULT_LONG_DISTANCE_PREFIXES`]: Alaska and Canada's north).
+    /// `DEFAULT_LONG_DISTANCE_PREFIXES`: Alaska and Canada's north).
     pub long_distance_prefixes: Vec<String>,
 }
 
@@ -153,7 +153,8 @@ pub struct SandboxConfig {
 /// Canadian postal districts of the territories (X: Northwest Territories
 /// and Nunavut, Y: Yukon). A deterministic stand-in for "more than 30
 /// minutes from the closest stores".
-pub const DEFAULT_LONG_DISTANCE_PREFIXES: [&str; 7] = ["995", "996", "997", "998", "999", "X", "Y"];
+pub(crate) const DEFAULT_LONG_DISTANCE_PREFIXES: [&str; 7] =
+    ["995", "996", "997", "998", "999", "X", "Y"];
 
 impl Default for SandboxConfig {
     fn default() -> Self {

@@ -31,7 +31,7 @@ pub struct RateSchedule(Vec<ScheduleStep>);
 impl RateSchedule {
     /// A schedule of `steps`, which must be non-empty, at strictly increasing
     /// offsets, with limits of at least 1.
-    pub fn new(steps: Vec<ScheduleStep>) -> Result<RateSchedule, SandboxError> {
+    pub(crate) fn new(steps: Vec<ScheduleStep>) -> Result<RateSchedule, SandboxError> {
         let bad = |reason: String| SandboxError::Schedule {
             spec: RateSchedule(steps.clone()).to_string(),
             reason,

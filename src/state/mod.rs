@@ -114,7 +114,7 @@ const ADDRESS_HASH_TAG: &[u8] = b"connect-provision address v1\n";
 
 /// The hash of `address` as it is sent (its JSON fields, blank optionals
 /// left out), like [`payload_hash`].
-pub fn address_hash(address: &Address) -> PayloadHash {
+pub(crate) fn address_hash(address: &Address) -> PayloadHash {
     let mut h = Sha256::new();
     h.update(ADDRESS_HASH_TAG);
     // An Address is strings only: serialising it cannot fail.
@@ -130,7 +130,7 @@ pub fn address_hash(address: &Address) -> PayloadHash {
 /// row with an address, the address's. Together they are the payload's
 /// fingerprint: either changing is a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// [`payload_hash`] of the user fields.
     pub user: PayloadHash,
     /// [`address_hash`] of the address, when the row has one.
@@ -138,7 +138,7 @@ pub struct Fingerprint {
 }
 
 /// The fingerprint of `payload`.
-pub fn fingerprint(payload: &Payload) -> Fingerprint {
+pub(crate) fn fingerprint(payload: &Payload) -> Fingerprint {
     Fingerprint {
         user: payload_hash(payload.user()),
         address: payload.address().map(address_hash),
@@ -223,7 +223,7 @@ impl Known {
     /// call, and the upsert is not documented to update names), else
     /// `updated` when the row has an address the state does not hold
     /// (send it again: the upsert attaches it), else `unchanged`.
-    pub fn classify_payload(&self, print: &Fingerprint) -> Status {
+    pub(crate) fn classify_payload(&self, print: &Fingerprint) -> Status {
         if self.payload_hash != print.user {
             return Status::Changed;
         }

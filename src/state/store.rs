@@ -443,7 +443,7 @@ impl StateReader {
     /// most rows of a night without a lookup, whatever their order (see
     /// `state::preload`). The table is read in one pass through a small page
     /// cache, which does not stay resident. Returns the users held.
-    pub fn preload(&mut self) -> Result<u64, StateError> {
+    pub(crate) fn preload(&mut self) -> Result<u64, StateError> {
         self.release()?;
         let path = &self.path;
         self.conn
@@ -462,7 +462,7 @@ impl StateReader {
     /// Whether a row whose payload has fingerprint `print` is known and
     /// `unchanged`, decided from the pre-load alone (false without one, or
     /// when the row must be looked up: new, `changed` or `updated`).
-    pub fn unchanged(&self, print: &Fingerprint) -> bool {
+    pub(crate) fn unchanged(&self, print: &Fingerprint) -> bool {
         self.known.as_ref().is_some_and(|k| k.unchanged(print))
     }
 

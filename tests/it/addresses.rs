@@ -1,7 +1,8 @@
 //! Users with addresses (issue #20): the sandbox's address endpoint over
 //! loopback HTTP (docs/sandbox.md: The sandbox, Users with addresses).
 
-use connect_provision::api::model::{AddressAnswer, ApiError, codes};
+use crate::util::codes;
+use connect_provision::api::model::{AddressAnswer, ApiError};
 use connect_provision::sandbox::SandboxConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -99,7 +100,7 @@ async fn address_refusals_use_the_documented_envelopes() {
     .await;
     let e = single_error(resp, StatusCode::BAD_REQUEST).await;
     assert_eq!(key(&e), "address_line_1");
-    assert_eq!(e.error.code, codes::BLANK); // 1001, invalid parameter
+    assert_eq!(e.error.code, codes::INVALID_PARAMETER); // 1001, invalid parameter
     assert!(e.error.message.contains("P.O. box"), "{}", e.error.message);
 
     // A bad postal code alone: single shape, key postal_code.
@@ -360,7 +361,7 @@ async fn nested_partner() -> (String, tokio::task::JoinHandle<()>) {
     use axum::routing::post;
     let router = Router::new()
         .route(
-            connect_provision::api::model::TOKEN_PATH,
+            crate::util::TOKEN_PATH,
             post(|| async {
                 axum::Json(
                     json!({"access_token": "t0123456789abcdef", "token_type": "Bearer",
@@ -369,7 +370,7 @@ async fn nested_partner() -> (String, tokio::task::JoinHandle<()>) {
             }),
         )
         .route(
-            connect_provision::api::model::ADDRESSES_ROUTE,
+            crate::util::ADDRESSES_ROUTE,
             post(
                 |Path(id): Path<String>, axum::Json(body): axum::Json<Value>| async move {
                     let far = body["postal_code"]

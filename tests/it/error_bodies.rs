@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::util::{TOKEN_PATH, USERS_PATH};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use connect_provision::api::classify::{Verdict, classify};
 use connect_provision::api::client::Attempt;
-use connect_provision::api::model::{ErrorBody, TOKEN_PATH, USERS_PATH};
+use connect_provision::api::model::ErrorBody;
 use connect_provision::outcome::Status;
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};

@@ -6,7 +6,6 @@ mod disk_full;
 mod docs;
 mod dry_run;
 mod engine;
-mod engine_parts;
 mod error_bodies;
 mod hostile;
 mod nightly;

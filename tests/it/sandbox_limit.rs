@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::util::codes;
 use clap::Parser;
-use connect_provision::api::model::codes;
 use connect_provision::cli::{Cli, Command};
 use connect_provision::sandbox::{
     ConfigPatch, LimitAlgorithm, LiveConfig, Sandbox, SandboxConfig, Stats,
@@ -52,16 +52,13 @@ async fn burst(c: &reqwest::Client, sb: &Sandbox, t: &str, prefix: &str, n: usiz
         let (c, url, t) = (c.clone(), sb.url(), t.to_owned());
         let body = user(&format!("{prefix}{i}"));
         tasks.spawn(async move {
-            c.post(format!(
-                "{url}{}",
-                connect_provision::api::model::USERS_PATH
-            ))
-            .bearer_auth(t)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status()
+            c.post(format!("{url}{}", crate::util::USERS_PATH))
+                .bearer_auth(t)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
         });
     }
     let (mut ok, mut throttled) = (0, 0);
@@ -95,7 +92,7 @@ async fn assert_throttled(resp: reqwest::Response, retry_after: bool) {
         assert_eq!(header, None);
     }
     let e = single_error(resp, StatusCode::TOO_MANY_REQUESTS).await;
-    assert_eq!(e.error.code, codes::RATE_LIMITED);
+    assert_eq!(e.error.code, codes::RETRY_LATER);
     assert!(e.meta.is_none(), "a 429 names no parameter: {e:?}");
 }
 

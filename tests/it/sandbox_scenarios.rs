@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::util::USERS_PATH;
 use clap::Parser;
-use connect_provision::api::model::USERS_PATH;
 use connect_provision::cli::{Cli, Command};
 use connect_provision::sandbox::{LiveConfig, SandboxConfig, SecondCounts, Stats};
 use reqwest::StatusCode;

@@ -50,7 +50,7 @@ use self::window::Window;
 
 /// How the limiter may line requests up: the user's choice (`--burst`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pacing {
+pub(crate) enum Pacing {
     /// At most ⌊R⌋ requests in any sliding `SPAN` (the default).
     Window,
     /// GCRA with this burst and no window guard (`--burst N`).
@@ -59,7 +59,7 @@ pub enum Pacing {
 
 impl Pacing {
     /// `--burst`: `None` keeps the strict default.
-    pub fn from_burst(burst: Option<u32>) -> Pacing {
+    pub(crate) fn from_burst(burst: Option<u32>) -> Pacing {
         burst
             .and_then(NonZeroU32::new)
             .map_or(Pacing::Window, Pacing::Burst)
@@ -87,7 +87,7 @@ impl Guard {
 }
 
 /// The shared limiter whose rate can be changed.
-pub struct Pace {
+pub(crate) struct Pace {
     /// The limiter in force, swapped on every change.
     limiter: Limiter,
     /// Current rate in thousandths of a request per second.
@@ -99,7 +99,7 @@ pub struct Pace {
 
 impl Pace {
     /// A pace of `rate` requests per second.
-    pub fn new(rate: f64, pacing: Pacing) -> Pace {
+    pub(crate) fn new(rate: f64, pacing: Pacing) -> Pace {
         let rate = rate.max(0.001);
         let guard = Guard::new(pacing, rate);
         Pace {

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use connect_provision::api::model::{ApiError, ErrorBody, TOKEN_PATH, TokenResponse, USERS_PATH};
+use super::wire::{TOKEN_PATH, USERS_PATH};
+use connect_provision::api::model::{ApiError, ErrorBody, TokenResponse};
 use connect_provision::sandbox::{Sandbox, SandboxConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

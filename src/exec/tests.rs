@@ -1,4 +1,4 @@
-//! The engine's parts (client, token manager, classification, worker loop)
+//! Unit tests of the engine's parts (client, token manager, classification, worker loop)
 //! against the real sandbox over loopback HTTP: what the server saw is the
 //! assertion (docs/rate-limiting.md: How a run executes, The sandbox).
 
@@ -7,24 +7,28 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::api::client::{Attempt, BaseUrl, ConnectClient, Credentials, TokenError, TransportKind};
+use crate::api::model::{CreateUser, Endpoint};
+use crate::api::token::{TokenManager, TokenOptions};
+use crate::exec::counters::EngineCounters;
+use crate::exec::pace::{Pace, Pacing};
+use crate::exec::stop::Stop;
+use crate::exec::throttle::Throttle;
+use crate::exec::worker::{Job, WorkerCtx, provision};
+use crate::outcome::{Outcome, Status};
+use crate::retry::RetryPolicy;
+use crate::sandbox::{ConfigPatch, Sandbox, SandboxConfig};
 use bytes::Bytes;
-use connect_provision::api::client::{
-    Attempt, BaseUrl, ConnectClient, Credentials, TokenError, TransportKind,
-};
-use connect_provision::api::model::{CreateUser, Endpoint};
-use connect_provision::api::token::{TokenManager, TokenOptions};
-use connect_provision::exec::counters::EngineCounters;
-use connect_provision::exec::pace::{Pace, Pacing};
-use connect_provision::exec::stop::Stop;
-use connect_provision::exec::throttle::Throttle;
-use connect_provision::exec::worker::{Job, WorkerCtx, provision};
-use connect_provision::outcome::{Outcome, Status};
-use connect_provision::retry::RetryPolicy;
-use connect_provision::sandbox::{ConfigPatch, Sandbox, SandboxConfig};
 use governor::Jitter;
 use secrecy::SecretString;
 
-use crate::util::sandbox;
+use std::net::SocketAddr;
+
+/// A sandbox on `127.0.0.1:0`.
+async fn sandbox(cfg: SandboxConfig) -> Sandbox {
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+    Sandbox::start(cfg, listen).await.expect("sandbox starts")
+}
 
 fn client_for(url: &str, secret: &str) -> ConnectClient {
     let creds = Credentials {
