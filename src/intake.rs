@@ -169,8 +169,8 @@ impl Intake {
     }
 
     /// Validate on `workers` threads from here on, in batches: for inputs
-    /// read as fast as they come (a dry run), not a slow stdin, whose rows
-    /// would wait for a batch to fill.
+    /// read as fast as they come (a dry run, or a regular file), not a slow
+    /// stdin or pipe, whose rows would wait for a batch to fill.
     pub(crate) fn validate_in_parallel(&mut self, workers: usize) {
         self.pool = Some(pool::Pool::start(self.validator.clone(), workers));
     }

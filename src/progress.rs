@@ -97,8 +97,13 @@ fn progress_message(counts: &Counts, extra: &str) -> String {
 
 /// Estimate the data rows of a file from its newlines, for the bar's length
 /// (quoted newlines make it an over-estimate; the bar corrects at the end).
+/// Only a regular file is counted: a second reader of a FIFO would take rows
+/// from the run, and could wait for its writer forever.
 pub(crate) fn estimate_rows(path: &std::path::Path) -> Option<u64> {
     use std::io::Read;
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let mut f = std::fs::File::open(path).ok()?;
     let mut buf = vec![0u8; 1 << 20];
     let mut lines = 0u64;
@@ -151,5 +156,21 @@ mod tests {
         // gzip: no total rather than a count of newline bytes.
         std::fs::write(&p, b"\x1f\x8b\x08\x00\n\n\n").unwrap();
         assert_eq!(estimate_rows(&p), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_not_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("export.csv");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // With no writer, opening it to count would wait forever; reading it
+        // would take the run's rows.
+        assert_eq!(estimate_rows(&p), None);
+        assert_eq!(estimate_rows(dir.path()), None);
     }
 }

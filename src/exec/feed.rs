@@ -59,6 +59,9 @@ pub(crate) struct LiveFeed {
     pub(crate) state: Option<StateReader>,
     /// How far the breaker has judged.
     pub(crate) lookahead: Arc<Lookahead>,
+    /// The input is stdin or a pipe: each job is handed over at once, since
+    /// the next read may wait for the producer as long as it likes.
+    pub(crate) streamed: bool,
 }
 
 /// The feed's thread: read every data row and hand it on. Returns the
@@ -297,12 +300,12 @@ impl ToRecorder {
 
 impl ToDispatcher {
     /// Queue a job; the batch goes when it is full, or at once when the
-    /// workers have nothing queued (start-up, a slow stdin).
+    /// workers have nothing queued (start-up) or the input is streamed.
     fn push(&mut self, queued: Queued, recorder: &mut ToRecorder, stop: &Stop) -> Result<(), Gone> {
         self.batch.push(queued);
         let jobs = &self.live.jobs;
         let starving = jobs.capacity() == jobs.max_capacity();
-        if self.batch.len() < JOB_BATCH && !starving {
+        if self.batch.len() < JOB_BATCH && !starving && !self.live.streamed {
             return Ok(());
         }
         if jobs.capacity() == 0 {

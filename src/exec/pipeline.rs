@@ -242,13 +242,19 @@ struct Opened {
     state: Option<(StateSink, StateReader)>,
 }
 
-/// Open the input, the run directory and (live) the state. A dry run
-/// validates on one thread per core and writes no journal.
+/// Open the input, the run directory and (live) the state. Validation runs
+/// on one thread per core for a dry run and for a live run reading a regular
+/// file: a live run validates the rows of stdin or a pipe one by one, as
+/// they arrive, since a batch would wait to fill. A dry run writes no journal.
 fn open(
     settings: &RunSettings,
     live: Option<&LiveSettings>,
     started: jiff::Timestamp,
 ) -> Result<Opened, Error> {
+    if live.is_some_and(|l| l.resume) && settings.input.is_stream() {
+        // Before opening it: opening a FIFO waits for its writer.
+        return Err(ResumeError::Stdin.into());
+    }
     let mut intake = Intake::open(settings)?;
     let journaled = match live {
         Some(live) => Some((live, journal_of(settings, live, started)?)),
@@ -260,13 +266,13 @@ fn open(
     };
     let journal = journaled.as_ref().map(|(_, journal)| journal);
     let run_dir = RunDir::open(&settings.out, input, journal)?;
+    if journaled.is_none() || !settings.input.is_stream() {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+        intake.validate_in_parallel(workers);
+    }
     let state = match &journaled {
         Some((live, journal)) => open_state(settings, live, journal, &run_dir)?,
-        None => {
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
-            intake.validate_in_parallel(workers);
-            None
-        }
+        None => None,
     };
     let run_dir::Opened {
         recorder,
@@ -299,6 +305,8 @@ struct Live<'a> {
     target: String,
     engine: Engine,
     lookahead: Arc<Lookahead>,
+    /// The input is stdin or a pipe: rows come as the producer writes them.
+    streamed: bool,
 }
 
 /// What a live run adds to its figures once every row is recorded.
@@ -321,6 +329,7 @@ impl<'a> Live<'a> {
             target: run.remote.label.clone(),
             engine: Engine::start(settings, exec, run.remote, stop, background).await?,
             lookahead: Arc::new(Lookahead::default()),
+            streamed: settings.input.is_stream(),
         })
     }
 
@@ -369,6 +378,7 @@ impl<'a> Live<'a> {
             jobs: job_tx,
             state,
             lookahead: self.lookahead.clone(),
+            streamed: self.streamed,
         };
         (feed, Stages { dispatcher })
     }
@@ -576,14 +586,16 @@ fn journal_of(
     started: jiff::Timestamp,
 ) -> Result<Journal, Error> {
     let input_sha256 = match &settings.input {
-        InputSource::Path(p) => {
+        InputSource::Path(p) if !settings.input.is_stream() => {
             journal::sha256_file(p).map_err(|e| crate::input::InputError::Open {
                 path: p.display().to_string(),
                 source: e,
             })?
         }
-        InputSource::Stdin if live.resume => return Err(ResumeError::Stdin.into()),
-        // stdin is hashed as it is read; run.json can only say so.
+        // stdin or a pipe is read once, as it comes: it cannot be hashed
+        // first, nor read again on --resume. run.json can only say so.
+        _ if live.resume => return Err(ResumeError::Stdin.into()),
+        InputSource::Path(_) => "pipe".to_string(),
         InputSource::Stdin => "stdin".to_string(),
     };
     let shard = settings.shard.map(|s| s.to_string());

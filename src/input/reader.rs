@@ -38,6 +38,18 @@ impl InputSource {
         }
     }
 
+    /// stdin, or a path that is a FIFO, a `/dev/fd/N` pipe, a socket or a
+    /// device: read once, as the producer writes it. It cannot be hashed
+    /// before the run nor read again on `--resume`, and its rows are
+    /// validated as they come, not in batches. A regular file (or a path
+    /// that does not exist, which fails to open) is not.
+    pub(crate) fn is_stream(&self) -> bool {
+        match self {
+            InputSource::Path(p) => std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()),
+            InputSource::Stdin => true,
+        }
+    }
+
     /// How the source is named in messages and summary.json.
     pub(crate) fn display(&self) -> String {
         match self {

@@ -9,8 +9,9 @@
 //! descheduled on a busy core left the others waiting.
 //!
 //! A batch is only handed over full (or at the end of the input), so this is
-//! for inputs read as fast as they can be (a dry run); a live run reading a
-//! slow stdin validates each row as it arrives instead.
+//! for inputs read as fast as they can be: a dry run, or a live run reading a
+//! regular file. A live run reading stdin or a pipe validates each row as it
+//! arrives instead.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -142,8 +142,8 @@ pub enum ResumeError {
         /// This part's.
         now: String,
     },
-    /// The input is stdin, which cannot be read again.
-    #[error("cannot resume a run that reads stdin: give the input as a file")]
+    /// The input is stdin or a pipe, which cannot be read again.
+    #[error("cannot resume a run that reads stdin or a pipe: give the input as a regular file")]
     Stdin,
     /// A new run was pointed at a directory that already holds one.
     #[error(

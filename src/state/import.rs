@@ -207,7 +207,7 @@ fn verify_input(
 ) -> Result<bool, StateError> {
     let input_name = source.display();
     match (want, source) {
-        (Some(want), InputSource::Path(p)) => {
+        (Some(want), InputSource::Path(p)) if !source.is_stream() => {
             let got = sha256_file(p).map_err(|e| InputError::Open {
                 path: input_name.clone(),
                 source: e,
@@ -219,8 +219,8 @@ fn verify_input(
             }
             Ok(true)
         }
-        (Some(_), InputSource::Stdin) => Err(fail(
-            "give the input as a file, so it can be checked against the run's run.json".into(),
+        (Some(_), _) => Err(fail(
+            "give the input as a regular file (not stdin or a pipe), so it can be checked against the run's run.json".into(),
         )),
         (None, _) => Ok(false),
     }

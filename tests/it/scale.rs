@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use connect_provision::sandbox::SandboxConfig;
 
-use crate::util::{Fixture, Reports, Run, TestDir, sample, sandbox};
+use crate::util::{Fixture, Reports, Run, TestDir, sample, sandbox, wait_until};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -224,4 +225,56 @@ fn a_resume_with_another_shard_is_refused() {
     run(&["--shard", "2/2", "--resume"])
         .expect_code(2)
         .expect_stderr("handled shard 1/2, not shard 2/2");
+}
+
+// A live run reading a pipe (stdin, or a FIFO named as the input) sends each
+// row as it arrives; only a regular file is validated in batches of 1,024
+// (ARCHITECTURE.md "A dry run"). The writer holds the pipe open after two
+// rows: the sandbox must see both users before the input ends.
+#[test]
+fn a_live_run_sends_the_rows_of_a_pipe_as_they_arrive() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sb = rt.block_on(sandbox(SandboxConfig::default()));
+    let t = TestDir::new();
+    let fifo = t.join("export.csv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let out = t.join("out");
+    let mut child = Run::live(&sb).input(&fifo).out(&out).spawn();
+    // Opening a FIFO for writing waits for its reader: the run.
+    let mut pipe = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO");
+    pipe.write_all(b"user_id,first_name\nu1,Ann\nu2,Bob\n")
+        .unwrap();
+    pipe.flush().unwrap();
+    let both = wait_until(Duration::from_secs(60), || sb.users().len() == 2);
+    assert!(child.running(), "the run ended before its input did");
+    assert!(both, "two rows written to a pipe held open were not sent");
+    pipe.write_all(b"u3,Cy\n").unwrap();
+    drop(pipe);
+    child.wait(Duration::from_secs(60)).expect_code(0);
+    let rows = by_row(&out);
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.values().all(|(_, status, _)| status == "created"),
+        "{rows:?}"
+    );
+    assert_eq!(sb.users().len(), 3);
+    // A pipe is read once: run.json cannot hold its hash (summary.json's is
+    // taken as it was read), and --resume refuses it.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["input_sha256"], "pipe");
+    Run::live(&sb)
+        .input(&fifo)
+        .out(&out)
+        .resume()
+        .output()
+        .expect_code(2)
+        .expect_stderr("cannot resume a run that reads stdin or a pipe");
 }
