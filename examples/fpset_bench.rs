@@ -34,7 +34,11 @@ fn main() {
         .unwrap_or(10_000_000);
     let base = kib("VmRSS:");
     let t = std::time::Instant::now();
-    let mut s = fpset::FpSet::new();
+    // FPSET_PRESIZE=1: sized for n first (`FpSet::with_capacity`).
+    let mut s = match std::env::var_os("FPSET_PRESIZE") {
+        Some(_) => fpset::FpSet::with_capacity(n),
+        None => fpset::FpSet::new(),
+    };
     for i in 0..n {
         s.insert(mix(i));
     }

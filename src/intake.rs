@@ -160,6 +160,17 @@ impl Intake {
         }
     }
 
+    /// Size the duplicate filter for about `rows` data rows (the input's
+    /// newlines), this shard's share of them with `--shard`, so that it is
+    /// allocated once ([`FpSet::with_capacity`]).
+    pub(crate) fn expect_rows(&mut self, rows: u64) {
+        let rows = match self.shard {
+            Some(shard) => rows / u64::from(shard.count()),
+            None => rows,
+        };
+        self.seen.seen = FpSet::with_capacity(rows);
+    }
+
     /// Skip the rows an earlier part of the run finished: successes produce
     /// no step (their results.csv lines are kept), rejected rows come back as
     /// their recorded outcome (failures.csv is rebuilt from the input).

@@ -212,7 +212,7 @@ fn watch_of<P: Clone>(
                 .passing_over(std::mem::take(&mut opened.prior.judged)),
             gate: l.lookahead.clone(),
             state,
-            bar: ui.run_bar(bar_total(settings)),
+            bar: ui.run_bar(opened.rows_estimate),
             show_rate: matches!(l.settings.exec.rate, Rate::Auto { .. }),
             gauges: Gauges {
                 pace: l.engine.pace.clone(),
@@ -240,6 +240,9 @@ struct Opened {
     digest: InputDigest,
     /// `--state`: this run's record and the known users.
     state: Option<(StateSink, StateReader)>,
+    /// The input's data rows, estimated from its newlines (a regular,
+    /// uncompressed file), at most `--limit`: the bar's length.
+    rows_estimate: Option<u64>,
 }
 
 /// Open the input, the run directory and (live) the state. Validation runs
@@ -256,6 +259,10 @@ fn open(
         return Err(ResumeError::Stdin.into());
     }
     let mut intake = Intake::open(settings)?;
+    let rows_estimate = rows_estimate(settings);
+    if let Some(rows) = rows_estimate {
+        intake.expect_rows(rows);
+    }
     let journaled = match live {
         Some(live) => Some((live, journal_of(settings, live, started)?)),
         None => None,
@@ -286,11 +293,13 @@ fn open(
         recorder,
         prior,
         state,
+        rows_estimate,
     })
 }
 
-/// The bar's length: the file's estimated rows, at most `--limit`.
-fn bar_total(settings: &RunSettings) -> Option<u64> {
+/// The file's estimated rows, at most `--limit`: the bar's length, and the
+/// size the duplicate filter is allocated at.
+fn rows_estimate(settings: &RunSettings) -> Option<u64> {
     match &settings.input {
         InputSource::Path(p) => crate::progress::estimate_rows(p),
         InputSource::Stdin => None,
