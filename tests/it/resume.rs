@@ -44,8 +44,10 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
     let fx = Fixture::users(1500);
     let reports = fx.reports();
     // Lines recorded created/exists before each crash: all must survive.
+    // The last kill leaves 300 rows (a second at --rate 300) for it to land
+    // before the run ends, on a loaded machine too.
     let mut recorded: BTreeSet<String> = BTreeSet::new();
-    for (part, pct) in [10u64, 50, 90].into_iter().enumerate() {
+    for (part, pct) in [10u64, 50, 80].into_iter().enumerate() {
         let run = fx
             .live(&sb)
             .rate(300)
@@ -58,7 +60,12 @@ async fn kill_9_at_several_points_then_resume_completes_exactly_once() {
         let rows = reports.journal();
         let distinct: BTreeSet<u64> = rows.iter().map(|r| r.row).collect();
         assert_eq!(distinct.len(), rows.len(), "{pct}%: a row recorded twice");
-        assert!(rows.len() as u64 >= target && (rows.len() as u64) < fx.rows);
+        let n = rows.len() as u64;
+        assert!(
+            n >= target && n < fx.rows,
+            "{pct}%: {n} rows in the journal after the kill (target {target} of {})",
+            fx.rows
+        );
         let stored: BTreeSet<String> = sb.users().into_iter().map(|u| u.user_id).collect();
         let mut ok = ids_with(&rows, "created");
         ok.extend(ids_with(&rows, "exists"));
