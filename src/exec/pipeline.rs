@@ -100,7 +100,7 @@ async fn run_stages(
     let clock = Instant::now();
     let mut opened = open(settings, live.as_ref().map(|l| l.settings), started)?;
     let live = match live {
-        Some(l) => Some(Live::start(settings, l, &stop, background).await?),
+        Some(l) => Some(Live::start(settings, l, opened.streamed, &stop, background).await?),
         None => None,
     };
     let progress = progress_of(&opened.prior, live.as_ref(), clock);
@@ -243,6 +243,8 @@ struct Opened {
     /// The input's data rows, estimated from its newlines (a regular,
     /// uncompressed file), at most `--limit`: the bar's length.
     rows_estimate: Option<u64>,
+    /// The input is stdin or a pipe (`InputSource::is_stream`), asked once.
+    streamed: bool,
 }
 
 /// Open the input, the run directory and (live) the state. Validation runs
@@ -254,7 +256,8 @@ fn open(
     live: Option<&LiveSettings>,
     started: jiff::Timestamp,
 ) -> Result<Opened, Error> {
-    if live.is_some_and(|l| l.resume) && settings.input.is_stream() {
+    let streamed = settings.input.is_stream();
+    if live.is_some_and(|l| l.resume) && streamed {
         // Before opening it: opening a FIFO waits for its writer.
         return Err(ResumeError::Stdin.into());
     }
@@ -264,7 +267,7 @@ fn open(
         intake.expect_rows(rows);
     }
     let journaled = match live {
-        Some(live) => Some((live, journal_of(settings, live, started)?)),
+        Some(live) => Some((live, journal_of(settings, live, started, streamed)?)),
         None => None,
     };
     let input = InputLayout {
@@ -273,7 +276,7 @@ fn open(
     };
     let journal = journaled.as_ref().map(|(_, journal)| journal);
     let run_dir = RunDir::open(&settings.out, input, journal)?;
-    if journaled.is_none() || !settings.input.is_stream() {
+    if journaled.is_none() || !streamed {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
         intake.validate_in_parallel(workers);
     }
@@ -294,6 +297,7 @@ fn open(
         prior,
         state,
         rows_estimate,
+        streamed,
     })
 }
 
@@ -325,10 +329,12 @@ struct LiveEnded {
 }
 
 impl<'a> Live<'a> {
-    /// Start the engine of `run` (see [`Engine::start`]).
+    /// Start the engine of `run` (see [`Engine::start`]); `streamed`: the
+    /// input is stdin or a pipe.
     async fn start(
         settings: &RunSettings,
         run: LiveRun<'a>,
+        streamed: bool,
         stop: &Stop,
         background: &mut Background,
     ) -> Result<Live<'a>, Error> {
@@ -338,7 +344,7 @@ impl<'a> Live<'a> {
             target: run.remote.label.clone(),
             engine: Engine::start(settings, exec, run.remote, stop, background).await?,
             lookahead: Arc::new(Lookahead::default()),
-            streamed: settings.input.is_stream(),
+            streamed,
         })
     }
 
@@ -587,15 +593,16 @@ fn finish(
 }
 
 /// The journal a live run keeps in `--out`: run.json in a new run, with
-/// the input's SHA-256, which a resume checks (a run that reads stdin
-/// cannot be resumed).
+/// the input's SHA-256, which a resume checks (a run that reads stdin or a
+/// pipe, `streamed`, cannot be resumed).
 fn journal_of(
     settings: &RunSettings,
     live: &LiveSettings,
     started: jiff::Timestamp,
+    streamed: bool,
 ) -> Result<Journal, Error> {
     let input_sha256 = match &settings.input {
-        InputSource::Path(p) if !settings.input.is_stream() => {
+        InputSource::Path(p) if !streamed => {
             journal::sha256_file(p).map_err(|e| crate::input::InputError::Open {
                 path: p.display().to_string(),
                 source: e,
